@@ -1,0 +1,544 @@
+//! The command line: `serve` (stdio or HTTP), `call` (one tool, in-process), `tools`,
+//! `config check|default`. Exit codes: 0 success, 1 the tool returned an error, 2 usage or
+//! configuration error.
+
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, Config, ConfigSource, LogFormat, LogLevel};
+use crate::core::Core;
+use crate::ebpf::host;
+use crate::tools::{self, CallContext, ToolEvent};
+
+const EXIT_TOOL_ERROR: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+
+const EXAMPLES: &str = "\
+Examples:
+  ebpf-mcp call info                         what eBPF can do on this host
+  ebpf-mcp call info '{\"refresh\": true}' --output table
+  ebpf-mcp serve                             MCP over stdio (for desktop clients)
+  ebpf-mcp serve --http 127.0.0.1:8080       MCP over Streamable HTTP at /mcp
+  ebpf-mcp tools                             the tools and what they are for
+  ebpf-mcp config check /etc/ebpf-mcp/config.yaml
+
+Run as root, or grant CAP_BPF, CAP_PERFMON (and CAP_SYS_ADMIN to mount tracefs/bpffs).";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ebpf-mcp",
+    version,
+    about = "Structured, safe access to Linux eBPF for AI agents, over the Model Context Protocol",
+    after_help = EXAMPLES
+)]
+struct Cli {
+    /// Configuration file (YAML); without one, built-in defaults apply.
+    #[arg(long, global = true, env = "EBPF_MCP_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log level (overrides observability.logging.level). Logs go to stderr or the configured file.
+    #[arg(long, global = true, value_enum)]
+    log_level: Option<LogLevel>,
+    /// Log format (overrides observability.logging.format).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve MCP: over stdio by default, or over Streamable HTTP with --http.
+    Serve {
+        /// Serve Streamable HTTP at http://ADDR/mcp instead of stdio (default address:
+        /// server.bind_address). Only loopback addresses are accepted.
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
+        http: Option<String>,
+    },
+    /// Run one tool in-process and print its result.
+    Call {
+        /// Tool name (see `ebpf-mcp tools`).
+        tool: String,
+        /// Arguments as a JSON object; `-` reads them from stdin.
+        #[arg(default_value = "{}")]
+        args: String,
+        /// json: pretty JSON; jsonl: one line per row (or the whole result); table: columns.
+        #[arg(long, short, value_enum, default_value_t = OutputFormat::Json)]
+        output: OutputFormat,
+    },
+    /// List the tools with one-line descriptions.
+    Tools {
+        /// table: one line per tool; json: full definitions with schemas.
+        #[arg(long, short, value_enum, default_value_t = ToolsFormat::Table)]
+        output: ToolsFormat,
+    },
+    /// Validate a configuration file, or print the documented defaults.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigAction {
+    /// Parse and validate FILE; report the first error with its key and line.
+    Check { file: PathBuf },
+    /// Print the default configuration, with comments.
+    Default,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Json,
+    Jsonl,
+    Table,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ToolsFormat {
+    Table,
+    Json,
+}
+
+fn write_stdout(text: &str) -> u8 {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        // A closed pipe (`| head`) is the reader's choice, not our failure.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("ebpf-mcp: cannot write output: {e}");
+            EXIT_TOOL_ERROR
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version land here too, with exit code 0.
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    ExitCode::from(run(cli))
+}
+
+fn run(cli: Cli) -> u8 {
+    if let Command::Config { action } = &cli.command {
+        return config_command(action);
+    }
+    let (config, source) = match Config::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("ebpf-mcp: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let serving = matches!(cli.command, Command::Serve { .. });
+    // One-shot commands stay quiet unless asked: their output is the result.
+    let level = cli.log_level.unwrap_or(if serving {
+        config.observability.logging.level
+    } else {
+        LogLevel::Warn
+    });
+    let format = cli
+        .log_format
+        .unwrap_or(config.observability.logging.format);
+    if let Err(e) =
+        crate::telemetry::init(level, format, config.observability.logging.file.as_deref())
+    {
+        eprintln!("ebpf-mcp: {e}");
+        return EXIT_USAGE;
+    }
+    let reserved = match &source {
+        ConfigSource::File(path) => std::fs::read_to_string(path)
+            .map(|t| Config::reserved_keys_set(&t))
+            .unwrap_or_default(),
+        ConfigSource::Defaults => Vec::new(),
+    };
+    for key in &reserved {
+        tracing::warn!(
+            key,
+            "configuration key is accepted but not in effect in this version"
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ebpf-mcp: cannot start the async runtime: {e}");
+            return EXIT_TOOL_ERROR;
+        }
+    };
+    let code = match cli.command {
+        Command::Tools { output } => tools_command(&config, output),
+        Command::Serve { http } => {
+            let addr = match http.as_deref() {
+                None => None,
+                Some("") => Some(config.server.bind_address),
+                Some(text) => match text.parse() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        eprintln!(
+                            "ebpf-mcp: --http {text}: not an address; write IP:PORT, e.g. 127.0.0.1:8080"
+                        );
+                        return EXIT_USAGE;
+                    }
+                },
+            };
+            host::prepare(config.ebpf.auto_mount);
+            let core = Arc::new(Core::new(config, source, reserved));
+            let result = runtime.block_on(async move {
+                match addr {
+                    Some(addr) => crate::server::serve_http(core, addr).await,
+                    None => crate::server::serve_stdio(core).await,
+                }
+            });
+            match result {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("ebpf-mcp: {e}");
+                    EXIT_USAGE
+                }
+            }
+        }
+        Command::Call { tool, args, output } => {
+            host::prepare(config.ebpf.auto_mount);
+            let core = Arc::new(Core::new(config, source, reserved));
+            runtime.block_on(call_command(core, &tool, &args, output))
+        }
+        Command::Config { .. } => unreachable!("handled above"),
+    };
+    // A blocking stdin reader must not keep the process alive after the work is done.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    code
+}
+
+fn config_command(action: &ConfigAction) -> u8 {
+    match action {
+        ConfigAction::Default => write_stdout(config::DEFAULT_YAML),
+        ConfigAction::Check { file } => match Config::load(Some(file)) {
+            Ok(_) => {
+                let text = std::fs::read_to_string(file).unwrap_or_default();
+                let reserved = Config::reserved_keys_set(&text);
+                let mut msg = format!("{}: valid\n", file.display());
+                for key in reserved {
+                    msg.push_str(&format!(
+                        "note: `{key}` is accepted but not in effect in this version\n"
+                    ));
+                }
+                write_stdout(&msg)
+            }
+            Err(e) => {
+                eprintln!("ebpf-mcp: {e}");
+                EXIT_USAGE
+            }
+        },
+    }
+}
+
+fn tools_command(config: &Config, output: ToolsFormat) -> u8 {
+    let registry = tools::registry();
+    match output {
+        ToolsFormat::Table => {
+            let width = registry
+                .all()
+                .iter()
+                .map(|t| t.name.len())
+                .max()
+                .unwrap_or(4);
+            let mut text = String::new();
+            for t in registry.all() {
+                let state = if t.tier.enabled(config) {
+                    ""
+                } else {
+                    " (disabled)"
+                };
+                let first_sentence = t.description.split(". ").next().unwrap_or(t.description);
+                text.push_str(&format!(
+                    "{:width$}  {:6}  {}{state}\n",
+                    t.name,
+                    t.tier.as_str(),
+                    first_sentence.trim_end_matches('.'),
+                ));
+            }
+            write_stdout(&text)
+        }
+        ToolsFormat::Json => {
+            let list: Vec<Value> = registry
+                .all()
+                .iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "name": t.name,
+                        "title": t.title,
+                        "tier": t.tier,
+                        "enabled": t.tier.enabled(config),
+                        "description": t.description,
+                        "inputSchema": t.input_schema,
+                        "outputSchema": t.output_schema,
+                    })
+                })
+                .collect();
+            write_stdout(&format!("{}\n", pretty(&Value::Array(list))))
+        }
+    }
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+async fn call_command(core: Arc<Core>, tool: &str, args: &str, output: OutputFormat) -> u8 {
+    let Some(spec) = tools::registry().get(tool) else {
+        let known: Vec<&str> = tools::registry().all().iter().map(|t| t.name).collect();
+        eprintln!(
+            "ebpf-mcp: unknown tool `{tool}`; known tools: {}",
+            known.join(", ")
+        );
+        return EXIT_USAGE;
+    };
+    let text = if args == "-" {
+        let mut buf = String::new();
+        if let Err(e) = io::stdin().read_to_string(&mut buf) {
+            eprintln!("ebpf-mcp: cannot read arguments from stdin: {e}");
+            return EXIT_USAGE;
+        }
+        buf
+    } else {
+        args.to_owned()
+    };
+    let args: Value = match serde_json::from_str(&text) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            eprintln!("ebpf-mcp: arguments must be a JSON object, e.g. '{{\"refresh\": true}}'");
+            return EXIT_USAGE;
+        }
+        Err(e) => {
+            eprintln!(
+                "ebpf-mcp: arguments are not valid JSON ({e}); quote them, e.g. '{{\"refresh\": true}}'"
+            );
+            return EXIT_USAGE;
+        }
+    };
+    let cancel = CancellationToken::new();
+    let ctx = CallContext::new(cancel.clone(), |event| match event {
+        ToolEvent::Log { level, message } => match level {
+            LogLevel::Error => tracing::error!("{message}"),
+            LogLevel::Warn => tracing::warn!("{message}"),
+            LogLevel::Info => tracing::info!("{message}"),
+            LogLevel::Debug | LogLevel::Trace => tracing::debug!("{message}"),
+        },
+        ToolEvent::Progress {
+            progress,
+            total,
+            message,
+        } => {
+            tracing::debug!(progress, total, "{message}");
+        }
+    });
+    // Ctrl-C stops the tool early; tools that can return what they have so far do so.
+    let interrupt = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            crate::server::shutdown_signal().await;
+            cancel.cancel();
+        })
+    };
+    let result = tools::execute(&core, spec, args, ctx).await;
+    interrupt.abort();
+    core.shutdown();
+    match result {
+        Ok(value) => {
+            if value.get("truncated") == Some(&Value::Bool(true))
+                && let Some(hint) = value.get("hint").and_then(Value::as_str)
+                && io::stderr().is_terminal()
+            {
+                eprintln!("ebpf-mcp: {hint}");
+            }
+            write_stdout(&render(&value, spec.list_field, output))
+        }
+        Err(err) => {
+            eprintln!("ebpf-mcp: {tool} failed: {err}");
+            let code = write_stdout(&format!("{}\n", pretty(&err.to_json())));
+            if code == 0 { EXIT_TOOL_ERROR } else { code }
+        }
+    }
+}
+
+fn render(value: &Value, list_field: Option<&str>, output: OutputFormat) -> String {
+    let rows = list_field
+        .and_then(|f| value.get(f))
+        .and_then(Value::as_array);
+    match output {
+        OutputFormat::Json => format!("{}\n", pretty(value)),
+        OutputFormat::Jsonl => match rows {
+            Some(rows) => rows.iter().map(|r| format!("{r}\n")).collect(),
+            None => format!("{value}\n"),
+        },
+        OutputFormat::Table => match rows {
+            Some(rows) => table(rows),
+            None => {
+                let mut lines = Vec::new();
+                flatten("", value, &mut lines);
+                let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+                lines
+                    .iter()
+                    .map(|(k, v)| format!("{k:width$}  {v}\n"))
+                    .collect()
+            }
+        },
+    }
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
+    let key = |k: &str| {
+        if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}.{k}")
+        }
+    };
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (k, child) in m {
+                flatten(&key(k), child, out);
+            }
+        }
+        Value::Array(a) if a.iter().all(|x| !x.is_object() && !x.is_array()) => {
+            out.push((
+                prefix.to_owned(),
+                a.iter().map(scalar).collect::<Vec<_>>().join(", "),
+            ));
+        }
+        Value::Array(a) => {
+            for (i, child) in a.iter().enumerate() {
+                flatten(&format!("{prefix}[{i}]"), child, out);
+            }
+        }
+        other => out.push((prefix.to_owned(), scalar(other))),
+    }
+}
+
+fn table(rows: &[Value]) -> String {
+    let mut columns: Vec<String> = Vec::new();
+    for row in rows {
+        if let Some(m) = row.as_object() {
+            for (k, v) in m {
+                if !v.is_object() && !columns.contains(k) {
+                    columns.push(k.clone());
+                }
+            }
+        }
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            columns
+                .iter()
+                .map(|c| match r.get(c) {
+                    Some(Value::Array(a)) => a.iter().map(scalar).collect::<Vec<_>>().join(","),
+                    Some(v) => scalar(v),
+                    None => String::new(),
+                })
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].len())
+                .chain([c.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |vals: Vec<&str>| -> String {
+        let mut s = vals
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        s.truncate(s.trim_end().len());
+        s.push('\n');
+        s
+    };
+    let mut out = line(
+        columns
+            .iter()
+            .map(|c| c.to_uppercase())
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    );
+    for r in &cells {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn table_renders_rows_with_union_of_columns() {
+        let rows = vec![
+            json!({"id": 1, "name": "a", "maps": [3, 4]}),
+            json!({"id": 22, "extra": true}),
+        ];
+        let t = table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(
+            lines[0].split_whitespace().collect::<Vec<_>>(),
+            ["ID", "NAME", "MAPS", "EXTRA"]
+        );
+        assert!(lines[1].contains("3,4"));
+        assert!(lines[2].ends_with("true"));
+    }
+
+    #[test]
+    fn objects_flatten_to_dotted_keys() {
+        let v = json!({"kernel": {"release": "6.1", "caps": ["A", "B"]}, "n": 1});
+        let s = render(&v, None, OutputFormat::Table);
+        assert!(s.contains("kernel.release  6.1"), "{s}");
+        assert!(s.contains("kernel.caps     A, B"), "{s}");
+    }
+
+    #[test]
+    fn jsonl_prints_one_row_per_line() {
+        let v = json!({"rows": [{"a": 1}, {"a": 2}], "total": 2});
+        assert_eq!(
+            render(&v, Some("rows"), OutputFormat::Jsonl),
+            "{\"a\":1}\n{\"a\":2}\n"
+        );
+        assert_eq!(render(&v, None, OutputFormat::Jsonl).lines().count(), 1);
+    }
+}

@@ -1,0 +1,349 @@
+//! Configuration: the seed's YAML layout (`server`, `security`, `resources`, `ebpf`,
+//! `observability`, `tools`), every key optional with a safe default, unknown keys and bad
+//! values rejected with the key path and line.
+
+mod types;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use types::*;
+
+/// The documented default configuration; `Config::default()` equals what it parses to.
+pub const DEFAULT_YAML: &str = include_str!("../../configs/default.yaml");
+
+/// Where the running configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// No file: built-in defaults.
+    Defaults,
+    /// Loaded from this file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Defaults => f.write_str("built-in defaults"),
+            Self::File(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// A configuration file that cannot be used, with where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}{}: {}{message}", location(*.line, *.column), key_prefix(.key))]
+    Invalid {
+        origin: String,
+        /// Dotted key path (`server.request_timeout`), empty for the document root.
+        key: String,
+        line: Option<usize>,
+        column: Option<usize>,
+        message: String,
+    },
+}
+
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() || key == "." {
+        String::new()
+    } else {
+        format!("key `{key}`: ")
+    }
+}
+
+fn location(line: Option<usize>, column: Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!(", line {l}, column {c}"),
+        (Some(l), None) => format!(", line {l}"),
+        _ => String::new(),
+    }
+}
+
+impl Config {
+    /// Loads `path`, or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<(Self, ConfigSource), ConfigError> {
+        let Some(path) = path else {
+            return Ok((Self::default(), ConfigSource::Defaults));
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::from_yaml(&text, &path.display().to_string())?;
+        Ok((config, ConfigSource::File(path.to_owned())))
+    }
+
+    /// Parses and validates YAML text; `origin` names it in errors (a path or `<default>`).
+    pub fn from_yaml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        // An empty document (or one holding only comments) means "all defaults".
+        if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            return Ok(Self::default());
+        }
+        let de = yaml_serde::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let location = inner.location();
+            ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key,
+                line: location.as_ref().map(|l| l.line()),
+                column: location.as_ref().map(|l| l.column()),
+                message: strip_yaml_path(&strip_location(&inner.to_string())),
+            }
+        })?;
+        config
+            .validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                line: find_key_line(text, &key),
+                column: None,
+                key,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Cross-field rules that a single value's type cannot express.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let tls = &self.server.tls;
+        if tls.enabled {
+            return Err((
+                "server.tls.enabled".into(),
+                "TLS is not available in this version; serve on loopback, or terminate TLS \
+                 in a reverse proxy, and set `enabled: false`"
+                    .into(),
+            ));
+        }
+        if self.server.allowed_hosts.is_empty() {
+            return Err((
+                "server.allowed_hosts".into(),
+                "must list at least one host name (the defaults are localhost, 127.0.0.1, ::1); \
+                 an empty list would disable DNS-rebinding protection"
+                    .into(),
+            ));
+        }
+        for origin in &self.server.allowed_origins {
+            if origin != "null" && !origin.contains("://") {
+                return Err((
+                    "server.allowed_origins".into(),
+                    format!(
+                        "`{origin}` has no scheme; write origins as `http://host:port` \
+                         (`:*` for any port)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys the file sets whose feature this version does not implement yet. They are
+    /// accepted so that one file serves every version, and reported so none is silently
+    /// ignored: `config check` prints them and the server logs them at start.
+    pub fn reserved_keys_set(text: &str) -> Vec<&'static str> {
+        let Ok(doc) = yaml_serde::from_str::<yaml_serde::Value>(text) else {
+            return Vec::new();
+        };
+        RESERVED_KEYS
+            .iter()
+            .copied()
+            .filter(|key| {
+                key.split('.')
+                    .try_fold(&doc, |node, part| node.get(part))
+                    .is_some()
+            })
+            .collect()
+    }
+}
+
+/// Keys accepted now whose feature arrives in a later version (see docs/configuration.md).
+pub const RESERVED_KEYS: &[&str] = &[
+    "server.max_concurrent_requests",
+    "server.tls.cert_file",
+    "server.tls.key_file",
+    "security.enable_sandboxing",
+    "security.enable_audit",
+    "security.audit_log",
+    "security.bytecode_validation",
+    "security.access_control",
+    "resources",
+    "ebpf.enable_btf",
+    "ebpf.enable_core",
+    "ebpf.program_timeout",
+    "ebpf.map_cleanup_interval",
+    "ebpf.bpffs_dir",
+    "observability.metrics",
+    "observability.health",
+    "tools.map_dump",
+    "tools.trace.max_duration",
+    "tools.trace.max_events",
+    "tools.deploy.allowed_types",
+    "tools.deploy.allowed_dirs",
+];
+
+/// yaml errors end with "at line L column C"; the location is reported separately.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// yaml errors start with their own (shorter) path, e.g. "server: unknown field"; the full
+/// path is reported separately.
+fn strip_yaml_path(message: &str) -> String {
+    let message = match message.split_once(": ") {
+        Some((head, rest)) if !head.contains(' ') && !head.contains('`') => rest,
+        _ => message,
+    };
+    // "expected struct ServerConfig" names a Rust type; say what to write instead.
+    match message.find("expected struct ") {
+        Some(i) => format!("{}expected a mapping of keys", &message[..i]),
+        None => message.to_owned(),
+    }
+}
+
+/// Best-effort line of a dotted key in block-style YAML, for errors found after parsing.
+fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    let mut want = key.split('.').peekable();
+    let mut depth_indent: Option<usize> = None;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        let part = want.peek()?;
+        if depth_indent.is_none_or(|d| indent > d)
+            && trimmed
+                .strip_prefix(*part)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        {
+            want.next();
+            depth_indent = Some(indent);
+            if want.peek().is_none() {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
+}
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(DurationValue)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration `{s}` ({e}); write a number with a unit, e.g. \"30s\", \
+                     \"500ms\", \"5m\""
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_yaml_is_the_default_config() {
+        let parsed = Config::from_yaml(DEFAULT_YAML, "<default>").unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn production_yaml_loads() {
+        let text = include_str!("../../configs/production.yaml");
+        let parsed = Config::from_yaml(text, "production.yaml").unwrap();
+        assert!(!parsed.tools.deploy.enabled);
+        assert_eq!(parsed.server.bind_address.to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(
+            Config::from_yaml("# nothing\n", "x").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_path_and_line() {
+        let text = "server:\n  bind_address: \"127.0.0.1:9000\"\n  request_timout: 5s\n";
+        let err = Config::from_yaml(text, "t.yaml").unwrap_err();
+        let ConfigError::Invalid {
+            key, line, message, ..
+        } = &err
+        else {
+            panic!("{err}")
+        };
+        assert_eq!(key, "server.request_timout");
+        assert_eq!(*line, Some(3));
+        assert!(
+            message.starts_with("unknown field `request_timout`"),
+            "{message}"
+        );
+        assert!(message.contains("request_timeout"), "{message}");
+        assert!(err.to_string().contains("t.yaml"));
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_line() {
+        let text = "tools:\n  trace:\n    max_duration: soon\n";
+        let err = Config::from_yaml(text, "t.yaml").unwrap_err();
+        let ConfigError::Invalid {
+            key, line, message, ..
+        } = &err
+        else {
+            panic!("{err}")
+        };
+        assert_eq!(key, "tools.trace.max_duration");
+        assert_eq!(*line, Some(3));
+        assert!(message.contains("\"30s\""), "{message}");
+    }
+
+    #[test]
+    fn bad_bind_address_is_rejected() {
+        let err = Config::from_yaml("server:\n  bind_address: localhost\n", "t").unwrap_err();
+        assert!(err.to_string().contains("server.bind_address"), "{err}");
+    }
+
+    #[test]
+    fn cross_field_errors_find_their_line() {
+        let text = "server:\n  tls:\n    enabled: true\n";
+        let err = Config::from_yaml(text, "t").unwrap_err();
+        let ConfigError::Invalid { key, line, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(key, "server.tls.enabled");
+        assert_eq!(*line, Some(3));
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        let err = Config::from_yaml("server:\n  max_result_bytes: 0\n", "t").unwrap_err();
+        assert!(err.to_string().contains("server.max_result_bytes"), "{err}");
+    }
+
+    #[test]
+    fn reserved_keys_are_reported() {
+        let text = "security:\n  enable_sandboxing: true\nserver:\n  request_timeout: 5s\n";
+        assert_eq!(
+            Config::reserved_keys_set(text),
+            vec!["security.enable_sandboxing"]
+        );
+    }
+}

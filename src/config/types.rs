@@ -1,0 +1,361 @@
+//! The configuration tree. Defaults here must equal `configs/default.yaml` (a test checks).
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A duration written as text with a unit ("30s", "500ms", "5m").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationValue(pub Duration);
+
+impl Serialize for DurationValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+const fn secs(s: u64) -> DurationValue {
+    DurationValue(Duration::from_secs(s))
+}
+
+const fn nz32(n: u32) -> NonZeroU32 {
+    match NonZeroU32::new(n) {
+        Some(v) => v,
+        None => panic!("zero"),
+    }
+}
+
+const fn nz64(n: u64) -> NonZeroU64 {
+    match NonZeroU64::new(n) {
+        Some(v) => v,
+        None => panic!("zero"),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub security: SecurityConfig,
+    pub resources: ResourcesConfig,
+    pub ebpf: EbpfConfig,
+    pub observability: ObservabilityConfig,
+    pub tools: ToolsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address `serve --http` binds when given no address.
+    pub bind_address: SocketAddr,
+    pub max_concurrent_requests: NonZeroU32,
+    /// Upper bound on one tool call; the call fails with REQUEST_TIMEOUT after it.
+    pub request_timeout: DurationValue,
+    /// Upper bound on one tool result's JSON; larger results are cut and marked truncated.
+    pub max_result_bytes: NonZeroU64,
+    /// `Host` header values the HTTP transport accepts (DNS-rebinding defence).
+    pub allowed_hosts: Vec<String>,
+    /// `Origin` header values the HTTP transport accepts; requests without Origin pass.
+    pub allowed_origins: Vec<String>,
+    pub tls: TlsConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind_address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_concurrent_requests: nz32(100),
+            request_timeout: secs(30),
+            max_result_bytes: nz64(100 * 1024),
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            allowed_origins: vec![
+                "http://localhost:*".into(),
+                "http://127.0.0.1:*".into(),
+                "http://[::1]:*".into(),
+            ],
+            tls: TlsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    pub enable_sandboxing: bool,
+    pub enable_audit: bool,
+    pub audit_log: PathBuf,
+    pub bytecode_validation: BytecodeValidationConfig,
+    pub access_control: AccessControlConfig,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            enable_sandboxing: true,
+            enable_audit: true,
+            audit_log: PathBuf::from("/var/log/ebpf-mcp/audit.log"),
+            bytecode_validation: BytecodeValidationConfig::default(),
+            access_control: AccessControlConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BytecodeValidationConfig {
+    pub max_instructions: NonZeroU32,
+    pub allowed_opcodes: Vec<String>,
+    pub blocked_symbols: Vec<String>,
+    pub blocked_helpers: Vec<String>,
+}
+
+impl Default for BytecodeValidationConfig {
+    fn default() -> Self {
+        Self {
+            max_instructions: nz32(4096),
+            allowed_opcodes: [
+                "BPF_LD", "BPF_LDX", "BPF_ST", "BPF_STX", "BPF_ALU", "BPF_JMP",
+            ]
+            .into_iter()
+            .chain(["BPF_JMP32", "BPF_ALU64"])
+            .map(String::from)
+            .collect(),
+            blocked_symbols: vec!["kallsyms_lookup_name".into(), "kernel_text_address".into()],
+            blocked_helpers: [
+                "bpf_probe_write_user",
+                "bpf_override_return",
+                "bpf_send_signal",
+                "bpf_send_signal_thread",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessControlConfig {
+    pub permitted_users: Vec<String>,
+    pub permitted_groups: Vec<String>,
+    pub required_capabilities: Vec<String>,
+    pub tokens_file: Option<PathBuf>,
+}
+
+impl Default for AccessControlConfig {
+    fn default() -> Self {
+        Self {
+            permitted_users: Vec::new(),
+            permitted_groups: Vec::new(),
+            required_capabilities: vec!["CAP_BPF".into(), "CAP_PERFMON".into()],
+            tokens_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourcesConfig {
+    pub max_programs: u32,
+    pub max_maps: u32,
+    pub max_memory_mb: u32,
+    pub max_cpu_time_ms: u32,
+    pub cleanup_interval: DurationValue,
+    pub max_events_per_second: u32,
+}
+
+impl Default for ResourcesConfig {
+    fn default() -> Self {
+        Self {
+            max_programs: 10,
+            max_maps: 50,
+            max_memory_mb: 64,
+            max_cpu_time_ms: 1000,
+            cleanup_interval: secs(300),
+            max_events_per_second: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EbpfConfig {
+    pub enable_btf: bool,
+    pub enable_core: bool,
+    pub program_timeout: DurationValue,
+    pub map_cleanup_interval: DurationValue,
+    /// Mount tracefs, bpffs and securityfs at start when missing (needs CAP_SYS_ADMIN).
+    pub auto_mount: bool,
+    pub bpffs_dir: PathBuf,
+}
+
+impl Default for EbpfConfig {
+    fn default() -> Self {
+        Self {
+            enable_btf: true,
+            enable_core: true,
+            program_timeout: secs(30),
+            map_cleanup_interval: secs(600),
+            auto_mount: true,
+            bpffs_dir: PathBuf::from("/sys/fs/bpf/ebpf-mcp"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObservabilityConfig {
+    pub metrics: MetricsConfig,
+    pub logging: LoggingConfig,
+    pub health: HealthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub prometheus_endpoint: String,
+    pub collection_interval: DurationValue,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            prometheus_endpoint: "127.0.0.1:9090/metrics".into(),
+            collection_interval: secs(15),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+    /// Append logs to this file instead of stderr.
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    pub endpoint: String,
+    pub check_interval: DurationValue,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "/health".into(),
+            check_interval: secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolsConfig {
+    pub map_dump: MapDumpConfig,
+    pub trace: TraceConfig,
+    pub deploy: DeployConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MapDumpConfig {
+    pub enabled: bool,
+    pub max_entries: NonZeroU32,
+    pub timeout: DurationValue,
+}
+
+impl Default for MapDumpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_entries: nz32(1000),
+            timeout: secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TraceConfig {
+    /// Enables the trace tier.
+    pub enabled: bool,
+    pub max_duration: DurationValue,
+    pub max_events: NonZeroU32,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_duration: secs(60),
+            max_events: nz32(10_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeployConfig {
+    /// Enables the deploy tier (off by default: it loads agents' own code into the kernel).
+    pub enabled: bool,
+    pub allowed_types: Vec<String>,
+    pub allowed_dirs: Vec<PathBuf>,
+}
+
+impl Default for DeployConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            allowed_types: vec!["xdp".into(), "tc".into(), "tracepoint".into()],
+            allowed_dirs: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! The state every request shares: configuration, where it came from, the tracker of kernel
+//! objects the server created, and when the process started.
+
+use std::time::SystemTime;
+
+use crate::config::{Config, ConfigSource};
+use crate::resources::Tracker;
+use crate::security::Tier;
+use crate::tools::{self, ToolSpec};
+
+#[derive(Debug)]
+pub struct Core {
+    pub config: Config,
+    pub config_source: ConfigSource,
+    /// Keys the configuration file sets whose feature this version does not implement.
+    pub reserved_keys: Vec<&'static str>,
+    pub tracker: Tracker,
+    pub started_at: SystemTime,
+}
+
+impl Core {
+    pub fn new(
+        config: Config,
+        config_source: ConfigSource,
+        reserved_keys: Vec<&'static str>,
+    ) -> Self {
+        Self {
+            config,
+            config_source,
+            reserved_keys,
+            tracker: Tracker::default(),
+            started_at: SystemTime::now(),
+        }
+    }
+
+    /// Tiers this configuration enables, in order.
+    pub fn enabled_tiers(&self) -> Vec<Tier> {
+        Tier::ALL
+            .into_iter()
+            .filter(|t| t.enabled(&self.config))
+            .collect()
+    }
+
+    /// Tools of the enabled tiers, in registry order.
+    pub fn enabled_tools(&self) -> impl Iterator<Item = &'static ToolSpec> + '_ {
+        tools::registry()
+            .all()
+            .iter()
+            .filter(|t| t.tier.enabled(&self.config))
+    }
+
+    /// Releases every kernel object the server created; logs what could not be released.
+    pub fn shutdown(&self) {
+        let report = self.tracker.release_all();
+        for failure in &report.failures {
+            tracing::error!(%failure, "kernel object not released at shutdown");
+        }
+        tracing::info!(
+            released = report.released,
+            failed = report.failures.len(),
+            "released server-created kernel objects"
+        );
+    }
+}

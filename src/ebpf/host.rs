@@ -1,0 +1,535 @@
+//! Facts about the running kernel that decide what eBPF can do here (release, lockdown, BTF,
+//! JIT, sysctls, mounts, capabilities, build options), and the start-up preparation of the
+//! host: mounting the pseudo filesystems the server needs and raising the memlock limit.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use super::caps::{CapSet, Capabilities};
+use super::sys;
+
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+pub const BPFFS: &str = "/sys/fs/bpf";
+pub const SECURITYFS: &str = "/sys/kernel/security";
+const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Kernel build options `info` reports: the ones that decide eBPF features.
+const CONFIG_OPTIONS: &[&str] = &[
+    "CONFIG_BPF_SYSCALL",
+    "CONFIG_BPF_JIT",
+    "CONFIG_BPF_JIT_ALWAYS_ON",
+    "CONFIG_BPF_EVENTS",
+    "CONFIG_BPF_LSM",
+    "CONFIG_BPF_KPROBE_OVERRIDE",
+    "CONFIG_KPROBES",
+    "CONFIG_UPROBES",
+    "CONFIG_TRACEPOINTS",
+    "CONFIG_FTRACE_SYSCALLS",
+    "CONFIG_FUNCTION_TRACER",
+    "CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS",
+    "CONFIG_DEBUG_INFO_BTF",
+    "CONFIG_DEBUG_INFO_BTF_MODULES",
+    "CONFIG_CGROUP_BPF",
+    "CONFIG_NET_CLS_BPF",
+    "CONFIG_NET_SCH_INGRESS",
+    "CONFIG_XDP_SOCKETS",
+    "CONFIG_SECURITY_LOCKDOWN_LSM",
+];
+
+/// Everything `info` says about the kernel.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct KernelFacts {
+    /// `uname -r`.
+    pub release: String,
+    /// `uname -v`.
+    pub version: String,
+    /// `uname -m`.
+    pub arch: String,
+    pub lockdown: Lockdown,
+    pub btf: BtfFacts,
+    pub jit: JitFacts,
+    /// kernel.unprivileged_bpf_disabled.
+    pub unprivileged_bpf_disabled: SysctlFact,
+    /// kernel.bpf_stats_enabled: whether per-program run time is being counted.
+    pub bpf_stats_enabled: bool,
+    pub mounts: Mounts,
+    /// Effective capabilities of the server process.
+    pub capabilities: Capabilities,
+    pub memlock: Memlock,
+    /// Build options relevant to eBPF.
+    pub config: KernelConfig,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Lockdown {
+    /// none, integrity, confidentiality, or unknown.
+    pub mode: String,
+    /// What the mode means for eBPF, or why it is unknown.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct BtfFacts {
+    /// /sys/kernel/btf/vmlinux exists: CO-RE and BTF-typed programs can work.
+    pub vmlinux: bool,
+    /// Size of the vmlinux BTF in bytes (0 when absent).
+    pub vmlinux_bytes: u64,
+    /// Kernel modules that ship their own BTF.
+    pub modules: u32,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct JitFacts {
+    /// net.core.bpf_jit_enable is non-zero.
+    pub enabled: bool,
+    /// net.core.bpf_jit_enable (0 off, 1 on, 2 on with debug output).
+    pub bpf_jit_enable: i64,
+    /// net.core.bpf_jit_harden (0 off, 1 unprivileged, 2 all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bpf_jit_harden: Option<i64>,
+    /// The kernel cannot run BPF without the JIT (CONFIG_BPF_JIT_ALWAYS_ON).
+    pub always_on: bool,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SysctlFact {
+    pub value: i64,
+    /// What the value means.
+    pub meaning: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Mounts {
+    pub tracefs: MountState,
+    pub bpffs: MountState,
+    pub securityfs: MountState,
+    pub cgroup2: MountState,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct MountState {
+    pub mounted: bool,
+    /// Where it is mounted, or where the server expects it.
+    pub path: String,
+    /// This server mounted it at start (`ebpf.auto_mount`).
+    pub mounted_by_server: bool,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Memlock {
+    /// RLIMIT_MEMLOCK has no limit.
+    pub unlimited: bool,
+    /// The limit in bytes when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    /// How BPF memory is accounted on this kernel.
+    pub accounting: String,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct KernelConfig {
+    /// File the options were read from, or why none could be.
+    pub source: String,
+    /// Option → "y", "m", or "n" (not set). Empty when no config file is readable.
+    pub options: BTreeMap<String, String>,
+}
+
+/// What start-up preparation did, kept for `info` and the log.
+#[derive(Debug, Clone, Default)]
+pub struct HostSetup {
+    /// Filesystems this process mounted, as (fstype, path).
+    pub mounted: Vec<(String, String)>,
+    /// Mounts that were missing and could not be made, with the reason.
+    pub mount_problems: Vec<String>,
+    pub memlock_raised: bool,
+}
+
+static SETUP: OnceLock<HostSetup> = OnceLock::new();
+
+/// Prepares the host once per process: mounts missing tracefs, bpffs and securityfs (when
+/// `auto_mount` and CAP_SYS_ADMIN allow) and raises RLIMIT_MEMLOCK. Never fails: what could
+/// not be done is logged and reported by `info`.
+pub fn prepare(auto_mount: bool) -> &'static HostSetup {
+    SETUP.get_or_init(|| {
+        let mut setup = HostSetup::default();
+        let caps = CapSet::current().ok();
+        let mounts = read_mounts().unwrap_or_default();
+        let wanted = [
+            ("tracefs", TRACEFS, false),
+            ("bpf", BPFFS, false),
+            ("securityfs", SECURITYFS, true),
+        ];
+        for (fstype, path, read_only) in wanted {
+            if mounts.iter().any(|m| m.fstype == fstype) {
+                continue;
+            }
+            if !auto_mount {
+                setup.mount_problems.push(format!(
+                    "{fstype} is not mounted and ebpf.auto_mount is off; mount it with \
+                     `mount -t {fstype} none {path}`"
+                ));
+                continue;
+            }
+            if !caps.is_some_and(CapSet::sys_admin) {
+                setup.mount_problems.push(format!(
+                    "{fstype} is not mounted and mounting it needs CAP_SYS_ADMIN; mount it \
+                     with `sudo mount -t {fstype} none {path}`"
+                ));
+                continue;
+            }
+            match sys::mount_pseudo(fstype, Path::new(path), read_only) {
+                Ok(()) => {
+                    tracing::info!(fstype, path, read_only, "mounted missing filesystem");
+                    setup.mounted.push((fstype.to_owned(), path.to_owned()));
+                }
+                Err(e) => {
+                    tracing::warn!(fstype, path, error = %e, "could not mount");
+                    setup
+                        .mount_problems
+                        .push(format!("{fstype} at {path} could not be mounted: {e}"));
+                }
+            }
+        }
+        match sys::raise_memlock_limit() {
+            Ok(()) => setup.memlock_raised = true,
+            // Kernels since 5.11 charge BPF memory to the memory cgroup instead.
+            Err(e) => tracing::debug!(error = %e, "RLIMIT_MEMLOCK not raised (memcg accounting)"),
+        }
+        setup
+    })
+}
+
+/// The preparation done so far (empty if `prepare` was never called).
+pub fn setup() -> HostSetup {
+    SETUP.get().cloned().unwrap_or_default()
+}
+
+/// One line of /proc/self/mountinfo: where and what.
+#[derive(Debug, Clone)]
+pub struct MountEntry {
+    pub path: String,
+    pub fstype: String,
+}
+
+pub fn read_mounts() -> std::io::Result<Vec<MountEntry>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(parse_mountinfo(&text))
+}
+
+fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let path = left.split(' ').nth(4)?;
+            let fstype = right.split(' ').next()?;
+            Some(MountEntry {
+                path: unescape_mount_path(path),
+                fstype: fstype.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
+fn unescape_mount_path(p: &str) -> String {
+    let bytes = p.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).filter(|d| {
+            bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)) && d[0] <= b'3'
+        });
+        if let Some(d) = octal {
+            out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Where a filesystem of `fstype` is mounted, preferring `preferred`.
+pub fn mount_point(mounts: &[MountEntry], fstype: &str, preferred: &str) -> Option<String> {
+    let mut found = mounts.iter().filter(|m| m.fstype == fstype);
+    let first = found.clone().next()?;
+    Some(
+        found
+            .find(|m| m.path == preferred)
+            .unwrap_or(first)
+            .path
+            .clone(),
+    )
+}
+
+/// The tracefs root, whether mounted at /sys/kernel/tracing or under debugfs.
+pub fn tracefs_root() -> Option<PathBuf> {
+    let mounts = read_mounts().ok()?;
+    if let Some(p) = mount_point(&mounts, "tracefs", TRACEFS) {
+        return Some(PathBuf::from(p));
+    }
+    mount_point(&mounts, "debugfs", "/sys/kernel/debug")
+        .map(|p| PathBuf::from(p).join("tracing"))
+        .filter(|p| p.join("events").is_dir())
+}
+
+/// The first cgroup v2 mount, if any.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = read_mounts().ok()?;
+    mount_point(&mounts, "cgroup2", "/sys/fs/cgroup").map(PathBuf::from)
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+fn read_i64(path: &str) -> Option<i64> {
+    read_trimmed(path)?.parse().ok()
+}
+
+/// Gathers the facts. Cheap (file reads only); nothing here needs privileges except reading
+/// the lockdown file, which needs securityfs mounted.
+pub fn kernel_facts() -> KernelFacts {
+    let (release, version, arch) = sys::uname().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "uname failed");
+        (
+            String::from("unknown"),
+            String::new(),
+            std::env::consts::ARCH.into(),
+        )
+    });
+    let mounts = read_mounts().unwrap_or_default();
+    let setup = setup();
+    let config = kernel_config(&release);
+    let caps = CapSet::current()
+        .map(CapSet::summary)
+        .unwrap_or(Capabilities {
+            effective: Vec::new(),
+            bpf: false,
+            perfmon: false,
+            net_admin: false,
+            sys_admin: false,
+        });
+    KernelFacts {
+        lockdown: lockdown(&mounts),
+        btf: btf_facts(),
+        jit: JitFacts {
+            bpf_jit_enable: read_i64("/proc/sys/net/core/bpf_jit_enable").unwrap_or(0),
+            enabled: read_i64("/proc/sys/net/core/bpf_jit_enable").is_some_and(|v| v != 0),
+            bpf_jit_harden: read_i64("/proc/sys/net/core/bpf_jit_harden"),
+            always_on: config
+                .options
+                .get("CONFIG_BPF_JIT_ALWAYS_ON")
+                .map(String::as_str)
+                == Some("y"),
+        },
+        unprivileged_bpf_disabled: {
+            let value = read_i64("/proc/sys/kernel/unprivileged_bpf_disabled").unwrap_or(-1);
+            let meaning = match value {
+                0 => "unprivileged users may load BPF programs",
+                1 => "unprivileged BPF is disabled until reboot",
+                2 => "unprivileged BPF is disabled; an admin may re-enable it",
+                _ => "unknown (sysctl not readable)",
+            };
+            SysctlFact {
+                value,
+                meaning: meaning.into(),
+            }
+        },
+        bpf_stats_enabled: read_i64("/proc/sys/kernel/bpf_stats_enabled").is_some_and(|v| v != 0),
+        mounts: Mounts {
+            tracefs: mount_state(&mounts, &setup, "tracefs", TRACEFS),
+            bpffs: mount_state(&mounts, &setup, "bpf", BPFFS),
+            securityfs: mount_state(&mounts, &setup, "securityfs", SECURITYFS),
+            cgroup2: mount_state(&mounts, &setup, "cgroup2", "/sys/fs/cgroup"),
+        },
+        capabilities: caps,
+        memlock: match sys::memlock_limit() {
+            Ok(limit) => Memlock {
+                unlimited: limit.is_none(),
+                limit_bytes: limit,
+                accounting: memlock_accounting(&release),
+            },
+            Err(_) => Memlock {
+                unlimited: false,
+                limit_bytes: None,
+                accounting: memlock_accounting(&release),
+            },
+        },
+        config,
+        release,
+        version,
+        arch,
+    }
+}
+
+fn memlock_accounting(release: &str) -> String {
+    let at_least_5_11 = parse_release(release).is_some_and(|v| v >= (5, 11));
+    if at_least_5_11 {
+        "memory cgroup (kernel >= 5.11): RLIMIT_MEMLOCK does not limit BPF".into()
+    } else {
+        "RLIMIT_MEMLOCK (kernel < 5.11)".into()
+    }
+}
+
+/// (major, minor) of a release string like "6.18.44-fc".
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+fn mount_state(
+    mounts: &[MountEntry],
+    setup: &HostSetup,
+    fstype: &str,
+    default: &str,
+) -> MountState {
+    let found = mount_point(mounts, fstype, default);
+    MountState {
+        mounted: found.is_some(),
+        mounted_by_server: setup.mounted.iter().any(|(t, _)| t == fstype),
+        path: found.unwrap_or_else(|| default.to_owned()),
+    }
+}
+
+fn lockdown(mounts: &[MountEntry]) -> Lockdown {
+    let Some(root) = mount_point(mounts, "securityfs", SECURITYFS) else {
+        return Lockdown {
+            mode: "unknown".into(),
+            detail: "securityfs is not mounted, so /sys/kernel/security/lockdown cannot be \
+                     read; mount it read-only or enable ebpf.auto_mount"
+                .into(),
+        };
+    };
+    let path = Path::new(&root).join("lockdown");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Lockdown {
+            mode: "none".into(),
+            detail: "the lockdown LSM is not active (no lockdown file)".into(),
+        };
+    };
+    let mode = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
+        .unwrap_or("unknown")
+        .to_owned();
+    let detail = match mode.as_str() {
+        "none" => "no lockdown restrictions",
+        "integrity" => {
+            "integrity lockdown: features that can modify the running kernel are refused, \
+             bpf_probe_write_user among them"
+        }
+        "confidentiality" => {
+            "confidentiality lockdown: in addition to integrity, features that can read \
+             kernel memory are refused: kprobes, bpf_probe_read_kernel, perf, tracefs"
+        }
+        _ => "unrecognised lockdown mode",
+    };
+    Lockdown {
+        mode,
+        detail: detail.into(),
+    }
+}
+
+fn btf_facts() -> BtfFacts {
+    let vmlinux_bytes = std::fs::metadata(VMLINUX_BTF).map(|m| m.len()).ok();
+    let modules = std::fs::read_dir("/sys/kernel/btf")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name() != "vmlinux")
+                .count()
+        })
+        .unwrap_or(0);
+    BtfFacts {
+        vmlinux: vmlinux_bytes.is_some(),
+        vmlinux_bytes: vmlinux_bytes.unwrap_or(0),
+        modules: u32::try_from(modules).unwrap_or(u32::MAX),
+    }
+}
+
+/// Reads the kernel build configuration from /proc/config.gz or /boot/config-RELEASE.
+fn kernel_config(release: &str) -> KernelConfig {
+    let boot = format!("/boot/config-{release}");
+    let text = read_gzip("/proc/config.gz")
+        .map(|t| ("/proc/config.gz".to_owned(), t))
+        .or_else(|| {
+            std::fs::read_to_string(&boot)
+                .ok()
+                .map(|t| (boot.clone(), t))
+        });
+    let Some((source, text)) = text else {
+        return KernelConfig {
+            source: format!("unavailable (no /proc/config.gz, no {boot})"),
+            options: BTreeMap::new(),
+        };
+    };
+    let mut options: BTreeMap<String, String> = CONFIG_OPTIONS
+        .iter()
+        .map(|o| ((*o).to_owned(), "n".to_owned()))
+        .collect();
+    for line in text.lines() {
+        if let Some((key, value)) = line.split_once('=')
+            && let Some(slot) = options.get_mut(key)
+        {
+            *slot = value.trim_matches('"').to_owned();
+        }
+    }
+    KernelConfig { source, options }
+}
+
+fn read_gzip(path: &str) -> Option<String> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
+}
+
+/// Whether the kernel was built with `option` (`Some(false)` when the config says not set,
+/// `None` when no config is readable).
+pub fn config_enabled(config: &KernelConfig, option: &str) -> Option<bool> {
+    if config.options.is_empty() {
+        return None;
+    }
+    config.options.get(option).map(|v| v == "y" || v == "m")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_mountinfo_lines() {
+        let text = "36 25 0:31 / /sys/kernel/tracing rw,nosuid - tracefs tracefs rw\n\
+                    40 25 0:33 / /sys/fs/bpf rw - bpf none rw,mode=700\n\
+                    41 25 0:34 / /mnt/with\\040space rw - tmpfs tmpfs rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[0].fstype, "tracefs");
+        assert_eq!(m[1].path, "/sys/fs/bpf");
+        assert_eq!(m[2].path, "/mnt/with space");
+        assert_eq!(
+            mount_point(&m, "bpf", BPFFS).as_deref(),
+            Some("/sys/fs/bpf")
+        );
+        assert_eq!(mount_point(&m, "securityfs", SECURITYFS), None);
+    }
+
+    #[test]
+    fn parses_release_versions() {
+        assert_eq!(parse_release("6.18.44-fc-v669"), Some((6, 18)));
+        assert_eq!(parse_release("5.4.0"), Some((5, 4)));
+        assert_eq!(parse_release("garbage"), None);
+    }
+}

@@ -1,0 +1,161 @@
+//! The one error type every tool returns (the seed's `EBPFError`). Module errors convert into
+//! it at their edge; `mcp/` turns it into an `isError` result and the CLI into exit code 1.
+
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// What kind of failure this is; decides whether retrying the same call can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorCategory {
+    /// The call's arguments are wrong; the message says how to fix them.
+    Validation,
+    /// The caller or the server process lacks a right (capability, tier, file mode).
+    Permission,
+    /// A limit was reached or something the call needs is busy or missing.
+    Resource,
+    /// The kernel refused or failed an operation.
+    Kernel,
+    /// A defect in the server.
+    Internal,
+}
+
+/// Stable error codes. Clients match on these; never rename one.
+pub mod codes {
+    /// Arguments do not match the tool's input schema.
+    pub const INVALID_ARGUMENTS: &str = "INVALID_ARGUMENTS";
+    /// The tool exists but its tier is disabled by configuration.
+    pub const TOOL_DISABLED: &str = "TOOL_DISABLED";
+    /// The process lacks a Linux capability the operation needs.
+    pub const MISSING_CAPABILITY: &str = "MISSING_CAPABILITY";
+    /// The call ran longer than `server.request_timeout`.
+    pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
+    /// The client cancelled the call.
+    pub const CANCELLED: &str = "CANCELLED";
+    /// Even a cut-down result does not fit `server.max_result_bytes`.
+    pub const RESULT_TOO_LARGE: &str = "RESULT_TOO_LARGE";
+    /// A file the server reads to describe the kernel could not be read.
+    pub const HOST_READ_FAILED: &str = "HOST_READ_FAILED";
+    /// The server failed in a way that is a defect.
+    pub const INTERNAL: &str = "INTERNAL";
+}
+
+/// The error object every failed tool call returns, in `structuredContent` and as text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EbpfError {
+    /// Kind of failure.
+    pub category: ErrorCategory,
+    /// Stable SCREAMING_SNAKE code to match on.
+    pub code: String,
+    /// What failed and how to fix the call.
+    pub message: String,
+    /// Whether the same call may succeed later or after the fix the message names.
+    pub recoverable: bool,
+    /// Facts about the failure: the argument, limit, syscall, path or errno involved.
+    pub context: Map<String, Value>,
+    /// When the error happened (RFC 3339, UTC).
+    pub timestamp: String,
+}
+
+impl EbpfError {
+    /// An error of `category` with `code` and a message that says how to fix the call.
+    pub fn new(category: ErrorCategory, code: &str, message: impl Into<String>) -> Self {
+        let recoverable = matches!(
+            category,
+            ErrorCategory::Validation | ErrorCategory::Resource
+        );
+        Self {
+            category,
+            code: code.to_owned(),
+            message: message.into(),
+            recoverable,
+            context: Map::new(),
+            timestamp: now_rfc3339(),
+        }
+    }
+
+    pub fn validation(code: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCategory::Validation, code, message)
+    }
+
+    pub fn permission(code: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCategory::Permission, code, message)
+    }
+
+    pub fn resource(code: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCategory::Resource, code, message)
+    }
+
+    pub fn kernel(code: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCategory::Kernel, code, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCategory::Internal, codes::INTERNAL, message)
+    }
+
+    /// Adds one fact to `context`. Values that cannot be serialized are recorded as their
+    /// serialization error rather than dropped, so the context never silently lies.
+    #[must_use]
+    pub fn with_context(mut self, key: &str, value: impl Serialize) -> Self {
+        let value = serde_json::to_value(value)
+            .unwrap_or_else(|e| Value::String(format!("<unserializable: {e}>")));
+        self.context.insert(key.to_owned(), value);
+        self
+    }
+
+    #[must_use]
+    pub fn recoverable(mut self, recoverable: bool) -> Self {
+        self.recoverable = recoverable;
+        self
+    }
+
+    /// The error as a JSON object (what `structuredContent` carries).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or_else(|e| {
+            serde_json::json!({"category": "internal", "code": codes::INTERNAL,
+                "message": format!("error could not be serialized: {e}")})
+        })
+    }
+}
+
+impl fmt::Display for EbpfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for EbpfError {}
+
+/// The current time as RFC 3339 with milliseconds, UTC.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_the_seed_fields() {
+        let err = EbpfError::validation(codes::INVALID_ARGUMENTS, "bad `x`: use an integer")
+            .with_context("argument", "x");
+        let v = err.to_json();
+        assert_eq!(v["category"], "validation");
+        assert_eq!(v["code"], "INVALID_ARGUMENTS");
+        assert_eq!(v["recoverable"], true);
+        assert_eq!(v["context"]["argument"], "x");
+        let ts = v["timestamp"].as_str().unwrap();
+        assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+    }
+
+    #[test]
+    fn kernel_and_permission_errors_are_not_recoverable_by_default() {
+        assert!(!EbpfError::kernel("X", "m").recoverable);
+        assert!(!EbpfError::permission("X", "m").recoverable);
+        assert!(EbpfError::resource("X", "m").recoverable);
+    }
+}

@@ -1,0 +1,19 @@
+//! ebpf-mcp: a Model Context Protocol server that gives AI agents structured, bounded and
+//! audited access to Linux eBPF. The binary in `main.rs` is a thin shell around [`cli`].
+//!
+//! Data flows top to bottom once: `server` (transports) → `mcp` (protocol edge) → `tools`
+//! (plain Rust actions) → `ebpf` (the only module that talks to the kernel).
+
+pub mod cli;
+pub mod config;
+pub mod core;
+pub mod ebpf;
+pub mod error;
+pub mod mcp;
+pub mod resources;
+pub mod security;
+pub mod server;
+pub mod telemetry;
+pub mod tools;
+
+pub use error::{EbpfError, ErrorCategory};

@@ -1,0 +1,5 @@
+//! The `ebpf-mcp` binary: everything lives in the library so tests can reach it.
+
+fn main() -> std::process::ExitCode {
+    ebpf_mcp::cli::main()
+}

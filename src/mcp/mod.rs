@@ -1,0 +1,309 @@
+//! The protocol edge: rmcp's `ServerHandler` over the plain tool core. It lists what the
+//! configuration enables, hands arguments to `tools::execute`, forwards a tool's progress and
+//! log events as notifications, and maps results and errors onto MCP in one place.
+
+// Logging is deprecated by SEP-2577, but 2025-11-25 clients still set levels with it.
+#![expect(
+    deprecated,
+    reason = "logging/setLevel is still part of the 2025-11-25 protocol"
+)]
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, Implementation,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, LoggingLevel,
+    LoggingMessageNotificationParam, PaginatedRequestParams, ProgressNotificationParam,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, Resource,
+    ResourceContents, ServerCapabilities, ServerConfig, SetLevelRequestParams, Tool,
+    ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::LogLevel;
+use crate::core::Core;
+use crate::tools::{self, CallContext, ToolEvent, ToolSpec};
+
+/// URI of the resource that mirrors `info`.
+pub const SYSTEM_RESOURCE: &str = "ebpf://system";
+
+const INSTRUCTIONS: &str = "ebpf-mcp gives structured, bounded access to this Linux host's \
+eBPF: call `info` first to learn what the kernel allows (lockdown, BTF, which program and \
+attach types work). Every result is JSON in structuredContent; errors carry a stable `code` \
+and a `message` that says how to fix the call.";
+
+/// One MCP server instance (one per HTTP session, one for stdio) over the shared core.
+#[derive(Clone)]
+pub struct McpServer {
+    core: Arc<Core>,
+    tools: Arc<Vec<Tool>>,
+    /// Level set by `logging/setLevel` in this session; `None`: send no log messages.
+    log_level: Arc<Mutex<Option<LoggingLevel>>>,
+}
+
+impl std::fmt::Debug for McpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("McpServer")
+            .field("tools", &self.tools.len())
+            .finish()
+    }
+}
+
+impl McpServer {
+    pub fn new(core: Arc<Core>) -> Self {
+        let tools = core.enabled_tools().map(to_mcp_tool).collect();
+        Self {
+            core,
+            tools: Arc::new(tools),
+            log_level: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// A server for a new session: the same tools, its own logging level.
+    pub fn new_session(&self) -> Self {
+        Self {
+            core: Arc::clone(&self.core),
+            tools: Arc::clone(&self.tools),
+            log_level: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn enabled_spec(&self, name: &str) -> Option<&'static ToolSpec> {
+        self.core.enabled_tools().find(|t| t.name == name)
+    }
+
+    /// Runs a tool for a request, forwarding its events as notifications that all reach the
+    /// client before the response does.
+    async fn run_tool(
+        &self,
+        spec: &'static ToolSpec,
+        args: Value,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Value, crate::EbpfError> {
+        let threshold = context
+            .meta
+            .log_level()
+            .or_else(|| *self.log_level.lock().unwrap_or_else(|p| p.into_inner()));
+        let progress_token = context.meta.get_progress_token();
+        let peer = context.peer.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel::<ToolEvent>();
+        let (done_tx, mut done_rx) = oneshot::channel::<()>();
+        let forwarder = tokio::spawn(async move {
+            let send = |event: ToolEvent| {
+                let peer = peer.clone();
+                let token = progress_token.clone();
+                async move {
+                    match event {
+                        ToolEvent::Log { level, message } => {
+                            let level = mcp_level(level);
+                            if threshold.is_some_and(|t| rank(level) >= rank(t)) {
+                                let param =
+                                    LoggingMessageNotificationParam::new(level, json!(message))
+                                        .with_logger("ebpf-mcp");
+                                let _ = peer.notify_logging_message(param).await;
+                            }
+                        }
+                        ToolEvent::Progress {
+                            progress,
+                            total,
+                            message,
+                        } => {
+                            if let Some(token) = token {
+                                let mut p = ProgressNotificationParam::new(token, progress)
+                                    .with_message(message);
+                                if let Some(total) = total {
+                                    p = p.with_total(total);
+                                }
+                                let _ = peer.notify_progress(p).await;
+                            }
+                        }
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    biased;
+                    event = rx.recv() => match event {
+                        Some(e) => send(e).await,
+                        None => return,
+                    },
+                    _ = &mut done_rx => {
+                        while let Ok(e) = rx.try_recv() {
+                            send(e).await;
+                        }
+                        return;
+                    }
+                }
+            }
+        });
+        let ctx = CallContext::new(context.ct.child_token(), move |event| {
+            let _ = tx.send(event);
+        });
+        let result = tools::execute(&self.core, spec, args, ctx).await;
+        let _ = done_tx.send(());
+        let _ = forwarder.await;
+        result
+    }
+}
+
+fn to_mcp_tool(spec: &'static ToolSpec) -> Tool {
+    Tool::new(
+        spec.name,
+        spec.description,
+        Arc::new(spec.input_schema.clone()),
+    )
+    .with_title(spec.title)
+    .with_raw_output_schema(Arc::new(spec.output_schema.clone()))
+    .with_annotations(
+        ToolAnnotations::new()
+            .read_only(spec.hints.read_only)
+            .destructive(spec.hints.destructive)
+            .idempotent(spec.hints.idempotent)
+            .open_world(false),
+    )
+}
+
+fn mcp_level(level: LogLevel) -> LoggingLevel {
+    match level {
+        LogLevel::Error => LoggingLevel::Error,
+        LogLevel::Warn => LoggingLevel::Warning,
+        LogLevel::Info => LoggingLevel::Info,
+        LogLevel::Debug | LogLevel::Trace => LoggingLevel::Debug,
+    }
+}
+
+fn rank(level: LoggingLevel) -> u8 {
+    match level {
+        LoggingLevel::Debug => 0,
+        LoggingLevel::Info => 1,
+        LoggingLevel::Notice => 2,
+        LoggingLevel::Warning => 3,
+        LoggingLevel::Error => 4,
+        LoggingLevel::Critical => 5,
+        LoggingLevel::Alert => 6,
+        LoggingLevel::Emergency => 7,
+    }
+}
+
+/// The result of a finished call: structured content plus the same JSON as text.
+fn to_call_result(result: Result<Value, crate::EbpfError>) -> CallToolResult {
+    match result {
+        Ok(value) => CallToolResult::structured(value),
+        Err(err) => CallToolResult::structured_error(err.to_json()),
+    }
+}
+
+impl ServerHandler for McpServer {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities = ServerCapabilities::builder()
+            .enable_logging()
+            .enable_resources()
+            .enable_tools()
+            .build();
+        ServerConfig::new(capabilities)
+            .with_server_info(
+                Implementation::new(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+                    .with_title("ebpf-mcp")
+                    .with_description("Structured, safe access to Linux eBPF"),
+            )
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items((*self.tools).clone()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = request.name.as_ref();
+        let Some(spec) = self.enabled_spec(name) else {
+            return Err(McpError::invalid_params(
+                format!("unknown tool `{name}`; tools/list shows the tools this server offers"),
+                Some(json!({"tool": name})),
+            ));
+        };
+        let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
+        let started = Instant::now();
+        let result = self.run_tool(spec, args, &context).await;
+        let elapsed_ms = started.elapsed().as_millis();
+        match &result {
+            Ok(_) => tracing::info!(tool = name, outcome = "ok", elapsed_ms, "tool call"),
+            Err(e) => {
+                tracing::info!(tool = name, outcome = "error", code = %e.code, elapsed_ms, "tool call")
+            }
+        }
+        Ok(to_call_result(result).into())
+    }
+
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), McpError> {
+        *self.log_level.lock().unwrap_or_else(|p| p.into_inner()) = Some(request.level);
+        Ok(())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        let system = Resource::new(SYSTEM_RESOURCE, "system")
+            .with_title("Host eBPF capabilities")
+            .with_description(
+                "The same JSON as the `info` tool: kernel facts, probed features, server setup",
+            )
+            .with_mime_type("application/json");
+        Ok(ListResourcesResult::with_all_items(vec![system]))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(ListResourceTemplatesResult::with_all_items(Vec::new()))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        if request.uri != SYSTEM_RESOURCE {
+            return Err(McpError::resource_not_found(
+                format!(
+                    "no resource `{}`; resources/list shows what exists",
+                    request.uri
+                ),
+                Some(json!({"uri": request.uri})),
+            ));
+        }
+        let spec = self
+            .enabled_spec("info")
+            .ok_or_else(|| McpError::internal_error("the info tool is not registered", None))?;
+        let value = self
+            .run_tool(spec, Value::Null, &context)
+            .await
+            .map_err(|e| McpError::internal_error(e.message.clone(), Some(e.to_json())))?;
+        let contents = ResourceContents::text(value.to_string(), SYSTEM_RESOURCE)
+            .with_mime_type("application/json");
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+}

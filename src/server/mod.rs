@@ -1,0 +1,107 @@
+//! Transports: MCP over stdio (what desktop clients spawn) and over Streamable HTTP at
+//! `/mcp`. Both stop cleanly on SIGINT, SIGTERM or (stdio) end of input, and release every
+//! kernel object the server created before the process exits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rmcp::ServiceExt;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::Core;
+use crate::mcp::McpServer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "refusing to serve HTTP on {addr}: only loopback addresses are allowed until token \
+         authentication is configured, which this version does not support; bind 127.0.0.1 \
+         or ::1 and reach it through an SSH tunnel or an authenticating reverse proxy"
+    )]
+    NonLoopback { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the stdio session failed to start: {0}")]
+    Stdio(String),
+    #[error("the HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// Serves one MCP session on stdin/stdout until the client closes stdin or a signal comes.
+pub async fn serve_stdio(core: Arc<Core>) -> Result<(), ServeError> {
+    let server = McpServer::new(Arc::clone(&core));
+    let running = server
+        .serve(rmcp::transport::stdio_pipes())
+        .await
+        .map_err(|e| ServeError::Stdio(e.to_string()))?;
+    tracing::info!("serving MCP over stdio");
+    tokio::select! {
+        quit = running.waiting() => {
+            tracing::info!(reason = ?quit, "stdio session ended");
+        }
+        () = shutdown_signal() => {}
+    }
+    core.shutdown();
+    Ok(())
+}
+
+/// Serves MCP over Streamable HTTP at `http://ADDR/mcp` until a signal comes.
+pub async fn serve_http(core: Arc<Core>, addr: SocketAddr) -> Result<(), ServeError> {
+    if !addr.ip().is_loopback() {
+        return Err(ServeError::NonLoopback { addr });
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    let stop = CancellationToken::new();
+    let server_config = &core.config.server;
+    let http_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(server_config.allowed_hosts.clone())
+        .with_allowed_origins(server_config.allowed_origins.clone())
+        .enforce_origin_validation()
+        .with_cancellation_token(stop.child_token());
+    let prototype = McpServer::new(Arc::clone(&core));
+    let service = StreamableHttpService::new(
+        move || Ok(prototype.new_session()),
+        Arc::new(LocalSessionManager::default()),
+        http_config,
+    );
+    let router = axum::Router::new().nest_service("/mcp", service);
+    tracing::info!("serving MCP over HTTP at http://{local}/mcp");
+    let graceful = {
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(graceful)
+        .await
+        .map_err(ServeError::Http)?;
+    core.shutdown();
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! `info`: what this host's kernel lets eBPF do (facts and real probes) and how this server
+//! is set up. The first call an agent should make.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{CallContext, Hints, ToolMeta, ToolSpec};
+use crate::config::LogLevel;
+use crate::core::Core;
+use crate::ebpf::caps::{CapSet, Needed};
+use crate::ebpf::host::{self, KernelFacts};
+use crate::ebpf::probe::{self, Features};
+use crate::error::EbpfError;
+use crate::resources::Counts;
+use crate::security::Tier;
+
+/// Arguments of `info`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InfoParams {
+    /// Re-run the kernel feature probes instead of returning the results cached when this
+    /// server process first probed.
+    #[serde(default)]
+    pub refresh: bool,
+}
+
+/// Result of `info`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct InfoOutput {
+    pub kernel: KernelFacts,
+    /// Probed features; absent when the server lacks the capabilities to probe (see
+    /// `problems`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<Features>,
+    pub server: ServerFacts,
+    /// What limits this server on this host, each with how to fix it.
+    pub problems: Vec<EbpfError>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ServerFacts {
+    pub name: String,
+    pub version: String,
+    pub pid: u32,
+    pub started_at: String,
+    pub uptime_seconds: u64,
+    /// The configuration file, or "built-in defaults".
+    pub config_source: String,
+    /// Configuration keys set in the file whose feature this version does not implement.
+    pub config_keys_not_in_effect: Vec<String>,
+    pub tiers: Vec<TierFacts>,
+    pub limits: Limits,
+    /// Kernel objects this server created and still holds.
+    pub live_objects: Counts,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TierFacts {
+    pub tier: Tier,
+    pub enabled: bool,
+    /// The tier's tools (listed to clients only when enabled).
+    pub tools: Vec<String>,
+    /// The configuration key that turns the tier on or off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_key: Option<String>,
+}
+
+/// Limits in effect for every call.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Limits {
+    /// server.request_timeout.
+    pub request_timeout_ms: u64,
+    /// server.max_result_bytes.
+    pub max_result_bytes: u64,
+}
+
+pub fn spec() -> ToolSpec {
+    ToolSpec::new(
+        ToolMeta {
+            name: "info",
+            title: "Host eBPF capabilities",
+            description: "What eBPF can do on this host and how this server is set up: kernel \
+                release, lockdown mode, BTF, JIT, mounts, the server's capabilities, and which \
+                program types, attach kinds (tracepoint, raw_tp, kprobe, fentry, uprobe, \
+                perf_event, xdp, tc, cgroup...), map types and helpers really work here, probed \
+                by loading tiny programs (cached; `refresh: true` probes again). Call it first, \
+                before choosing how to trace or what to load; `problems` says what is missing \
+                and how to fix it.",
+            tier: Tier::Read,
+            hints: Hints::READ_ONLY,
+            list_field: None,
+        },
+        run,
+    )
+}
+
+fn run(core: &Core, params: InfoParams, ctx: &CallContext) -> Result<InfoOutput, EbpfError> {
+    ctx.progress(0.0, Some(2.0), "reading kernel facts");
+    let kernel = host::kernel_facts();
+    let mut problems = Vec::new();
+    let setup = host::setup();
+    for p in &setup.mount_problems {
+        problems.push(EbpfError::resource("FILESYSTEM_NOT_MOUNTED", p.clone()));
+    }
+    let caps = CapSet::current().map_err(|e| {
+        EbpfError::internal(format!("cannot read this process's capabilities: {e}"))
+    })?;
+    let features = match caps.require(&[Needed::Bpf, Needed::Perfmon]) {
+        Ok(()) => {
+            ctx.progress(1.0, Some(2.0), "probing kernel eBPF features");
+            if params.refresh || !probe::is_cached() {
+                ctx.log(
+                    LogLevel::Info,
+                    "probing kernel eBPF features by loading tiny programs (cached afterwards)",
+                );
+            }
+            Some((*probe::features(&kernel, params.refresh)).clone())
+        }
+        Err(e) => {
+            ctx.log(LogLevel::Warn, e.message.clone());
+            problems.push(e);
+            None
+        }
+    };
+    ctx.progress(2.0, Some(2.0), "done");
+    Ok(InfoOutput {
+        kernel,
+        features,
+        server: server_facts(core),
+        problems,
+    })
+}
+
+fn server_facts(core: &Core) -> ServerFacts {
+    let registry = super::registry();
+    ServerFacts {
+        name: env!("CARGO_PKG_NAME").into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        pid: std::process::id(),
+        started_at: humantime::format_rfc3339_seconds(core.started_at).to_string(),
+        uptime_seconds: core.started_at.elapsed().map_or(0, |d| d.as_secs()),
+        config_source: core.config_source.to_string(),
+        config_keys_not_in_effect: core.reserved_keys.iter().map(|k| (*k).to_owned()).collect(),
+        tiers: Tier::ALL
+            .into_iter()
+            .map(|tier| TierFacts {
+                tier,
+                enabled: tier.enabled(&core.config),
+                tools: registry
+                    .all()
+                    .iter()
+                    .filter(|t| t.tier == tier)
+                    .map(|t| t.name.to_owned())
+                    .collect(),
+                config_key: tier.config_key().map(String::from),
+            })
+            .collect(),
+        limits: Limits {
+            request_timeout_ms: u64::try_from(core.config.server.request_timeout.0.as_millis())
+                .unwrap_or(u64::MAX),
+            max_result_bytes: core.config.server.max_result_bytes.get(),
+        },
+        live_objects: core.tracker.counts(),
+    }
+}

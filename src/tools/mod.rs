@@ -1,0 +1,290 @@
+//! The tools: one module per tool, each a plain Rust action with typed parameters and output.
+//! This module holds the registry (names, descriptions, tiers, schemas) and the one execution
+//! path every caller uses — MCP and the command line alike: argument parsing, a blocking
+//! thread, the request timeout, cancellation and the result size bound.
+
+mod bound;
+pub mod info;
+pub mod schema;
+
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::LogLevel;
+use crate::core::Core;
+use crate::error::{EbpfError, codes};
+use crate::security::Tier;
+
+pub use bound::{bound_result, json_len};
+use schema::Side;
+
+/// Something a running tool tells its caller before it finishes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToolEvent {
+    Log {
+        level: LogLevel,
+        message: String,
+    },
+    Progress {
+        progress: f64,
+        total: Option<f64>,
+        message: String,
+    },
+}
+
+type EventSink = Arc<dyn Fn(ToolEvent) + Send + Sync>;
+
+/// What a tool gets besides its arguments: a way to report and a way to be stopped.
+#[derive(Clone)]
+pub struct CallContext {
+    pub cancel: CancellationToken,
+    events: EventSink,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("cancelled", &self.cancel.is_cancelled())
+            .finish()
+    }
+}
+
+impl CallContext {
+    pub fn new(
+        cancel: CancellationToken,
+        events: impl Fn(ToolEvent) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            cancel,
+            events: Arc::new(events),
+        }
+    }
+
+    pub fn log(&self, level: LogLevel, message: impl Into<String>) {
+        (self.events)(ToolEvent::Log {
+            level,
+            message: message.into(),
+        });
+    }
+
+    pub fn progress(&self, progress: f64, total: Option<f64>, message: impl Into<String>) {
+        (self.events)(ToolEvent::Progress {
+            progress,
+            total,
+            message: message.into(),
+        });
+    }
+}
+
+/// How a tool affects its environment (MCP annotations).
+#[derive(Debug, Clone, Copy)]
+pub struct Hints {
+    pub read_only: bool,
+    pub destructive: bool,
+    pub idempotent: bool,
+}
+
+impl Hints {
+    pub const READ_ONLY: Hints = Hints {
+        read_only: true,
+        destructive: false,
+        idempotent: true,
+    };
+}
+
+type RunFn = Box<dyn Fn(&Core, Value, &CallContext) -> Result<Value, EbpfError> + Send + Sync>;
+
+/// A tool as the registry knows it.
+pub struct ToolSpec {
+    pub name: &'static str,
+    pub title: &'static str,
+    /// When an agent should use the tool, in a few sentences.
+    pub description: &'static str,
+    pub tier: Tier,
+    pub hints: Hints,
+    /// The field holding the result's rows, for `--output jsonl|table` (`None`: one object).
+    pub list_field: Option<&'static str>,
+    /// Clean JSON Schema of the arguments (see `schema`).
+    pub input_schema: Map<String, Value>,
+    /// Clean JSON Schema of the result.
+    pub output_schema: Map<String, Value>,
+    run: RunFn,
+}
+
+impl std::fmt::Debug for ToolSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolSpec")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Static facts about a tool; `ToolSpec::new` adds the schemas and the typed runner.
+#[derive(Debug)]
+pub struct ToolMeta {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub tier: Tier,
+    pub hints: Hints,
+    pub list_field: Option<&'static str>,
+}
+
+impl ToolSpec {
+    /// A tool from a typed function: its schemas come from `P` and `O`, and arguments are
+    /// parsed into `P` with errors that name the offending argument.
+    pub fn new<P, O>(
+        meta: ToolMeta,
+        run: fn(&Core, P, &CallContext) -> Result<O, EbpfError>,
+    ) -> Self
+    where
+        P: DeserializeOwned + JsonSchema + 'static,
+        O: Serialize + JsonSchema + 'static,
+    {
+        let name = meta.name;
+        Self {
+            name,
+            title: meta.title,
+            description: meta.description,
+            tier: meta.tier,
+            hints: meta.hints,
+            list_field: meta.list_field,
+            input_schema: schema::clean(&schemars::schema_for!(P), Side::Input),
+            output_schema: schema::clean(&schemars::schema_for!(O), Side::Output),
+            run: Box::new(move |core, args, ctx| {
+                let params = parse_args::<P>(name, args)?;
+                let out = run(core, params, ctx)?;
+                serde_json::to_value(out).map_err(|e| {
+                    EbpfError::internal(format!("{name}: result not serializable: {e}"))
+                })
+            }),
+        }
+    }
+}
+
+fn parse_args<P: DeserializeOwned>(tool: &str, args: Value) -> Result<P, EbpfError> {
+    let args = match args {
+        Value::Null => Value::Object(Default::default()),
+        Value::Object(_) => args,
+        other => {
+            return Err(EbpfError::validation(
+                codes::INVALID_ARGUMENTS,
+                format!(
+                    "arguments for `{tool}` must be a JSON object, not {}",
+                    json_kind(&other)
+                ),
+            ));
+        }
+    };
+    serde_path_to_error::deserialize(args).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        let at = if path == "." { String::new() } else { format!("argument `{path}`: ") };
+        EbpfError::validation(
+            codes::INVALID_ARGUMENTS,
+            format!("invalid arguments for `{tool}`: {at}{message}; the tool's inputSchema lists what it accepts"),
+        )
+        .with_context("tool", tool)
+        .with_context("argument", path)
+    })
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Every tool this build has, in the order they are listed.
+#[derive(Debug)]
+pub struct Registry {
+    tools: Vec<ToolSpec>,
+}
+
+static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Registry {
+    tools: vec![info::spec()],
+});
+
+/// The process-wide registry (tools are fixed at build time; tiers filter them at run time).
+pub fn registry() -> &'static Registry {
+    &REGISTRY
+}
+
+impl Registry {
+    pub fn all(&self) -> &[ToolSpec] {
+        &self.tools
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ToolSpec> {
+        self.tools.iter().find(|t| t.name == name)
+    }
+}
+
+/// Runs `tool` with `args`: on a blocking thread (tools make syscalls), bounded by the
+/// request timeout, stopped by `ctx.cancel`, its result cut to `server.max_result_bytes`.
+pub async fn execute(
+    core: &Arc<Core>,
+    tool: &'static ToolSpec,
+    args: Value,
+    ctx: CallContext,
+) -> Result<Value, EbpfError> {
+    if !tool.tier.enabled(&core.config) {
+        let key = tool.tier.config_key().unwrap_or("tools");
+        return Err(EbpfError::permission(
+            codes::TOOL_DISABLED,
+            format!(
+                "`{}` belongs to the {} tier, which this server's configuration disables; set \
+                 `{key}: true` to enable it",
+                tool.name,
+                tool.tier.as_str()
+            ),
+        )
+        .with_context("tier", tool.tier));
+    }
+    let timeout = core.config.server.request_timeout.0;
+    let cancel = ctx.cancel.clone();
+    let worker = {
+        let core = Arc::clone(core);
+        tokio::task::spawn_blocking(move || (tool.run)(&core, args, &ctx))
+    };
+    let result = tokio::select! {
+        joined = worker => joined.unwrap_or_else(|e| {
+            Err(EbpfError::internal(format!("`{}` failed unexpectedly: {e}", tool.name)))
+        }),
+        () = tokio::time::sleep(timeout) => {
+            cancel.cancel();
+            Err(EbpfError::resource(
+                codes::REQUEST_TIMEOUT,
+                format!(
+                    "`{}` did not finish within server.request_timeout ({}); narrow the call or \
+                     raise the limit",
+                    tool.name,
+                    humantime::format_duration(timeout)
+                ),
+            )
+            .with_context("timeout_ms", timeout.as_millis()))
+        }
+        () = cancel.cancelled() => Err(EbpfError::validation(
+            codes::CANCELLED,
+            format!("`{}` was cancelled by the client", tool.name),
+        )),
+    };
+    let mut value = result?;
+    let cap = core.config.server.max_result_bytes.get();
+    bound_result(
+        &mut value,
+        &tool.output_schema,
+        usize::try_from(cap).unwrap_or(usize::MAX),
+    )?;
+    Ok(value)
+}

@@ -43,9 +43,15 @@ pub mod codes {
     pub const INTERNAL: &str = "INTERNAL";
 }
 
-/// The error object every failed tool call returns, in `structuredContent` and as text.
+/// The error every failed tool call returns, in `structuredContent` and as text. Boxed so
+/// that `Result<_, EbpfError>` stays one pointer wide; fields read through `Deref`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct EbpfError {
+#[serde(transparent)]
+pub struct EbpfError(Box<ErrorObject>);
+
+/// The fields of [`EbpfError`] (the seed's `EBPFError`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorObject {
     /// Kind of failure.
     pub category: ErrorCategory,
     /// Stable SCREAMING_SNAKE code to match on.
@@ -67,14 +73,14 @@ impl EbpfError {
             category,
             ErrorCategory::Validation | ErrorCategory::Resource
         );
-        Self {
+        Self(Box::new(ErrorObject {
             category,
             code: code.to_owned(),
             message: message.into(),
             recoverable,
             context: Map::new(),
             timestamp: now_rfc3339(),
-        }
+        }))
     }
 
     pub fn validation(code: &str, message: impl Into<String>) -> Self {
@@ -119,6 +125,19 @@ impl EbpfError {
             serde_json::json!({"category": "internal", "code": codes::INTERNAL,
                 "message": format!("error could not be serialized: {e}")})
         })
+    }
+}
+
+impl std::ops::Deref for EbpfError {
+    type Target = ErrorObject;
+    fn deref(&self) -> &ErrorObject {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for EbpfError {
+    fn deref_mut(&mut self) -> &mut ErrorObject {
+        &mut self.0
     }
 }
 

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rmcp::ServiceExt;
+use rmcp::service::ServerInitializeError;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
@@ -51,20 +52,35 @@ pub async fn shutdown_signal() {
 
 /// Serves one MCP session on stdin/stdout until the client closes stdin or a signal comes.
 pub async fn serve_stdio(core: Arc<Core>) -> Result<(), ServeError> {
+    // One signal listener for the whole life of the session: a signal that arrives while
+    // waiting for the client's first message must not be lost.
+    let mut stop = std::pin::pin!(shutdown_signal());
     let server = McpServer::new(Arc::clone(&core));
-    let running = server
-        .serve(rmcp::transport::stdio_pipes())
-        .await
-        .map_err(|e| ServeError::Stdio(e.to_string()))?;
-    tracing::info!("serving MCP over stdio");
-    tokio::select! {
-        quit = running.waiting() => {
-            tracing::info!(reason = ?quit, "stdio session ended");
+    tracing::info!("MCP over stdio: waiting for the client's messages on stdin");
+    let started = tokio::select! {
+        started = server.serve(rmcp::transport::stdio_pipes()) => Some(started),
+        () = &mut stop => None,
+    };
+    let outcome = match started {
+        None => Ok(()),
+        Some(Err(ServerInitializeError::ConnectionClosed(_))) => {
+            tracing::info!("the client closed stdin before its first request");
+            Ok(())
         }
-        () = shutdown_signal() => {}
-    }
+        Some(Err(e)) => Err(ServeError::Stdio(e.to_string())),
+        Some(Ok(running)) => {
+            tracing::info!("serving MCP over stdio");
+            tokio::select! {
+                quit = running.waiting() => {
+                    tracing::info!(reason = ?quit, "stdio session ended");
+                }
+                () = &mut stop => {}
+            }
+            Ok(())
+        }
+    };
     core.shutdown();
-    Ok(())
+    outcome
 }
 
 /// Serves MCP over Streamable HTTP at `http://ADDR/mcp` until a signal comes.

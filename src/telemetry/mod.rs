@@ -1,6 +1,7 @@
 //! Logging: to stderr (stdout belongs to the protocol in stdio mode) or to a file, as text or
 //! JSON lines, at the configured level. `RUST_LOG` directives, when set, refine the level.
 
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -33,7 +34,10 @@ pub fn init(level: LogLevel, format: LogFormat, file: Option<&Path>) -> Result<(
             }
         }
         (None, LogFormat::Json) => builder.json().with_writer(std::io::stderr).try_init(),
-        (None, LogFormat::Text) => builder.with_writer(std::io::stderr).try_init(),
+        (None, LogFormat::Text) => builder
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
     };
     // Already installed (tests run many servers in one process): keep the first.
     let _ = result;

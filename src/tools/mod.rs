@@ -97,6 +97,9 @@ impl Hints {
     };
 }
 
+/// Levels of an output schema `tools/list` shows (root properties and their fields).
+const LISTED_SCHEMA_DEPTH: usize = 2;
+
 type RunFn = Box<dyn Fn(&Core, Value, &CallContext) -> Result<Value, EbpfError> + Send + Sync>;
 
 /// A tool as the registry knows it.
@@ -111,8 +114,11 @@ pub struct ToolSpec {
     pub list_field: Option<&'static str>,
     /// Clean JSON Schema of the arguments (see `schema`).
     pub input_schema: Map<String, Value>,
-    /// Clean JSON Schema of the result.
+    /// Clean JSON Schema of the result, complete (result trimming, docs).
     pub output_schema: Map<String, Value>,
+    /// The output schema as `tools/list` shows it: the top levels only, to keep the list
+    /// small enough for an agent's context.
+    pub listed_output_schema: Map<String, Value>,
     run: RunFn,
 }
 
@@ -147,6 +153,7 @@ impl ToolSpec {
         O: Serialize + JsonSchema + 'static,
     {
         let name = meta.name;
+        let output_schema = schema::clean(&schemars::schema_for!(O), Side::Output);
         Self {
             name,
             title: meta.title,
@@ -155,7 +162,8 @@ impl ToolSpec {
             hints: meta.hints,
             list_field: meta.list_field,
             input_schema: schema::clean(&schemars::schema_for!(P), Side::Input),
-            output_schema: schema::clean(&schemars::schema_for!(O), Side::Output),
+            listed_output_schema: schema::compact(&output_schema, LISTED_SCHEMA_DEPTH),
+            output_schema,
             run: Box::new(move |core, args, ctx| {
                 let params = parse_args::<P>(name, args)?;
                 let out = run(core, params, ctx)?;

@@ -174,6 +174,22 @@ fn normalize(value: &mut Value, side: Side, is_root: bool) {
             }
         }
     }
+    // oneOf [{const: a}, {const: b}] (documented enum variants) -> enum [a, b]: smaller, and
+    // understood by every client.
+    if let Some(Value::Array(branches)) = m.get("oneOf")
+        && !branches.is_empty()
+        && branches
+            .iter()
+            .all(|b| b.get("const").is_some_and(Value::is_string))
+    {
+        let values: Vec<Value> = branches
+            .iter()
+            .filter_map(|b| b.get("const").cloned())
+            .collect();
+        m.remove("oneOf");
+        m.insert("type".into(), json!("string"));
+        m.insert("enum".into(), Value::Array(values));
+    }
     for key in SUBSCHEMA {
         if let Some(v) = m.get_mut(*key) {
             normalize(v, side, false);
@@ -190,6 +206,51 @@ fn normalize(value: &mut Value, side: Side, is_root: bool) {
         if let Some(Value::Object(map)) = m.get_mut(*key) {
             for v in map.values_mut() {
                 normalize(v, side, false);
+            }
+        }
+    }
+}
+
+/// A shallower copy of an output schema for `tools/list`: object and array schemas below
+/// `depth` keep only their `type`. Clients still get a valid schema for the result; the full
+/// one stays in the registry (docs, result trimming).
+pub fn compact(schema: &Map<String, Value>, depth: usize) -> Map<String, Value> {
+    let mut v = Value::Object(schema.clone());
+    compact_at(&mut v, depth);
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn compact_at(v: &mut Value, depth: usize) {
+    let Value::Object(m) = v else {
+        return;
+    };
+    let is_container = matches!(
+        m.get("type").and_then(Value::as_str),
+        Some("object") | Some("array")
+    );
+    if depth == 0 && is_container {
+        m.retain(|k, _| k == "type" || k == "description");
+        return;
+    }
+    for key in SUBSCHEMA {
+        if let Some(child) = m.get_mut(*key) {
+            compact_at(child, depth.saturating_sub(1));
+        }
+    }
+    for key in SUBSCHEMA_LISTS {
+        if let Some(Value::Array(list)) = m.get_mut(*key) {
+            for child in list {
+                compact_at(child, depth);
+            }
+        }
+    }
+    for key in SUBSCHEMA_MAPS {
+        if let Some(Value::Object(map)) = m.get_mut(*key) {
+            for child in map.values_mut() {
+                compact_at(child, depth.saturating_sub(1));
             }
         }
     }
@@ -271,6 +332,15 @@ mod tests {
         );
         assert!(s.get("title").is_none());
         assert!(s.get("$schema").is_none());
+    }
+
+    #[test]
+    fn compact_keeps_the_top_levels_only() {
+        let full = clean(&schemars::schema_for!(In), Side::Output);
+        let short = Value::Object(compact(&full, 1));
+        assert_eq!(short["properties"]["size"]["type"], "integer");
+        assert_eq!(short["properties"]["nested"], json!({"type": "object"}));
+        assert!(lint(&short).is_empty());
     }
 
     #[test]

@@ -1,0 +1,338 @@
+//! The command line, run as a user would: exit codes, output formats, configuration
+//! commands, and the permission error an unprivileged user gets.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ebpf-mcp");
+
+/// Tests that load BPF need root: skip with the reason outside CI, fail under CI=true.
+fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let reason = "needs root (CAP_BPF, CAP_PERFMON): run the tests as root";
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{reason}; CI=true forbids skipping"
+    );
+    eprintln!("skipped: {reason}");
+    false
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("EBPF_MCP_CONFIG")
+        .output()
+        .expect("run ebpf-mcp")
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ebpf-mcp-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn call_info_prints_the_running_kernel() {
+    if !require_root() {
+        return;
+    }
+    let out = run(&["call", "info"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(v["kernel"]["release"], release.trim());
+    assert_eq!(v["features"]["attach"]["tracepoint"]["status"], "available");
+    assert_eq!(v["server"]["config_source"], "built-in defaults");
+}
+
+#[test]
+fn tool_errors_exit_1_with_the_error_object_on_stdout() {
+    if !require_root() {
+        return;
+    }
+    let out = run(&["call", "info", r#"{"refresh": "yes"}"#]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = json(&out);
+    assert_eq!(err["code"], "INVALID_ARGUMENTS");
+    assert_eq!(err["category"], "validation");
+    assert!(err["message"].as_str().unwrap().contains("refresh"));
+    assert!(stderr(&out).contains("info failed"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["call", "no_such_tool"][..],
+        &["call", "info", "not json"],
+        &["call", "info", "[1, 2]"],
+        &["frobnicate"],
+        &["call"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?} wrote to stdout");
+    }
+    let out = run(&["call", "no_such_tool"]);
+    assert!(
+        stderr(&out).contains("known tools: info"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn output_formats() {
+    if !require_root() {
+        return;
+    }
+    let table = run(&["call", "info", "--output", "table"]);
+    assert_eq!(table.status.code(), Some(0));
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(
+        text.lines().any(|l| l.starts_with("kernel.release ")),
+        "{text}"
+    );
+    let jsonl = run(&["call", "info", "-o", "jsonl"]);
+    let text = String::from_utf8(jsonl.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    let v: Value = serde_json::from_str(text.trim()).unwrap();
+    assert!(v["kernel"].is_object());
+}
+
+#[test]
+fn arguments_can_come_from_stdin() {
+    if !require_root() {
+        return;
+    }
+    use std::io::Write;
+    let mut child = Command::new(BIN)
+        .args(["call", "info", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"refresh": true}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(json(&out)["features"].is_object());
+}
+
+#[test]
+fn tools_lists_every_tool() {
+    let out = run(&["tools"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("info ") && l.contains("read")),
+        "{text}"
+    );
+    let out = run(&["tools", "--output", "json"]);
+    let list = json(&out);
+    assert_eq!(list[0]["name"], "info");
+    assert_eq!(list[0]["inputSchema"]["type"], "object");
+}
+
+#[test]
+fn config_default_is_a_valid_config() {
+    let out = run(&["config", "default"]);
+    assert_eq!(out.status.code(), Some(0));
+    let path = temp_file("default.yaml", &String::from_utf8(out.stdout).unwrap());
+    let check = run(&["config", "check", path.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(0), "{}", stderr(&check));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("valid"));
+}
+
+#[test]
+fn config_check_reports_key_and_line() {
+    let path = temp_file(
+        "bad.yaml",
+        "server:\n  request_timeout: 30s\n  max_result_bytez: 5\n",
+    );
+    let out = run(&["config", "check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains("server.max_result_bytez"), "{err}");
+    assert!(err.contains("max_result_bytes"), "{err}");
+}
+
+#[test]
+fn shipped_configs_check_clean() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for name in ["default.yaml", "production.yaml"] {
+        let path = format!("{root}/configs/{name}");
+        let out = run(&["config", "check", &path]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn config_comes_from_flag_or_environment() {
+    if !require_root() {
+        return;
+    }
+    let path = temp_file("small.yaml", "server:\n  request_timeout: 7s\n");
+    let by_flag = run(&["--config", path.to_str().unwrap(), "call", "info"]);
+    assert_eq!(
+        json(&by_flag)["server"]["limits"]["request_timeout_ms"],
+        7000
+    );
+    let by_env = Command::new(BIN)
+        .args(["call", "info"])
+        .env("EBPF_MCP_CONFIG", &path)
+        .output()
+        .unwrap();
+    let v = json(&by_env);
+    assert_eq!(v["server"]["config_source"], path.to_str().unwrap());
+    let missing = run(&["--config", "/nonexistent/ebpf-mcp.yaml", "call", "info"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("/nonexistent/ebpf-mcp.yaml"));
+}
+
+#[test]
+fn reserved_keys_are_reported_not_ignored() {
+    let path = temp_file("reserved.yaml", "security:\n  enable_sandboxing: false\n");
+    let out = run(&["config", "check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("security.enable_sandboxing"), "{text}");
+    assert!(text.contains("not in effect"), "{text}");
+}
+
+#[test]
+fn tls_is_refused_rather_than_silently_ignored() {
+    let path = temp_file("tls.yaml", "server:\n  tls:\n    enabled: true\n");
+    let out = run(&["--config", path.to_str().unwrap(), "serve", "--http"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("server.tls.enabled"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let out = run(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = run(&["--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "serve",
+        "call",
+        "tools",
+        "config",
+        "--log-format",
+        "EBPF_MCP_CONFIG",
+    ] {
+        assert!(help.contains(word), "help lacks {word}");
+    }
+}
+
+/// An unprivileged user gets kernel facts and a permission problem that names the missing
+/// capabilities and how to grant them; nothing fails.
+#[test]
+fn unprivileged_info_names_the_missing_capabilities() {
+    if !require_root() {
+        return;
+    }
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            BIN,
+            "call",
+            "info",
+        ])
+        .env_remove("EBPF_MCP_CONFIG")
+        .output()
+        .expect("setpriv (util-linux) is needed for this test");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert!(v.get("features").is_none(), "no features without CAP_BPF");
+    let problem = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["code"] == "MISSING_CAPABILITY")
+        .expect("a MISSING_CAPABILITY problem");
+    assert_eq!(problem["category"], "permission");
+    let msg = problem["message"].as_str().unwrap();
+    assert!(
+        msg.contains("CAP_BPF") && msg.contains("CAP_PERFMON"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("setcap") && msg.contains("AmbientCapabilities"),
+        "{msg}"
+    );
+    assert_eq!(v["kernel"]["capabilities"]["bpf"], false);
+}
+
+/// Ids of every BPF program, map and link on the system, from bpftool.
+fn bpf_ids() -> std::collections::BTreeSet<(String, u64)> {
+    let mut ids = std::collections::BTreeSet::new();
+    for kind in ["prog", "map", "link"] {
+        let out = Command::new("bpftool")
+            .args(["-j", kind, "show"])
+            .output()
+            .expect("bpftool is needed for leak checks (scripts/bootstrap installs it)");
+        let list: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
+        for entry in list.as_array().into_iter().flatten() {
+            ids.insert((kind.to_owned(), entry["id"].as_u64().unwrap()));
+        }
+    }
+    ids
+}
+
+/// The feature probes load and attach many programs; none may outlive the call. Other tests
+/// run in parallel, so only objects that appeared during this call *and stay* count.
+#[test]
+fn probes_leave_no_bpf_objects_behind() {
+    if !require_root() {
+        return;
+    }
+    let before = bpf_ids();
+    let out = run(&["call", "info", r#"{"refresh": true}"#]);
+    assert_eq!(out.status.code(), Some(0));
+    let mut new: Vec<_> = bpf_ids().difference(&before).cloned().collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !new.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let now = bpf_ids();
+        new.retain(|id| now.contains(id));
+    }
+    assert!(new.is_empty(), "BPF objects left behind: {new:?}");
+}

@@ -1,0 +1,141 @@
+"""Shared fixtures for the MCP tests: the real ebpf-mcp binary, started over stdio or HTTP and
+driven by the official Python MCP SDK. Every test also checks that the system-wide lists of
+BPF programs, maps and links are back to what they were (bpftool is the independent witness).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(os.environ.get("EBPF_MCP_BIN", ROOT / "target" / "debug" / "ebpf-mcp"))
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require_root() -> None:
+    """Tests that load BPF need root. Outside CI they skip with the reason; under CI=true a
+    missing privilege fails the run instead, so a skip can never hide a broken machine."""
+    if os.geteuid() == 0:
+        return
+    reason = "needs root (CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN): run the tests as root"
+    if IN_CI:
+        pytest.fail(f"{reason}; CI=true forbids skipping")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def binary() -> pathlib.Path:
+    if not BIN.exists():
+        pytest.fail(f"{BIN} not found: run `cargo build` first (scripts/test does)")
+    return BIN
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """The environment for a server child. The SDK passes a reduced environment to stdio
+    servers unless given one; pass ours so RUST_LOG, PATH and CI reach the server."""
+    env = dict(os.environ)
+    env.pop("EBPF_MCP_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _bpf_ids() -> dict[str, set[int]]:
+    ids: dict[str, set[int]] = {}
+    for kind in ("prog", "map", "link"):
+        out = subprocess.run(
+            ["bpftool", "-j", kind, "show"], capture_output=True, text=True, check=True
+        ).stdout
+        ids[kind] = {entry["id"] for entry in json.loads(out or "[]")}
+    return ids
+
+
+@pytest.fixture(autouse=True)
+def no_bpf_leaks() -> Iterator[None]:
+    """Fails a test that leaves BPF programs, maps or links behind."""
+    if os.geteuid() != 0:
+        yield
+        return
+    if shutil.which("bpftool") is None:
+        if IN_CI:
+            pytest.fail("bpftool is missing; scripts/bootstrap installs it")
+        yield
+        return
+    before = _bpf_ids()
+    yield
+    # The kernel frees a program after its last fd closes, through RCU: give it a moment.
+    deadline = time.monotonic() + 5
+    while True:
+        after = _bpf_ids()
+        leaked = {k: sorted(after[k] - before[k]) for k in after if after[k] - before[k]}
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not leaked, f"BPF objects left behind: {leaked}"
+
+
+@dataclass
+class HttpServer:
+    url: str
+    process: subprocess.Popen[bytes]
+    stderr_path: pathlib.Path
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout)
+
+
+def start_http_server(binary: pathlib.Path, *args: str, config: str | None = None) -> HttpServer:
+    """Starts `ebpf-mcp serve --http 127.0.0.1:0` and waits for the URL it prints."""
+    workdir = pathlib.Path(tempfile.mkdtemp(prefix="ebpf-mcp-test-"))
+    cmd = [str(binary)]
+    if config is not None:
+        cfg = workdir / "config.yaml"
+        cfg.write_text(config)
+        cmd += ["--config", str(cfg)]
+    cmd += ["serve", "--http", "127.0.0.1:0", *args]
+    stderr_path = workdir / "stderr.log"
+    with open(stderr_path, "wb") as err:
+        process = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=server_env()
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        text = stderr_path.read_text(errors="replace")
+        match = re.search(r"serving MCP over HTTP at (http://\S+/mcp)", text)
+        if match:
+            return HttpServer(match.group(1), process, stderr_path)
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}: {text}")
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"server did not start: {stderr_path.read_text(errors='replace')}")
+
+
+@pytest.fixture
+def http_server(binary: pathlib.Path) -> Iterator[HttpServer]:
+    require_root()
+    server = start_http_server(binary)
+    yield server
+    code = server.stop()
+    assert code == 0, f"server exited with {code}: {server.stderr()}"

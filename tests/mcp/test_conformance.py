@@ -1,0 +1,87 @@
+"""The official MCP conformance suite (@modelcontextprotocol/conformance) against
+`ebpf-mcp serve --http`, for every protocol-level scenario of both spec versions. Scenarios
+that need fixture tools (test_*) are out of scope for the product binary."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+
+import pytest
+
+from conftest import IN_CI, ROOT, require_root, start_http_server
+
+NODE_DIR = ROOT / "tests" / "conformance" / "node_modules" / ".bin"
+SCENARIOS = {
+    "2025-11-25": [
+        "server-initialize",
+        "ping",
+        "logging-set-level",
+        "tools-list",
+        "resources-list",
+        "prompts-list",
+        "server-sse-multiple-streams",
+        "dns-rebinding-protection",
+    ],
+    "2026-07-28": [
+        "tools-list",
+        "resources-list",
+        "prompts-list",
+        "server-sse-multiple-streams",
+        "dns-rebinding-protection",
+        "caching",
+        "http-header-validation",
+        "sep-2164-resource-not-found",
+    ],
+}
+CASES = [(version, scenario) for version, names in SCENARIOS.items() for scenario in names]
+
+
+@pytest.fixture(scope="module")
+def server(binary):
+    require_root()
+    if not (NODE_DIR / "conformance").exists():
+        message = "conformance suite not installed: run scripts/bootstrap"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    s = start_http_server(binary)
+    yield s
+    assert s.stop() == 0, s.stderr()
+
+
+@pytest.mark.parametrize(("version", "scenario"), CASES, ids=[f"{v}-{s}" for v, s in CASES])
+def test_conformance_scenario(server, version, scenario):
+    out_dir = tempfile.mkdtemp(prefix="conformance-")
+    env = dict(os.environ, PATH=f"{NODE_DIR}:{os.environ.get('PATH', '')}", NO_COLOR="1")
+    proc = subprocess.run(
+        [
+            str(NODE_DIR / "conformance"),
+            "server",
+            "--url",
+            server.url,
+            "--scenario",
+            scenario,
+            "--spec-version",
+            version,
+            "--output-dir",
+            out_dir,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+    )
+    report = proc.stdout + proc.stderr
+    assert "not applicable" not in report, report
+    assert proc.returncode == 0, report
+    files = glob.glob(f"{out_dir}/*/checks.json")
+    assert len(files) == 1, report
+    checks = json.loads(pathlib.Path(files[0]).read_text())
+    assert checks, report
+    bad = [c for c in checks if c["status"] not in ("SUCCESS", "INFO")]
+    assert not bad, json.dumps(bad, indent=2)

@@ -1,0 +1,187 @@
+"""The server over stdio and Streamable HTTP, in both protocol eras (2025-11-25 with the
+initialize handshake, 2026-07-28 stateless with server/discover), driven by the official
+Python MCP SDK."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pathlib
+from collections.abc import AsyncIterator
+
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
+
+from conftest import HttpServer, require_root, server_env, start_http_server
+
+pytestmark = pytest.mark.anyio
+
+# SDK connect modes: "legacy" sends initialize; "auto" probes server/discover and adopts the
+# newest version both sides support.
+ERAS = {"legacy": "2025-11-25", "auto": "2026-07-28"}
+TRANSPORTS = ["stdio", "http"]
+
+
+@contextlib.asynccontextmanager
+async def connect(binary: pathlib.Path, transport: str, mode: str, **kwargs) -> AsyncIterator[Client]:
+    """A connected SDK client for `transport` in era `mode`."""
+    require_root()
+    if transport == "stdio":
+        params = StdioServerParameters(command=str(binary), args=["serve"], env=server_env())
+        async with Client(params, mode=mode, **kwargs) as client:
+            yield client
+        return
+    server: HttpServer = start_http_server(binary)
+    try:
+        async with Client(server.url, mode=mode, **kwargs) as client:
+            yield client
+    finally:
+        code = server.stop()
+        assert code == 0, server.stderr()
+
+
+@pytest.fixture(params=[(t, m) for t in TRANSPORTS for m in ERAS], ids=lambda p: f"{p[0]}-{p[1]}")
+def session_kind(request) -> tuple[str, str]:
+    return request.param
+
+
+async def test_handshake_negotiates_the_era(binary, session_kind):
+    transport, mode = session_kind
+    async with connect(binary, transport, mode) as client:
+        assert client.protocol_version == ERAS[mode]
+        caps = client.server_capabilities
+        assert caps.tools is not None
+        assert caps.resources is not None
+        assert caps.prompts is not None
+        assert caps.logging is not None
+        if client.server_info is not None:
+            assert client.server_info.name == "ebpf-mcp"
+
+
+async def test_tools_list_describes_info(binary, session_kind):
+    transport, mode = session_kind
+    async with connect(binary, transport, mode) as client:
+        first = (await client.list_tools()).tools
+        again = (await client.list_tools(cache_mode="refresh")).tools
+        assert [t.name for t in first] == [t.name for t in again], "order must be deterministic"
+        info = next(t for t in first if t.name == "info")
+        assert info.title
+        assert len(info.description) > 100 and "first" in info.description
+        assert info.input_schema["type"] == "object"
+        assert info.output_schema["type"] == "object"
+        a = info.annotations
+        assert (a.read_only_hint, a.destructive_hint, a.idempotent_hint, a.open_world_hint) == (
+            True,
+            False,
+            True,
+            False,
+        )
+
+
+async def test_info_reports_this_kernel(binary, session_kind):
+    transport, mode = session_kind
+    async with connect(binary, transport, mode) as client:
+        result = await client.call_tool("info", {})
+    assert not result.is_error
+    data = result.structured_content
+    # The same JSON as text, for clients that only read content.
+    assert json.loads(result.content[0].text) == data
+    uname = os.uname()
+    assert data["kernel"]["release"] == uname.release
+    assert data["kernel"]["arch"] == uname.machine
+    assert data["features"]["attach"]["tracepoint"]["status"] == "available"
+    assert data["server"]["name"] == "ebpf-mcp"
+    assert data["problems"] == [] or all("code" in p for p in data["problems"])
+
+
+async def test_invalid_arguments_are_tool_errors(binary, session_kind):
+    transport, mode = session_kind
+    async with connect(binary, transport, mode) as client:
+        wrong_type = await client.call_tool("info", {"refresh": "yes"})
+        unknown = await client.call_tool("info", {"bogus": 1})
+    for result, needle in ((wrong_type, "refresh"), (unknown, "bogus")):
+        assert result.is_error
+        err = result.structured_content
+        assert err["category"] == "validation"
+        assert err["code"] == "INVALID_ARGUMENTS"
+        assert err["recoverable"] is True
+        assert needle in err["message"]
+        assert "inputSchema" in err["message"]
+        assert err["timestamp"].endswith("Z")
+        assert isinstance(err["context"], dict)
+        assert json.loads(result.content[0].text) == err
+
+
+async def test_unknown_tool_is_a_protocol_error(binary, session_kind):
+    transport, mode = session_kind
+    async with connect(binary, transport, mode) as client:
+        with pytest.raises(MCPError) as excinfo:
+            await client.call_tool("no_such_tool", {})
+    assert excinfo.value.code == -32602
+    assert "no_such_tool" in excinfo.value.message
+
+
+async def test_system_resource_mirrors_info(binary, session_kind):
+    transport, mode = session_kind
+    async with connect(binary, transport, mode) as client:
+        listed = (await client.list_resources()).resources
+        assert [str(r.uri) for r in listed] == ["ebpf://system"]
+        assert listed[0].mime_type == "application/json"
+        read = await client.read_resource("ebpf://system")
+        with pytest.raises(MCPError) as missing:
+            await client.read_resource("ebpf://nothing-here")
+    content = read.contents[0]
+    assert content.mime_type == "application/json"
+    assert json.loads(content.text)["kernel"]["release"] == os.uname().release
+    # 2026-07-28 reports not-found as invalid params; earlier eras as -32002.
+    assert missing.value.code in (-32002, -32602)
+
+
+async def test_prompts_render(binary, session_kind):
+    transport, mode = session_kind
+    async with connect(binary, transport, mode) as client:
+        prompts = {p.name: p for p in (await client.list_prompts()).prompts}
+        assert {"ebpf_host_report", "plan_observation"} <= set(prompts)
+        got = await client.get_prompt("plan_observation", {"question": "who opens /etc/shadow"})
+        with pytest.raises(MCPError) as missing_arg:
+            await client.get_prompt("plan_observation", {})
+    assert "who opens /etc/shadow" in got.messages[0].content.text
+    assert missing_arg.value.code == -32602
+
+
+@pytest.mark.parametrize("mode", list(ERAS))
+async def test_progress_and_log_notifications(binary, mode):
+    """A client that asks for progress and logs gets them, before the result: through
+    logging/setLevel in the 2025-11-25 era, through per-request _meta in 2026-07-28."""
+    progress: list[tuple[float, float | None, str | None]] = []
+    logs: list[str] = []
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        progress.append((value, total, message))
+
+    async def on_log(params) -> None:
+        logs.append(str(params.data))
+
+    extra = {"log_level": "debug"} if mode != "legacy" else {}
+    async with connect(binary, "stdio", mode, logging_callback=on_log, **extra) as client:
+        if mode == "legacy":
+            await client.set_logging_level("debug")
+        result = await client.call_tool("info", {"refresh": True}, progress_callback=on_progress)
+    assert not result.is_error
+    assert [p[0] for p in progress] == [0.0, 1.0, 2.0]
+    assert progress[-1][1] == 2.0
+    assert any("probing kernel eBPF features" in m for m in logs), logs
+
+
+async def test_no_log_messages_without_a_level(binary):
+    logs: list[str] = []
+
+    async def on_log(params) -> None:
+        logs.append(str(params.data))
+
+    for mode in ERAS:
+        async with connect(binary, "stdio", mode, logging_callback=on_log) as client:
+            await client.call_tool("info", {"refresh": True})
+    assert logs == []

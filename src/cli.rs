@@ -74,7 +74,8 @@ enum Command {
     },
     /// List the tools with one-line descriptions.
     Tools {
-        /// table: one line per tool; json: full definitions with schemas.
+        /// table: one line per tool; json: full definitions with schemas; markdown: the
+        /// reference in docs/tools.md.
         #[arg(long, short, value_enum, default_value_t = ToolsFormat::Table)]
         output: ToolsFormat,
     },
@@ -104,6 +105,7 @@ enum OutputFormat {
 enum ToolsFormat {
     Table,
     Json,
+    Markdown,
 }
 
 fn write_stdout(text: &str) -> u8 {
@@ -294,6 +296,7 @@ fn tools_command(config: &Config, output: ToolsFormat) -> u8 {
                 .collect();
             write_stdout(&format!("{}\n", pretty(&Value::Array(list))))
         }
+        ToolsFormat::Markdown => write_stdout(&tools::docs::markdown(registry)),
     }
 }
 

@@ -37,10 +37,50 @@ pub mod codes {
     pub const CANCELLED: &str = "CANCELLED";
     /// Even a cut-down result does not fit `server.max_result_bytes`.
     pub const RESULT_TOO_LARGE: &str = "RESULT_TOO_LARGE";
-    /// A file the server reads to describe the kernel could not be read.
-    pub const HOST_READ_FAILED: &str = "HOST_READ_FAILED";
+    /// A pseudo filesystem the server needs (tracefs, bpffs, securityfs) is not mounted.
+    pub const FILESYSTEM_NOT_MOUNTED: &str = "FILESYSTEM_NOT_MOUNTED";
     /// The server failed in a way that is a defect.
     pub const INTERNAL: &str = "INTERNAL";
+
+    /// Every code with its category and meaning, for docs/tools.md.
+    pub const CATALOGUE: &[(&str, &str, &str)] = &[
+        (
+            INVALID_ARGUMENTS,
+            "validation",
+            "Arguments do not match the tool's input schema.",
+        ),
+        (CANCELLED, "validation", "The client cancelled the call."),
+        (
+            TOOL_DISABLED,
+            "permission",
+            "The tool's tier is disabled by configuration.",
+        ),
+        (
+            MISSING_CAPABILITY,
+            "permission",
+            "The server lacks CAP_BPF/CAP_PERFMON; the message says how to grant them.",
+        ),
+        (
+            REQUEST_TIMEOUT,
+            "resource",
+            "The call ran longer than `server.request_timeout`.",
+        ),
+        (
+            RESULT_TOO_LARGE,
+            "resource",
+            "Even a cut-down result does not fit `server.max_result_bytes`.",
+        ),
+        (
+            FILESYSTEM_NOT_MOUNTED,
+            "resource",
+            "tracefs, bpffs or securityfs is missing and could not be mounted.",
+        ),
+        (
+            INTERNAL,
+            "internal",
+            "A defect in the server; please report it.",
+        ),
+    ];
 }
 
 /// The error every failed tool call returns, in `structuredContent` and as text. Boxed so

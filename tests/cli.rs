@@ -336,3 +336,17 @@ fn probes_leave_no_bpf_objects_behind() {
     }
     assert!(new.is_empty(), "BPF objects left behind: {new:?}");
 }
+
+#[test]
+fn docs_tools_md_is_generated_from_the_live_schemas() {
+    let out = run(&["tools", "--output", "markdown"]);
+    assert_eq!(out.status.code(), Some(0));
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/tools.md")).unwrap();
+    assert!(
+        committed == generated,
+        "docs/tools.md is stale; regenerate it with \
+         `cargo run -- tools --output markdown > docs/tools.md`"
+    );
+}

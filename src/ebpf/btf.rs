@@ -1,15 +1,17 @@
-//! The kernel's vmlinux BTF, parsed once per process and shared: parsing it costs ~50 ms and
-//! tens of MB, so every loader that needs it borrows this copy.
+//! The kernel's vmlinux BTF, parsed once per process and shared, and the one BPF object
+//! loader that uses it. Parsing costs ~20-50 ms and tens of MB, and aya 0.14's
+//! `EbpfLoader::new()` parses it again on every call, so nothing else may create loaders.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
-use aya::Btf;
+use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
 
-static VMLINUX: OnceLock<Result<Arc<Btf>, String>> = OnceLock::new();
+static VMLINUX: OnceLock<Result<Btf, String>> = OnceLock::new();
+static LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
 
 /// The parsed /sys/kernel/btf/vmlinux, or why it could not be parsed (the error is cached
 /// too: the file does not appear at run time).
-pub fn vmlinux() -> Result<Arc<Btf>, String> {
+pub fn vmlinux() -> Result<&'static Btf, String> {
     VMLINUX
         .get_or_init(|| {
             let started = std::time::Instant::now();
@@ -18,7 +20,20 @@ pub fn vmlinux() -> Result<Arc<Btf>, String> {
                 elapsed_ms = started.elapsed().as_millis(),
                 "parsed vmlinux BTF"
             );
-            Ok(Arc::new(btf))
+            Ok(btf)
         })
-        .clone()
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Loads a BPF object (maps created, programs not yet loaded) with CO-RE relocations
+/// against the shared vmlinux BTF. Loads are serialized; they take milliseconds.
+pub fn load_object(bytes: &[u8]) -> Result<Ebpf, EbpfError> {
+    let loader = LOADER.get_or_init(|| {
+        // `new()` parses BTF once here; it is replaced by the shared copy at once.
+        let mut loader = EbpfLoader::new();
+        loader.btf(vmlinux().ok());
+        Mutex::new(loader)
+    });
+    loader.lock().unwrap_or_else(|p| p.into_inner()).load(bytes)
 }

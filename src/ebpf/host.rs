@@ -65,6 +65,7 @@ pub struct KernelFacts {
     pub config: KernelConfig,
 }
 
+/// Kernel lockdown (/sys/kernel/security/lockdown).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Lockdown {
     /// none, integrity, confidentiality, or unknown.
@@ -73,6 +74,7 @@ pub struct Lockdown {
     pub detail: String,
 }
 
+/// Kernel type information (BTF).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct BtfFacts {
     /// /sys/kernel/btf/vmlinux exists: CO-RE and BTF-typed programs can work.
@@ -83,6 +85,7 @@ pub struct BtfFacts {
     pub modules: u32,
 }
 
+/// The BPF just-in-time compiler.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct JitFacts {
     /// net.core.bpf_jit_enable is non-zero.
@@ -98,21 +101,28 @@ pub struct JitFacts {
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SysctlFact {
+    /// The sysctl's value.
     pub value: i64,
     /// What the value means.
     pub meaning: String,
 }
 
+/// Pseudo filesystems eBPF tooling needs.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Mounts {
+    /// Tracepoint ids and formats (/sys/kernel/tracing).
     pub tracefs: MountState,
+    /// Pinned BPF objects (/sys/fs/bpf).
     pub bpffs: MountState,
+    /// Lockdown state (/sys/kernel/security).
     pub securityfs: MountState,
+    /// cgroup v2, for cgroup programs and filters.
     pub cgroup2: MountState,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct MountState {
+    /// The filesystem is mounted somewhere.
     pub mounted: bool,
     /// Where it is mounted, or where the server expects it.
     pub path: String,
@@ -120,6 +130,7 @@ pub struct MountState {
     pub mounted_by_server: bool,
 }
 
+/// RLIMIT_MEMLOCK of the server process.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Memlock {
     /// RLIMIT_MEMLOCK has no limit.
@@ -308,7 +319,7 @@ pub fn kernel_facts() -> KernelFacts {
     });
     let mounts = read_mounts().unwrap_or_default();
     let setup = setup();
-    let config = kernel_config(&release);
+    let config = kernel_config(&release).clone();
     let caps = CapSet::current()
         .map(CapSet::summary)
         .unwrap_or(Capabilities {
@@ -457,8 +468,14 @@ fn btf_facts() -> BtfFacts {
     }
 }
 
-/// Reads the kernel build configuration from /proc/config.gz or /boot/config-RELEASE.
-fn kernel_config(release: &str) -> KernelConfig {
+/// The kernel build configuration, read once per process (it cannot change while the kernel
+/// runs) from /proc/config.gz or /boot/config-RELEASE.
+fn kernel_config(release: &str) -> &'static KernelConfig {
+    static CONFIG: OnceLock<KernelConfig> = OnceLock::new();
+    CONFIG.get_or_init(|| read_kernel_config(release))
+}
+
+fn read_kernel_config(release: &str) -> KernelConfig {
     let boot = format!("/boot/config-{release}");
     let text = read_gzip("/proc/config.gz")
         .map(|t| ("/proc/config.gz".to_owned(), t))

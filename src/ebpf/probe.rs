@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use aya::Ebpf;
 use aya::maps::MapType;
 use aya::programs::{
     BtfTracePoint, CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, FEntry, FExit, KProbe,
@@ -18,7 +19,6 @@ use aya::programs::{
     uprobe::{UProbeAttachLocation, UProbeScope},
 };
 use aya::sys::{BpfHelper, is_helper_supported, is_map_supported, is_program_supported};
-use aya::{Ebpf, EbpfLoader};
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -104,11 +104,28 @@ pub fn features(facts: &KernelFacts, refresh: bool) -> Arc<Features> {
     }
     let started = Instant::now();
     let probed_at = crate::error::now_rfc3339();
+    // Parse the shared BTF once up front rather than racing several threads into it.
+    let _ = btf::vmlinux();
+    let (attach, program_types, map_types, helpers) = std::thread::scope(|s| {
+        let attach = s.spawn(|| probe_attach_kinds(facts));
+        let program_types = s.spawn(|| probe_program_types(facts));
+        let map_types = s.spawn(|| probe_map_types(facts));
+        let helpers = probe_helpers(facts);
+        // Each probe inside a group already turns its own panic into `unknown`; a group
+        // itself has nothing that can panic, but an empty group is logged, not hidden.
+        let join = |h: std::thread::ScopedJoinHandle<'_, BTreeMap<String, Support>>| {
+            h.join().unwrap_or_else(|_| {
+                tracing::error!("a probe group panicked; its results are missing");
+                BTreeMap::new()
+            })
+        };
+        (join(attach), join(program_types), join(map_types), helpers)
+    });
     let features = Arc::new(Features {
-        attach: probe_attach_kinds(facts),
-        program_types: probe_program_types(facts),
-        map_types: probe_map_types(facts),
-        helpers: probe_helpers(facts),
+        attach,
+        program_types,
+        map_types,
+        helpers,
         probed_at,
         probe_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
     });
@@ -274,6 +291,8 @@ const HELPERS: &[(&str, ProgramType, BpfHelper)] = &[
     ),
 ];
 
+/// Sequential on purpose: these are quick, and aya parses vmlinux BTF afresh for the tracing
+/// and lsm types, which in parallel would hold several copies in memory at once.
 fn probe_program_types(facts: &KernelFacts) -> BTreeMap<String, Support> {
     PROGRAM_TYPES
         .iter()
@@ -289,86 +308,67 @@ fn probe_program_types(facts: &KernelFacts) -> BTreeMap<String, Support> {
 }
 
 fn probe_map_types(facts: &KernelFacts) -> BTreeMap<String, Support> {
-    MAP_TYPES
-        .iter()
-        .map(|&(name, ty)| {
-            let support = match is_map_supported(ty) {
-                Ok(true) => Support::available(),
-                Ok(false) => Support::unavailable("the kernel does not know this map type"),
-                Err(e) => refused(facts, &e, "creating a minimal map"),
-            };
-            (name.to_owned(), support)
-        })
-        .collect()
+    let results = in_parallel(MAP_TYPES, |&(_, ty)| match is_map_supported(ty) {
+        Ok(true) => Support::available(),
+        Ok(false) => Support::unavailable("the kernel does not know this map type"),
+        Err(e) => refused(facts, &e, "creating a minimal map"),
+    });
+    collect(MAP_TYPES.iter().map(|(name, _)| *name), results)
 }
 
 fn probe_helpers(facts: &KernelFacts) -> BTreeMap<String, Support> {
-    HELPERS
-        .iter()
-        .map(|&(name, prog, helper)| {
-            let support = match is_helper_supported(prog, helper) {
-                Ok(true) => Support::available(),
-                Ok(false) => {
-                    let mut why = String::from("the verifier rejects calls to it");
-                    if name == "probe_write_user" && facts.lockdown.mode != "none" {
-                        why.push_str(&format!(
-                            " (kernel lockdown '{}' removes it)",
-                            facts.lockdown.mode
-                        ));
-                    }
-                    if name == "override_return"
-                        && host::config_enabled(&facts.config, "CONFIG_BPF_KPROBE_OVERRIDE")
-                            == Some(false)
-                    {
-                        why.push_str(" (CONFIG_BPF_KPROBE_OVERRIDE is not set)");
-                    }
-                    Support::unavailable(why)
+    let results = in_parallel(HELPERS, |&(name, prog, helper)| {
+        match is_helper_supported(prog, helper) {
+            Ok(true) => Support::available(),
+            Ok(false) => {
+                let mut why = String::from("the verifier rejects calls to it");
+                if name == "probe_write_user" && facts.lockdown.mode != "none" {
+                    why.push_str(&format!(
+                        " (kernel lockdown '{}' removes it)",
+                        facts.lockdown.mode
+                    ));
                 }
-                Err(e) => refused(facts, &e, "verifying a helper call"),
-            };
-            (name.to_owned(), support)
+                if name == "override_return"
+                    && host::config_enabled(&facts.config, "CONFIG_BPF_KPROBE_OVERRIDE")
+                        == Some(false)
+                {
+                    why.push_str(" (CONFIG_BPF_KPROBE_OVERRIDE is not set)");
+                }
+                Support::unavailable(why)
+            }
+            Err(e) => refused(facts, &e, "verifying a helper call"),
+        }
+    });
+    collect(HELPERS.iter().map(|(name, _, _)| *name), results)
+}
+
+/// Runs `f` on every item, each on its own thread, and returns the results in order. Probes
+/// spend most of their time waiting for the kernel (RCU grace periods when programs and maps
+/// are freed), so running them side by side cuts the wall time to the slowest one.
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<std::thread::Result<R>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.iter().map(|item| s.spawn(|| f(item))).collect();
+        handles.into_iter().map(|h| h.join()).collect()
+    })
+}
+
+/// Probe results keyed by name; a probe that panicked is reported, not hidden.
+fn collect(
+    names: impl Iterator<Item = &'static str>,
+    results: Vec<std::thread::Result<Support>>,
+) -> BTreeMap<String, Support> {
+    names
+        .zip(results)
+        .map(|(name, r)| {
+            (
+                name.to_owned(),
+                r.unwrap_or_else(|_| Support::unknown("the probe panicked")),
+            )
         })
         .collect()
-}
-
-/// Runs one attach probe: load the program named `prog` out of a fresh copy of the probe
-/// object and hand it to `attach`. Everything is released when the object is dropped.
-fn attach_probe<P, F>(facts: &KernelFacts, ebpf: &mut Ebpf, prog: &str, attach: F) -> Support
-where
-    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
-    F: FnOnce(&mut P) -> Result<(), Probe>,
-{
-    attach_probe_explained(facts, ebpf, prog, None, attach)
-}
-
-/// As [`attach_probe`], with a known explanation that replaces the errno-based one.
-fn attach_probe_explained<P, F>(
-    facts: &KernelFacts,
-    ebpf: &mut Ebpf,
-    prog: &str,
-    explanation: Option<&str>,
-    attach: F,
-) -> Support
-where
-    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
-    F: FnOnce(&mut P) -> Result<(), Probe>,
-{
-    let program = match ebpf.program_mut(prog) {
-        Some(p) => p,
-        None => return Support::unknown(format!("probe object has no program `{prog}`")),
-    };
-    let program: &mut P = match program.try_into() {
-        Ok(p) => p,
-        Err(e) => return Support::unknown(format!("probe program `{prog}`: {e}")),
-    };
-    match attach(program) {
-        Ok(()) => Support::available(),
-        Err(Probe::Refused(what, e)) => match explanation {
-            Some(why) => Support::unavailable(format!("{why} ({what}: {})", error_text(&e))),
-            None => refused(facts, &e, what),
-        },
-        Err(Probe::Skipped(reason)) => Support::unknown(reason),
-    }
 }
 
 /// Why an attach probe did not succeed.
@@ -384,249 +384,235 @@ fn step<T>(what: &'static str, r: Result<T, ProgramError>) -> Result<T, Probe> {
 }
 
 fn load_probe_object() -> Result<Ebpf, String> {
-    let btf = btf::vmlinux().ok();
-    EbpfLoader::new()
-        .btf(btf.as_deref())
-        .load(PROBES_OBJ)
-        .map_err(|e| format!("loading the probe object: {e}"))
+    btf::load_object(PROBES_OBJ).map_err(|e| format!("loading the probe object: {e}"))
 }
 
-fn probe_attach_kinds(facts: &KernelFacts) -> BTreeMap<String, Support> {
-    let mut out = BTreeMap::new();
+fn vmlinux_for(what: &str) -> Result<&'static aya::Btf, Probe> {
+    btf::vmlinux().map_err(|e| Probe::Skipped(format!("{what} needs vmlinux BTF: {e}")))
+}
+
+/// Runs one attach probe on a fresh copy of the probe object: the program named `prog` is
+/// handed to `attach`, and everything is released when the object is dropped on return.
+/// `explanation`, when known (e.g. from the kernel's build options), replaces the reason
+/// derived from the errno.
+fn attach_probe<P, F>(
+    facts: &KernelFacts,
+    prog: &str,
+    explanation: Option<&str>,
+    attach: F,
+) -> Support
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    F: FnOnce(&mut P) -> Result<(), Probe>,
+{
     let mut ebpf = match load_probe_object() {
         Ok(e) => e,
-        Err(e) => {
-            for kind in ATTACH_KINDS {
-                out.insert((*kind).to_owned(), Support::unknown(e.clone()));
-            }
-            return out;
-        }
+        Err(e) => return Support::unknown(e),
     };
-    let vmlinux = btf::vmlinux();
-    let need_btf = |what: &str| -> Result<Arc<aya::Btf>, Probe> {
-        vmlinux
-            .clone()
-            .map_err(|e| Probe::Skipped(format!("{what} needs vmlinux BTF: {e}")))
+    let Some(program) = ebpf.program_mut(prog) else {
+        return Support::unknown(format!("probe object has no program `{prog}`"));
     };
-
-    let tracefs = host::tracefs_root();
-    out.insert(
-        "tracepoint".into(),
-        attach_probe(
-            facts,
-            &mut ebpf,
-            "probe_tracepoint",
-            |p: &mut TracePoint| {
-                if tracefs.is_none() {
-                    return Err(Probe::Skipped(
-                        "tracefs is not mounted, so tracepoint ids cannot be read; mount it at \
-                     /sys/kernel/tracing or enable ebpf.auto_mount"
-                            .into(),
-                    ));
-                }
-                step("loading a tracepoint program", p.load())?;
-                let sched = step(
-                    "attaching to tracepoint syscalls:sys_enter_getpid",
-                    p.attach("syscalls", "sys_enter_getpid"),
-                );
-                if sched.is_err() {
-                    step(
-                        "attaching to tracepoint sched:sched_process_exec",
-                        p.attach("sched", "sched_process_exec"),
-                    )?;
-                }
-                Ok(())
-            },
-        ),
-    );
-    out.insert(
-        "raw_tp".into(),
-        attach_probe(facts, &mut ebpf, "probe_raw_tp", |p: &mut RawTracePoint| {
-            step("loading a raw_tp program", p.load())?;
-            step(
-                "attaching to raw tracepoint sched_process_exec",
-                p.attach("sched_process_exec"),
-            )?;
-            Ok(())
-        }),
-    );
-    out.insert(
-        "tp_btf".into(),
-        attach_probe(facts, &mut ebpf, "probe_tp_btf", |p: &mut BtfTracePoint| {
-            let btf = need_btf("tp_btf")?;
-            step(
-                "loading a tp_btf program for sched_process_exec",
-                p.load("sched_process_exec", &btf),
-            )?;
-            step("attaching a tp_btf program", p.attach())?;
-            Ok(())
-        }),
-    );
-    let kprobes_off = kprobes_not_configured(facts);
-    out.insert(
-        "kprobe".into(),
-        attach_probe_explained(
-            facts,
-            &mut ebpf,
-            "probe_kprobe",
-            kprobes_off,
-            |p: &mut KProbe| {
-                step("loading a kprobe program", p.load())?;
-                step(
-                    "attaching a kprobe to do_nanosleep",
-                    p.attach("do_nanosleep", 0),
-                )?;
-                Ok(())
-            },
-        ),
-    );
-    out.insert(
-        "fentry".into(),
-        attach_probe(facts, &mut ebpf, "probe_fentry", |p: &mut FEntry| {
-            let btf = need_btf("fentry")?;
-            step(
-                "loading an fentry program for do_nanosleep",
-                p.load("do_nanosleep", &btf),
-            )?;
-            step("attaching an fentry program", p.attach())?;
-            Ok(())
-        }),
-    );
-    out.insert(
-        "fexit".into(),
-        attach_probe(facts, &mut ebpf, "probe_fexit", |p: &mut FExit| {
-            let btf = need_btf("fexit")?;
-            step(
-                "loading an fexit program for do_nanosleep",
-                p.load("do_nanosleep", &btf),
-            )?;
-            step("attaching an fexit program", p.attach())?;
-            Ok(())
-        }),
-    );
-    out.insert(
-        "lsm".into(),
-        attach_probe(facts, &mut ebpf, "probe_lsm", |p: &mut Lsm| {
-            let btf = need_btf("lsm")?;
-            step(
-                "loading an LSM program for the bpf hook",
-                p.load("bpf", &btf),
-            )?;
-            step("attaching an LSM program", p.attach())?;
-            Ok(())
-        }),
-    );
-    out.insert(
-        "uprobe".into(),
-        attach_probe(facts, &mut ebpf, "probe_uprobe", |p: &mut UProbe| {
-            let (exe, offset) = own_probe_target().map_err(|e| {
-                Probe::Skipped(format!("cannot locate this binary's probe function: {e}"))
-            })?;
-            step("loading a uprobe program", p.load())?;
-            step(
-                "attaching a uprobe to this server's own binary",
-                p.attach(
-                    UProbeAttachLocation::AbsoluteOffset(offset),
-                    &exe,
-                    UProbeScope::CallingProcess,
-                ),
-            )?;
-            Ok(())
-        }),
-    );
-    out.insert(
-        "perf_event".into(),
-        attach_probe(facts, &mut ebpf, "probe_perf_event", |p: &mut PerfEvent| {
-            step("loading a perf_event program", p.load())?;
-            // One sample per CPU-second of this process: it never fires during the probe.
-            step(
-                "attaching to a cpu-clock perf event",
-                p.attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                    PerfEventScope::CallingProcess { cpu: None },
-                    SamplePolicy::Period(1_000_000_000),
-                    false,
-                ),
-            )?;
-            Ok(())
-        }),
-    );
-    out.insert(
-        "cgroup".into(),
-        attach_probe(facts, &mut ebpf, "probe_cgroup_skb", |p: &mut CgroupSkb| {
-            let root = host::cgroup2_root()
-                .ok_or_else(|| Probe::Skipped("no cgroup v2 hierarchy is mounted".into()))?;
-            let dir = TempCgroup::create(&root).map_err(|e| {
-                Probe::Skipped(format!(
-                    "cannot create a probe cgroup under {}: {e}",
-                    root.display()
-                ))
-            })?;
-            step("loading a cgroup_skb program", p.load())?;
-            let fd = std::fs::File::open(&dir.0)
-                .map_err(|e| Probe::Skipped(format!("cannot open {}: {e}", dir.0.display())))?;
-            step(
-                "attaching a cgroup_skb program to an empty cgroup",
-                p.attach(&fd, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single),
-            )?;
-            Ok(())
-        }),
-    );
-    drop(ebpf);
-    let (xdp, tc) = probe_network_kinds(facts);
-    out.insert("xdp".into(), xdp);
-    out.insert("tc".into(), tc);
-    out
-}
-
-/// Why kprobes cannot work, when the kernel's build says so.
-fn kprobes_not_configured(facts: &KernelFacts) -> Option<&'static str> {
-    let pmu = Path::new("/sys/bus/event_source/devices/kprobe").exists();
-    match host::config_enabled(&facts.config, "CONFIG_KPROBES") {
-        Some(false) => Some("not configured: the kernel is built without CONFIG_KPROBES"),
-        None if !pmu => {
-            Some("not configured: the kernel has no kprobe PMU (CONFIG_KPROBES is off)")
-        }
-        _ => None,
+    let program: &mut P = match program.try_into() {
+        Ok(p) => p,
+        Err(e) => return Support::unknown(format!("probe program `{prog}`: {e}")),
+    };
+    match attach(program) {
+        Ok(()) => Support::available(),
+        Err(Probe::Refused(what, e)) => match explanation {
+            Some(why) => Support::unavailable(format!("{why} ({what}: {})", error_text(&e))),
+            None => refused(facts, &e, what),
+        },
+        Err(Probe::Skipped(reason)) => Support::unknown(reason),
     }
 }
 
-const ATTACH_KINDS: &[&str] = &[
-    "tracepoint",
-    "raw_tp",
-    "tp_btf",
-    "kprobe",
-    "fentry",
-    "fexit",
-    "lsm",
-    "uprobe",
-    "perf_event",
-    "xdp",
-    "tc",
-    "cgroup",
+type AttachProbe = fn(&KernelFacts) -> Support;
+
+const ATTACH_PROBES: &[(&str, AttachProbe)] = &[
+    ("tracepoint", probe_tracepoint),
+    ("raw_tp", probe_raw_tp),
+    ("tp_btf", probe_tp_btf),
+    ("kprobe", probe_kprobe),
+    ("fentry", probe_fentry),
+    ("fexit", probe_fexit),
+    ("lsm", probe_lsm),
+    ("uprobe", probe_uprobe),
+    ("perf_event", probe_perf_event),
+    ("xdp", probe_xdp),
+    ("tc", probe_tc),
+    ("cgroup", probe_cgroup),
 ];
 
-/// XDP and TC attach to the loopback device of a private network namespace that exists only
-/// for the probe's thread, so no host interface ever sees the programs.
-fn probe_network_kinds(facts: &KernelFacts) -> (Support, Support) {
-    let run = || -> (Support, Support) {
-        if let Err(e) = sys::unshare_network_namespace() {
-            let why = format!("cannot create a private network namespace for the probe: {e}");
-            return (Support::unknown(why.clone()), Support::unknown(why));
+fn probe_attach_kinds(facts: &KernelFacts) -> BTreeMap<String, Support> {
+    let results = in_parallel(ATTACH_PROBES, |(_, probe)| probe(facts));
+    collect(ATTACH_PROBES.iter().map(|(name, _)| *name), results)
+}
+
+fn probe_tracepoint(facts: &KernelFacts) -> Support {
+    attach_probe(facts, "probe_tracepoint", None, |p: &mut TracePoint| {
+        if host::tracefs_root().is_none() {
+            return Err(Probe::Skipped(
+                "tracefs is not mounted, so tracepoint ids cannot be read; mount it at \
+                 /sys/kernel/tracing or enable ebpf.auto_mount"
+                    .into(),
+            ));
         }
-        let mut ebpf = match load_probe_object() {
-            Ok(e) => e,
-            Err(e) => return (Support::unknown(e.clone()), Support::unknown(e)),
-        };
-        let xdp = attach_probe(facts, &mut ebpf, "probe_xdp", |p: &mut Xdp| {
+        step("loading a tracepoint program", p.load())?;
+        if p.attach("syscalls", "sys_enter_getpid").is_err() {
+            // Kernels without syscall tracepoints (CONFIG_FTRACE_SYSCALLS off).
+            step(
+                "attaching to tracepoint sched:sched_process_exec",
+                p.attach("sched", "sched_process_exec"),
+            )?;
+        }
+        Ok(())
+    })
+}
+
+fn probe_raw_tp(facts: &KernelFacts) -> Support {
+    attach_probe(facts, "probe_raw_tp", None, |p: &mut RawTracePoint| {
+        step("loading a raw_tp program", p.load())?;
+        step(
+            "attaching to raw tracepoint sched_process_exec",
+            p.attach("sched_process_exec"),
+        )?;
+        Ok(())
+    })
+}
+
+fn probe_tp_btf(facts: &KernelFacts) -> Support {
+    attach_probe(facts, "probe_tp_btf", None, |p: &mut BtfTracePoint| {
+        let btf = vmlinux_for("tp_btf")?;
+        step(
+            "loading a tp_btf program for sched_process_exec",
+            p.load("sched_process_exec", btf),
+        )?;
+        step("attaching a tp_btf program", p.attach())?;
+        Ok(())
+    })
+}
+
+fn probe_kprobe(facts: &KernelFacts) -> Support {
+    let not_configured = kprobes_not_configured(facts);
+    attach_probe(facts, "probe_kprobe", not_configured, |p: &mut KProbe| {
+        step("loading a kprobe program", p.load())?;
+        step(
+            "attaching a kprobe to do_nanosleep",
+            p.attach("do_nanosleep", 0),
+        )?;
+        Ok(())
+    })
+}
+
+fn probe_fentry(facts: &KernelFacts) -> Support {
+    attach_probe(facts, "probe_fentry", None, |p: &mut FEntry| {
+        let btf = vmlinux_for("fentry")?;
+        step(
+            "loading an fentry program for do_nanosleep",
+            p.load("do_nanosleep", btf),
+        )?;
+        step("attaching an fentry program", p.attach())?;
+        Ok(())
+    })
+}
+
+fn probe_fexit(facts: &KernelFacts) -> Support {
+    attach_probe(facts, "probe_fexit", None, |p: &mut FExit| {
+        let btf = vmlinux_for("fexit")?;
+        step(
+            "loading an fexit program for do_nanosleep",
+            p.load("do_nanosleep", btf),
+        )?;
+        step("attaching an fexit program", p.attach())?;
+        Ok(())
+    })
+}
+
+fn probe_lsm(facts: &KernelFacts) -> Support {
+    attach_probe(facts, "probe_lsm", None, |p: &mut Lsm| {
+        let btf = vmlinux_for("lsm")?;
+        step(
+            "loading an LSM program for the bpf hook",
+            p.load("bpf", btf),
+        )?;
+        step("attaching an LSM program", p.attach())?;
+        Ok(())
+    })
+}
+
+fn probe_uprobe(facts: &KernelFacts) -> Support {
+    attach_probe(facts, "probe_uprobe", None, |p: &mut UProbe| {
+        let (exe, offset) = own_probe_target().map_err(|e| {
+            Probe::Skipped(format!("cannot locate this binary's probe function: {e}"))
+        })?;
+        step("loading a uprobe program", p.load())?;
+        step(
+            "attaching a uprobe to this server's own binary",
+            p.attach(
+                UProbeAttachLocation::AbsoluteOffset(offset),
+                &exe,
+                UProbeScope::CallingProcess,
+            ),
+        )?;
+        Ok(())
+    })
+}
+
+fn probe_perf_event(facts: &KernelFacts) -> Support {
+    attach_probe(facts, "probe_perf_event", None, |p: &mut PerfEvent| {
+        step("loading a perf_event program", p.load())?;
+        // One sample per CPU-second of this process: it never fires during the probe.
+        step(
+            "attaching to a cpu-clock perf event",
+            p.attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::CallingProcess { cpu: None },
+                SamplePolicy::Period(1_000_000_000),
+                false,
+            ),
+        )?;
+        Ok(())
+    })
+}
+
+fn probe_cgroup(facts: &KernelFacts) -> Support {
+    attach_probe(facts, "probe_cgroup_skb", None, |p: &mut CgroupSkb| {
+        let root = host::cgroup2_root()
+            .ok_or_else(|| Probe::Skipped("no cgroup v2 hierarchy is mounted".into()))?;
+        let dir = TempCgroup::create(&root).map_err(|e| {
+            Probe::Skipped(format!(
+                "cannot create a probe cgroup under {}: {e}",
+                root.display()
+            ))
+        })?;
+        step("loading a cgroup_skb program", p.load())?;
+        let fd = std::fs::File::open(&dir.0)
+            .map_err(|e| Probe::Skipped(format!("cannot open {}: {e}", dir.0.display())))?;
+        step(
+            "attaching a cgroup_skb program to an empty cgroup",
+            p.attach(&fd, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single),
+        )?;
+        // Detach before the cgroup directory is removed.
+        Ok(())
+    })
+}
+
+fn probe_xdp(facts: &KernelFacts) -> Support {
+    in_private_netns(|| {
+        attach_probe(facts, "probe_xdp", None, |p: &mut Xdp| {
             step("loading an XDP program", p.load())?;
             step(
                 "attaching XDP (generic mode) to a private loopback",
                 p.attach("lo", XdpMode::Skb),
             )?;
             Ok(())
-        });
-        let tc = attach_probe(facts, &mut ebpf, "probe_tc", |p: &mut SchedClassifier| {
+        })
+    })
+}
+
+fn probe_tc(facts: &KernelFacts) -> Support {
+    in_private_netns(|| {
+        attach_probe(facts, "probe_tc", None, |p: &mut SchedClassifier| {
             step("loading a TC classifier", p.load())?;
             let tcx = p.attach_with_options(
                 "lo",
@@ -642,15 +628,36 @@ fn probe_network_kinds(facts: &KernelFacts) -> (Support, Support) {
                 )?;
             }
             Ok(())
-        });
-        (xdp, tc)
-    };
-    std::thread::scope(|s| {
-        s.spawn(run).join().unwrap_or_else(|_| {
-            let why = "the network probe thread panicked";
-            (Support::unknown(why), Support::unknown(why))
         })
     })
+}
+
+/// Runs `probe` on a thread of its own inside a new, empty network namespace, so XDP and TC
+/// attach to a loopback device no host traffic crosses. The namespace disappears with the
+/// thread.
+fn in_private_netns(probe: impl FnOnce() -> Support + Send) -> Support {
+    std::thread::scope(|s| {
+        s.spawn(|| match sys::unshare_network_namespace() {
+            Ok(()) => probe(),
+            Err(e) => Support::unknown(format!(
+                "cannot create a private network namespace for the probe: {e}"
+            )),
+        })
+        .join()
+        .unwrap_or_else(|_| Support::unknown("the network probe panicked"))
+    })
+}
+
+/// Why kprobes cannot work, when the kernel's build says so.
+fn kprobes_not_configured(facts: &KernelFacts) -> Option<&'static str> {
+    let pmu = Path::new("/sys/bus/event_source/devices/kprobe").exists();
+    match host::config_enabled(&facts.config, "CONFIG_KPROBES") {
+        Some(false) => Some("not configured: the kernel is built without CONFIG_KPROBES"),
+        None if !pmu => {
+            Some("not configured: the kernel has no kprobe PMU (CONFIG_KPROBES is off)")
+        }
+        _ => None,
+    }
 }
 
 /// A child cgroup that exists only while the probe runs.

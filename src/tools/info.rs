@@ -10,7 +10,7 @@ use crate::core::Core;
 use crate::ebpf::caps::{CapSet, Needed};
 use crate::ebpf::host::{self, KernelFacts};
 use crate::ebpf::probe::{self, Features};
-use crate::error::EbpfError;
+use crate::error::{EbpfError, codes};
 use crate::resources::Counts;
 use crate::security::Tier;
 
@@ -27,6 +27,7 @@ pub struct InfoParams {
 /// Result of `info`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct InfoOutput {
+    /// The running kernel, from /proc and /sys.
     pub kernel: KernelFacts,
     /// Probed features; absent when the server lacks the capabilities to probe (see
     /// `problems`).
@@ -37,11 +38,14 @@ pub struct InfoOutput {
     pub problems: Vec<EbpfError>,
 }
 
+/// This server process.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ServerFacts {
     pub name: String,
     pub version: String,
+    /// Process id of the server.
     pub pid: u32,
+    /// When the server started (RFC 3339).
     pub started_at: String,
     pub uptime_seconds: u64,
     /// The configuration file, or "built-in defaults".
@@ -54,9 +58,11 @@ pub struct ServerFacts {
     pub live_objects: Counts,
 }
 
+/// A tier of tools and whether this configuration enables it.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct TierFacts {
     pub tier: Tier,
+    /// Its tools are listed and callable.
     pub enabled: bool,
     /// The tier's tools (listed to clients only when enabled).
     pub tools: Vec<String>,
@@ -100,7 +106,10 @@ fn run(core: &Core, params: InfoParams, ctx: &CallContext) -> Result<InfoOutput,
     let mut problems = Vec::new();
     let setup = host::setup();
     for p in &setup.mount_problems {
-        problems.push(EbpfError::resource("FILESYSTEM_NOT_MOUNTED", p.clone()));
+        problems.push(EbpfError::resource(
+            codes::FILESYSTEM_NOT_MOUNTED,
+            p.clone(),
+        ));
     }
     let caps = CapSet::current().map_err(|e| {
         EbpfError::internal(format!("cannot read this process's capabilities: {e}"))

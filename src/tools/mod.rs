@@ -4,6 +4,7 @@
 //! thread, the request timeout, cancellation and the result size bound.
 
 mod bound;
+pub mod docs;
 pub mod info;
 pub mod schema;
 

@@ -1,8 +1,7 @@
 //! Turns schemars output into schemas strict clients accept: references inlined, no
 //! non-standard `format` (`uint32`, `int64`, …), no `["type", "null"]` unions, no titles
-//! derived from Rust names. Output schemas lose per-field descriptions to keep `tools/list`
-//! small (docs/tools.md carries them) and gain the `truncated`/`hint` fields every result
-//! may carry.
+//! derived from Rust names. Output schemas gain the `truncated`/`hint` fields every result
+//! may carry; `compact` makes the short form `tools/list` shows (docs/tools.md has the rest).
 
 use serde_json::{Map, Value, json};
 
@@ -48,7 +47,7 @@ pub fn clean(schema: &schemars::Schema, side: Side) -> Map<String, Value> {
         })
         .unwrap_or_default();
     let mut root = inline(root, &defs, 0);
-    normalize(&mut root, side, true);
+    normalize(&mut root, true);
     let mut obj = match root {
         Value::Object(m) => m,
         _ => Map::new(),
@@ -126,16 +125,13 @@ const SUBSCHEMA_LISTS: &[&str] = &["anyOf", "oneOf", "allOf", "prefixItems"];
 /// Keywords whose value maps names to subschemas.
 const SUBSCHEMA_MAPS: &[&str] = &["properties", "patternProperties"];
 
-fn normalize(value: &mut Value, side: Side, is_root: bool) {
+fn normalize(value: &mut Value, is_root: bool) {
     let Value::Object(m) = value else {
         return;
     };
     m.remove("$schema");
     if is_root {
         m.remove("title");
-    }
-    if side == Side::Output && !is_root {
-        m.remove("description");
     }
     if let Some(Value::String(f)) = m.get("format")
         && !STANDARD_FORMATS.contains(&f.as_str())
@@ -192,31 +188,34 @@ fn normalize(value: &mut Value, side: Side, is_root: bool) {
     }
     for key in SUBSCHEMA {
         if let Some(v) = m.get_mut(*key) {
-            normalize(v, side, false);
+            normalize(v, false);
         }
     }
     for key in SUBSCHEMA_LISTS {
         if let Some(Value::Array(list)) = m.get_mut(*key) {
             for v in list {
-                normalize(v, side, false);
+                normalize(v, false);
             }
         }
     }
     for key in SUBSCHEMA_MAPS {
         if let Some(Value::Object(map)) = m.get_mut(*key) {
             for v in map.values_mut() {
-                normalize(v, side, false);
+                normalize(v, false);
             }
         }
     }
 }
 
-/// A shallower copy of an output schema for `tools/list`: object and array schemas below
-/// `depth` keep only their `type`. Clients still get a valid schema for the result; the full
-/// one stays in the registry (docs, result trimming).
+/// A shorter copy of an output schema for `tools/list`: no field descriptions, and object
+/// and array schemas below `depth` keep only their `type`. Clients still get a valid schema
+/// for the result; the full one stays in the registry (docs, result trimming).
 pub fn compact(schema: &Map<String, Value>, depth: usize) -> Map<String, Value> {
     let mut v = Value::Object(schema.clone());
     compact_at(&mut v, depth);
+    if let (Value::Object(m), Some(d)) = (&mut v, schema.get("description")) {
+        m.insert("description".into(), d.clone());
+    }
     match v {
         Value::Object(m) => m,
         _ => Map::new(),
@@ -227,12 +226,13 @@ fn compact_at(v: &mut Value, depth: usize) {
     let Value::Object(m) = v else {
         return;
     };
+    m.remove("description");
     let is_container = matches!(
         m.get("type").and_then(Value::as_str),
         Some("object") | Some("array")
     );
     if depth == 0 && is_container {
-        m.retain(|k, _| k == "type" || k == "description");
+        m.retain(|k, _| k == "type");
         return;
     }
     for key in SUBSCHEMA {
@@ -344,11 +344,13 @@ mod tests {
     }
 
     #[test]
-    fn output_schema_gains_truncation_fields_and_loses_field_docs() {
-        let s = Value::Object(clean(&schemars::schema_for!(Inner), Side::Output));
+    fn output_schema_gains_truncation_fields_and_its_compact_form_loses_field_docs() {
+        let full = clean(&schemars::schema_for!(Inner), Side::Output);
+        let s = Value::Object(compact(&full, 2));
         assert!(lint(&s).is_empty());
         assert_eq!(s["properties"]["truncated"]["type"], "boolean");
         assert!(s["properties"]["name"].get("description").is_none());
+        assert_eq!(full["properties"]["name"]["description"], "A name.");
         assert!(s["properties"]["ratio"].get("format").is_none());
         assert_eq!(s["properties"]["description"]["type"], "string");
     }

@@ -86,3 +86,9 @@ def test_http_server_stops_cleanly(binary, sig):
     assert httpx.post(server.url, headers=HEADERS, content=json.dumps(INIT), timeout=10).status_code == 200
     assert server.stop(sig) == 0, server.stderr()
     assert "released server-created kernel objects" in server.stderr()
+
+
+def test_oversized_bodies_are_refused(http_server):
+    body = json.dumps({**INIT, "params": {**INIT["params"], "padding": "x" * (5 * 1024 * 1024)}})
+    response = httpx.post(http_server.url, headers=HEADERS, content=body, timeout=30)
+    assert response.status_code == 413

@@ -200,6 +200,7 @@ fn run(cli: Cli) -> u8 {
                 },
             };
             host::prepare(config.ebpf.auto_mount);
+            warn_if_unprivileged();
             let core = Arc::new(Core::new(config, source, reserved));
             let result = runtime.block_on(async move {
                 match addr {
@@ -226,6 +227,22 @@ fn run(cli: Cli) -> u8 {
     // A blocking stdin reader must not keep the process alive after the work is done.
     runtime.shutdown_timeout(Duration::from_secs(2));
     code
+}
+
+/// A server without CAP_BPF/CAP_PERFMON still starts (`info` reports kernel facts), but the
+/// operator should hear why most of it will not work, and how to fix it, at once.
+fn warn_if_unprivileged() {
+    match crate::ebpf::caps::CapSet::current() {
+        Ok(caps) => {
+            if let Err(e) = caps.require(&[
+                crate::ebpf::caps::Needed::Bpf,
+                crate::ebpf::caps::Needed::Perfmon,
+            ]) {
+                tracing::warn!("{}", e.message);
+            }
+        }
+        Err(e) => tracing::warn!("cannot read this process's capabilities: {e}"),
+    }
 }
 
 fn config_command(action: &ConfigAction) -> u8 {

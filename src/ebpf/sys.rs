@@ -127,14 +127,6 @@ pub fn unshare_network_namespace() -> Result<(), SyscallError> {
     }
 }
 
-/// Index of a network interface in the calling thread's namespace.
-pub fn if_index(name: &str) -> Option<u32> {
-    let name = CString::new(name).ok()?;
-    // SAFETY: `name` is a valid NUL-terminated string.
-    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (idx != 0).then_some(idx)
-}
-
 /// Hands freed heap memory back to the kernel. Probing allocates briefly on many threads
 /// (one glibc arena each); without this the server would keep that peak as resident memory.
 pub fn release_free_memory() {

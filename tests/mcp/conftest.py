@@ -62,7 +62,8 @@ def _bpf_ids() -> dict[str, set[int]]:
         out = subprocess.run(
             ["bpftool", "-j", kind, "show"], capture_output=True, text=True, check=True
         ).stdout
-        ids[kind] = {entry["id"] for entry in json.loads(out or "[]")}
+        # An object freed while bpftool lists it appears as an error entry without an id.
+        ids[kind] = {entry["id"] for entry in json.loads(out or "[]") if "id" in entry}
     return ids
 
 

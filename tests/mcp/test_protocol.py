@@ -185,3 +185,21 @@ async def test_no_log_messages_without_a_level(binary):
         async with connect(binary, "stdio", mode, logging_callback=on_log) as client:
             await client.call_tool("info", {"refresh": True})
     assert logs == []
+
+
+async def test_request_timeout_is_a_clear_tool_error(binary):
+    """A call that outlives server.request_timeout fails with REQUEST_TIMEOUT naming the
+    limit (re-probing takes far longer than 1 ms)."""
+    require_root()
+    server = start_http_server(binary, config='server:\n  request_timeout: "1ms"\n')
+    try:
+        async with Client(server.url, mode="legacy") as client:
+            result = await client.call_tool("info", {"refresh": True})
+    finally:
+        assert server.stop() == 0, server.stderr()
+    assert result.is_error
+    err = result.structured_content
+    assert err["code"] == "REQUEST_TIMEOUT"
+    assert err["category"] == "resource"
+    assert "server.request_timeout" in err["message"]
+    assert err["context"]["timeout_ms"] == 1

@@ -23,6 +23,19 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(os.environ.get("EBPF_MCP_BIN", ROOT / "target" / "debug" / "ebpf-mcp"))
 IN_CI = os.environ.get("CI") == "true"
 
+# A raw 2025-11-25 initialize request, for the few tests that must speak below the SDK
+# (HTTP status codes, signals mid-session).
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "ebpf-mcp-tests", "version": "0"},
+    },
+}
+
 
 def require_root() -> None:
     """Tests that load BPF need root. Outside CI they skip with the reason; under CI=true a

@@ -10,18 +10,9 @@ import subprocess
 import httpx2 as httpx
 import pytest
 
+from conftest import INITIALIZE as INIT
 from conftest import require_root, server_env, start_http_server
 
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "http-test", "version": "0"},
-    },
-}
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 

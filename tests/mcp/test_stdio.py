@@ -14,7 +14,7 @@ import time
 import pytest
 from mcp import Client, StdioServerParameters
 
-from conftest import require_root, server_env
+from conftest import INITIALIZE, require_root, server_env
 
 pytestmark = pytest.mark.anyio
 
@@ -61,17 +61,7 @@ def _start(binary: pathlib.Path) -> tuple[subprocess.Popen[bytes], pathlib.Path]
 def test_clean_shutdown(binary, how):
     proc, err_path = _start(binary)
     # Drive a real request first, so shutdown happens mid-session.
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-11-25",
-            "capabilities": {},
-            "clientInfo": {"name": "shutdown-test", "version": "0"},
-        },
-    }
-    proc.stdin.write((json.dumps(init) + "\n").encode())
+    proc.stdin.write((json.dumps(INITIALIZE) + "\n").encode())
     proc.stdin.flush()
     reply = json.loads(proc.stdout.readline())
     assert reply["id"] == 1 and "result" in reply

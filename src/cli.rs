@@ -280,11 +280,7 @@ fn tools_command(config: &Config, output: ToolsFormat) -> u8 {
                 .unwrap_or(4);
             let mut text = String::new();
             for t in registry.all() {
-                let state = if t.tier.enabled(config) {
-                    ""
-                } else {
-                    " (disabled)"
-                };
+                let state = if t.enabled(config) { "" } else { " (disabled)" };
                 let first_sentence = t.description.split(". ").next().unwrap_or(t.description);
                 text.push_str(&format!(
                     "{:width$}  {:6}  {}{state}\n",
@@ -304,7 +300,7 @@ fn tools_command(config: &Config, output: ToolsFormat) -> u8 {
                         "name": t.name,
                         "title": t.title,
                         "tier": t.tier,
-                        "enabled": t.tier.enabled(config),
+                        "enabled": t.enabled(config),
                         "description": t.description,
                         "inputSchema": t.input_schema,
                         "outputSchema": t.output_schema,
@@ -460,26 +456,34 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// Rows as aligned columns; nested objects become dotted columns (`value.bytes`).
 fn table(rows: &[Value]) -> String {
+    let flat: Vec<Vec<(String, String)>> = rows
+        .iter()
+        .map(|r| {
+            let mut cells = Vec::new();
+            flatten("", r, &mut cells);
+            cells
+        })
+        .collect();
     let mut columns: Vec<String> = Vec::new();
-    for row in rows {
-        if let Some(m) = row.as_object() {
-            for (k, v) in m {
-                if !v.is_object() && !columns.contains(k) {
-                    columns.push(k.clone());
-                }
+    for row in &flat {
+        for (k, _) in row {
+            if !columns.contains(k) {
+                columns.push(k.clone());
             }
         }
     }
-    let cells: Vec<Vec<String>> = rows
+    let cells: Vec<Vec<String>> = flat
         .iter()
-        .map(|r| {
+        .map(|row| {
             columns
                 .iter()
-                .map(|c| match r.get(c) {
-                    Some(Value::Array(a)) => a.iter().map(scalar).collect::<Vec<_>>().join(","),
-                    Some(v) => scalar(v),
-                    None => String::new(),
+                .map(|c| {
+                    row.iter()
+                        .find(|(k, _)| k == c)
+                        .map(|(_, v)| v.replace(", ", ","))
+                        .unwrap_or_default()
                 })
                 .collect()
         })
@@ -496,7 +500,7 @@ fn table(rows: &[Value]) -> String {
                 .unwrap_or(0)
         })
         .collect();
-    let line = |vals: Vec<&str>| -> String {
+    let line = |vals: &[String]| -> String {
         let mut s = vals
             .iter()
             .zip(&widths)
@@ -507,17 +511,10 @@ fn table(rows: &[Value]) -> String {
         s.push('\n');
         s
     };
-    let mut out = line(
-        columns
-            .iter()
-            .map(|c| c.to_uppercase())
-            .collect::<Vec<_>>()
-            .iter()
-            .map(String::as_str)
-            .collect(),
-    );
+    let header: Vec<String> = columns.iter().map(|c| c.to_uppercase()).collect();
+    let mut out = line(&header);
     for r in &cells {
-        out.push_str(&line(r.iter().map(String::as_str).collect()));
+        out.push_str(&line(r));
     }
     out
 }

@@ -46,7 +46,7 @@ impl Core {
         tools::registry()
             .all()
             .iter()
-            .filter(|t| t.tier.enabled(&self.config))
+            .filter(|t| t.enabled(&self.config))
     }
 
     /// Releases every kernel object the server created; logs what could not be released.

@@ -513,6 +513,41 @@ fn read_gzip(path: &str) -> Option<String> {
     Some(text)
 }
 
+/// Names of the kernel functions that BPF helper calls in translated code jump to: the
+/// kernel stores each as an offset from `__bpf_call_base`. One pass over /proc/kallsyms;
+/// empty when addresses are hidden (kptr_restrict) or the file is unreadable.
+pub fn helper_call_symbols(offsets: &[i32]) -> std::collections::HashMap<i32, String> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
+        return out;
+    };
+    let parse = |line: &str| -> Option<(u64, String)> {
+        let mut f = line.split_whitespace();
+        let addr = u64::from_str_radix(f.next()?, 16).ok()?;
+        let _kind = f.next()?;
+        Some((addr, f.next()?.to_owned()))
+    };
+    let Some(base) = text
+        .lines()
+        .filter_map(parse)
+        .find(|(_, name)| name == "__bpf_call_base")
+        .map(|(a, _)| a)
+        .filter(|a| *a != 0)
+    else {
+        return out;
+    };
+    let wanted: std::collections::HashMap<u64, i32> = offsets
+        .iter()
+        .map(|off| (base.wrapping_add_signed(i64::from(*off)), *off))
+        .collect();
+    for (addr, name) in text.lines().filter_map(parse) {
+        if let Some(off) = wanted.get(&addr) {
+            out.entry(*off).or_insert(name);
+        }
+    }
+    out
+}
+
 /// Whether the kernel was built with `option` (`Some(false)` when the config says not set,
 /// `None` when no config is readable).
 pub fn config_enabled(config: &KernelConfig, option: &str) -> Option<bool> {

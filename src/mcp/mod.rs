@@ -12,14 +12,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 mod prompts;
+mod resources;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, GetPromptRequestParams,
     GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
     ListResourcesResult, ListToolsResult, LoggingLevel, LoggingMessageNotificationParam,
     PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, Resource, ResourceContents, ServerCapabilities,
-    ServerConfig, SetLevelRequestParams, Tool, ToolAnnotations,
+    ReadResourceResponse, ReadResourceResult, ResourceContents, ServerCapabilities, ServerConfig,
+    SetLevelRequestParams, Tool, ToolAnnotations,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -29,9 +30,6 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::LogLevel;
 use crate::core::Core;
 use crate::tools::{self, CallContext, ToolEvent, ToolSpec};
-
-/// URI of the resource that mirrors `info`.
-pub const SYSTEM_RESOURCE: &str = "ebpf://system";
 
 const INSTRUCTIONS: &str = "ebpf-mcp gives structured, bounded access to this Linux host's \
 eBPF: call `info` first to learn what the kernel allows (lockdown, BTF, which program and \
@@ -191,6 +189,15 @@ fn rank(level: LoggingLevel) -> u8 {
     }
 }
 
+fn resource_missing(uri: &str) -> McpError {
+    McpError::resource_not_found(
+        format!(
+            "no resource `{uri}`; resources/list and resources/templates/list show what exists"
+        ),
+        Some(json!({"uri": uri})),
+    )
+}
+
 /// The result of a finished call: structured content plus the same JSON as text.
 fn to_call_result(result: Result<Value, crate::EbpfError>) -> CallToolResult {
     match result {
@@ -283,13 +290,7 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, McpError> {
-        let system = Resource::new(SYSTEM_RESOURCE, "system")
-            .with_title("Host eBPF capabilities")
-            .with_description(
-                "The same JSON as the `info` tool: kernel facts, probed features, server setup",
-            )
-            .with_mime_type("application/json");
-        Ok(ListResourcesResult::with_all_items(vec![system]))
+        Ok(ListResourcesResult::with_all_items(resources::list()))
     }
 
     async fn list_resource_templates(
@@ -297,7 +298,9 @@ impl ServerHandler for McpServer {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, McpError> {
-        Ok(ListResourceTemplatesResult::with_all_items(Vec::new()))
+        Ok(ListResourceTemplatesResult::with_all_items(
+            resources::templates(),
+        ))
     }
 
     async fn read_resource(
@@ -305,24 +308,57 @@ impl ServerHandler for McpServer {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, McpError> {
-        if request.uri != SYSTEM_RESOURCE {
-            return Err(McpError::resource_not_found(
-                format!(
-                    "no resource `{}`; resources/list shows what exists",
-                    request.uri
-                ),
-                Some(json!({"uri": request.uri})),
-            ));
-        }
-        let spec = self
-            .enabled_spec("info")
-            .ok_or_else(|| McpError::internal_error("the info tool is not registered", None))?;
-        let value = self
-            .run_tool(spec, Value::Null, &context)
-            .await
-            .map_err(|e| McpError::internal_error(e.message.clone(), Some(e.to_json())))?;
-        let contents = ResourceContents::text(value.to_string(), SYSTEM_RESOURCE)
-            .with_mime_type("application/json");
+        let uri = request.uri.as_str();
+        let plan = resources::resolve(uri).ok_or_else(|| resource_missing(uri))?;
+        let value = match plan {
+            resources::Plan::Tool(tool, args) => {
+                self.resource_tool(tool, args, &context, uri).await?
+            }
+            resources::Plan::Map(id) => {
+                let (list_args, dump_args) = resources::map_preview_args(id);
+                let listed = self
+                    .resource_tool("list_maps", list_args, &context, uri)
+                    .await?;
+                let mut out = json!({"map": listed["maps"][0]});
+                match self
+                    .resource_tool("map_dump", dump_args, &context, uri)
+                    .await
+                {
+                    Ok(dump) => {
+                        out["entries"] = dump["entries"].clone();
+                        out["total_entries"] = dump["total_entries"].clone();
+                    }
+                    // Not every map can be read (ring buffers, queues): say why instead.
+                    Err(e) => out["entries_unavailable"] = json!(e.message),
+                }
+                out
+            }
+        };
+        let contents =
+            ResourceContents::text(value.to_string(), uri).with_mime_type("application/json");
         Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+}
+
+impl McpServer {
+    /// Runs a read-tier tool for a resource. An object that does not exist is the spec's
+    /// not-found error; other failures are internal errors carrying the tool's error object.
+    async fn resource_tool(
+        &self,
+        tool: &str,
+        args: Value,
+        context: &RequestContext<RoleServer>,
+        uri: &str,
+    ) -> Result<Value, McpError> {
+        let spec = self.enabled_spec(tool).ok_or_else(|| {
+            McpError::internal_error(format!("the {tool} tool is not registered"), None)
+        })?;
+        self.run_tool(spec, args, context).await.map_err(|e| {
+            if e.code.ends_with("_NOT_FOUND") {
+                resource_missing(uri)
+            } else {
+                McpError::internal_error(e.message.clone(), Some(e.to_json()))
+            }
+        })
     }
 }

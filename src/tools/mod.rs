@@ -6,6 +6,8 @@
 mod bound;
 pub mod docs;
 pub mod info;
+pub mod inventory;
+pub mod maps;
 pub mod schema;
 
 use std::sync::Arc;
@@ -16,7 +18,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::LogLevel;
+use std::time::Duration;
+
+use crate::config::{Config, LogLevel};
 use crate::core::Core;
 use crate::error::{EbpfError, codes};
 use crate::security::Tier;
@@ -98,8 +102,11 @@ impl Hints {
     };
 }
 
-/// Levels of an output schema `tools/list` shows (root properties and their fields).
-const LISTED_SCHEMA_DEPTH: usize = 2;
+/// Levels of an output schema `tools/list` shows: the root properties and their types.
+const LISTED_SCHEMA_DEPTH: usize = 1;
+
+/// A boolean configuration key and how to read it.
+type Switch = (&'static str, fn(&Config) -> bool);
 
 type RunFn = Box<dyn Fn(&Core, Value, &CallContext) -> Result<Value, EbpfError> + Send + Sync>;
 
@@ -121,6 +128,10 @@ pub struct ToolSpec {
     /// small enough for an agent's context.
     pub listed_output_schema: Map<String, Value>,
     run: RunFn,
+    /// A per-tool switch beyond the tier (`tools.map_dump.enabled`), with its key.
+    switch: Option<Switch>,
+    /// A per-tool time limit beyond `server.request_timeout` (`tools.map_dump.timeout`).
+    timeout: Option<fn(&Config) -> Duration>,
 }
 
 impl std::fmt::Debug for ToolSpec {
@@ -165,6 +176,8 @@ impl ToolSpec {
             input_schema: schema::clean(&schemars::schema_for!(P), Side::Input),
             listed_output_schema: schema::compact(&output_schema, LISTED_SCHEMA_DEPTH),
             output_schema,
+            switch: None,
+            timeout: None,
             run: Box::new(move |core, args, ctx| {
                 let params = parse_args::<P>(name, args)?;
                 let out = run(core, params, ctx)?;
@@ -173,6 +186,33 @@ impl ToolSpec {
                 })
             }),
         }
+    }
+}
+
+impl ToolSpec {
+    /// Lists the tool only when `key` (a boolean configuration key) is true.
+    #[must_use]
+    pub fn with_switch(mut self, key: &'static str, on: fn(&Config) -> bool) -> Self {
+        self.switch = Some((key, on));
+        self
+    }
+
+    /// Bounds the tool's calls by this limit too (the shorter of it and the request timeout).
+    #[must_use]
+    pub fn with_timeout(mut self, limit: fn(&Config) -> Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// Whether this configuration lists and allows the tool: its tier and its own switch.
+    pub fn enabled(&self, config: &Config) -> bool {
+        self.tier.enabled(config) && self.switch.is_none_or(|(_, on)| on(config))
+    }
+
+    /// The time limit for one call.
+    pub fn time_limit(&self, config: &Config) -> Duration {
+        let request = config.server.request_timeout.0;
+        self.timeout.map_or(request, |f| f(config).min(request))
     }
 }
 
@@ -221,7 +261,14 @@ pub struct Registry {
 }
 
 static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Registry {
-    tools: vec![info::spec()],
+    tools: vec![
+        info::spec(),
+        inventory::programs_spec(),
+        inventory::maps_spec(),
+        inventory::links_spec(),
+        maps::dump_spec(),
+        maps::lookup_spec(),
+    ],
 });
 
 /// The process-wide registry (tools are fixed at build time; tiers filter them at run time).
@@ -247,20 +294,23 @@ pub async fn execute(
     args: Value,
     ctx: CallContext,
 ) -> Result<Value, EbpfError> {
-    if !tool.tier.enabled(&core.config) {
-        let key = tool.tier.config_key().unwrap_or("tools");
+    if !tool.enabled(&core.config) {
+        let key = match tool.switch {
+            Some((key, _)) if tool.tier.enabled(&core.config) => key,
+            _ => tool.tier.config_key().unwrap_or("tools"),
+        };
         return Err(EbpfError::permission(
             codes::TOOL_DISABLED,
             format!(
-                "`{}` belongs to the {} tier, which this server's configuration disables; set \
-                 `{key}: true` to enable it",
+                "`{}` ({} tier) is disabled by this server's configuration; set `{key}: true` \
+                 to enable it",
                 tool.name,
                 tool.tier.as_str()
             ),
         )
         .with_context("tier", tool.tier));
     }
-    let timeout = core.config.server.request_timeout.0;
+    let timeout = tool.time_limit(&core.config);
     let cancel = ctx.cancel.clone();
     let worker = {
         let core = Arc::clone(core);
@@ -275,8 +325,8 @@ pub async fn execute(
             Err(EbpfError::resource(
                 codes::REQUEST_TIMEOUT,
                 format!(
-                    "`{}` did not finish within server.request_timeout ({}); narrow the call or \
-                     raise the limit",
+                    "`{}` did not finish within its time limit ({}: server.request_timeout, or \
+                     the tool's own timeout if shorter); narrow the call or raise the limit",
                     tool.name,
                     humantime::format_duration(timeout)
                 ),

@@ -131,7 +131,13 @@ fn normalize(value: &mut Value, is_root: bool) {
     };
     m.remove("$schema");
     if is_root {
+        // The tool's own title and description say this better than a Rust type's docs.
         m.remove("title");
+        m.remove("description");
+    }
+    // Doc comments wrap lines; a description is one paragraph.
+    if let Some(Value::String(d)) = m.get_mut("description") {
+        *d = d.split_whitespace().collect::<Vec<_>>().join(" ");
     }
     if let Some(Value::String(f)) = m.get("format")
         && !STANDARD_FORMATS.contains(&f.as_str())
@@ -213,9 +219,6 @@ fn normalize(value: &mut Value, is_root: bool) {
 pub fn compact(schema: &Map<String, Value>, depth: usize) -> Map<String, Value> {
     let mut v = Value::Object(schema.clone());
     compact_at(&mut v, depth);
-    if let (Value::Object(m), Some(d)) = (&mut v, schema.get("description")) {
-        m.insert("description".into(), d.clone());
-    }
     match v {
         Value::Object(m) => m,
         _ => Map::new(),

@@ -127,8 +127,8 @@ async def test_system_resource_mirrors_info(binary, session_kind):
     transport, mode = session_kind
     async with connect(binary, transport, mode) as client:
         listed = (await client.list_resources()).resources
-        assert [str(r.uri) for r in listed] == ["ebpf://system"]
-        assert listed[0].mime_type == "application/json"
+        assert [str(r.uri) for r in listed] == ["ebpf://system", "ebpf://programs", "ebpf://maps", "ebpf://links"]
+        assert all(r.mime_type == "application/json" for r in listed)
         read = await client.read_resource("ebpf://system")
         with pytest.raises(MCPError) as missing:
             await client.read_resource("ebpf://nothing-here")

@@ -2,10 +2,14 @@
 //! its maps with known values, attaches its getppid counter, prints one JSON line with the
 //! ids, and holds everything until stdin closes; then all of it is released.
 //!
-//!     cargo run --example fixture -- [--big N]     (N entries in fixture_big, default 5000)
+//!     cargo run --example fixture -- [--big N] [--programs M]
+//!
+//! N: entries in fixture_big (default 5000). M: extra copies of the object whose program is
+//! loaded but not attached (default 0), to measure listing on a host with many programs.
 
 use std::io::{Read, Write};
 
+use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuHashMap, PerCpuValues};
 use aya::programs::TracePoint;
 use aya::util::nr_cpus;
@@ -83,17 +87,25 @@ fn data(map: &Map) -> &MapData {
         | Map::HashMap(d)
         | Map::PerCpuHashMap(d)
         | Map::LruHashMap(d)
+        | Map::LpmTrie(d)
         | Map::RingBuf(d) => d,
-        _ => panic!("unexpected map type in the fixture"),
+        other => panic!("unexpected map type in the fixture: {other:?}"),
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let big: u32 = match args.iter().position(|a| a == "--big") {
-        Some(i) => args.get(i + 1).ok_or("--big needs a number")?.parse()?,
-        None => 5000,
+    let number = |flag: &str, default: u32| -> Result<u32, Box<dyn std::error::Error>> {
+        match args.iter().position(|a| a == flag) {
+            Some(i) => Ok(args
+                .get(i + 1)
+                .ok_or(format!("{flag} needs a number"))?
+                .parse()?),
+            None => Ok(default),
+        }
     };
+    let big = number("--big", 5000)?;
+    let copies = number("--programs", 0)?;
     let mut ebpf: Ebpf = EbpfLoader::new()
         .map_max_entries("fixture_big", big.max(1))
         .load(OBJECT)?;
@@ -135,6 +147,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     by_comm.insert(name16("bash"), 12, 0)?;
     by_comm.insert(name16("sshd"), 3, 0)?;
 
+    let mut lpm: LpmTrie<_, [u8; 4], u32> =
+        LpmTrie::try_from(ebpf.map_mut("fixture_lpm").ok_or("no fixture_lpm")?)?;
+    lpm.insert(&Key::new(8, [10, 0, 0, 0]), 1, 0)?;
+    lpm.insert(&Key::new(24, [192, 168, 1, 0]), 2, 0)?;
+
     let mut big_map: HashMap<_, u32, Counter> =
         HashMap::try_from(ebpf.map_mut("fixture_big").ok_or("no fixture_big")?)?;
     for i in 0..big {
@@ -158,6 +175,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prog.attach("syscalls", "sys_enter_getppid")?;
     let prog_id = prog.info()?.id();
 
+    let mut extra = Vec::new();
+    for _ in 0..copies {
+        let mut copy = EbpfLoader::new().load(OBJECT)?;
+        let p: &mut TracePoint = copy
+            .program_mut("fixture_count_getppid")
+            .ok_or("no fixture_count_getppid")?
+            .try_into()?;
+        p.load()?;
+        extra.push(copy);
+    }
+
     let mut maps = serde_json::Map::new();
     for (name, map) in ebpf.maps() {
         maps.insert(name.to_owned(), serde_json::json!(data(map).info()?.id()));
@@ -177,5 +205,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Hold everything until the test closes our stdin.
     let mut sink = Vec::new();
     std::io::stdin().read_to_end(&mut sink)?;
+    drop(extra);
     Ok(())
 }

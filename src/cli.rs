@@ -373,9 +373,37 @@ async fn call_command(core: Arc<Core>, tool: &str, args: &str, output: OutputFor
             cancel.cancel();
         })
     };
-    let result = tools::execute(&core, spec, args, ctx).await;
+    let result = if matches!(output, OutputFormat::Jsonl) && spec.can_stream() {
+        // Rows go straight to stdout as the tool produces them; only the summary is kept.
+        let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout());
+        let sink = Box::new(move |row: &str| {
+            out.write_all(row.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+                .is_ok()
+        });
+        tools::execute_stream(&core, spec, args, ctx, sink)
+            .await
+            .map(|summary| {
+                if let Some(note) = summary.get("hint").and_then(Value::as_str) {
+                    eprintln!("ebpf-mcp: {note}");
+                }
+                if summary.get("truncated") == Some(&Value::Bool(true)) {
+                    let cursor = summary
+                        .get("next_cursor")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    eprintln!("ebpf-mcp: more rows remain; continue with \"cursor\": \"{cursor}\"");
+                }
+                Value::Null
+            })
+    } else {
+        tools::execute(&core, spec, args, ctx).await
+    };
     interrupt.abort();
     core.shutdown();
+    if result.as_ref().is_ok_and(Value::is_null) {
+        return 0;
+    }
     match result {
         Ok(value) => {
             if value.get("truncated") == Some(&Value::Bool(true))

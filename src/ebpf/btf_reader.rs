@@ -4,7 +4,7 @@
 //! has no public type walker. Types are indexed, not copied: a blob costs its own size plus
 //! four bytes per type.
 
-use serde_json::{Map, Number, Value, json};
+use serde_json::Value;
 
 const MAGIC: u16 = 0xeb9f;
 const HEADER_MIN: usize = 24;
@@ -355,136 +355,202 @@ fn read_uint(bytes: &[u8]) -> u128 {
         .fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
 }
 
-fn number(v: i128) -> Value {
+/// A JSON number for integers that fit 64 bits, a hex string otherwise (as bpftool does).
+fn write_int(out: &mut String, v: i128) {
+    use std::fmt::Write;
+    // 64-bit formatting is several times faster than 128-bit; almost every value fits.
     if let Ok(u) = u64::try_from(v) {
-        Value::Number(Number::from(u))
+        let _ = write!(out, "{u}");
     } else if let Ok(i) = i64::try_from(v) {
-        Value::Number(Number::from(i))
+        let _ = write!(out, "{i}");
     } else {
-        Value::String(format!("{v:#x}"))
+        let _ = write!(out, "\"{v:#x}\"");
     }
+}
+
+/// A JSON string literal.
+pub fn write_str(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Raw bytes as bpftool prints them without BTF: ["0x01", "0x00", ...].
+fn write_hex_bytes(out: &mut String, bytes: &[u8]) {
+    use std::fmt::Write;
+    out.push('[');
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{b:#04x}\"");
+    }
+    out.push(']');
 }
 
 /// Hex bytes as bpftool prints raw keys and values: ["0x01", "0x00", ...].
 pub fn hex_bytes(bytes: &[u8]) -> Value {
-    Value::Array(bytes.iter().map(|b| json!(format!("{b:#04x}"))).collect())
+    let mut s = String::new();
+    write_hex_bytes(&mut s, bytes);
+    serde_json::from_str(&s).unwrap_or(Value::Null)
 }
 
 impl Btf {
-    /// Decodes `bytes` as type `id`.
+    /// Decodes `bytes` as type `id` into a JSON value.
     pub fn decode(&self, id: u32, bytes: &[u8]) -> Value {
-        self.decode_at(id, bytes, 0, 0)
+        let mut s = String::new();
+        self.write_json(id, bytes, &mut s);
+        serde_json::from_str(&s).unwrap_or(Value::Null)
     }
 
-    fn decode_at(&self, id: u32, bytes: &[u8], bit_offset: u32, bit_size: u32) -> Value {
+    /// Appends `bytes`, decoded as type `id`, to `out` as JSON. This is the decoder; writing
+    /// text directly (rather than building values) is what lets a million-entry dump stream.
+    pub fn write_json(&self, id: u32, bytes: &[u8], out: &mut String) {
+        self.write_at(id, bytes, 0, 0, out);
+    }
+
+    fn write_at(&self, id: u32, bytes: &[u8], bit_offset: u32, bit_size: u32, out: &mut String) {
         let Ok((_, t)) = self.resolve(id) else {
-            return hex_bytes(bytes);
+            return write_hex_bytes(out, bytes);
         };
         match t.kind {
             Kind::Int => {
                 let (enc, int_off, bits) = t.int();
                 let size = t.size_or_type as usize;
-                let total_off = bit_offset + int_off;
                 if bit_size > 0 || int_off > 0 || (bits as usize) < size * 8 {
                     let width = if bit_size > 0 { bit_size } else { bits };
-                    return self.bitfield(bytes, total_off, width, enc & 1 != 0);
+                    return self.write_bitfield(
+                        bytes,
+                        bit_offset + int_off,
+                        width,
+                        enc & 1 != 0,
+                        out,
+                    );
                 }
                 let Some(b) = bytes.get(..size) else {
-                    return hex_bytes(bytes);
+                    return write_hex_bytes(out, bytes);
                 };
                 let raw = read_uint(b);
                 if enc & 4 != 0 {
-                    return Value::Bool(raw != 0);
-                }
-                if enc & 1 != 0 && size > 0 && size <= 16 {
+                    out.push_str(if raw != 0 { "true" } else { "false" });
+                } else if enc & 1 != 0 && size > 0 && size <= 16 {
                     let shift = 128 - size * 8;
-                    number(((raw << shift) as i128) >> shift)
+                    write_int(out, ((raw << shift) as i128) >> shift);
                 } else if size > 8 {
-                    Value::String(format!("{raw:#x}"))
+                    use std::fmt::Write;
+                    let _ = write!(out, "\"{raw:#x}\"");
                 } else {
-                    number(raw as i128)
+                    write_int(out, raw as i128);
                 }
             }
-            Kind::Ptr => number(read_uint(bytes.get(..8).unwrap_or(bytes)) as i128),
+            Kind::Ptr => write_int(out, read_uint(bytes.get(..8).unwrap_or(bytes)) as i128),
             Kind::Enum | Kind::Enum64 => {
+                if bit_size > 0 {
+                    return self.write_bitfield(bytes, bit_offset, bit_size, t.kind_flag, out);
+                }
                 let size = t.size_or_type as usize;
-                let b = bytes.get(..size).unwrap_or(bytes);
-                let raw = if bit_size > 0 {
-                    return self.bitfield(bytes, bit_offset, bit_size, t.kind_flag);
-                } else {
-                    read_uint(b)
-                };
+                let raw = read_uint(bytes.get(..size).unwrap_or(bytes));
                 let value = if t.kind_flag && size > 0 && size <= 16 {
                     let shift = 128 - size * 8;
                     ((raw << shift) as i128) >> shift
                 } else {
                     raw as i128
                 };
-                t.enumerators()
-                    .find(|(_, v)| *v == value)
-                    .map_or_else(|| number(value), |(name, _)| json!(self.string(name)))
+                match t.enumerators().find(|(_, v)| *v == value) {
+                    Some((name, _)) => write_str(out, self.string(name)),
+                    None => write_int(out, value),
+                }
             }
             Kind::Float => {
+                use std::fmt::Write;
                 let size = t.size_or_type as usize;
-                match bytes.get(..size) {
-                    Some(b) if size == 4 => {
-                        json!(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    }
+                let f = match bytes.get(..size) {
+                    Some(b) if size == 4 => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
                     Some(b) if size == 8 => {
                         let mut a = [0u8; 8];
                         a.copy_from_slice(b);
-                        json!(f64::from_le_bytes(a))
+                        f64::from_le_bytes(a)
                     }
-                    _ => hex_bytes(bytes),
+                    _ => return write_hex_bytes(out, bytes),
+                };
+                if f.is_finite() {
+                    let _ = write!(
+                        out,
+                        "{}",
+                        serde_json::Number::from_f64(f)
+                            .map_or(String::from("0"), |n| n.to_string())
+                    );
+                } else {
+                    write_str(out, &f.to_string());
                 }
             }
             Kind::Array => {
                 let (elem, _, n) = t.array();
                 let elem_size = self.size_of(elem).unwrap_or(0);
-                if elem_size == 0 {
-                    return Value::Array(Vec::new());
+                if let Some(text) = self.char_array_string(elem, bytes, n as usize) {
+                    return write_str(out, &text);
                 }
-                if let Some(s) = self.char_array_string(elem, bytes, n as usize) {
-                    return Value::String(s);
+                out.push('[');
+                if elem_size > 0 {
+                    for i in 0..n as usize {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let start = i * elem_size;
+                        let b = bytes.get(start..start + elem_size).unwrap_or(&[]);
+                        self.write_at(elem, b, 0, 0, out);
+                    }
                 }
-                Value::Array(
-                    (0..n as usize)
-                        .map(|i| {
-                            let start = i * elem_size;
-                            let b = bytes.get(start..start + elem_size).unwrap_or(&[]);
-                            self.decode_at(elem, b, 0, 0)
-                        })
-                        .collect(),
-                )
+                out.push(']');
             }
             Kind::Struct | Kind::Union => {
-                let mut obj = Map::new();
-                for m in t.members() {
-                    let name = self.string(m.name_off).to_owned();
+                out.push('{');
+                for (i, m) in t.members().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_str(out, self.string(m.name_off));
+                    out.push(':');
                     let byte = (m.bit_offset / 8) as usize;
-                    let value = if m.bit_size > 0 {
-                        self.decode_at(m.type_id, bytes, m.bit_offset, m.bit_size)
-                    } else if m.bit_offset % 8 == 0 {
+                    if m.bit_size > 0 {
+                        self.write_at(m.type_id, bytes, m.bit_offset, m.bit_size, out);
+                    } else if m.bit_offset.is_multiple_of(8) {
                         let size = self.size_of(m.type_id).unwrap_or(0);
                         let b = bytes.get(byte..byte + size).unwrap_or(&[]);
-                        self.decode_at(m.type_id, b, 0, 0)
+                        self.write_at(m.type_id, b, 0, 0, out);
                     } else {
-                        self.decode_at(m.type_id, bytes, m.bit_offset, 0)
-                    };
-                    obj.insert(name, value);
+                        self.write_at(m.type_id, bytes, m.bit_offset, 0, out);
+                    }
                 }
-                Value::Object(obj)
+                out.push('}');
             }
-            _ => hex_bytes(bytes),
+            _ => write_hex_bytes(out, bytes),
         }
     }
 
-    fn bitfield(&self, bytes: &[u8], bit_offset: u32, bits: u32, signed: bool) -> Value {
+    fn write_bitfield(
+        &self,
+        bytes: &[u8],
+        bit_offset: u32,
+        bits: u32,
+        signed: bool,
+        out: &mut String,
+    ) {
         let start = (bit_offset / 8) as usize;
         let shift = bit_offset % 8;
         let take = ((shift + bits).div_ceil(8) as usize).min(16);
         let Some(b) = bytes.get(start..start + take) else {
-            return hex_bytes(bytes);
+            return write_hex_bytes(out, bytes);
         };
         let raw = read_uint(b) >> shift;
         let mask = if bits >= 128 {
@@ -493,10 +559,10 @@ impl Btf {
             (1u128 << bits) - 1
         };
         let v = raw & mask;
-        if signed && bits > 0 && bits < 128 && v >> (bits - 1) & 1 == 1 {
-            number(v as i128 - (1i128 << bits))
+        if signed && bits > 0 && bits < 128 && (v >> (bits - 1)) & 1 == 1 {
+            write_int(out, v as i128 - (1i128 << bits));
         } else {
-            number(v as i128)
+            write_int(out, v as i128);
         }
     }
 
@@ -646,6 +712,8 @@ fn parse_int(s: &str) -> Option<i128> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     /// Builds a BTF blob from (kind, name, info-vlen, kind_flag, size_or_type, extra words).
@@ -853,14 +921,17 @@ impl Btf {
 
     /// Decodes the field at `loc` from the bytes of its containing value.
     pub fn decode_field(&self, loc: Located, bytes: &[u8]) -> Value {
+        let mut s = String::new();
         if loc.bit_size > 0 || !loc.bit_offset.is_multiple_of(8) {
-            return self.decode_at(loc.type_id, bytes, loc.bit_offset, loc.bit_size);
+            self.write_at(loc.type_id, bytes, loc.bit_offset, loc.bit_size, &mut s);
+        } else {
+            let start = (loc.bit_offset / 8) as usize;
+            let size = self.size_of(loc.type_id).unwrap_or(0);
+            match bytes.get(start..start + size) {
+                Some(b) => self.write_at(loc.type_id, b, 0, 0, &mut s),
+                None => return Value::Null,
+            }
         }
-        let start = (loc.bit_offset / 8) as usize;
-        let size = self.size_of(loc.type_id).unwrap_or(0);
-        match bytes.get(start..start + size) {
-            Some(b) => self.decode_at(loc.type_id, b, 0, 0),
-            None => Value::Null,
-        }
+        serde_json::from_str(&s).unwrap_or(Value::Null)
     }
 }

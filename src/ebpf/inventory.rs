@@ -30,10 +30,21 @@ pub struct Holders {
 }
 
 impl Holders {
-    /// Scans every process's descriptors. Processes that exit mid-scan, or whose fds this
-    /// process may not read, are skipped.
-    pub fn scan() -> Self {
+    /// Scans every process's descriptors for BPF objects of `kind` (programs, maps or
+    /// links). Processes that exit mid-scan, or whose fds this process may not read, are
+    /// skipped.
+    pub fn scan(kind: Object) -> Self {
+        let (link_target, id_key): (&[&str], &[u8]) = match kind {
+            Object::Prog => (&["anon_inode:bpf-prog"], b"prog_id:"),
+            Object::Map => (&["anon_inode:bpf-map"], b"map_id:"),
+            _ => (&["anon_inode:bpf_link", "anon_inode:bpf-link"], b"link_id:"),
+        };
         let mut holders = Self::default();
+        let table = match kind {
+            Object::Prog => &mut holders.progs,
+            Object::Map => &mut holders.maps,
+            _ => &mut holders.links,
+        };
         let me = std::process::id();
         let Ok(procs) = std::fs::read_dir("/proc") else {
             return holders;
@@ -49,8 +60,7 @@ impl Holders {
             if pid == me {
                 continue;
             }
-            let fd_dir = entry.path().join("fd");
-            let Ok(fds) = std::fs::read_dir(&fd_dir) else {
+            let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
                 continue;
             };
             let mut comm: Option<String> = None;
@@ -58,14 +68,11 @@ impl Holders {
                 let Ok(target) = std::fs::read_link(fd.path()) else {
                     continue;
                 };
-                let kind = match target.to_str() {
-                    Some("anon_inode:bpf-prog") => "prog_id:",
-                    Some("anon_inode:bpf-map") => "map_id:",
-                    Some("anon_inode:bpf_link") | Some("anon_inode:bpf-link") => "link_id:",
-                    _ => continue,
-                };
+                if !link_target.iter().any(|t| target.as_os_str() == *t) {
+                    continue;
+                }
                 let info_path = entry.path().join("fdinfo").join(fd.file_name());
-                let Some(id) = fdinfo_value(&info_path, kind) else {
+                let Some(id) = fdinfo_field(&info_path, id_key) else {
                     continue;
                 };
                 let comm = comm
@@ -75,11 +82,6 @@ impl Holders {
                             .unwrap_or_default()
                     })
                     .clone();
-                let table = match kind {
-                    "prog_id:" => &mut holders.progs,
-                    "map_id:" => &mut holders.maps,
-                    _ => &mut holders.links,
-                };
                 let list = table.entry(id as u32).or_default();
                 if !list.iter().any(|h| h.pid == pid) {
                     list.push(Holder { pid, comm });
@@ -115,19 +117,24 @@ impl Holders {
     }
 }
 
-/// A numeric field of an fdinfo file ("memlock:\t4096").
-fn fdinfo_value(path: &Path, key: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
+/// A numeric field of an fdinfo file ("memlock:\t4096"). One read into a stack buffer:
+/// listings read thousands of these, and BPF fdinfo files are a few hundred bytes.
+fn fdinfo_field(path: &Path, key: &[u8]) -> Option<u64> {
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    let n = std::fs::File::open(path).ok()?.read(&mut buf).ok()?;
+    buf[..n]
+        .split(|b| *b == b'\n')
+        .find_map(|line| line.strip_prefix(key))
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse().ok())
 }
 
 /// fdinfo of one of this process's descriptors.
 fn own_fdinfo(fd: &OwnedFd, key: &str) -> Option<u64> {
-    fdinfo_value(
+    fdinfo_field(
         &PathBuf::from(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())),
-        key,
+        key.as_bytes(),
     )
 }
 

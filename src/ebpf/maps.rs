@@ -111,55 +111,99 @@ impl OpenMap {
     /// Calls `each(keys, values, count)` for every chunk of entries, in the kernel's order.
     /// `keys` holds `count` keys of `key_size` bytes, `values` `count` values of
     /// `value_stride` bytes. Stops early when `each` returns false.
+    ///
+    /// Reading and handling overlap: a second thread issues the batch reads (kernel time)
+    /// while `each` works on the previous chunk (user time), with two chunks in flight.
     pub fn scan(
         &self,
         mut each: impl FnMut(&[u8], &[u8], usize) -> bool,
     ) -> Result<ScanStats, SyscallError> {
+        use std::sync::mpsc;
         const CHUNK: usize = 4096;
         let ks = self.key_size();
         let vs = self.value_stride;
-        let mut keys = vec![0u8; ks * CHUNK];
-        let mut values = vec![0u8; vs * CHUNK];
-        let mut token = Vec::new();
-        let mut stats = ScanStats::default();
         // The batch position token is at least one key wide (u32 for arrays and hashes).
         let token_size = ks.max(8);
-        loop {
-            match bpf::lookup_batch(
-                self.fd.as_fd(),
-                &mut token,
-                token_size,
-                &mut keys,
-                &mut values,
-                CHUNK as u32,
-            ) {
-                Ok((n, done)) => {
-                    stats.batch_calls += 1;
-                    let n = n as usize;
-                    if n > 0 && !each(&keys[..n * ks], &values[..n * vs], n) {
-                        return Ok(stats);
-                    }
-                    stats.entries += n as u64;
-                    if done {
-                        return Ok(stats);
-                    }
-                }
-                Err(e)
-                    if stats.batch_calls == 0
-                        && matches!(
-                            e.errno(),
-                            Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(524)
-                        ) =>
-                {
-                    stats.fallback = true;
-                    return self.scan_by_key(each, stats);
-                }
-                Err(e) => return Err(e),
-            }
+        enum Msg {
+            Chunk(Vec<u8>, Vec<u8>, usize),
+            /// The kernel does not do batch reads for this map.
+            Unsupported,
         }
+        let mut stats = ScanStats::default();
+        let mut unsupported = false;
+        let read_result = std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::sync_channel::<Msg>(2);
+            let (spare_tx, spare_rx) = mpsc::channel::<(Vec<u8>, Vec<u8>)>();
+            let fd = self.fd.as_fd();
+            let reader = scope.spawn(move || -> Result<u64, SyscallError> {
+                let mut token = Vec::new();
+                let mut calls = 0u64;
+                loop {
+                    let (mut keys, mut values) = spare_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| (vec![0u8; ks * CHUNK], vec![0u8; vs * CHUNK]));
+                    match bpf::lookup_batch(
+                        fd,
+                        &mut token,
+                        token_size,
+                        &mut keys,
+                        &mut values,
+                        CHUNK as u32,
+                    ) {
+                        Ok((n, done)) => {
+                            calls += 1;
+                            // The consumer stopped early: nothing more to read.
+                            if n > 0 && tx.send(Msg::Chunk(keys, values, n as usize)).is_err() {
+                                return Ok(calls);
+                            }
+                            if done {
+                                return Ok(calls);
+                            }
+                        }
+                        Err(e)
+                            if calls == 0
+                                && matches!(
+                                    e.errno(),
+                                    Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(524)
+                                ) =>
+                        {
+                            let _ = tx.send(Msg::Unsupported);
+                            return Ok(0);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            });
+            for msg in rx.iter() {
+                match msg {
+                    Msg::Chunk(keys, values, n) => {
+                        stats.entries += n as u64;
+                        if !each(&keys[..n * ks], &values[..n * vs], n) {
+                            break;
+                        }
+                        let _ = spare_tx.send((keys, values));
+                    }
+                    Msg::Unsupported => unsupported = true,
+                }
+            }
+            drop(rx);
+            reader.join().unwrap_or_else(|_| {
+                Err(SyscallError {
+                    call: "BPF_MAP_LOOKUP_BATCH",
+                    source: std::io::Error::other("the map reader thread panicked"),
+                })
+            })
+        });
+        stats.batch_calls = read_result?;
+        if unsupported {
+            stats.fallback = true;
+            return self.scan_one_by_one(each, stats);
+        }
+        Ok(stats)
     }
 
-    fn scan_by_key(
+    /// The fallback walk: BPF_MAP_GET_NEXT_KEY and a lookup per entry (two syscalls each).
+    pub fn scan_one_by_one(
         &self,
         mut each: impl FnMut(&[u8], &[u8], usize) -> bool,
         mut stats: ScanStats,

@@ -225,7 +225,7 @@ fn list_programs(
             "`sample_ms` must be between 1 and {MAX_SAMPLE_MS}"
         )));
     }
-    let holders = Holders::scan();
+    let holders = Holders::scan(Object::Prog);
     let ids = match p.id {
         Some(id) => vec![id],
         None => inventory::ids(Object::Prog).map_err(|e| kernel("listing programs", e))?,
@@ -481,7 +481,7 @@ fn list_maps(
     ctx: &CallContext,
 ) -> Result<ListMapsOutput, EbpfError> {
     type_filter(p.map_type.as_deref(), names::map_type_names(), "map")?;
-    let holders = Holders::scan();
+    let holders = Holders::scan(Object::Map);
     let ids = match p.id {
         Some(id) => vec![id],
         None => inventory::ids(Object::Map).map_err(|e| kernel("listing maps", e))?,
@@ -614,7 +614,7 @@ fn list_links(
     _ctx: &CallContext,
 ) -> Result<ListLinksOutput, EbpfError> {
     type_filter(p.link_type.as_deref(), names::link_type_names(), "link")?;
-    let holders = Holders::scan();
+    let holders = Holders::scan(Object::Link);
     let ids = match p.id {
         Some(id) => vec![id],
         None => inventory::ids(Object::Link).map_err(|e| kernel("listing links", e))?,

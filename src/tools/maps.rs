@@ -94,7 +94,7 @@ pub struct MapDumpParams {
 }
 
 /// One decoded entry. Per-CPU maps carry `values` (one per CPU) and `sum` instead of `value`.
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct Entry {
     pub key: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,7 +105,7 @@ pub struct Entry {
     pub sum: Option<Value>,
 }
 
-#[derive(Debug, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct CpuValue {
     pub cpu: usize,
     pub value: Value,
@@ -190,6 +190,7 @@ pub fn dump_spec() -> ToolSpec {
         },
         dump,
     )
+    .with_stream(dump_stream)
     .with_switch("tools.map_dump.enabled", |c| c.tools.map_dump.enabled)
     .with_timeout(|c| c.tools.map_dump.timeout.0)
 }
@@ -360,15 +361,6 @@ fn summary(map: &OpenMap) -> MapSummary {
     }
 }
 
-fn hex(bytes: &[u8]) -> Value {
-    let mut s = String::with_capacity(2 + bytes.len() * 2);
-    s.push_str("0x");
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    Value::String(s)
-}
-
 /// Decodes keys and values of one map.
 struct Decoder<'a> {
     map: &'a OpenMap,
@@ -391,50 +383,60 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn key(&self, bytes: &[u8]) -> Value {
+    fn write_key(&self, bytes: &[u8], out: &mut String) {
         match self.btf {
-            Some(btf) if self.key_type != 0 => btf.decode(self.key_type, bytes),
-            _ => hex(bytes),
+            Some(btf) if self.key_type != 0 => btf.write_json(self.key_type, bytes, out),
+            _ => write_hex(bytes, out),
         }
     }
 
-    fn one_value(&self, bytes: &[u8]) -> Value {
+    fn write_value(&self, bytes: &[u8], out: &mut String) {
         match self.btf {
-            Some(btf) if self.value_type != 0 => btf.decode(self.value_type, bytes),
-            _ => hex(bytes),
+            Some(btf) if self.value_type != 0 => btf.write_json(self.value_type, bytes, out),
+            _ => write_hex(bytes, out),
         }
     }
 
-    fn entry(&self, key: &[u8], value: &[u8]) -> Entry {
-        if maps::per_cpu(&self.map.record.map_type) {
-            let values: Vec<CpuValue> = (0..self.map.cpus)
-                .map(|cpu| CpuValue {
-                    cpu,
-                    value: self.one_value(self.map.cpu_slice(value, cpu)),
-                })
-                .collect();
-            let sum = values.iter().skip(1).fold(
-                values
-                    .first()
-                    .map(|v| v.value.clone())
-                    .unwrap_or(Value::Null),
-                |acc, v| add(&acc, &v.value),
-            );
-            Entry {
-                key: self.key(key),
-                value: None,
-                values: Some(values),
-                sum: Some(sum),
-            }
-        } else {
-            Entry {
-                key: self.key(key),
-                value: Some(self.one_value(value)),
-                values: None,
-                sum: None,
-            }
+    /// One entry as a JSON object appended to `out`: `{"key":..,"value":..}`, or for per-CPU
+    /// maps `{"key":..,"values":[{"cpu":0,"value":..},..],"sum":..}`.
+    fn write_entry(&self, key: &[u8], value: &[u8], out: &mut String) {
+        out.push_str("{\"key\":");
+        self.write_key(key, out);
+        if !maps::per_cpu(&self.map.record.map_type) {
+            out.push_str(",\"value\":");
+            self.write_value(value, out);
+            out.push('}');
+            return;
         }
+        out.push_str(",\"values\":[");
+        let mut sum: Option<Value> = None;
+        for cpu in 0..self.map.cpus {
+            if cpu > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("{{\"cpu\":{cpu},\"value\":"));
+            let start = out.len();
+            self.write_value(self.map.cpu_slice(value, cpu), out);
+            let v: Value = serde_json::from_str(&out[start..]).unwrap_or(Value::Null);
+            sum = Some(match sum {
+                Some(acc) => add(&acc, &v),
+                None => v,
+            });
+            out.push('}');
+        }
+        out.push_str("],\"sum\":");
+        out.push_str(&sum.unwrap_or(Value::Null).to_string());
+        out.push('}');
     }
+}
+
+fn write_hex(bytes: &[u8], out: &mut String) {
+    use std::fmt::Write;
+    out.push_str("\"0x");
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out.push('"');
 }
 
 /// Field-wise sum of two decoded values: numbers add, objects and arrays add member by
@@ -655,7 +657,47 @@ fn parse_cursor(cursor: &str, map_id: u32, fp: u64) -> Result<u64, EbpfError> {
     offset.parse().map_err(|_| bad())
 }
 
-fn dump(core: &Core, p: MapDumpParams, ctx: &CallContext) -> Result<MapDumpOutput, EbpfError> {
+/// Everything `map_dump` returns except the entries themselves.
+#[derive(Debug)]
+pub struct DumpSummary {
+    map: MapSummary,
+    total_entries: u64,
+    matched: u64,
+    returned: usize,
+    truncated: bool,
+    next_cursor: Option<String>,
+    started: Instant,
+    read_one_by_one: bool,
+    hint: Option<String>,
+}
+
+impl DumpSummary {
+    fn into_output(self, entries: Vec<Entry>) -> MapDumpOutput {
+        MapDumpOutput {
+            map: self.map,
+            entries,
+            total_entries: self.total_entries,
+            matched: self.matched,
+            returned: self.returned,
+            truncated: self.truncated,
+            next_cursor: self.next_cursor,
+            execution_time_ms: u64::try_from(self.started.elapsed().as_millis())
+                .unwrap_or(u64::MAX),
+            read_one_by_one: self.read_one_by_one,
+            hint: self.hint,
+        }
+    }
+}
+
+/// The work of `map_dump`: hands each returned entry, as JSON text and in order, to `row`
+/// (which returns false to stop), and returns the totals. Unsorted pages are written while
+/// the map is scanned; sorted ones keep only the best `offset + max_entries` entries.
+fn dump_rows(
+    core: &Core,
+    p: &MapDumpParams,
+    ctx: &CallContext,
+    row: &mut dyn FnMut(&str) -> bool,
+) -> Result<DumpSummary, EbpfError> {
     let started = Instant::now();
     let cap = core.config.tools.map_dump.max_entries.get();
     let asked = p.max_entries.unwrap_or(1000);
@@ -683,7 +725,7 @@ fn dump(core: &Core, p: MapDumpParams, ctx: &CallContext) -> Result<MapDumpOutpu
         .as_deref()
         .map(|s| Field::compile(s, &dec))
         .transpose()?;
-    let fp = fingerprint(&p);
+    let fp = fingerprint(p);
     let offset = match &p.cursor {
         Some(c) => parse_cursor(c, map.record.id, fp)?,
         None => 0,
@@ -695,9 +737,10 @@ fn dump(core: &Core, p: MapDumpParams, ctx: &CallContext) -> Result<MapDumpOutpu
 
     let mut total: u64 = 0;
     let mut matched: u64 = 0;
+    let mut returned = 0usize;
     let mut heap: BinaryHeap<Ranked> = BinaryHeap::new();
-    let mut page: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    let mut cancelled = false;
+    let mut stopped = false;
+    let mut text = String::new();
     let stats = map
         .scan(|keys, values, n| {
             for i in 0..n {
@@ -728,54 +771,88 @@ fn dump(core: &Core, p: MapDumpParams, ctx: &CallContext) -> Result<MapDumpOutpu
                     }
                     None => {
                         let index = (matched - 1) as usize;
-                        if index >= offset && index < keep {
-                            page.push((key.to_vec(), value.to_vec()));
+                        if index >= offset && index < keep && !stopped {
+                            text.clear();
+                            dec.write_entry(key, value, &mut text);
+                            returned += 1;
+                            stopped = !row(&text);
                         }
                     }
                 }
             }
-            if ctx.cancel.is_cancelled() {
-                cancelled = true;
-                return false;
-            }
-            true
+            !ctx.cancel.is_cancelled()
         })
         .map_err(|e| kernel_err(&format!("reading map {}", map.record.id), e))?;
-    if cancelled {
+    if ctx.cancel.is_cancelled() {
         return Err(EbpfError::validation(
             codes::CANCELLED,
             "map_dump was cancelled",
         ));
     }
     if sort.is_some() {
-        let mut ranked = heap.into_sorted_vec();
-        page = ranked
-            .drain(..)
-            .skip(offset)
-            .map(|r| (r.key, r.value))
-            .collect();
+        for r in heap.into_sorted_vec().into_iter().skip(offset) {
+            text.clear();
+            dec.write_entry(&r.key, &r.value, &mut text);
+            returned += 1;
+            if !row(&text) {
+                break;
+            }
+        }
     }
-    let entries: Vec<Entry> = page.iter().map(|(k, v)| dec.entry(k, v)).collect();
-    let returned = entries.len();
     let more = (offset + returned) < matched as usize;
-    let mut hint = None;
-    if asked > cap {
-        hint = Some(format!(
-            "max_entries {asked} exceeds tools.map_dump.max_entries ({cap}); returned at most {cap} per page"
-        ));
-    }
-    Ok(MapDumpOutput {
+    let hint = (asked > cap).then(|| {
+        format!("max_entries {asked} exceeds tools.map_dump.max_entries ({cap}); returned at most {cap} per page")
+    });
+    Ok(DumpSummary {
         map: summary(&map),
-        entries,
         total_entries: total,
         matched,
         returned,
         truncated: more,
         next_cursor: more.then(|| format!("{}:{}:{:x}", map.record.id, offset + returned, fp)),
-        execution_time_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        started,
         read_one_by_one: stats.fallback,
         hint,
     })
+}
+
+fn dump(core: &Core, p: MapDumpParams, ctx: &CallContext) -> Result<MapDumpOutput, EbpfError> {
+    let mut entries = Vec::new();
+    let mut bad = None;
+    let summary = dump_rows(
+        core,
+        &p,
+        ctx,
+        &mut |row| match serde_json::from_str::<Entry>(row) {
+            Ok(e) => {
+                entries.push(e);
+                true
+            }
+            Err(e) => {
+                bad = Some(e);
+                false
+            }
+        },
+    )?;
+    if let Some(e) = bad {
+        return Err(EbpfError::internal(format!(
+            "map_dump produced an unreadable entry: {e}"
+        )));
+    }
+    Ok(summary.into_output(entries))
+}
+
+/// `map_dump` for `--output jsonl`: entries go to `row` as they are decoded, never held.
+fn dump_stream(
+    core: &Core,
+    args: Value,
+    ctx: &CallContext,
+    row: &mut dyn FnMut(&str) -> bool,
+) -> Result<Value, EbpfError> {
+    let p: MapDumpParams = super::parse_args("map_dump", args)?;
+    let summary = dump_rows(core, &p, ctx, row)?;
+    serde_json::to_value(summary.into_output(Vec::new()))
+        .map_err(|e| EbpfError::internal(e.to_string()))
 }
 
 /// Turns a JSON key into the map's key bytes.
@@ -828,9 +905,20 @@ fn lookup(
     let value = map
         .lookup(&key)
         .map_err(|e| kernel_err(&format!("looking up in map {}", map.record.id), e))?;
+    let entry = match value {
+        Some(v) => {
+            let mut text = String::new();
+            dec.write_entry(&key, &v, &mut text);
+            Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| EbpfError::internal(format!("decoded entry unreadable: {e}")))?,
+            )
+        }
+        None => None,
+    };
     Ok(MapLookupOutput {
         map: summary(&map),
-        found: value.is_some(),
-        entry: value.map(|v| dec.entry(&key, &v)),
+        found: entry.is_some(),
+        entry,
     })
 }

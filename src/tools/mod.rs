@@ -132,7 +132,14 @@ pub struct ToolSpec {
     switch: Option<Switch>,
     /// A per-tool time limit beyond `server.request_timeout` (`tools.map_dump.timeout`).
     timeout: Option<fn(&Config) -> Duration>,
+    /// Streams the rows of `list_field` instead of collecting them (command-line jsonl).
+    stream: Option<StreamFn>,
 }
+
+/// Runs a tool writing each row of its list as JSON text to the sink (which returns false
+/// to stop), and returns the rest of the result.
+pub type StreamFn =
+    fn(&Core, Value, &CallContext, &mut dyn FnMut(&str) -> bool) -> Result<Value, EbpfError>;
 
 impl std::fmt::Debug for ToolSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -178,6 +185,7 @@ impl ToolSpec {
             output_schema,
             switch: None,
             timeout: None,
+            stream: None,
             run: Box::new(move |core, args, ctx| {
                 let params = parse_args::<P>(name, args)?;
                 let out = run(core, params, ctx)?;
@@ -204,6 +212,17 @@ impl ToolSpec {
         self
     }
 
+    /// Lets the command line stream the tool's rows (`--output jsonl`).
+    #[must_use]
+    pub fn with_stream(mut self, stream: StreamFn) -> Self {
+        self.stream = Some(stream);
+        self
+    }
+
+    pub fn can_stream(&self) -> bool {
+        self.stream.is_some()
+    }
+
     /// Whether this configuration lists and allows the tool: its tier and its own switch.
     pub fn enabled(&self, config: &Config) -> bool {
         self.tier.enabled(config) && self.switch.is_none_or(|(_, on)| on(config))
@@ -216,7 +235,7 @@ impl ToolSpec {
     }
 }
 
-fn parse_args<P: DeserializeOwned>(tool: &str, args: Value) -> Result<P, EbpfError> {
+pub(crate) fn parse_args<P: DeserializeOwned>(tool: &str, args: Value) -> Result<P, EbpfError> {
     let args = match args {
         Value::Null => Value::Object(Default::default()),
         Value::Object(_) => args,
@@ -287,12 +306,55 @@ impl Registry {
 }
 
 /// Runs `tool` with `args`: on a blocking thread (tools make syscalls), bounded by the
-/// request timeout, stopped by `ctx.cancel`, its result cut to `server.max_result_bytes`.
+/// tool's time limit, stopped by `ctx.cancel`, its result cut to `server.max_result_bytes`.
 pub async fn execute(
     core: &Arc<Core>,
     tool: &'static ToolSpec,
     args: Value,
     ctx: CallContext,
+) -> Result<Value, EbpfError> {
+    let mut value = guarded(core, tool, ctx, move |core, ctx| {
+        (tool.run)(core, args, ctx)
+    })
+    .await?;
+    let cap = core.config.server.max_result_bytes.get();
+    bound_result(
+        &mut value,
+        &tool.output_schema,
+        usize::try_from(cap).unwrap_or(usize::MAX),
+    )?;
+    Ok(value)
+}
+
+/// Runs a streaming tool (see [`StreamFn`]): its rows go to `sink` as they are produced, so
+/// their number is bounded by the tool's own limits, not by `server.max_result_bytes`.
+/// Returns the rest of the result.
+pub async fn execute_stream(
+    core: &Arc<Core>,
+    tool: &'static ToolSpec,
+    args: Value,
+    ctx: CallContext,
+    mut sink: Box<dyn FnMut(&str) -> bool + Send>,
+) -> Result<Value, EbpfError> {
+    let Some(stream) = tool.stream else {
+        return Err(EbpfError::internal(format!(
+            "`{}` cannot stream its rows",
+            tool.name
+        )));
+    };
+    guarded(core, tool, ctx, move |core, ctx| {
+        stream(core, args, ctx, &mut *sink)
+    })
+    .await
+}
+
+/// The common envelope of a call: tier and switch checks, a blocking thread, the time
+/// limit and cancellation.
+async fn guarded(
+    core: &Arc<Core>,
+    tool: &'static ToolSpec,
+    ctx: CallContext,
+    work: impl FnOnce(&Core, &CallContext) -> Result<Value, EbpfError> + Send + 'static,
 ) -> Result<Value, EbpfError> {
     if !tool.enabled(&core.config) {
         let key = match tool.switch {
@@ -314,9 +376,9 @@ pub async fn execute(
     let cancel = ctx.cancel.clone();
     let worker = {
         let core = Arc::clone(core);
-        tokio::task::spawn_blocking(move || (tool.run)(&core, args, &ctx))
+        tokio::task::spawn_blocking(move || work(&core, &ctx))
     };
-    let result = tokio::select! {
+    tokio::select! {
         joined = worker => joined.unwrap_or_else(|e| {
             Err(EbpfError::internal(format!("`{}` failed unexpectedly: {e}", tool.name)))
         }),
@@ -337,13 +399,5 @@ pub async fn execute(
             codes::CANCELLED,
             format!("`{}` was cancelled by the client", tool.name),
         )),
-    };
-    let mut value = result?;
-    let cap = core.config.server.max_result_bytes.get();
-    bound_result(
-        &mut value,
-        &tool.output_schema,
-        usize::try_from(cap).unwrap_or(usize::MAX),
-    )?;
-    Ok(value)
+    }
 }

@@ -223,7 +223,7 @@ def normalize_bpftool(value):
     return value
 
 
-@pytest.mark.parametrize("name", ["fixture_flows", "fixture_slots", "fixture_percpu", "fixture_by_comm"])
+@pytest.mark.parametrize("name", ["fixture_flows", "fixture_slots", "fixture_percpu", "fixture_by_comm", "fixture_lpm"])
 async def test_map_dump_equals_bpftool(url, fixture, name):
     mid = fixture.maps[name]
     ours = await call(url, "map_dump", {"map_name": name})

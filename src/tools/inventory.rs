@@ -21,6 +21,8 @@ const MAX_LIMIT: u32 = 1000;
 const MAX_SAMPLE_MS: u32 = 10_000;
 /// Instructions shown by `detail` (a program can have a million).
 const MAX_INSNS: usize = 2000;
+/// Said when a page ends early to fit the result size limit.
+const CUT_HINT: &str = "page ended early to fit server.max_result_bytes; continue with next_cursor, or narrow with filters or a smaller limit";
 
 fn invalid(message: impl Into<String>) -> EbpfError {
     EbpfError::validation(codes::INVALID_ARGUMENTS, message)
@@ -162,6 +164,8 @@ pub struct ListProgramsOutput {
     /// With sample_ms: ids of the programs that used the most CPU, busiest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub busiest: Vec<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 pub fn programs_spec() -> ToolSpec {
@@ -208,7 +212,7 @@ fn all_links() -> Vec<LinkRecord> {
 }
 
 fn list_programs(
-    _core: &Core,
+    core: &Core,
     p: ListProgramsParams,
     ctx: &CallContext,
 ) -> Result<ListProgramsOutput, EbpfError> {
@@ -307,8 +311,12 @@ fn list_programs(
             }
         })
         .collect();
+    let mut entries: Vec<ProgramEntry> = entries;
+    let cut = super::fit_rows(&mut entries, super::row_budget(core));
+    let more = more || cut;
     let returned = entries.len();
     Ok(ListProgramsOutput {
+        hint: cut.then(|| CUT_HINT.to_owned()),
         next_cursor: more
             .then(|| entries.last().map(|e| e.program.id.to_string()))
             .flatten(),
@@ -456,6 +464,8 @@ pub struct ListMapsOutput {
     pub truncated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 pub fn maps_spec() -> ToolSpec {
@@ -476,7 +486,7 @@ pub fn maps_spec() -> ToolSpec {
 }
 
 fn list_maps(
-    _core: &Core,
+    core: &Core,
     p: ListMapsParams,
     ctx: &CallContext,
 ) -> Result<ListMapsOutput, EbpfError> {
@@ -540,7 +550,10 @@ fn list_maps(
             map,
         });
     }
+    let cut = super::fit_rows(&mut out, super::row_budget(core));
+    let more = more || cut;
     Ok(ListMapsOutput {
+        hint: cut.then(|| CUT_HINT.to_owned()),
         next_cursor: more
             .then(|| out.last().map(|e| e.map.id.to_string()))
             .flatten(),
@@ -589,6 +602,8 @@ pub struct ListLinksOutput {
     pub truncated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 pub fn links_spec() -> ToolSpec {
@@ -609,7 +624,7 @@ pub fn links_spec() -> ToolSpec {
 }
 
 fn list_links(
-    _core: &Core,
+    core: &Core,
     p: ListLinksParams,
     _ctx: &CallContext,
 ) -> Result<ListLinksOutput, EbpfError> {
@@ -638,7 +653,7 @@ fn list_links(
     }
     let all_ids: Vec<u32> = matching.iter().map(|l| l.id).collect();
     let (page_ids, more) = page(&all_ids, p.cursor.as_deref(), p.limit)?;
-    let links: Vec<LinkEntry> = matching
+    let mut links: Vec<LinkEntry> = matching
         .into_iter()
         .filter(|l| page_ids.contains(&l.id))
         .map(|link| LinkEntry {
@@ -646,7 +661,10 @@ fn list_links(
             link,
         })
         .collect();
+    let cut = super::fit_rows(&mut links, super::row_budget(core));
+    let more = more || cut;
     Ok(ListLinksOutput {
+        hint: cut.then(|| CUT_HINT.to_owned()),
         next_cursor: more
             .then(|| links.last().map(|e| e.link.id.to_string()))
             .flatten(),

@@ -774,8 +774,12 @@ fn dump_rows(
                         if index >= offset && index < keep && !stopped {
                             text.clear();
                             dec.write_entry(key, value, &mut text);
-                            returned += 1;
-                            stopped = !row(&text);
+                            // A refused row is not returned: the cursor restarts at it.
+                            if row(&text) {
+                                returned += 1;
+                            } else {
+                                stopped = true;
+                            }
                         }
                     }
                 }
@@ -793,10 +797,10 @@ fn dump_rows(
         for r in heap.into_sorted_vec().into_iter().skip(offset) {
             text.clear();
             dec.write_entry(&r.key, &r.value, &mut text);
-            returned += 1;
             if !row(&text) {
                 break;
             }
+            returned += 1;
         }
     }
     let more = (offset + returned) < matched as usize;
@@ -819,11 +823,17 @@ fn dump_rows(
 fn dump(core: &Core, p: MapDumpParams, ctx: &CallContext) -> Result<MapDumpOutput, EbpfError> {
     let mut entries = Vec::new();
     let mut bad = None;
-    let summary = dump_rows(
-        core,
-        &p,
-        ctx,
-        &mut |row| match serde_json::from_str::<Entry>(row) {
+    // The page ends early, at an exact cursor, when its rows would not fit the result size.
+    let budget = super::row_budget(core);
+    let mut used = 0usize;
+    let mut cut = false;
+    let mut summary = dump_rows(core, &p, ctx, &mut |row| {
+        used += row.len() + 1;
+        if used > budget && !entries.is_empty() {
+            cut = true;
+            return false;
+        }
+        match serde_json::from_str::<Entry>(row) {
             Ok(e) => {
                 entries.push(e);
                 true
@@ -832,12 +842,19 @@ fn dump(core: &Core, p: MapDumpParams, ctx: &CallContext) -> Result<MapDumpOutpu
                 bad = Some(e);
                 false
             }
-        },
-    )?;
+        }
+    })?;
     if let Some(e) = bad {
         return Err(EbpfError::internal(format!(
             "map_dump produced an unreadable entry: {e}"
         )));
+    }
+    if cut {
+        summary.hint = Some(
+            "page ended early to fit server.max_result_bytes; continue with next_cursor, or \
+             ask for fewer entries"
+                .to_owned(),
+        );
     }
     Ok(summary.into_output(entries))
 }

@@ -273,6 +273,36 @@ fn json_kind(v: &Value) -> &'static str {
     }
 }
 
+/// Room left for the fields around a tool's list when its rows are fitted to
+/// `server.max_result_bytes` (totals, cursors, hints).
+const ENVELOPE_BYTES: usize = 4096;
+
+/// How many bytes of rows a paged result may carry, so that the page itself fits
+/// `server.max_result_bytes` and its cursor continues exactly after the last row shown.
+pub fn row_budget(core: &Core) -> usize {
+    usize::try_from(core.config.server.max_result_bytes.get())
+        .unwrap_or(usize::MAX)
+        .saturating_sub(ENVELOPE_BYTES)
+        .max(1)
+}
+
+/// Keeps the leading rows that fit `budget` bytes of JSON (at least one). Returns whether
+/// rows were dropped; the caller then sets its cursor after the last row kept.
+pub fn fit_rows<T: Serialize>(rows: &mut Vec<T>, budget: usize) -> bool {
+    let mut used = 0;
+    let keep = rows
+        .iter()
+        .take_while(|row| {
+            used += serde_json::to_vec(row).map_or(0, |v| v.len()) + 1;
+            used <= budget
+        })
+        .count()
+        .max(1);
+    let cut = keep < rows.len();
+    rows.truncate(keep);
+    cut
+}
+
 /// Every tool this build has, in the order they are listed.
 #[derive(Debug)]
 pub struct Registry {

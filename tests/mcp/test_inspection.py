@@ -370,3 +370,28 @@ async def test_resources_and_templates(url, fixture):
     assert prog["programs"][0]["detail"]["instructions"]
     assert fixture.prog in [p["id"] for p in programs["programs"]]
     assert missing.value.code == -32002
+
+
+async def test_pages_end_early_at_an_exact_cursor_to_fit_the_size_limit(binary, fixture):
+    """With a small server.max_result_bytes, pages carry fewer rows than asked, say why,
+    and their cursors still walk every entry exactly once."""
+    require_root()
+    server = start_http_server(binary, config="server:\n  max_result_bytes: 20000\n")
+    try:
+        seen, cursor, pages = [], None, 0
+        while True:
+            page = await call(server.url, "map_dump", {"map_name": "fixture_big", "max_entries": 1000,
+                                                       **({"cursor": cursor} if cursor else {})})
+            pages += 1
+            assert len(json.dumps(page, separators=(",", ":"))) <= 20000
+            seen += [e["key"] for e in page["entries"]]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+            assert page["returned"] < 1000 and "max_result_bytes" in page["hint"]
+        assert sorted(seen) == list(range(BIG)) and pages > 3
+        maps = await all_pages(server.url, "list_maps", "maps", {"limit": 1000})
+        assert {m["id"] for m in maps} >= set(fixture.maps.values())
+        assert len(maps) == len({m["id"] for m in maps})
+    finally:
+        assert server.stop() == 0

@@ -395,3 +395,27 @@ async def test_pages_end_early_at_an_exact_cursor_to_fit_the_size_limit(binary, 
         assert len(maps) == len({m["id"] for m in maps})
     finally:
         assert server.stop() == 0
+
+
+async def test_maps_without_btf_show_hex(url):
+    """A map created without BTF (by bpftool here) has no field names: keys and values are
+    hex strings of their bytes, lookups take hex, and filters say why they cannot work."""
+    pin = pathlib.Path(f"/sys/fs/bpf/ebpf-mcp-nobtf-{os.getpid()}")
+    subprocess.run(["bpftool", "map", "create", str(pin), "type", "hash", "key", "4", "value", "8",
+                    "entries", "4", "name", "nobtf_test"], check=True)
+    try:
+        subprocess.run(["bpftool", "map", "update", "pinned", str(pin), "key", "1", "0", "0", "0",
+                        "value", "0x2a", "0", "0", "0", "0", "0", "0", "0"], check=True)
+        data = await call(url, "map_dump", {"pin_path": str(pin)})
+        assert data["map"]["key_type"] == "4 bytes" and data["map"]["value_type"] == "8 bytes"
+        assert data["entries"] == [{"key": "0x01000000", "value": "0x2a00000000000000"}]
+        hit = await call(url, "map_lookup", {"pin_path": str(pin), "key": "0x01000000"})
+        assert hit["found"] and hit["entry"]["value"] == "0x2a00000000000000"
+        with pytest.raises(ToolError) as bad:
+            await call(url, "map_lookup", {"pin_path": str(pin), "key": 1})
+        assert "hex" in bad.value.data["message"]
+        with pytest.raises(ToolError) as bad:
+            await call(url, "map_dump", {"pin_path": str(pin), "sort_by": "value"})
+        assert "no BTF" in bad.value.data["message"]
+    finally:
+        pin.unlink()

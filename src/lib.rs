@@ -9,6 +9,7 @@ pub mod config;
 pub mod core;
 pub mod ebpf;
 pub mod error;
+pub mod gadgets;
 pub mod mcp;
 pub mod resources;
 pub mod security;

@@ -185,8 +185,6 @@ pub const RESERVED_KEYS: &[&str] = &[
     "ebpf.bpffs_dir",
     "observability.metrics",
     "observability.health",
-    "tools.trace.max_duration",
-    "tools.trace.max_events",
     "tools.deploy.allowed_types",
     "tools.deploy.allowed_dirs",
 ];

@@ -29,11 +29,22 @@ pub fn vmlinux() -> Result<&'static Btf, String> {
 /// Loads a BPF object (maps created, programs not yet loaded) with CO-RE relocations
 /// against the shared vmlinux BTF. Loads are serialized; they take milliseconds.
 pub fn load_object(bytes: &[u8]) -> Result<Ebpf, EbpfError> {
+    load_object_with(bytes, |_| {})
+}
+
+/// As [`load_object`], with per-load settings (map sizes). The loader is shared, so
+/// settings stay until overwritten: every caller sets each setting its object relies on.
+pub fn load_object_with(
+    bytes: &[u8],
+    configure: impl FnOnce(&mut EbpfLoader<'static>),
+) -> Result<Ebpf, EbpfError> {
     let loader = LOADER.get_or_init(|| {
         // `new()` parses BTF once here; it is replaced by the shared copy at once.
         let mut loader = EbpfLoader::new();
         loader.btf(vmlinux().ok());
         Mutex::new(loader)
     });
-    loader.lock().unwrap_or_else(|p| p.into_inner()).load(bytes)
+    let mut loader = loader.lock().unwrap_or_else(|p| p.into_inner());
+    configure(&mut loader);
+    loader.load(bytes)
 }

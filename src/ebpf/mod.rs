@@ -6,6 +6,7 @@ pub mod btf;
 pub mod btf_reader;
 pub mod caps;
 pub mod disasm;
+pub mod gadget;
 pub mod host;
 pub mod inventory;
 pub mod maps;

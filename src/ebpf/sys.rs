@@ -135,3 +135,29 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// Waits until `fd` is readable or `timeout` passes. EINTR counts as a timeout.
+pub fn poll_readable(
+    fd: std::os::fd::RawFd,
+    timeout: std::time::Duration,
+) -> Result<bool, SyscallError> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(SyscallError {
+            call: "poll",
+            source: e,
+        });
+    }
+    Ok(rc > 0)
+}

@@ -192,7 +192,7 @@ pub fn dump_spec() -> ToolSpec {
     )
     .with_stream(dump_stream)
     .with_switch("tools.map_dump.enabled", |c| c.tools.map_dump.enabled)
-    .with_timeout(|c| c.tools.map_dump.timeout.0)
+    .with_timeout(|c| c.tools.map_dump.timeout.0.min(c.server.request_timeout.0))
 }
 
 pub fn lookup_spec() -> ToolSpec {
@@ -210,7 +210,7 @@ pub fn lookup_spec() -> ToolSpec {
         lookup,
     )
     .with_switch("tools.map_dump.enabled", |c| c.tools.map_dump.enabled)
-    .with_timeout(|c| c.tools.map_dump.timeout.0)
+    .with_timeout(|c| c.tools.map_dump.timeout.0.min(c.server.request_timeout.0))
 }
 
 fn not_found(message: String) -> EbpfError {

@@ -9,6 +9,7 @@ pub mod info;
 pub mod inventory;
 pub mod maps;
 pub mod schema;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -205,7 +206,7 @@ impl ToolSpec {
         self
     }
 
-    /// Bounds the tool's calls by this limit too (the shorter of it and the request timeout).
+    /// Bounds the tool's calls by this limit instead of `server.request_timeout`.
     #[must_use]
     pub fn with_timeout(mut self, limit: fn(&Config) -> Duration) -> Self {
         self.timeout = Some(limit);
@@ -228,10 +229,11 @@ impl ToolSpec {
         self.tier.enabled(config) && self.switch.is_none_or(|(_, on)| on(config))
     }
 
-    /// The time limit for one call.
+    /// The time limit for one call: the tool's own when it has one (a trace lasts as long
+    /// as asked), `server.request_timeout` otherwise.
     pub fn time_limit(&self, config: &Config) -> Duration {
-        let request = config.server.request_timeout.0;
-        self.timeout.map_or(request, |f| f(config).min(request))
+        self.timeout
+            .map_or(config.server.request_timeout.0, |f| f(config))
     }
 }
 
@@ -272,6 +274,9 @@ fn json_kind(v: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+/// How long a cancelled tool may take to return its partial result.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// Room left for the fields around a tool's list when its rows are fitted to
 /// `server.max_result_bytes` (totals, cursors, hints).
@@ -317,6 +322,7 @@ static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Reg
         inventory::links_spec(),
         maps::dump_spec(),
         maps::lookup_spec(),
+        trace::spec(),
     ],
 });
 
@@ -404,12 +410,12 @@ async fn guarded(
     }
     let timeout = tool.time_limit(&core.config);
     let cancel = ctx.cancel.clone();
-    let worker = {
+    let mut worker = {
         let core = Arc::clone(core);
         tokio::task::spawn_blocking(move || work(&core, &ctx))
     };
     tokio::select! {
-        joined = worker => joined.unwrap_or_else(|e| {
+        joined = &mut worker => joined.unwrap_or_else(|e| {
             Err(EbpfError::internal(format!("`{}` failed unexpectedly: {e}", tool.name)))
         }),
         () = tokio::time::sleep(timeout) => {
@@ -425,9 +431,16 @@ async fn guarded(
             )
             .with_context("timeout_ms", timeout.as_millis()))
         }
-        () = cancel.cancelled() => Err(EbpfError::validation(
-            codes::CANCELLED,
-            format!("`{}` was cancelled by the client", tool.name),
-        )),
+        () = cancel.cancelled() => {
+            // Tools that can stop early return what they have (a trace's events so far);
+            // give them a moment to do so.
+            match tokio::time::timeout(CANCEL_GRACE, worker).await {
+                Ok(Ok(result)) => result,
+                _ => Err(EbpfError::validation(
+                    codes::CANCELLED,
+                    format!("`{}` was cancelled by the client", tool.name),
+                )),
+            }
+        }
     }
 }

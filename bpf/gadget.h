@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: GPL-2.0 OR Apache-2.0 */
+/*
+ * What every gadget shares: the filter configuration the server writes before attaching,
+ * the ring buffer events travel in, the per-CPU count of events the ring buffer had no room
+ * for, and the common event header. Keep in sync with src/gadgets/mod.rs.
+ */
+#ifndef EBPF_MCP_GADGET_H
+#define EBPF_MCP_GADGET_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __u32 u32;
+typedef __s32 s32;
+typedef __u64 u64;
+typedef __s64 s64;
+
+#define TASK_COMM_LEN 16
+
+/* Minimal CO-RE views of kernel types: field offsets are relocated against the running
+ * kernel's BTF at load time, so only the fields used need declaring. */
+struct task_struct {
+	int pid;
+	int tgid;
+	struct task_struct *real_parent;
+	int exit_code;
+	u64 start_time;
+} __attribute__((preserve_access_index));
+
+/* Filters, written by the server into gadget_cfg[0] before any program is attached.
+ * Zero means "no filter" for every field. */
+struct gadget_cfg {
+	u32 tgid;
+	u32 uid_set;
+	u32 uid;
+	u32 comm_set;
+	u64 cgroup_id;
+	char comm[TASK_COMM_LEN];
+	/* The server itself: its own activity is never traced. */
+	u32 self_tgid;
+	/* Gadget-specific knobs (generic tracepoint: record size and string fields). */
+	u32 arg0;
+	u32 arg1;
+	u32 arg2;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct gadget_cfg);
+} gadget_cfg SEC(".maps");
+
+/* Sized by the server at load time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u64);
+} drops SEC(".maps");
+
+/* Every event starts with this. */
+struct event_header {
+	u64 ts_ns;
+	u32 pid;  /* thread group id: what users call the pid */
+	u32 tid;
+	u32 ppid;
+	u32 uid;
+	u64 cgroup_id;
+	char comm[TASK_COMM_LEN];
+};
+
+static __always_inline struct gadget_cfg *config(void)
+{
+	u32 zero = 0;
+	return bpf_map_lookup_elem(&gadget_cfg, &zero);
+}
+
+static __always_inline int comm_equal(const char *a, const char *b)
+{
+#pragma unroll
+	for (int i = 0; i < TASK_COMM_LEN; i++) {
+		if (a[i] != b[i])
+			return 0;
+		if (!a[i])
+			return 1;
+	}
+	return 1;
+}
+
+/* True when the current task passes the filters; fills the header's identity fields. */
+static __always_inline int want(struct gadget_cfg *cfg, struct event_header *h)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	u64 uid_gid = bpf_get_current_uid_gid();
+
+	h->pid = pid_tgid >> 32;
+	h->tid = (u32)pid_tgid;
+	h->uid = (u32)uid_gid;
+	if (!cfg)
+		return 0;
+	if (cfg->self_tgid == h->pid)
+		return 0;
+	if (cfg->tgid && cfg->tgid != h->pid)
+		return 0;
+	if (cfg->uid_set && cfg->uid != h->uid)
+		return 0;
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	if (cfg->cgroup_id && cfg->cgroup_id != h->cgroup_id)
+		return 0;
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+	if (cfg->comm_set && !comm_equal(h->comm, cfg->comm))
+		return 0;
+	return 1;
+}
+
+/* Fills the rest of the header: time and parent. */
+static __always_inline void stamp(struct event_header *h)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+	h->ts_ns = bpf_ktime_get_boot_ns();
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+}
+
+static __always_inline void count_drop(void)
+{
+	u32 zero = 0;
+	u64 *n = bpf_map_lookup_elem(&drops, &zero);
+
+	if (n)
+		(*n)++;
+}
+
+/* Reserves an event of `size` bytes, counting a drop when the ring buffer is full. */
+static __always_inline void *reserve(u64 size)
+{
+	void *e = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (!e)
+		count_drop();
+	return e;
+}
+
+char LICENSE[] SEC("license") = "GPL";
+
+#endif

@@ -1,0 +1,213 @@
+//! Running a built-in gadget: load its object (maps sized for this run), write the filter
+//! configuration, attach its programs, and read what they send through the ring buffer.
+//! Everything is owned by [`Running`]: dropping it detaches every link and closes every
+//! program and map, and a killed server leaves nothing attached because all of it is
+//! file-descriptor owned.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{RawTracePoint, TracePoint};
+use aya::{Ebpf, Pod};
+
+use super::btf;
+use super::sys::SyscallError;
+
+/// Where a gadget program attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// A tracefs tracepoint: (category, name).
+    Tracepoint(&'static str, &'static str),
+    /// A raw tracepoint by name.
+    RawTracepoint(&'static str),
+}
+
+/// The filters the kernel side applies (layout of `struct gadget_cfg` in bpf/gadget.h).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GadgetCfg {
+    pub tgid: u32,
+    pub uid_set: u32,
+    pub uid: u32,
+    pub comm_set: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; 16],
+    /// Events of this process are never reported (set to the server's own pid).
+    pub self_tgid: u32,
+    pub arg0: u32,
+    pub arg1: u32,
+    pub arg2: u32,
+}
+
+// SAFETY: #[repr(C)] of integers and a byte array with no padding holes (u64 fields are
+// 8-aligned by the u32 pairs before them), matching the C struct; any bit pattern is valid.
+unsafe impl Pod for GadgetCfg {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GadgetError {
+    #[error("loading the gadget object: {0}")]
+    Load(String),
+    #[error("the gadget object has no {what} `{name}`")]
+    Missing { what: &'static str, name: String },
+    #[error("loading program `{program}`: {source}")]
+    Program {
+        program: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("attaching `{program}` to {hook}: {source}")]
+    Attach {
+        program: String,
+        hook: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("{0}")]
+    Map(#[from] Box<aya::maps::MapError>),
+    #[error(transparent)]
+    Syscall(#[from] SyscallError),
+}
+
+impl GadgetError {
+    /// The errno behind the failure, if the kernel gave one.
+    pub fn errno(&self) -> Option<i32> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && let Some(n) = io.raw_os_error()
+            {
+                return Some(n);
+            }
+            cur = e.source();
+        }
+        None
+    }
+}
+
+/// A gadget loaded and attached.
+pub struct Running {
+    ring: RingBuf<MapData>,
+    drops: PerCpuArray<MapData, u64>,
+    /// Holds the programs, links and remaining maps; dropped last.
+    ebpf: Ebpf,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").finish_non_exhaustive()
+    }
+}
+
+/// Loads `object`, sizes its ring buffer to `ring_bytes` (a power of two, at least a page),
+/// writes `cfg`, and attaches `programs` in order.
+pub fn start(
+    object: &[u8],
+    ring_bytes: u32,
+    cfg: GadgetCfg,
+    programs: &[(&str, Hook)],
+) -> Result<Running, GadgetError> {
+    let mut ebpf = btf::load_object_with(object, |loader| {
+        loader.map_max_entries("events", ring_bytes);
+    })
+    .map_err(|e| GadgetError::Load(e.to_string()))?;
+    {
+        let map = ebpf.map_mut("gadget_cfg").ok_or(GadgetError::Missing {
+            what: "map",
+            name: "gadget_cfg".into(),
+        })?;
+        let mut config: Array<_, GadgetCfg> = Array::try_from(map).map_err(Box::new)?;
+        config.set(0, cfg, 0).map_err(Box::new)?;
+    }
+    for (name, hook) in programs {
+        let program = ebpf.program_mut(name).ok_or_else(|| GadgetError::Missing {
+            what: "program",
+            name: (*name).to_owned(),
+        })?;
+        let fail_load = |source| GadgetError::Program {
+            program: (*name).to_owned(),
+            source: Box::new(source),
+        };
+        let fail_attach = |source| GadgetError::Attach {
+            program: (*name).to_owned(),
+            hook: describe(*hook),
+            source: Box::new(source),
+        };
+        match hook {
+            Hook::Tracepoint(category, event) => {
+                let p: &mut TracePoint = program.try_into().map_err(fail_load)?;
+                p.load().map_err(fail_load)?;
+                p.attach(category, event).map_err(fail_attach)?;
+            }
+            Hook::RawTracepoint(event) => {
+                let p: &mut RawTracePoint = program.try_into().map_err(fail_load)?;
+                p.load().map_err(fail_load)?;
+                p.attach(event).map_err(fail_attach)?;
+            }
+        }
+    }
+    let ring = RingBuf::try_from(ebpf.take_map("events").ok_or(GadgetError::Missing {
+        what: "map",
+        name: "events".into(),
+    })?)
+    .map_err(Box::new)?;
+    let drops = PerCpuArray::try_from(ebpf.take_map("drops").ok_or(GadgetError::Missing {
+        what: "map",
+        name: "drops".into(),
+    })?)
+    .map_err(Box::new)?;
+    Ok(Running { ring, drops, ebpf })
+}
+
+pub fn describe(hook: Hook) -> String {
+    match hook {
+        Hook::Tracepoint(c, n) => format!("tracepoint {c}:{n}"),
+        Hook::RawTracepoint(n) => format!("raw tracepoint {n}"),
+    }
+}
+
+impl Running {
+    /// Waits up to `timeout` for events, then hands every event in the ring buffer to
+    /// `each` (which returns false to stop consuming). Returns how many were handed over.
+    pub fn poll(
+        &mut self,
+        timeout: Duration,
+        mut each: impl FnMut(&[u8]) -> bool,
+    ) -> Result<u64, SyscallError> {
+        let mut n = 0;
+        if let Some(item) = self.ring.next() {
+            // Data is already waiting: no need to sleep.
+            n += 1;
+            if !each(&item) {
+                return Ok(n);
+            }
+        } else {
+            super::sys::poll_readable(self.ring.as_fd().as_raw_fd(), timeout)?;
+        }
+        while let Some(item) = self.ring.next() {
+            n += 1;
+            if !each(&item) {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Events the kernel side could not deliver because the ring buffer was full.
+    pub fn dropped(&self) -> u64 {
+        self.drops
+            .get(&0, 0)
+            .map(|per_cpu| per_cpu.iter().sum())
+            .unwrap_or(0)
+    }
+
+    /// Reads every entry of a hash map the gadget aggregates into (for in-kernel counts).
+    pub fn hash_entries<K: Pod, V: Pod>(&self, name: &str) -> Result<Vec<(K, V)>, GadgetError> {
+        let map = self.ebpf.map(name).ok_or_else(|| GadgetError::Missing {
+            what: "map",
+            name: name.to_owned(),
+        })?;
+        let hash: HashMap<_, K, V> = HashMap::try_from(map).map_err(Box::new)?;
+        Ok(hash.iter().filter_map(Result::ok).collect())
+    }
+}

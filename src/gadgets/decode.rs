@@ -1,0 +1,237 @@
+//! Reading the fixed-layout records the gadgets send: the common header and the helpers
+//! each gadget's decoder uses (little-endian integers, NUL-terminated strings, names for
+//! signal numbers, errnos, open flags and syscalls).
+
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Map, Value, json};
+
+/// Size of `struct event_header`.
+pub const HEADER: usize = 48;
+
+/// Converts the kernel's boot-time nanoseconds into wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    boot: SystemTime,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        // SAFETY: timespec is plain data; clock_gettime only writes it.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid clock id and a valid, writable timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        let since_boot = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        Self {
+            boot: SystemTime::now() - since_boot,
+        }
+    }
+
+    pub fn wall(&self, boot_ns: u64) -> String {
+        humantime::format_rfc3339_nanos(self.boot + Duration::from_nanos(boot_ns)).to_string()
+    }
+}
+
+pub fn u32_at(b: &[u8], off: usize) -> u32 {
+    b.get(off..off + 4)
+        .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+pub fn i32_at(b: &[u8], off: usize) -> i32 {
+    u32_at(b, off) as i32
+}
+
+pub fn u64_at(b: &[u8], off: usize) -> u64 {
+    b.get(off..off + 8).map_or(0, |s| {
+        u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
+    })
+}
+
+/// A NUL-terminated string in `len` bytes at `off` (lossy UTF-8).
+pub fn str_at(b: &[u8], off: usize, len: usize) -> String {
+    let s = b.get(off..(off + len).min(b.len())).unwrap_or(&[]);
+    let end = s.iter().position(|c| *c == 0).unwrap_or(s.len());
+    String::from_utf8_lossy(&s[..end]).into_owned()
+}
+
+/// Decodes the common header into `out`; returns the bytes after it.
+pub fn header<'a>(b: &'a [u8], clock: &Clock, out: &mut Map<String, Value>) -> Option<&'a [u8]> {
+    if b.len() < HEADER {
+        return None;
+    }
+    out.insert("time".into(), json!(clock.wall(u64_at(b, 0))));
+    out.insert("pid".into(), json!(u32_at(b, 8)));
+    out.insert("tid".into(), json!(u32_at(b, 12)));
+    out.insert("ppid".into(), json!(u32_at(b, 16)));
+    out.insert("uid".into(), json!(u32_at(b, 20)));
+    out.insert("comm".into(), json!(str_at(b, 32, 16)));
+    out.insert("cgroup_id".into(), json!(u64_at(b, 24)));
+    Some(&b[HEADER..])
+}
+
+const SIGNALS: [&str; 32] = [
+    "",
+    "SIGHUP",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGILL",
+    "SIGTRAP",
+    "SIGABRT",
+    "SIGBUS",
+    "SIGFPE",
+    "SIGKILL",
+    "SIGUSR1",
+    "SIGSEGV",
+    "SIGUSR2",
+    "SIGPIPE",
+    "SIGALRM",
+    "SIGTERM",
+    "SIGSTKFLT",
+    "SIGCHLD",
+    "SIGCONT",
+    "SIGSTOP",
+    "SIGTSTP",
+    "SIGTTIN",
+    "SIGTTOU",
+    "SIGURG",
+    "SIGXCPU",
+    "SIGXFSZ",
+    "SIGVTALRM",
+    "SIGPROF",
+    "SIGWINCH",
+    "SIGIO",
+    "SIGPWR",
+    "SIGSYS",
+];
+
+/// `SIGTERM` for 15, `SIGRTMIN+2` for 36.
+pub fn signal_name(sig: i32) -> String {
+    match usize::try_from(sig) {
+        Ok(0) => String::new(),
+        Ok(n) if n < SIGNALS.len() => SIGNALS[n].to_owned(),
+        Ok(n) => format!("SIGRTMIN+{}", n - 32),
+        Err(_) => sig.to_string(),
+    }
+}
+
+const ERRNOS: [&str; 41] = [
+    "",
+    "EPERM",
+    "ENOENT",
+    "ESRCH",
+    "EINTR",
+    "EIO",
+    "ENXIO",
+    "E2BIG",
+    "ENOEXEC",
+    "EBADF",
+    "ECHILD",
+    "EAGAIN",
+    "ENOMEM",
+    "EACCES",
+    "EFAULT",
+    "ENOTBLK",
+    "EBUSY",
+    "EEXIST",
+    "EXDEV",
+    "ENODEV",
+    "ENOTDIR",
+    "EISDIR",
+    "EINVAL",
+    "ENFILE",
+    "EMFILE",
+    "ENOTTY",
+    "ETXTBSY",
+    "EFBIG",
+    "ENOSPC",
+    "ESPIPE",
+    "EROFS",
+    "EMLINK",
+    "EPIPE",
+    "EDOM",
+    "ERANGE",
+    "EDEADLK",
+    "ENAMETOOLONG",
+    "ENOLCK",
+    "ENOSYS",
+    "ENOTEMPTY",
+    "ELOOP",
+];
+
+/// `ENOENT` for 2 (the common errnos; others as their number).
+pub fn errno_name(errno: i32) -> String {
+    match usize::try_from(errno) {
+        Ok(n) if n > 0 && n < ERRNOS.len() => ERRNOS[n].to_owned(),
+        _ => format!("errno {errno}"),
+    }
+}
+
+/// Splits a syscall's return value into the result and, when it failed, the errno name.
+pub fn result(ret: i64, out: &mut Map<String, Value>) {
+    out.insert("ret".into(), json!(ret));
+    if ret < 0 && ret > -4096 {
+        out.insert("error".into(), json!(errno_name(-ret as i32)));
+    }
+}
+
+/// open(2) flags as `O_WRONLY|O_CREAT|O_CLOEXEC`.
+pub fn open_flags(flags: u32) -> String {
+    let access = match flags & 0o3 {
+        0 => "O_RDONLY",
+        1 => "O_WRONLY",
+        2 => "O_RDWR",
+        _ => "O_ACCMODE",
+    };
+    let bits: [(u32, &str); 13] = [
+        (0o100, "O_CREAT"),
+        (0o200, "O_EXCL"),
+        (0o400, "O_NOCTTY"),
+        (0o1000, "O_TRUNC"),
+        (0o2000, "O_APPEND"),
+        (0o4000, "O_NONBLOCK"),
+        (0o10000, "O_DSYNC"),
+        (0o40000, "O_DIRECT"),
+        (0o200000, "O_DIRECTORY"),
+        (0o400000, "O_NOFOLLOW"),
+        (0o1000000, "O_NOATIME"),
+        (0o2000000, "O_CLOEXEC"),
+        (0o20000000, "O_PATH"),
+    ];
+    let mut parts = vec![access.to_owned()];
+    parts.extend(
+        bits.iter()
+            .filter(|(b, _)| flags & b != 0)
+            .map(|(_, n)| (*n).to_owned()),
+    );
+    parts.join("|")
+}
+
+/// The name of syscall `nr` on this architecture.
+pub fn syscall_name(nr: u32) -> String {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(name) = super::syscall_names::X86_64
+        .get(nr as usize)
+        .filter(|n| !n.is_empty())
+    {
+        return (*name).to_owned();
+    }
+    format!("syscall_{nr}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(signal_name(34), "SIGRTMIN+2");
+        assert_eq!(errno_name(2), "ENOENT");
+        assert_eq!(open_flags(0o2000101), "O_WRONLY|O_CREAT|O_CLOEXEC");
+        assert_eq!(open_flags(0), "O_RDONLY");
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(syscall_name(257), "openat");
+        assert_eq!(syscall_name(100_000), "syscall_100000");
+        assert_eq!(str_at(b"ab\0cd", 0, 5), "ab");
+    }
+}

@@ -1,0 +1,54 @@
+//! exit: process exits with exit code, fatal signal and lifetime.
+
+use serde_json::{Map, Value, json};
+
+use super::decode::{HEADER, i32_at, signal_name, u32_at, u64_at};
+use super::{Field, Gadget, Output};
+use crate::ebpf::gadget::Hook;
+
+pub static GADGET: Gadget = Gadget {
+    name: "exit",
+    summary: "process exits: exit code, the signal that killed it, lifetime",
+    object: aya::include_bytes_aligned!("../../bpf/obj/exit.bpf.o"),
+    programs: &[(
+        "exit_trace",
+        Hook::Tracepoint("sched", "sched_process_exit"),
+    )],
+    fields: &[
+        Field {
+            name: "exit_code",
+            ty: "s32",
+            unit: None,
+            description: "the code passed to exit() (0 when killed)",
+        },
+        Field {
+            name: "signal",
+            ty: "string",
+            unit: None,
+            description: "the signal that killed it, empty when it exited",
+        },
+        Field {
+            name: "core_dumped",
+            ty: "bool",
+            unit: None,
+            description: "it dumped core",
+        },
+        Field {
+            name: "lifetime_ns",
+            ty: "u64",
+            unit: Some("ns"),
+            description: "time from start to exit",
+        },
+    ],
+    output: Output::Events,
+    default_group_by: &["comm", "exit_code"],
+    decode,
+    event_size: HEADER + 24,
+};
+
+fn decode(b: &[u8], out: &mut Map<String, Value>) {
+    out.insert("exit_code".into(), json!(i32_at(b, 0)));
+    out.insert("signal".into(), json!(signal_name(i32_at(b, 4))));
+    out.insert("core_dumped".into(), json!(u32_at(b, 8) != 0));
+    out.insert("lifetime_ns".into(), json!(u64_at(b, 16)));
+}

@@ -1,0 +1,74 @@
+//! open: file opens with path, flags and result.
+
+use serde_json::{Map, Value, json};
+
+use super::decode::{HEADER, i32_at, open_flags, result, str_at, u32_at};
+use super::{Field, Gadget, Output};
+use crate::ebpf::gadget::Hook;
+
+pub static GADGET: Gadget = Gadget {
+    name: "open",
+    summary: "file opens (openat, openat2): path, flags, fd or error",
+    object: aya::include_bytes_aligned!("../../bpf/obj/open.bpf.o"),
+    programs: &[
+        (
+            "openat_enter",
+            Hook::Tracepoint("syscalls", "sys_enter_openat"),
+        ),
+        (
+            "openat_exit",
+            Hook::Tracepoint("syscalls", "sys_exit_openat"),
+        ),
+        (
+            "openat2_enter",
+            Hook::Tracepoint("syscalls", "sys_enter_openat2"),
+        ),
+        (
+            "openat2_exit",
+            Hook::Tracepoint("syscalls", "sys_exit_openat2"),
+        ),
+    ],
+    fields: &[
+        Field {
+            name: "path",
+            ty: "string",
+            unit: None,
+            description: "the path as passed (255 bytes at most; relative paths are relative to the caller)",
+        },
+        Field {
+            name: "flags",
+            ty: "string",
+            unit: None,
+            description: "open flags, e.g. O_WRONLY|O_CREAT",
+        },
+        Field {
+            name: "mode",
+            ty: "u32",
+            unit: None,
+            description: "permission bits for a created file",
+        },
+        Field {
+            name: "ret",
+            ty: "s32",
+            unit: None,
+            description: "the new fd, or -errno",
+        },
+        Field {
+            name: "error",
+            ty: "string",
+            unit: None,
+            description: "errno name when ret < 0",
+        },
+    ],
+    output: Output::Events,
+    default_group_by: &["comm", "path"],
+    decode,
+    event_size: HEADER + 16 + 256,
+};
+
+fn decode(b: &[u8], out: &mut Map<String, Value>) {
+    out.insert("path".into(), json!(str_at(b, 16, 256)));
+    out.insert("flags".into(), json!(open_flags(u32_at(b, 4))));
+    out.insert("mode".into(), json!(u32_at(b, 8)));
+    result(i64::from(i32_at(b, 0)), out);
+}

@@ -1,0 +1,77 @@
+//! signal: signals generated, with sender, target and result.
+
+use serde_json::{Map, Value, json};
+
+use super::decode::{HEADER, i32_at, signal_name, str_at, u32_at};
+use super::{Field, Gadget, Output};
+use crate::ebpf::gadget::Hook;
+
+pub static GADGET: Gadget = Gadget {
+    name: "signal",
+    summary: "signals sent: sender (the event's process), target, signal, result",
+    object: aya::include_bytes_aligned!("../../bpf/obj/signal.bpf.o"),
+    programs: &[(
+        "signal_trace",
+        Hook::Tracepoint("signal", "signal_generate"),
+    )],
+    fields: &[
+        Field {
+            name: "signal",
+            ty: "string",
+            unit: None,
+            description: "signal name (SIGTERM...)",
+        },
+        Field {
+            name: "sig",
+            ty: "s32",
+            unit: None,
+            description: "signal number",
+        },
+        Field {
+            name: "target_pid",
+            ty: "u32",
+            unit: None,
+            description: "the thread the signal was sent to",
+        },
+        Field {
+            name: "target_comm",
+            ty: "string",
+            unit: None,
+            description: "its process name",
+        },
+        Field {
+            name: "group",
+            ty: "bool",
+            unit: None,
+            description: "sent to the whole process, not one thread",
+        },
+        Field {
+            name: "result",
+            ty: "string",
+            unit: None,
+            description: "delivered, ignored, already_pending, overflow_fail or loss_info",
+        },
+    ],
+    output: Output::Events,
+    default_group_by: &["comm", "signal"],
+    decode,
+    event_size: HEADER + 40,
+};
+
+fn decode(b: &[u8], out: &mut Map<String, Value>) {
+    let sig = i32_at(b, 0);
+    out.insert("signal".into(), json!(signal_name(sig)));
+    out.insert("sig".into(), json!(sig));
+    out.insert("target_pid".into(), json!(u32_at(b, 8)));
+    out.insert("target_comm".into(), json!(str_at(b, 24, 16)));
+    out.insert("group".into(), json!(u32_at(b, 16) != 0));
+    let result = match i32_at(b, 12) {
+        0 => "delivered",
+        1 => "ignored",
+        2 => "already_pending",
+        3 => "overflow_fail",
+        4 => "loss_info",
+        _ => "unknown",
+    };
+    out.insert("result".into(), json!(result));
+}

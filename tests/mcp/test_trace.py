@@ -1,0 +1,284 @@
+"""trace against the real kernel: each gadget sees the exact activity the test causes, with
+the right pid and fields; filters filter; counts are exact; cancellation, disconnection and
+kill -9 leave nothing attached."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import anyio
+import pytest
+from mcp import Client, StdioServerParameters
+
+from conftest import _bpf_ids, require_root, server_env, start_http_server
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def url(binary):
+    require_root()
+    server = start_http_server(binary)
+    yield server.url
+    assert server.stop() == 0, server.stderr()
+
+
+async def trace_while(url: str, args: dict, action) -> dict:
+    """Runs `trace` and, once the server says the gadget is attached, `action` (in a
+    thread). Returns the trace's structured result."""
+    ready = anyio.Event()
+
+    async def on_log(params) -> None:
+        if "tracing with" in str(params.data):
+            ready.set()
+
+    result = None
+    async with Client(url, mode="legacy", logging_callback=on_log) as client:
+        await client.set_logging_level("info")
+
+        async def run() -> None:
+            nonlocal result
+            result = await client.call_tool("trace", args)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            with anyio.fail_after(15):
+                await ready.wait()
+            await anyio.to_thread.run_sync(action)
+    assert result is not None and not result.is_error, result
+    return result.structured_content
+
+
+def unique_marker() -> str:
+    return f"ebpf-mcp-{uuid.uuid4().hex[:12]}"
+
+
+async def test_exec_sees_the_binary_and_arguments(url):
+    marker = unique_marker()
+    children = {}
+
+    def action():
+        p = subprocess.run(["/bin/echo", marker, "second arg"], capture_output=True, check=True)
+        assert p.stdout.decode().strip() == f"{marker} second arg"
+        proc = subprocess.Popen(["/bin/sh", "-c", f"exec /bin/true {marker}"])
+        children["sh"] = proc.pid
+        proc.wait()
+        with pytest.raises(FileNotFoundError):
+            subprocess.run([f"/nonexistent/{marker}"])
+
+    data = await trace_while(url, {"gadget": "exec", "duration_ms": 3000}, action)
+    events = data["events"]
+    echo = [e for e in events if marker in e["argv"] and e["argv"][0] == "/bin/echo"]
+    assert len(echo) == 1, events
+    (e,) = echo
+    assert e["argv"] == ["/bin/echo", marker, "second arg"]
+    assert e["filename"] == "/bin/echo" and e["ret"] == 0 and e["comm"] == "echo"
+    assert e["ppid"] == os.getpid() and e["uid"] == 0
+    true = [e for e in events if e["argv"] == ["/bin/true", marker]]
+    assert len(true) == 1 and true[0]["pid"] == children["sh"], events
+    failed = [e for e in events if e["filename"] == f"/nonexistent/{marker}"]
+    assert len(failed) == 1 and failed[0]["ret"] == -2 and failed[0]["error"] == "ENOENT"
+    assert data["events_dropped"] == 0 and data["stopped_by"] == "duration"
+    assert data["events_total"] == data["events_returned"] == len(events)
+
+
+async def test_open_sees_a_unique_path(url):
+    directory = pathlib.Path(tempfile.mkdtemp())
+    existing = directory / f"{unique_marker()}.txt"
+    existing.write_text("x")
+    missing = directory / f"{unique_marker()}-missing"
+
+    def action():
+        subprocess.run(["cat", str(existing)], check=True, capture_output=True)
+        subprocess.run(["cat", str(missing)], capture_output=True)
+        subprocess.run(["sh", "-c", f"echo x > {directory / 'created.txt'}"], check=True)
+
+    data = await trace_while(url, {"gadget": "open", "duration_ms": 3000, "comm": "cat"}, action)
+    assert all(e["comm"] == "cat" for e in data["events"]), "comm filter"
+    hit = [e for e in data["events"] if e["path"] == str(existing)]
+    assert len(hit) == 1 and hit[0]["ret"] >= 3 and hit[0]["flags"].startswith("O_RDONLY")
+    miss = [e for e in data["events"] if e["path"] == str(missing)]
+    assert len(miss) == 1 and miss[0]["error"] == "ENOENT"
+    # The shell's open was filtered out by comm.
+    assert not [e for e in data["events"] if e["path"].endswith("created.txt")]
+
+
+async def test_exit_reports_codes_and_signals(url):
+    pids = {}
+
+    def action():
+        code = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(7)"])
+        code.wait()
+        pids["code"] = code.pid
+        killed = subprocess.Popen(["sleep", "30"])
+        time.sleep(0.2)
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        pids["killed"] = killed.pid
+
+    data = await trace_while(url, {"gadget": "exit", "duration_ms": 3000}, action)
+    by_pid = {e["pid"]: e for e in data["events"]}
+    assert by_pid[pids["code"]]["exit_code"] == 7 and by_pid[pids["code"]]["signal"] == ""
+    killed = by_pid[pids["killed"]]
+    assert killed["signal"] == "SIGKILL" and killed["exit_code"] == 0 and killed["comm"] == "sleep"
+    assert killed["lifetime_ns"] >= 150_000_000
+
+
+async def test_signal_names_sender_and_target(url):
+    target = {}
+
+    def action():
+        child = subprocess.Popen(["sleep", "30"])
+        target["pid"] = child.pid
+        time.sleep(0.2)
+        os.kill(child.pid, signal.SIGUSR1)
+        child.wait()
+
+    data = await trace_while(url, {"gadget": "signal", "duration_ms": 3000, "pid": os.getpid()}, action)
+    sent = [e for e in data["events"] if e["target_pid"] == target["pid"]]
+    assert len(sent) == 1, data["events"]
+    (e,) = sent
+    assert e["signal"] == "SIGUSR1" and e["pid"] == os.getpid() and e["target_comm"] == "sleep"
+    assert e["result"] == "delivered"
+    assert all(ev["pid"] == os.getpid() for ev in data["events"]), "pid filter"
+
+
+async def test_syscalls_counts_exactly_in_the_kernel(url):
+    n = 5000
+    child = {}
+
+    def action():
+        proc = subprocess.Popen([sys.executable, "-c", f"import os, sys\nsys.stdin.read()\nfor _ in range({n}): os.getppid()"],
+                                stdin=subprocess.PIPE)
+        child["pid"] = proc.pid
+        proc.communicate(b"")
+
+    # The child is created after the trace starts, so filter by name, then by its pid.
+    data = await trace_while(url, {"gadget": "syscalls", "duration_ms": 4000, "group_by": ["pid", "syscall"], "top": 500}, action)
+    rows = {(r["key"]["pid"], r["key"]["syscall"]): r["count"] for r in data["counts"]}
+    assert rows[(child["pid"], "getppid")] == n, sorted(rows.items())[:20]
+    assert data["mode"] == "count" and data["events_dropped"] == 0
+    assert data["events_total"] >= n
+
+
+async def test_count_mode_groups_events(url):
+    def action():
+        for _ in range(5):
+            subprocess.run(["/bin/true"], check=True)
+        for _ in range(3):
+            subprocess.run(["/bin/ls", "/"], check=True, capture_output=True)
+
+    data = await trace_while(url, {"gadget": "exec", "duration_ms": 3000, "mode": "count", "group_by": ["comm", "ret"]}, action)
+    rows = {(r["key"]["comm"], r["key"]["ret"]): r["count"] for r in data["counts"]}
+    assert rows[("true", 0)] == 5 and rows[("ls", 0)] == 3
+    assert data["counts"][0]["count"] >= data["counts"][-1]["count"]
+
+
+async def test_bad_arguments(url):
+    async with Client(url, mode="legacy") as client:
+        for args, needle in (
+            ({"gadget": "nope"}, "exec, exit, open"),
+            ({"gadget": "exec", "duration_ms": 10_000_000}, "tools.trace.max_duration"),
+            ({"gadget": "exec", "comm": "x" * 20}, "15"),
+            ({"gadget": "syscalls", "mode": "events"}, "mode `count`"),
+            ({"gadget": "exec", "mode": "count", "group_by": ["nope"]}, "fields: time, pid"),
+            ({"gadget": "exec", "cgroup": "/definitely/not/a/cgroup"}, "cgroup"),
+        ):
+            r = await client.call_tool("trace", args)
+            assert r.is_error, args
+            assert r.structured_content["code"] == "INVALID_ARGUMENTS", r.structured_content
+            assert needle in r.structured_content["message"], r.structured_content["message"]
+
+
+async def test_progress_arrives_every_second(url):
+    progress = []
+
+    async def on_progress(value, total, message):
+        progress.append((value, total, message))
+
+    async with Client(url, mode="legacy") as client:
+        r = await client.call_tool("trace", {"gadget": "exec", "duration_ms": 3500}, progress_callback=on_progress)
+    assert not r.is_error
+    assert len(progress) >= 2 and all(t == 3500 for _, t, _ in progress)
+    assert all("events so far" in m for _, _, m in progress)
+
+
+async def test_cancel_stops_at_once_and_detaches(url):
+    before = _bpf_ids()
+    async with Client(url, mode="legacy") as client:
+        started = time.monotonic()
+        with anyio.move_on_after(1.0):
+            await client.call_tool("trace", {"gadget": "open", "duration_ms": 30000})
+        # The session still works, and the trace is gone from the kernel.
+        await client.call_tool("info", {})
+    assert time.monotonic() - started < 10
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        leftover = {k: v - before[k] for k, v in _bpf_ids().items() if v - before[k]}
+        if not leftover:
+            break
+        time.sleep(0.2)
+    assert not leftover, f"attached after cancel: {leftover}"
+
+
+def test_kill_9_mid_trace_leaves_nothing_attached(binary):
+    """fd-owned links: a killed server's gadget disappears with its process."""
+    require_root()
+    before = _bpf_ids()
+    proc = subprocess.Popen([str(binary), "call", "trace", json.dumps({"gadget": "exec", "duration_ms": 30000})],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=server_env())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (_bpf_ids()["link"] - before["link"]):
+        time.sleep(0.05)
+    assert _bpf_ids()["link"] - before["link"], "the trace never attached"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        leftover = {k: v - before[k] for k, v in _bpf_ids().items() if v - before[k]}
+        if not leftover:
+            break
+        time.sleep(0.1)
+    assert not leftover
+
+
+def test_ctrl_c_on_the_command_line_prints_the_result_so_far(binary):
+    require_root()
+    proc = subprocess.Popen([str(binary), "call", "trace", json.dumps({"gadget": "exec", "duration_ms": 30000})],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=server_env())
+    time.sleep(1.5)
+    subprocess.run(["/bin/true"], check=True)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    data = json.loads(out)
+    assert data["stopped_by"] == "cancelled"
+    assert data["duration_ms"] < 10000
+    assert any(e["comm"] == "true" for e in data["events"])
+
+
+async def test_stdio_disconnect_mid_trace_detaches(binary):
+    require_root()
+    before = _bpf_ids()
+    params = StdioServerParameters(command=str(binary), args=["serve"], env=server_env())
+    async with Client(params, mode="legacy") as client:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.call_tool, "trace", {"gadget": "open", "duration_ms": 30000})
+            await anyio.sleep(1.0)
+            tg.cancel_scope.cancel()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        leftover = {k: v - before[k] for k, v in _bpf_ids().items() if v - before[k]}
+        if not leftover:
+            break
+        time.sleep(0.2)
+    assert not leftover

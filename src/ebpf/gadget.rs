@@ -4,6 +4,7 @@
 //! program and map, and a killed server leaves nothing attached because all of it is
 //! file-descriptor owned.
 
+use std::borrow::Cow;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
@@ -15,12 +16,19 @@ use super::btf;
 use super::sys::SyscallError;
 
 /// Where a gadget program attaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hook {
     /// A tracefs tracepoint: (category, name).
-    Tracepoint(&'static str, &'static str),
+    Tracepoint(Cow<'static, str>, Cow<'static, str>),
     /// A raw tracepoint by name.
-    RawTracepoint(&'static str),
+    RawTracepoint(Cow<'static, str>),
+}
+
+impl Hook {
+    /// A tracepoint known at build time.
+    pub const fn tracepoint(category: &'static str, name: &'static str) -> Self {
+        Self::Tracepoint(Cow::Borrowed(category), Cow::Borrowed(name))
+    }
 }
 
 /// The filters the kernel side applies (layout of `struct gadget_cfg` in bpf/gadget.h).
@@ -130,7 +138,7 @@ pub fn start(
         };
         let fail_attach = |source| GadgetError::Attach {
             program: (*name).to_owned(),
-            hook: describe(*hook),
+            hook: describe(hook),
             source: Box::new(source),
         };
         match hook {
@@ -159,7 +167,7 @@ pub fn start(
     Ok(Running { ring, drops, ebpf })
 }
 
-pub fn describe(hook: Hook) -> String {
+pub fn describe(hook: &Hook) -> String {
     match hook {
         Hook::Tracepoint(c, n) => format!("tracepoint {c}:{n}"),
         Hook::RawTracepoint(n) => format!("raw tracepoint {n}"),

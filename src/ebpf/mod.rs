@@ -13,3 +13,4 @@ pub mod maps;
 pub mod names;
 pub mod probe;
 pub mod sys;
+pub mod tracefs;

@@ -16,16 +16,16 @@ pub static GADGET: Gadget = Gadget {
     programs: &[
         (
             "exec_enter",
-            Hook::Tracepoint("syscalls", "sys_enter_execve"),
+            Hook::tracepoint("syscalls", "sys_enter_execve"),
         ),
-        ("exec_exit", Hook::Tracepoint("syscalls", "sys_exit_execve")),
+        ("exec_exit", Hook::tracepoint("syscalls", "sys_exit_execve")),
         (
             "execat_enter",
-            Hook::Tracepoint("syscalls", "sys_enter_execveat"),
+            Hook::tracepoint("syscalls", "sys_enter_execveat"),
         ),
         (
             "execat_exit",
-            Hook::Tracepoint("syscalls", "sys_exit_execveat"),
+            Hook::tracepoint("syscalls", "sys_exit_execveat"),
         ),
     ],
     fields: &[

@@ -12,7 +12,7 @@ pub static GADGET: Gadget = Gadget {
     object: aya::include_bytes_aligned!("../../bpf/obj/exit.bpf.o"),
     programs: &[(
         "exit_trace",
-        Hook::Tracepoint("sched", "sched_process_exit"),
+        Hook::tracepoint("sched", "sched_process_exit"),
     )],
     fields: &[
         Field {

@@ -9,12 +9,13 @@ mod open;
 mod signal;
 mod syscall_names;
 pub mod syscalls;
+pub mod tracepoint;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::ebpf::gadget::Hook;
-pub use decode::Clock;
+pub use decode::{Clock, header};
 
 /// One field of a gadget's events.
 #[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]

@@ -13,19 +13,19 @@ pub static GADGET: Gadget = Gadget {
     programs: &[
         (
             "openat_enter",
-            Hook::Tracepoint("syscalls", "sys_enter_openat"),
+            Hook::tracepoint("syscalls", "sys_enter_openat"),
         ),
         (
             "openat_exit",
-            Hook::Tracepoint("syscalls", "sys_exit_openat"),
+            Hook::tracepoint("syscalls", "sys_exit_openat"),
         ),
         (
             "openat2_enter",
-            Hook::Tracepoint("syscalls", "sys_enter_openat2"),
+            Hook::tracepoint("syscalls", "sys_enter_openat2"),
         ),
         (
             "openat2_exit",
-            Hook::Tracepoint("syscalls", "sys_exit_openat2"),
+            Hook::tracepoint("syscalls", "sys_exit_openat2"),
         ),
     ],
     fields: &[

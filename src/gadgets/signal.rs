@@ -12,7 +12,7 @@ pub static GADGET: Gadget = Gadget {
     object: aya::include_bytes_aligned!("../../bpf/obj/signal.bpf.o"),
     programs: &[(
         "signal_trace",
-        Hook::Tracepoint("signal", "signal_generate"),
+        Hook::tracepoint("signal", "signal_generate"),
     )],
     fields: &[
         Field {

@@ -15,7 +15,7 @@ pub static GADGET: Gadget = Gadget {
     object: aya::include_bytes_aligned!("../../bpf/obj/syscalls.bpf.o"),
     programs: &[(
         "syscalls_count",
-        Hook::Tracepoint("raw_syscalls", "sys_enter"),
+        Hook::tracepoint("raw_syscalls", "sys_enter"),
     )],
     fields: &[
         Field {

@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod maps;
 pub mod schema;
 pub mod trace;
+pub mod tracepoints;
 
 use std::sync::Arc;
 
@@ -323,6 +324,7 @@ static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Reg
         maps::dump_spec(),
         maps::lookup_spec(),
         trace::spec(),
+        tracepoints::spec(),
     ],
 });
 

@@ -14,9 +14,10 @@ use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::config::LogLevel;
 use crate::core::Core;
 use crate::ebpf::caps::{CapSet, Needed};
-use crate::ebpf::gadget::{self as runner, GadgetCfg, GadgetError};
+use crate::ebpf::gadget::{self as runner, GadgetCfg, GadgetError, Hook};
+use crate::ebpf::tracefs;
 use crate::error::{EbpfError, codes};
-use crate::gadgets::{self, Clock, Gadget, Output};
+use crate::gadgets::{self, Clock, Output};
 use crate::security::Tier;
 
 const DEFAULT_DURATION_MS: u64 = 5000;
@@ -79,6 +80,9 @@ pub struct TraceParams {
     /// count mode: groups to return, largest first (default 20).
     #[serde(default)]
     pub top: Option<u32>,
+    /// gadget tracepoint: which one, as `category:name` (list_tracepoints finds them).
+    #[serde(default)]
+    pub tracepoint: Option<String>,
 }
 
 /// One group of a count.
@@ -93,6 +97,8 @@ pub struct CountRow {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct TraceOutput {
     pub gadget: String,
+    /// Where it attached (`category:name`).
+    pub hooks: Vec<String>,
     pub mode: Mode,
     /// events mode: decoded events, oldest first.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -126,7 +132,9 @@ pub fn spec() -> ToolSpec {
             description: "Watch what the host does for a bounded time, with a built-in \
                 gadget: exec (process starts, with arguments), exit (exits, codes, signals), \
                 open (file opens, flags, errors), signal (signals sent), syscalls (counts per \
-                process and syscall). Filter in the kernel by pid, comm, uid, cgroup. mode \
+                process and syscall), tracepoint (any tracepoint, `tracepoint: \
+                \"category:name\"`, fields decoded). Filter in the kernel by pid, comm, uid, \
+                cgroup. mode \
                 events returns decoded events; count groups them (`group_by`) and returns the \
                 top groups. Totals are exact; drops are counted. Progress every second; \
                 cancel stops at once and returns what was seen.",
@@ -199,37 +207,93 @@ fn cgroup_id(path: &str) -> Result<u64, EbpfError> {
     Ok(meta.ino())
 }
 
-fn load_error(gadget: &Gadget, e: &GadgetError) -> EbpfError {
-    match e.errno() {
-        Some(libc::EPERM) | Some(libc::EACCES) => EbpfError::permission(
-            codes::MISSING_CAPABILITY,
-            format!(
-                "the kernel refused to run the `{}` gadget ({e}); the server needs CAP_BPF and \
-                 CAP_PERFMON, and `info` shows what this kernel allows",
-                gadget.name
-            ),
-        ),
-        Some(libc::ENOENT) => EbpfError::kernel(
-            "HOOK_NOT_FOUND",
-            format!(
-                "this kernel lacks a hook the `{}` gadget needs ({e}); list_tracepoints shows \
-                 the tracepoints it has",
-                gadget.name
-            ),
-        ),
-        _ => EbpfError::kernel(
-            "GADGET_FAILED",
-            format!("the `{}` gadget could not start: {e}", gadget.name),
-        ),
-    }
-    .with_context("gadget", gadget.name)
+/// Turns one record from the kernel into an event.
+type Decoder = Box<dyn Fn(&[u8], &Clock) -> Option<Map<String, Value>>>;
+
+/// What to load and how to read it: a built-in gadget, or the generic tracepoint gadget
+/// fitted to one tracepoint's format.
+struct Plan {
+    name: &'static str,
+    object: &'static [u8],
+    programs: Vec<(&'static str, Hook)>,
+    output: Output,
+    fields: Vec<String>,
+    default_group_by: Vec<String>,
+    /// Gadget-specific settings for the kernel side (arg0..arg2 of gadget_cfg).
+    args: (u32, u32, u32),
+    decode: Decoder,
 }
 
-fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, EbpfError> {
+impl Plan {
+    fn hooks(&self) -> Vec<String> {
+        self.programs
+            .iter()
+            .map(|(_, h)| match h {
+                Hook::Tracepoint(c, n) => format!("{c}:{n}"),
+                Hook::RawTracepoint(n) => format!("raw_tp:{n}"),
+            })
+            .collect()
+    }
+}
+
+fn plan(p: &TraceParams) -> Result<Plan, EbpfError> {
+    if p.gadget == "tracepoint" {
+        let spec = p.tracepoint.as_deref().ok_or_else(|| {
+            invalid("the tracepoint gadget needs `tracepoint`: \"category:name\" (list_tracepoints finds them)")
+        })?;
+        let (category, name) = spec.split_once(':').ok_or_else(|| {
+            invalid(format!(
+                "`tracepoint` is `category:name`, e.g. \"sched:sched_switch\"; got `{spec}`"
+            ))
+        })?;
+        let format = tracefs::format(category, name).map_err(|e| match e {
+            tracefs::TracefsError::NoSuchTracepoint(_) => invalid(format!(
+                "no tracepoint `{spec}` on this kernel; list_tracepoints with a pattern finds the right name"
+            ))
+            .with_context("tracepoint", spec),
+            other => EbpfError::resource(codes::FILESYSTEM_NOT_MOUNTED, other.to_string()),
+        })?;
+        let (args, strings) = gadgets::tracepoint::config(&format);
+        let fields: Vec<String> = gadgets::COMMON_FIELDS
+            .iter()
+            .map(|f| f.name.to_owned())
+            .chain(
+                format
+                    .fields
+                    .iter()
+                    .map(|f| gadgets::tracepoint::field_name(&f.name)),
+            )
+            .collect();
+        let hook = Hook::Tracepoint(category.to_owned().into(), name.to_owned().into());
+        return Ok(Plan {
+            name: "tracepoint",
+            object: gadgets::tracepoint::OBJECT,
+            programs: vec![(gadgets::tracepoint::PROGRAM, hook)],
+            output: Output::Events,
+            fields,
+            default_group_by: vec!["comm".to_owned()],
+            args,
+            decode: Box::new(move |bytes, clock| {
+                if bytes.len() < gadgets::tracepoint::EVENT_SIZE {
+                    return None;
+                }
+                let mut out = Map::new();
+                let rest = gadgets::header(bytes, clock, &mut out)?;
+                gadgets::tracepoint::decode(&format, &strings, rest, &mut out);
+                Some(out)
+            }),
+        });
+    }
+    if p.tracepoint.is_some() {
+        return Err(invalid(
+            "`tracepoint` applies to the tracepoint gadget only",
+        ));
+    }
     let known = || {
         gadgets::catalogue()
             .iter()
             .map(|g| g.name)
+            .chain(["tracepoint"])
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -241,31 +305,68 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         ))
         .with_context("gadget", &p.gadget)
     })?;
-    let mode = p.mode.unwrap_or(match gadget.output {
-        Output::Events => Mode::Events,
-        Output::KernelCounts => Mode::Count,
-    });
-    if gadget.output == Output::KernelCounts && mode != Mode::Count {
-        return Err(invalid(format!(
-            "the `{}` gadget counts in the kernel: use mode `count`",
-            gadget.name
-        )));
-    }
-    let group_by: Vec<String> = match &p.group_by {
-        Some(fields) if !fields.is_empty() => fields.clone(),
-        _ => gadget
+    Ok(Plan {
+        name: gadget.name,
+        object: gadget.object,
+        programs: gadget.programs.to_vec(),
+        output: gadget.output,
+        fields: gadget.all_fields().map(|f| f.name.to_owned()).collect(),
+        default_group_by: gadget
             .default_group_by
             .iter()
             .map(|f| (*f).to_owned())
             .collect(),
+        args: (0, 0, 0),
+        decode: Box::new(move |bytes, clock| gadget.record(bytes, clock)),
+    })
+}
+
+fn load_error(gadget: &str, e: &GadgetError) -> EbpfError {
+    match e.errno() {
+        Some(libc::EPERM) | Some(libc::EACCES) => EbpfError::permission(
+            codes::MISSING_CAPABILITY,
+            format!(
+                "the kernel refused to run the `{gadget}` gadget ({e}); the server needs CAP_BPF \
+                 and CAP_PERFMON, and `info` shows what this kernel allows"
+            ),
+        ),
+        Some(libc::ENOENT) => EbpfError::kernel(
+            "HOOK_NOT_FOUND",
+            format!(
+                "this kernel lacks a hook the `{gadget}` gadget needs ({e}); list_tracepoints \
+                 shows the tracepoints it has"
+            ),
+        ),
+        _ => EbpfError::kernel(
+            "GADGET_FAILED",
+            format!("the `{gadget}` gadget could not start: {e}"),
+        ),
+    }
+    .with_context("gadget", gadget)
+}
+
+fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, EbpfError> {
+    let plan = plan(&p)?;
+    let mode = p.mode.unwrap_or(match plan.output {
+        Output::Events => Mode::Events,
+        Output::KernelCounts => Mode::Count,
+    });
+    if plan.output == Output::KernelCounts && mode != Mode::Count {
+        return Err(invalid(format!(
+            "the `{}` gadget counts in the kernel: use mode `count`",
+            plan.name
+        )));
+    }
+    let group_by: Vec<String> = match &p.group_by {
+        Some(fields) if !fields.is_empty() => fields.clone(),
+        _ => plan.default_group_by.clone(),
     };
     if mode == Mode::Count {
-        let valid: Vec<&str> = gadget.all_fields().map(|f| f.name).collect();
-        if let Some(bad) = group_by.iter().find(|f| !valid.contains(&f.as_str())) {
+        if let Some(bad) = group_by.iter().find(|f| !plan.fields.contains(f)) {
             return Err(invalid(format!(
                 "`{bad}` is not a field of `{}` events; fields: {}",
-                gadget.name,
-                valid.join(", ")
+                plan.name,
+                plan.fields.join(", ")
             )));
         }
     } else if p.group_by.is_some() || p.top.is_some() {
@@ -287,16 +388,21 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         )));
     }
     let top = p.top.unwrap_or(DEFAULT_TOP).max(1) as usize;
-    let cfg = filters(&p)?;
+    let mut cfg = filters(&p)?;
+    (cfg.arg0, cfg.arg1, cfg.arg2) = plan.args;
     CapSet::current()
         .map_err(|e| EbpfError::internal(format!("cannot read this process's capabilities: {e}")))?
         .require(&[Needed::Bpf, Needed::Perfmon])?;
 
-    let mut running = runner::start(gadget.object, RING_BYTES, cfg, gadget.programs)
-        .map_err(|e| load_error(gadget, &e))?;
+    let mut running = runner::start(plan.object, RING_BYTES, cfg, &plan.programs)
+        .map_err(|e| load_error(plan.name, &e))?;
     ctx.log(
         LogLevel::Info,
-        format!("tracing with `{}` for {duration_ms} ms", gadget.name),
+        format!(
+            "tracing with `{}` ({}) for {duration_ms} ms",
+            plan.name,
+            plan.hooks().join(", ")
+        ),
     );
     let clock = Clock::now();
     let started = Instant::now();
@@ -317,7 +423,7 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         let mut full = false;
         running
             .poll(POLL.min(deadline - now), |bytes| {
-                let Some(record) = gadget.record(bytes, &clock) else {
+                let Some(record) = (plan.decode)(bytes, &clock) else {
                     malformed += 1;
                     return true;
                 };
@@ -357,12 +463,12 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
     let elapsed = started.elapsed();
     let dropped = running.dropped();
     // Kernel-side counts are read while the gadget is still loaded.
-    if gadget.output == Output::KernelCounts {
+    if plan.output == Output::KernelCounts {
         let entries = running
             .hash_entries::<[u8; gadgets::syscalls::KEY_SIZE], u64>("syscall_counts")
             .map_err(|e| EbpfError::kernel("GADGET_FAILED", format!("reading counts: {e}")))?;
         for (key, n) in entries {
-            let Some(record) = gadget.record(&key, &clock) else {
+            let Some(record) = (plan.decode)(&key, &clock) else {
                 continue;
             };
             total += n;
@@ -384,7 +490,8 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
     }
     let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     let mut out = TraceOutput {
-        gadget: gadget.name.to_owned(),
+        gadget: plan.name.to_owned(),
+        hooks: plan.hooks(),
         mode,
         events: None,
         counts: None,

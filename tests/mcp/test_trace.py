@@ -282,3 +282,61 @@ async def test_stdio_disconnect_mid_trace_detaches(binary):
             break
         time.sleep(0.2)
     assert not leftover
+
+
+async def test_list_tracepoints(url):
+    root = pathlib.Path("/sys/kernel/tracing/events")
+    on_disk = sorted(f"{c.name}:{e.name}" for c in root.iterdir() if c.is_dir()
+                     for e in c.iterdir() if (e / "format").is_file())
+    async with Client(url, mode="legacy") as client:
+        cats = (await client.call_tool("list_tracepoints", {})).structured_content
+        opens = (await client.call_tool("list_tracepoints", {"pattern": "syscalls:sys_enter_open*"})).structured_content
+        one = (await client.call_tool("list_tracepoints", {"pattern": "syscalls:sys_enter_openat", "detail": True})).structured_content
+        many = await client.call_tool("list_tracepoints", {"pattern": "sched:*", "detail": True})
+        paged = []
+        cursor = None
+        while True:
+            page = (await client.call_tool("list_tracepoints", {"pattern": "*", "limit": 500, **({"cursor": cursor} if cursor else {})})).structured_content
+            paged += page["tracepoints"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+    assert cats["total"] == len(on_disk)
+    assert sum(c["tracepoints"] for c in cats["categories"]) == len(on_disk)
+    assert "syscalls:sys_enter_openat" in opens["tracepoints"] and all(t.startswith("syscalls:sys_enter_open") for t in opens["tracepoints"])
+    fields = {f["name"]: f for f in one["format"]["fields"]}
+    assert fields["filename"]["type"] == "const char *" and fields["filename"]["offset"] == 24
+    assert many.is_error and "exactly one" in many.structured_content["message"]
+    assert paged == on_disk, "pages walk every tracepoint once, in order"
+
+
+async def test_any_tracepoint_with_strings_read_in_the_kernel(url):
+    path = pathlib.Path(tempfile.mkdtemp()) / f"{unique_marker()}.txt"
+    path.write_text("x")
+
+    def action():
+        subprocess.run(["cat", str(path)], check=True, capture_output=True)
+
+    data = await trace_while(url, {"gadget": "tracepoint", "tracepoint": "syscalls:sys_enter_openat",
+                                   "duration_ms": 2500, "comm": "cat"}, action)
+    assert data["hooks"] == ["syscalls:sys_enter_openat"]
+    hits = [e for e in data["events"] if e["filename"] == str(path)]
+    assert len(hits) == 1, data["events"]
+    assert hits[0]["comm"] == "cat" and hits[0]["__syscall_nr"] == 257
+
+
+async def test_tracepoint_data_loc_strings_and_shadowed_names(url):
+    child = {}
+
+    def action():
+        proc = subprocess.Popen(["/bin/sleep", "0.1"])
+        child["pid"] = proc.pid
+        proc.wait()
+
+    data = await trace_while(url, {"gadget": "tracepoint", "tracepoint": "sched:sched_process_exec",
+                                   "duration_ms": 2500}, action)
+    hits = [e for e in data["events"] if e["pid"] == child["pid"]]
+    assert len(hits) == 1, data["events"]
+    assert hits[0]["filename"] == "/bin/sleep"
+    # The record's own `pid` field does not overwrite the common one.
+    assert hits[0]["tp_pid"] == child["pid"] and "old_pid" in hits[0]

@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/* tracepoint: any tracepoint. The raw record is copied as is and decoded in user space from
+ * the tracepoint's tracefs format; up to two `const char *` fields (syscall file names) are
+ * read as strings here, while the caller's memory is still there.
+ *
+ * gadget_cfg: arg0 = bytes of the record to copy, arg1 = bytes to copy when that read
+ * fails (the fixed part only: records with variable-length data are shorter than arg0),
+ * arg2 = offsets of two pointer fields to read as strings, low and high 16 bits (0: none). */
+#include "../gadget.h"
+
+#define RECORD_MAX 512
+#define STR_MAX 128
+
+struct tp_event {
+	struct event_header h;
+	u32 size;
+	u32 strings;
+	u8 record[RECORD_MAX];
+	char str[2][STR_MAX];
+};
+
+static __always_inline void read_string(void *ctx, u32 off, char *dst)
+{
+	const char *ptr = 0;
+
+	if (!off || off > RECORD_MAX - 8)
+		return;
+	if (bpf_probe_read_kernel(&ptr, sizeof(ptr), ctx + off) || !ptr)
+		return;
+	if (bpf_probe_read_user_str(dst, STR_MAX, ptr) < 0)
+		bpf_probe_read_kernel_str(dst, STR_MAX, ptr);
+}
+
+SEC("tracepoint/any/any")
+int tracepoint_record(void *ctx)
+{
+	struct gadget_cfg *cfg = config();
+	struct event_header h = {};
+	struct tp_event *e;
+	u32 size;
+
+	if (!cfg || !want(cfg, &h))
+		return 0;
+	e = reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	e->h = h;
+	stamp(&e->h);
+	size = cfg->arg0;
+	if (size > RECORD_MAX)
+		size = RECORD_MAX;
+	if (bpf_probe_read_kernel(e->record, size, ctx)) {
+		size = cfg->arg1;
+		if (size > RECORD_MAX)
+			size = RECORD_MAX;
+		if (bpf_probe_read_kernel(e->record, size, ctx))
+			size = 0;
+	}
+	e->size = size;
+	e->strings = 0;
+	e->str[0][0] = 0;
+	e->str[1][0] = 0;
+	read_string(ctx, cfg->arg2 & 0xffff, e->str[0]);
+	read_string(ctx, cfg->arg2 >> 16, e->str[1]);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}

@@ -1,0 +1,213 @@
+//! `list_tracepoints`: which tracepoints this kernel has, and the fields of one, so that an
+//! agent can pick a hook for the `tracepoint` gadget.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{CallContext, Hints, ToolMeta, ToolSpec};
+use crate::core::Core;
+use crate::ebpf::tracefs::{self, Format};
+use crate::error::{EbpfError, codes};
+use crate::security::Tier;
+
+const DEFAULT_LIMIT: u32 = 200;
+const MAX_LIMIT: u32 = 2000;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListTracepointsParams {
+    /// `category:name` glob (`*`, `?`), e.g. `syscalls:sys_enter_open*`, `sched:*`; a
+    /// pattern without `:` matches either part. Without a pattern: the categories.
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// The fields of the one tracepoint the pattern matches.
+    #[serde(default)]
+    pub detail: bool,
+    /// Names per page (default 200, at most 2000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// A category and how many tracepoints it has.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Category {
+    pub category: String,
+    pub tracepoints: usize,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ListTracepointsOutput {
+    /// Without a pattern: every category.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<Category>>,
+    /// With a pattern: matching `category:name`s, sorted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracepoints: Option<Vec<String>>,
+    /// With detail: the record layout (trace it with gadget `tracepoint`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// Tracepoints matching (all of them without a pattern).
+    pub total: usize,
+    pub truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+pub fn spec() -> ToolSpec {
+    ToolSpec::new(
+        ToolMeta {
+            name: "list_tracepoints",
+            title: "Find tracepoints",
+            description: "The kernel's tracepoints: without `pattern`, the categories; with a \
+                glob pattern (`sched:*`, `*openat*`), the matching names; with `detail: true` \
+                and a pattern matching one, its fields (name, C type, offset, size). Trace \
+                any of them with trace gadget `tracepoint`.",
+            tier: Tier::Trace,
+            hints: Hints::READ_ONLY,
+            list_field: Some("tracepoints"),
+        },
+        run,
+    )
+}
+
+/// Shell-style glob over bytes: `*` any run, `?` one character.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p == t => glob(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+fn matches(pattern: &str, full: &str) -> bool {
+    if pattern.contains(':') {
+        return glob(pattern.as_bytes(), full.as_bytes());
+    }
+    let (category, name) = full.split_once(':').unwrap_or(("", full));
+    glob(pattern.as_bytes(), category.as_bytes()) || glob(pattern.as_bytes(), name.as_bytes())
+}
+
+fn run(
+    _core: &Core,
+    p: ListTracepointsParams,
+    _ctx: &CallContext,
+) -> Result<ListTracepointsOutput, EbpfError> {
+    let all = tracefs::list()
+        .map_err(|e| EbpfError::resource(codes::FILESYSTEM_NOT_MOUNTED, e.to_string()))?;
+    let invalid = |m: String| EbpfError::validation(codes::INVALID_ARGUMENTS, m);
+    let Some(pattern) = p.pattern.as_deref().filter(|s| !s.is_empty()) else {
+        if p.detail {
+            return Err(invalid(
+                "`detail` needs a `pattern` that matches one tracepoint".into(),
+            ));
+        }
+        let mut categories: Vec<Category> = Vec::new();
+        for full in &all {
+            let category = full.split_once(':').map_or(full.as_str(), |(c, _)| c);
+            match categories.last_mut() {
+                Some(c) if c.category == category => c.tracepoints += 1,
+                _ => categories.push(Category {
+                    category: category.to_owned(),
+                    tracepoints: 1,
+                }),
+            }
+        }
+        return Ok(ListTracepointsOutput {
+            categories: Some(categories),
+            tracepoints: None,
+            format: None,
+            total: all.len(),
+            truncated: false,
+            next_cursor: None,
+        });
+    };
+    if pattern.len() > 256 {
+        return Err(invalid("`pattern` is at most 256 bytes".into()));
+    }
+    let matching: Vec<String> = all.into_iter().filter(|t| matches(pattern, t)).collect();
+    if p.detail {
+        let [one] = matching.as_slice() else {
+            return Err(invalid(format!(
+                "`detail` needs a pattern that matches exactly one tracepoint; `{pattern}` matches {}{}",
+                matching.len(),
+                if matching.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ": {}",
+                        matching
+                            .iter()
+                            .take(10)
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            )));
+        };
+        let (category, name) = one.split_once(':').unwrap_or(("", one));
+        let format = tracefs::format(category, name)
+            .map_err(|e| EbpfError::kernel("TRACEFS_READ_FAILED", e.to_string()))?;
+        return Ok(ListTracepointsOutput {
+            categories: None,
+            tracepoints: Some(vec![one.clone()]),
+            format: Some(format),
+            total: 1,
+            truncated: false,
+            next_cursor: None,
+        });
+    }
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(invalid(format!(
+            "`limit` must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let start = match &p.cursor {
+        Some(c) => matching
+            .iter()
+            .position(|t| t.as_str() > c.as_str())
+            .unwrap_or(matching.len()),
+        None => 0,
+    };
+    let total = matching.len();
+    let page: Vec<String> = matching
+        .into_iter()
+        .skip(start)
+        .take(limit as usize)
+        .collect();
+    let more = start + page.len() < total;
+    Ok(ListTracepointsOutput {
+        categories: None,
+        next_cursor: more.then(|| page.last().cloned()).flatten(),
+        tracepoints: Some(page),
+        format: None,
+        total,
+        truncated: more,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(matches("sched:*", "sched:sched_switch"));
+        assert!(matches("*openat*", "syscalls:sys_enter_openat"));
+        assert!(matches(
+            "syscalls:sys_?nter_openat",
+            "syscalls:sys_enter_openat"
+        ));
+        assert!(!matches("sched:*", "syscalls:sys_enter_openat"));
+        assert!(matches("sched", "sched:sched_switch"));
+        assert!(!matches("sched", "syscalls:sys_enter_sched_yield"));
+    }
+}

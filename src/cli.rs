@@ -350,21 +350,25 @@ async fn call_command(core: Arc<Core>, tool: &str, args: &str, output: OutputFor
         }
     };
     let cancel = CancellationToken::new();
-    let ctx = CallContext::new(cancel.clone(), |event| match event {
-        ToolEvent::Log { level, message } => match level {
-            LogLevel::Error => tracing::error!("{message}"),
-            LogLevel::Warn => tracing::warn!("{message}"),
-            LogLevel::Info => tracing::info!("{message}"),
-            LogLevel::Debug | LogLevel::Trace => tracing::debug!("{message}"),
+    let ctx = CallContext::new(
+        cancel.clone(),
+        format!("cli:{}", std::process::id()),
+        |event| match event {
+            ToolEvent::Log { level, message } => match level {
+                LogLevel::Error => tracing::error!("{message}"),
+                LogLevel::Warn => tracing::warn!("{message}"),
+                LogLevel::Info => tracing::info!("{message}"),
+                LogLevel::Debug | LogLevel::Trace => tracing::debug!("{message}"),
+            },
+            ToolEvent::Progress {
+                progress,
+                total,
+                message,
+            } => {
+                tracing::debug!(progress, total, "{message}");
+            }
         },
-        ToolEvent::Progress {
-            progress,
-            total,
-            message,
-        } => {
-            tracing::debug!(progress, total, "{message}");
-        }
-    });
+    );
     // Ctrl-C stops the tool early; tools that can return what they have so far do so.
     let interrupt = {
         let cancel = cancel.clone();

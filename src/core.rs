@@ -15,6 +15,8 @@ pub struct Core {
     /// Keys the configuration file sets whose feature this version does not implement.
     pub reserved_keys: Vec<&'static str>,
     pub tracker: Tracker,
+    /// Background trace sessions (trace_start).
+    pub sessions: crate::tools::sessions::Sessions,
     pub started_at: SystemTime,
 }
 
@@ -29,6 +31,7 @@ impl Core {
             config_source,
             reserved_keys,
             tracker: Tracker::default(),
+            sessions: Default::default(),
             started_at: SystemTime::now(),
         }
     }

@@ -329,6 +329,12 @@ pub struct TraceConfig {
     pub enabled: bool,
     pub max_duration: DurationValue,
     pub max_events: NonZeroU32,
+    /// Longest background session (trace_start).
+    pub session_max_duration: DurationValue,
+    /// Most events a session keeps for trace_read.
+    pub session_buffer: NonZeroU32,
+    /// Most sessions running at once.
+    pub max_sessions: NonZeroU32,
 }
 
 impl Default for TraceConfig {
@@ -337,6 +343,9 @@ impl Default for TraceConfig {
             enabled: true,
             max_duration: secs(60),
             max_events: nz32(10_000),
+            session_max_duration: secs(600),
+            session_buffer: nz32(10_000),
+            max_sessions: nz32(4),
         }
     }
 }

@@ -43,6 +43,13 @@ pub struct McpServer {
     tools: Arc<Vec<Tool>>,
     /// Level set by `logging/setLevel` in this session; `None`: send no log messages.
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
+    /// This session's number: the owner of what it starts in the background.
+    session: u64,
+}
+
+fn next_session() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl std::fmt::Debug for McpServer {
@@ -60,6 +67,7 @@ impl McpServer {
             core,
             tools: Arc::new(tools),
             log_level: Arc::new(Mutex::new(None)),
+            session: next_session(),
         }
     }
 
@@ -69,6 +77,17 @@ impl McpServer {
             core: Arc::clone(&self.core),
             tools: Arc::clone(&self.tools),
             log_level: Arc::new(Mutex::new(None)),
+            session: next_session(),
+        }
+    }
+
+    /// Who is calling. A 2025-11-25 session is one client; 2026-07-28 requests carry no
+    /// session, so the client's own name in the request stands for it (until tokens give
+    /// clients real identities).
+    fn owner(&self, context: &RequestContext<RoleServer>) -> String {
+        match (context.meta.protocol_version(), context.meta.client_info()) {
+            (Some(_), Some(client)) => format!("client:{}", client.name),
+            _ => format!("session:{}", self.session),
         }
     }
 
@@ -140,9 +159,13 @@ impl McpServer {
                 }
             }
         });
-        let ctx = CallContext::new(context.ct.child_token(), move |event| {
-            let _ = tx.send(event);
-        });
+        let ctx = CallContext::new(
+            context.ct.child_token(),
+            self.owner(context),
+            move |event| {
+                let _ = tx.send(event);
+            },
+        );
         let result = tools::execute(&self.core, spec, args, ctx).await;
         let _ = done_tx.send(());
         let _ = forwarder.await;
@@ -154,17 +177,25 @@ fn to_mcp_tool(spec: &'static ToolSpec) -> Tool {
     Tool::new(
         spec.name,
         spec.description,
-        Arc::new(spec.input_schema.clone()),
+        Arc::new(spec.listed_input_schema.clone()),
     )
     .with_title(spec.title)
     .with_raw_output_schema(Arc::new(spec.listed_output_schema.clone()))
-    .with_annotations(
-        ToolAnnotations::new()
-            .read_only(spec.hints.read_only)
-            .destructive(spec.hints.destructive)
-            .idempotent(spec.hints.idempotent)
-            .open_world(false),
-    )
+    .with_annotations(annotations(spec.hints))
+}
+
+/// MCP annotations; `destructive` and `idempotent` mean something only for tools that
+/// change state, so read-only tools leave them out (shorter `tools/list`).
+fn annotations(hints: tools::Hints) -> ToolAnnotations {
+    let a = ToolAnnotations::new()
+        .read_only(hints.read_only)
+        .open_world(false);
+    if hints.read_only {
+        a
+    } else {
+        a.destructive(hints.destructive)
+            .idempotent(hints.idempotent)
+    }
 }
 
 fn mcp_level(level: LogLevel) -> LoggingLevel {

@@ -56,6 +56,8 @@ pub struct ServerFacts {
     pub limits: Limits,
     /// Kernel objects this server created and still holds.
     pub live_objects: Counts,
+    /// Background trace sessions (trace_start).
+    pub trace_sessions: Vec<crate::tools::sessions::SessionInfo>,
 }
 
 /// A tier of tools and whether this configuration enables it.
@@ -85,13 +87,11 @@ pub fn spec() -> ToolSpec {
         ToolMeta {
             name: "info",
             title: "Host eBPF capabilities",
-            description: "What eBPF can do on this host and how this server is set up: kernel \
-                release, lockdown mode, BTF, JIT, mounts, the server's capabilities, and which \
-                program types, attach kinds (tracepoint, raw_tp, kprobe, fentry, uprobe, \
-                perf_event, xdp, tc, cgroup...), map types and helpers really work here, probed \
-                by loading tiny programs (cached; `refresh: true` probes again). Call it first, \
-                before choosing how to trace or what to load; `problems` says what is missing \
-                and how to fix it.",
+            description: "What eBPF can do on this host and how this server is set up: \
+                kernel, lockdown, BTF, JIT, mounts, the server's capabilities, and which \
+                program types, attach kinds, map types and helpers really work here (probed by \
+                loading tiny programs; cached, `refresh: true` probes again). Call it first; \
+                `problems` says what is missing and how to fix it.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: None,
@@ -170,5 +170,6 @@ fn server_facts(core: &Core) -> ServerFacts {
             max_result_bytes: core.config.server.max_result_bytes.get(),
         },
         live_objects: core.tracker.counts(),
+        trace_sessions: core.sessions.list(),
     }
 }

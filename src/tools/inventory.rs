@@ -87,8 +87,8 @@ pub struct ListProgramsParams {
     /// Only programs held open by this process.
     #[serde(default)]
     pub pid: Option<u32>,
-    /// Measure run time for this long (1-10000 ms) with kernel BPF statistics turned on for
-    /// the window: run count, average ns per run and share of one CPU, per program.
+    /// Measure each program's runs, ns per run and CPU share over this window (1-10000 ms;
+    /// kernel BPF statistics are on only for the window).
     #[serde(default)]
     pub sample_ms: Option<u32>,
     /// With `id`: the translated instructions, the verifier's numbers and the maps it uses.
@@ -173,12 +173,11 @@ pub fn programs_spec() -> ToolSpec {
         ToolMeta {
             name: "list_programs",
             title: "List BPF programs",
-            description: "Every BPF program loaded on the host (not only this server's): id, \
-                name, type, tag, load time, owner uid, sizes, verified instructions, memory, \
-                map ids, the processes holding it and the links attaching it. Filter by `id`, \
-                `name`, `type`, `pid`. `sample_ms` measures run count, ns per run and CPU share \
-                over a window (\"which BPF program is eating my CPU\"). `id` with `detail: \
-                true` adds its translated instructions and maps.",
+            description: "Every BPF program on the host (not only this server's): id, name, \
+                type, tag, load time, owner uid, sizes, memory, map ids, holding processes and \
+                attaching links. `sample_ms` measures run count, ns per run and CPU share over \
+                a window (\"which BPF program is eating my CPU\"). `id` with `detail: true` \
+                adds its translated instructions.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: Some("programs"),

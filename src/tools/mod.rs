@@ -9,6 +9,7 @@ pub mod info;
 pub mod inventory;
 pub mod maps;
 pub mod schema;
+pub mod sessions;
 pub mod trace;
 pub mod tracepoints;
 
@@ -50,6 +51,8 @@ type EventSink = Arc<dyn Fn(ToolEvent) + Send + Sync>;
 #[derive(Clone)]
 pub struct CallContext {
     pub cancel: CancellationToken,
+    /// Who is calling: background work (trace sessions) belongs to it.
+    pub owner: String,
     events: EventSink,
 }
 
@@ -64,10 +67,12 @@ impl std::fmt::Debug for CallContext {
 impl CallContext {
     pub fn new(
         cancel: CancellationToken,
+        owner: impl Into<String>,
         events: impl Fn(ToolEvent) + Send + Sync + 'static,
     ) -> Self {
         Self {
             cancel,
+            owner: owner.into(),
             events: Arc::new(events),
         }
     }
@@ -124,6 +129,9 @@ pub struct ToolSpec {
     pub list_field: Option<&'static str>,
     /// Clean JSON Schema of the arguments (see `schema`).
     pub input_schema: Map<String, Value>,
+    /// The input schema as `tools/list` shows it: the same, or without parameter
+    /// descriptions for a tool whose description points to another's (`with_brief_input`).
+    pub listed_input_schema: Map<String, Value>,
     /// Clean JSON Schema of the result, complete (result trimming, docs).
     pub output_schema: Map<String, Value>,
     /// The output schema as `tools/list` shows it: the top levels only, to keep the list
@@ -174,6 +182,7 @@ impl ToolSpec {
         O: Serialize + JsonSchema + 'static,
     {
         let name = meta.name;
+        let input_schema = schema::clean(&schemars::schema_for!(P), Side::Input);
         let output_schema = schema::clean(&schemars::schema_for!(O), Side::Output);
         Self {
             name,
@@ -182,7 +191,8 @@ impl ToolSpec {
             tier: meta.tier,
             hints: meta.hints,
             list_field: meta.list_field,
-            input_schema: schema::clean(&schemars::schema_for!(P), Side::Input),
+            listed_input_schema: input_schema.clone(),
+            input_schema,
             listed_output_schema: schema::compact(&output_schema, LISTED_SCHEMA_DEPTH),
             output_schema,
             switch: None,
@@ -211,6 +221,14 @@ impl ToolSpec {
     #[must_use]
     pub fn with_timeout(mut self, limit: fn(&Config) -> Duration) -> Self {
         self.timeout = Some(limit);
+        self
+    }
+
+    /// Lists the parameters without their descriptions: for a tool whose own description
+    /// says its parameters are another tool's (`trace_start` takes `trace`'s).
+    #[must_use]
+    pub fn with_brief_input(mut self) -> Self {
+        self.listed_input_schema = schema::without_descriptions(&self.input_schema);
         self
     }
 
@@ -324,6 +342,9 @@ static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Reg
         maps::dump_spec(),
         maps::lookup_spec(),
         trace::spec(),
+        sessions::start_spec(),
+        sessions::read_spec(),
+        sessions::stop_spec(),
         tracepoints::spec(),
     ],
 });

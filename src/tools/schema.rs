@@ -225,11 +225,51 @@ pub fn compact(schema: &Map<String, Value>, depth: usize) -> Map<String, Value> 
     }
 }
 
+/// A copy of `schema` whose properties carry no descriptions (the root keeps its own).
+pub fn without_descriptions(schema: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = schema.clone();
+    if let Some(Value::Object(props)) = out.get_mut("properties") {
+        for prop in props.values_mut() {
+            strip_descriptions(prop);
+        }
+    }
+    out
+}
+
+/// Removes `description` from a schema and its subschemas (not from property names: a
+/// property may be called `description`).
+fn strip_descriptions(v: &mut Value) {
+    let Value::Object(m) = v else {
+        return;
+    };
+    m.remove("description");
+    for key in SUBSCHEMA {
+        if let Some(child) = m.get_mut(*key) {
+            strip_descriptions(child);
+        }
+    }
+    for key in SUBSCHEMA_LISTS {
+        if let Some(Value::Array(list)) = m.get_mut(*key) {
+            list.iter_mut().for_each(strip_descriptions);
+        }
+    }
+    for key in SUBSCHEMA_MAPS {
+        if let Some(Value::Object(map)) = m.get_mut(*key) {
+            map.values_mut().for_each(strip_descriptions);
+        }
+    }
+}
+
 fn compact_at(v: &mut Value, depth: usize) {
     let Value::Object(m) = v else {
         return;
     };
     m.remove("description");
+    // Bounds and required fields matter to whoever sends values; a reader of a result
+    // needs the names and types (the full schema is in docs/tools.md).
+    m.remove("minimum");
+    m.remove("maximum");
+    m.remove("required");
     let is_container = matches!(
         m.get("type").and_then(Value::as_str),
         Some("object") | Some("array")
@@ -356,5 +396,23 @@ mod tests {
         assert_eq!(full["properties"]["name"]["description"], "A name.");
         assert!(s["properties"]["ratio"].get("format").is_none());
         assert_eq!(s["properties"]["description"]["type"], "string");
+        assert!(s.get("required").is_none());
+    }
+
+    #[test]
+    fn brief_input_drops_parameter_docs_but_keeps_parameters() {
+        let full = clean(&schemars::schema_for!(Inner), Side::Input);
+        let s = Value::Object(without_descriptions(&full));
+        assert!(lint(&s).is_empty());
+        assert!(s["properties"]["name"].get("description").is_none());
+        // A parameter called `description` is a parameter, not a doc string.
+        assert_eq!(s["properties"]["description"]["type"], "string");
+        assert_eq!(s["properties"], {
+            let mut props = full["properties"].clone();
+            props.as_object_mut().unwrap().values_mut().for_each(|p| {
+                p.as_object_mut().unwrap().remove("description");
+            });
+            props
+        });
     }
 }

@@ -50,7 +50,7 @@ pub enum StoppedBy {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TraceParams {
-    /// The gadget: exec, exit, open, signal, syscalls (list in the tool description).
+    /// Which gadget (listed in the tool description).
     pub gadget: String,
     /// How long to trace (default 5000; at most tools.trace.max_duration).
     #[serde(default)]
@@ -129,15 +129,12 @@ pub fn spec() -> ToolSpec {
         ToolMeta {
             name: "trace",
             title: "Trace with a built-in gadget",
-            description: "Watch what the host does for a bounded time, with a built-in \
-                gadget: exec (process starts, with arguments), exit (exits, codes, signals), \
-                open (file opens, flags, errors), signal (signals sent), syscalls (counts per \
-                process and syscall), tracepoint (any tracepoint, `tracepoint: \
-                \"category:name\"`, fields decoded). Filter in the kernel by pid, comm, uid, \
-                cgroup. mode \
-                events returns decoded events; count groups them (`group_by`) and returns the \
-                top groups. Totals are exact; drops are counted. Progress every second; \
-                cancel stops at once and returns what was seen.",
+            description: "Watch the host for a bounded time with a built-in gadget: exec \
+                (process starts, argv), exit (exit codes, signals), open (file opens, flags, \
+                errors), signal (signals sent), syscalls (counts per process and syscall), \
+                tracepoint (any `category:name`, fields decoded). Filters run in the kernel. \
+                mode events: decoded events; count: the top groups by `group_by`. Totals are \
+                exact, drops counted, progress every second; cancel returns what was seen.",
             tier: Tier::Trace,
             hints: Hints::READ_ONLY,
             list_field: Some("events"),
@@ -208,7 +205,7 @@ fn cgroup_id(path: &str) -> Result<u64, EbpfError> {
 }
 
 /// Turns one record from the kernel into an event.
-type Decoder = Box<dyn Fn(&[u8], &Clock) -> Option<Map<String, Value>>>;
+type Decoder = Box<dyn Fn(&[u8], &Clock) -> Option<Map<String, Value>> + Send + Sync>;
 
 /// What to load and how to read it: a built-in gadget, or the generic tracepoint gadget
 /// fitted to one tracepoint's format.
@@ -345,8 +342,80 @@ fn load_error(gadget: &str, e: &GadgetError) -> EbpfError {
     .with_context("gadget", gadget)
 }
 
-fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, EbpfError> {
-    let plan = plan(&p)?;
+/// A validated request, ready to run (by `trace`, or in the background by `trace_start`).
+pub struct Prepared {
+    plan: Plan,
+    cfg: GadgetCfg,
+    pub mode: Mode,
+    pub group_by: Vec<String>,
+    pub duration: Duration,
+    /// events mode: stop after this many (`trace`); sessions keep the newest instead.
+    pub max_events: usize,
+    pub top: usize,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("gadget", &self.plan.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    pub fn gadget(&self) -> &'static str {
+        self.plan.name
+    }
+
+    pub fn hooks(&self) -> Vec<String> {
+        self.plan.hooks()
+    }
+}
+
+/// The bounds a run must stay within, and the configuration keys that set them.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_duration: Duration,
+    pub duration_key: &'static str,
+    pub max_events: u32,
+    pub events_key: &'static str,
+    /// Used when the call gives none (each capped by its maximum).
+    pub default_duration: Duration,
+    pub default_events: u32,
+}
+
+impl Limits {
+    /// A `trace` call's: `tools.trace.max_duration` and `max_events`.
+    pub fn of_trace(config: &crate::config::TraceConfig) -> Self {
+        Self {
+            max_duration: config.max_duration.0,
+            duration_key: "tools.trace.max_duration",
+            max_events: config.max_events.get(),
+            events_key: "tools.trace.max_events",
+            default_duration: Duration::from_millis(DEFAULT_DURATION_MS),
+            default_events: DEFAULT_MAX_EVENTS,
+        }
+    }
+
+    /// A background session's: it runs until stopped or `session_max_duration`, keeping
+    /// the newest `session_buffer` events.
+    pub fn of_session(config: &crate::config::TraceConfig) -> Self {
+        Self {
+            max_duration: config.session_max_duration.0,
+            duration_key: "tools.trace.session_max_duration",
+            max_events: config.session_buffer.get(),
+            events_key: "tools.trace.session_buffer",
+            default_duration: config.session_max_duration.0,
+            default_events: config.session_buffer.get(),
+        }
+    }
+}
+
+/// Checks the arguments against the gadget and the limits. `max_duration` is the longest
+/// run allowed (a trace's or a session's).
+pub fn prepare(p: &TraceParams, limits: &Limits) -> Result<Prepared, EbpfError> {
+    let (max_duration, max_events_cap) = (limits.max_duration, limits.max_events);
+    let plan = plan(p)?;
     let mode = p.mode.unwrap_or(match plan.output {
         Output::Events => Mode::Events,
         Output::KernelCounts => Mode::Count,
@@ -372,48 +441,107 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
     } else if p.group_by.is_some() || p.top.is_some() {
         return Err(invalid("`group_by` and `top` apply to mode `count`"));
     }
-    let limits = &core.config.tools.trace;
-    let max_duration = u64::try_from(limits.max_duration.0.as_millis()).unwrap_or(u64::MAX);
-    let duration_ms = p.duration_ms.unwrap_or(DEFAULT_DURATION_MS);
-    if duration_ms == 0 || duration_ms > max_duration {
+    let max_ms = u64::try_from(max_duration.as_millis()).unwrap_or(u64::MAX);
+    let default_ms = u64::try_from(limits.default_duration.as_millis()).unwrap_or(u64::MAX);
+    let duration_ms = p.duration_ms.unwrap_or(default_ms.min(max_ms));
+    if duration_ms == 0 || duration_ms > max_ms {
         return Err(invalid(format!(
-            "`duration_ms` must be between 1 and {max_duration} (tools.trace.max_duration)"
+            "`duration_ms` must be between 1 and {max_ms} ({})",
+            limits.duration_key
         )));
     }
-    let max_events = p.max_events.unwrap_or(DEFAULT_MAX_EVENTS);
-    if max_events == 0 || max_events > limits.max_events.get() {
+    let max_events = p
+        .max_events
+        .unwrap_or(limits.default_events.min(max_events_cap));
+    if max_events == 0 || max_events > max_events_cap {
         return Err(invalid(format!(
-            "`max_events` must be between 1 and {} (tools.trace.max_events)",
-            limits.max_events
+            "`max_events` must be between 1 and {max_events_cap} ({})",
+            limits.events_key
         )));
     }
-    let top = p.top.unwrap_or(DEFAULT_TOP).max(1) as usize;
-    let mut cfg = filters(&p)?;
+    let mut cfg = filters(p)?;
     (cfg.arg0, cfg.arg1, cfg.arg2) = plan.args;
     CapSet::current()
         .map_err(|e| EbpfError::internal(format!("cannot read this process's capabilities: {e}")))?
         .require(&[Needed::Bpf, Needed::Perfmon])?;
+    Ok(Prepared {
+        plan,
+        cfg,
+        mode,
+        group_by,
+        duration: Duration::from_millis(duration_ms),
+        max_events: max_events as usize,
+        top: p.top.unwrap_or(DEFAULT_TOP).max(1) as usize,
+    })
+}
 
-    let mut running = runner::start(plan.object, RING_BYTES, cfg, &plan.programs)
+/// Counts of events grouped by fields.
+#[derive(Debug, Default)]
+pub struct Tally {
+    groups: HashMap<String, (Map<String, Value>, u64)>,
+}
+
+impl Tally {
+    pub fn add(&mut self, group_by: &[String], record: &Map<String, Value>, n: u64) {
+        let key: Map<String, Value> = group_by
+            .iter()
+            .map(|f| (f.clone(), record.get(f).cloned().unwrap_or(Value::Null)))
+            .collect();
+        let id = Value::Object(key.clone()).to_string();
+        self.groups.entry(id).or_insert((key, 0)).1 += n;
+    }
+
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// The `n` largest groups, largest first (ties in key order).
+    pub fn top(&self, n: usize) -> Vec<CountRow> {
+        let mut rows: Vec<_> = self.groups.iter().collect();
+        rows.sort_by(|a, b| b.1.1.cmp(&a.1.1).then_with(|| a.0.cmp(b.0)));
+        rows.into_iter()
+            .take(n)
+            .map(|(_, (key, count))| CountRow {
+                key: key.clone(),
+                count: *count,
+            })
+            .collect()
+    }
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunEnd {
+    pub stopped_by: StoppedBy,
+    pub elapsed: Duration,
+    pub dropped: u64,
+    pub malformed: u64,
+    /// Kernel-counted gadgets: each group's key record and count.
+    pub kernel_counts: Vec<(Map<String, Value>, u64)>,
+}
+
+/// Attaches the gadget, hands every decoded event to `on_event` until the duration passes,
+/// `cancel` fires or `on_event` returns false (then: max_events), calls `tick` with the
+/// running total about every second, and releases everything before returning.
+pub fn execute(
+    prepared: &Prepared,
+    cancel: &tokio_util::sync::CancellationToken,
+    mut on_event: impl FnMut(Map<String, Value>) -> bool,
+    mut tick: impl FnMut(Duration, u64),
+    ready: impl FnOnce(),
+) -> Result<RunEnd, EbpfError> {
+    let plan = &prepared.plan;
+    let mut running = runner::start(plan.object, RING_BYTES, prepared.cfg, &plan.programs)
         .map_err(|e| load_error(plan.name, &e))?;
-    ctx.log(
-        LogLevel::Info,
-        format!(
-            "tracing with `{}` ({}) for {duration_ms} ms",
-            plan.name,
-            plan.hooks().join(", ")
-        ),
-    );
+    ready();
     let clock = Clock::now();
     let started = Instant::now();
-    let deadline = started + Duration::from_millis(duration_ms);
-    let mut events: Vec<Map<String, Value>> = Vec::new();
-    let mut counts: HashMap<String, (Map<String, Value>, u64)> = HashMap::new();
+    let deadline = started + prepared.duration;
     let mut total: u64 = 0;
     let mut malformed: u64 = 0;
-    let mut last_progress = Instant::now();
+    let mut last_tick = Instant::now();
     let stopped_by = loop {
-        if ctx.cancel.is_cancelled() {
+        if cancel.is_cancelled() {
             break StoppedBy::Cancelled;
         }
         let now = Instant::now();
@@ -428,128 +556,148 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
                     return true;
                 };
                 total += 1;
-                match mode {
-                    Mode::Events => {
-                        events.push(record);
-                        if events.len() >= max_events as usize {
-                            full = true;
-                            return false;
-                        }
-                    }
-                    Mode::Count => {
-                        let key: Map<String, Value> = group_by
-                            .iter()
-                            .map(|f| (f.clone(), record.get(f).cloned().unwrap_or(Value::Null)))
-                            .collect();
-                        let id = Value::Object(key.clone()).to_string();
-                        counts.entry(id).or_insert((key, 0)).1 += 1;
-                    }
-                }
-                true
+                full = !on_event(record);
+                !full
             })
             .map_err(|e| EbpfError::kernel("GADGET_FAILED", format!("reading events: {e}")))?;
         if full {
             break StoppedBy::MaxEvents;
         }
-        if last_progress.elapsed() >= Duration::from_secs(1) {
-            last_progress = Instant::now();
-            ctx.progress(
-                started.elapsed().as_millis() as f64,
-                Some(duration_ms as f64),
-                format!("{total} events so far"),
-            );
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            tick(started.elapsed(), total);
         }
     };
     let elapsed = started.elapsed();
     let dropped = running.dropped();
+    let mut kernel_counts = Vec::new();
     // Kernel-side counts are read while the gadget is still loaded.
     if plan.output == Output::KernelCounts {
         let entries = running
             .hash_entries::<[u8; gadgets::syscalls::KEY_SIZE], u64>("syscall_counts")
             .map_err(|e| EbpfError::kernel("GADGET_FAILED", format!("reading counts: {e}")))?;
-        for (key, n) in entries {
-            let Some(record) = (plan.decode)(&key, &clock) else {
-                continue;
-            };
-            total += n;
-            let group: Map<String, Value> = group_by
-                .iter()
-                .map(|f| (f.clone(), record.get(f).cloned().unwrap_or(Value::Null)))
-                .collect();
-            let id = Value::Object(group.clone()).to_string();
-            counts.entry(id).or_insert((group, 0)).1 += n;
-        }
+        kernel_counts = entries
+            .into_iter()
+            .filter_map(|(key, n)| (plan.decode)(&key, &clock).map(|record| (record, n)))
+            .collect();
     }
     // Detach and release everything before answering.
     drop(running);
-    if malformed > 0 {
+    Ok(RunEnd {
+        stopped_by,
+        elapsed,
+        dropped,
+        malformed,
+        kernel_counts,
+    })
+}
+
+fn note_drops(out: &mut Option<String>, dropped: u64) {
+    if dropped > 0 {
+        let note = format!(
+            "{dropped} events were dropped in the kernel (ring buffer full); add filters or shorten the trace"
+        );
+        *out = Some(match out.take() {
+            Some(h) => format!("{h}; {note}"),
+            None => note,
+        });
+    }
+}
+
+fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, EbpfError> {
+    let config = &core.config.tools.trace;
+    let prepared = prepare(&p, &Limits::of_trace(config))?;
+    let duration_ms = prepared.duration.as_millis() as f64;
+    let mut events: Vec<Map<String, Value>> = Vec::new();
+    let mut tally = Tally::default();
+    let end = execute(
+        &prepared,
+        &ctx.cancel,
+        |record| match prepared.mode {
+            Mode::Events => {
+                events.push(record);
+                events.len() < prepared.max_events
+            }
+            Mode::Count => {
+                tally.add(&prepared.group_by, &record, 1);
+                true
+            }
+        },
+        |elapsed, total| {
+            ctx.progress(
+                elapsed.as_millis() as f64,
+                Some(duration_ms),
+                format!("{total} events so far"),
+            )
+        },
+        || {
+            ctx.log(
+                LogLevel::Info,
+                format!(
+                    "tracing with `{}` ({}) for {} ms",
+                    prepared.gadget(),
+                    prepared.hooks().join(", "),
+                    prepared.duration.as_millis()
+                ),
+            );
+        },
+    )?;
+    if end.malformed > 0 {
         ctx.log(
             LogLevel::Warn,
-            format!("{malformed} malformed records were skipped"),
+            format!("{} malformed records were skipped", end.malformed),
         );
     }
-    let duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    let mut total = match prepared.mode {
+        Mode::Events => events.len() as u64,
+        Mode::Count => tally.groups.values().map(|(_, n)| n).sum(),
+    };
+    for (record, n) in &end.kernel_counts {
+        tally.add(&prepared.group_by, record, *n);
+        total += n;
+    }
     let mut out = TraceOutput {
-        gadget: plan.name.to_owned(),
-        hooks: plan.hooks(),
-        mode,
+        gadget: prepared.gadget().to_owned(),
+        hooks: prepared.hooks(),
+        mode: prepared.mode,
         events: None,
         counts: None,
         groups: None,
         events_total: total,
-        events_dropped: dropped,
+        events_dropped: end.dropped,
         events_returned: 0,
         truncated: false,
-        stopped_by,
-        duration_ms,
+        stopped_by: end.stopped_by,
+        duration_ms: u64::try_from(end.elapsed.as_millis()).unwrap_or(u64::MAX),
         hint: None,
     };
-    match mode {
+    match prepared.mode {
         Mode::Events => {
             let cut = super::fit_rows(&mut events, super::row_budget(core));
             out.events_returned = events.len();
             out.truncated = (events.len() as u64) < total;
             if cut {
                 out.hint = Some("events cut to fit server.max_result_bytes; lower max_events, add filters, or use mode count".into());
-            } else if stopped_by == StoppedBy::MaxEvents {
+            } else if end.stopped_by == StoppedBy::MaxEvents {
                 out.hint = Some(format!(
-                    "stopped after max_events ({max_events}); raise it, add filters, or use mode count for totals"
+                    "stopped after max_events ({}); raise it, add filters, or use mode count for totals",
+                    prepared.max_events
                 ));
             }
             out.events = Some(events);
         }
         Mode::Count => {
-            let groups = counts.len();
-            let mut rows: Vec<CountRow> = counts
-                .into_values()
-                .map(|(key, count)| CountRow { key, count })
-                .collect();
-            rows.sort_by(|a, b| {
-                b.count.cmp(&a.count).then_with(|| {
-                    Value::Object(a.key.clone())
-                        .to_string()
-                        .cmp(&Value::Object(b.key.clone()).to_string())
-                })
-            });
-            rows.truncate(top);
+            let mut rows = tally.top(prepared.top);
             let cut = super::fit_rows(&mut rows, super::row_budget(core));
             out.events_returned = rows.iter().map(|r| r.count as usize).sum();
-            out.truncated = rows.len() < groups;
+            out.truncated = rows.len() < tally.groups();
             if cut {
                 out.hint = Some("groups cut to fit server.max_result_bytes; lower top".into());
             }
-            out.groups = Some(groups);
+            out.groups = Some(tally.groups());
             out.counts = Some(rows);
         }
     }
-    if dropped > 0 {
-        let note = format!(
-            "{dropped} events were dropped in the kernel (ring buffer full); add filters or shorten the trace"
-        );
-        out.hint = Some(match out.hint.take() {
-            Some(h) => format!("{h}; {note}"),
-            None => note,
-        });
-    }
+    note_drops(&mut out.hint, end.dropped);
     Ok(out)
 }

@@ -340,3 +340,81 @@ async def test_tracepoint_data_loc_strings_and_shadowed_names(url):
     assert hits[0]["filename"] == "/bin/sleep"
     # The record's own `pid` field does not overwrite the common one.
     assert hits[0]["tp_pid"] == child["pid"] and "old_pid" in hits[0]
+
+
+async def call_ok(client, tool, args):
+    r = await client.call_tool(tool, args)
+    assert not r.is_error, r.structured_content
+    return r.structured_content
+
+
+async def test_background_session_reads_new_events_and_stops(url):
+    marker = unique_marker()
+    async with Client(url, mode="legacy") as client:
+        started = await call_ok(client, "trace_start", {"gadget": "exec", "duration_ms": 60000})
+        sid = started["session_id"]
+        assert started["hooks"][0] == "syscalls:sys_enter_execve"
+        info = await call_ok(client, "info", {})
+        assert sid in [s["session_id"] for s in info["server"]["trace_sessions"]]
+        assert info["server"]["live_objects"]["trace_sessions"] >= 1
+        subprocess.run(["/bin/echo", marker, "one"], check=True, capture_output=True)
+        seen, cursor = [], None
+        deadline = time.monotonic() + 10
+        while not any(marker in e["argv"] for e in seen) and time.monotonic() < deadline:
+            page = await call_ok(client, "trace_read", {"session_id": sid, **({"cursor": cursor} if cursor is not None else {})})
+            assert page["state"] == "running"
+            seen += page["events"]
+            cursor = page.get("next_cursor", cursor)
+            await anyio.sleep(0.2)
+        assert any(e["argv"] == ["/bin/echo", marker, "one"] for e in seen)
+        subprocess.run(["/bin/echo", marker, "two"], check=True, capture_output=True)
+        await anyio.sleep(0.5)
+        newer = await call_ok(client, "trace_read", {"session_id": sid, "cursor": cursor})
+        assert [e["argv"] for e in newer["events"] if marker in e["argv"]] == [["/bin/echo", marker, "two"]], "only what is new"
+        final = await call_ok(client, "trace_stop", {"session_id": sid})
+        assert final["state"] == "finished" and final["stopped_by"] == "cancelled"
+        assert final["events_total"] >= 2
+        gone = await client.call_tool("trace_read", {"session_id": sid})
+        assert gone.is_error and gone.structured_content["code"] == "SESSION_NOT_FOUND"
+
+
+async def test_background_session_counts(url):
+    n = 3000
+    async with Client(url, mode="legacy") as client:
+        sid = (await call_ok(client, "trace_start", {"gadget": "syscalls", "duration_ms": 60000, "group_by": ["pid", "syscall"], "top": 1000}))["session_id"]
+        proc = subprocess.run([sys.executable, "-c", f"import os\nfor _ in range({n}): os.getppid()\nprint(os.getpid())"],
+                              check=True, capture_output=True, text=True)
+        child = int(proc.stdout)
+        final = await call_ok(client, "trace_stop", {"session_id": sid})
+    rows = {(r["key"]["pid"], r["key"]["syscall"]): r["count"] for r in final["counts"]}
+    assert rows[(child, "getppid")] == n
+
+
+async def test_sessions_belong_to_the_client_that_started_them(url):
+    async with Client(url, mode="legacy") as a, Client(url, mode="legacy") as b:
+        sid = (await call_ok(a, "trace_start", {"gadget": "exit", "duration_ms": 60000}))["session_id"]
+        other = await b.call_tool("trace_read", {"session_id": sid})
+        assert other.is_error and other.structured_content["code"] == "SESSION_NOT_FOUND"
+        stop = await b.call_tool("trace_stop", {"session_id": sid})
+        assert stop.is_error
+        await call_ok(a, "trace_stop", {"session_id": sid})
+
+
+def test_session_limit_and_shutdown_release(binary):
+    """Over tools.trace.max_sessions is refused; a server stopped with sessions running
+    releases them (the leak check after the test proves it)."""
+    require_root()
+    server = start_http_server(binary, config="tools:\n  trace:\n    max_sessions: 1\n")
+
+    async def scenario():
+        async with Client(server.url, mode="legacy") as client:
+            await call_ok(client, "trace_start", {"gadget": "open", "duration_ms": 60000})
+            second = await client.call_tool("trace_start", {"gadget": "exec", "duration_ms": 60000})
+            assert second.is_error and second.structured_content["code"] == "TOO_MANY_SESSIONS"
+            assert "tools.trace.max_sessions" in second.structured_content["message"]
+
+    try:
+        anyio.run(scenario)
+    finally:
+        assert server.stop(signal.SIGTERM) == 0, server.stderr()
+    assert "released=1" in server.stderr() or "released\u003d1" in server.stderr(), server.stderr()

@@ -1,0 +1,496 @@
+//! Background traces: `trace_start` runs a gadget on a thread of its own and keeps what it
+//! reports (the newest events, or counts); `trace_read` returns what is new since a cursor;
+//! `trace_stop` ends it and returns the totals. A session belongs to the client that started
+//! it, ends by itself at its duration, and is released at shutdown through the tracker.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, SystemTime};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::trace::{self, CountRow, Limits, Mode, StoppedBy, Tally, TraceParams};
+use super::{CallContext, Hints, ToolMeta, ToolSpec};
+use crate::core::Core;
+use crate::error::EbpfError;
+use crate::resources::{Kind, Release};
+use crate::security::Tier;
+
+/// A finished session is kept this long for a last read.
+const KEEP_FINISHED: Duration = Duration::from_secs(600);
+const DEFAULT_READ: u32 = 1000;
+
+#[derive(Debug, Default)]
+struct State {
+    events: VecDeque<(u64, Map<String, Value>)>,
+    next_seq: u64,
+    /// Events pushed out of the buffer before anyone read them.
+    overwritten: u64,
+    tally: Tally,
+    total: u64,
+    end: Option<End>,
+}
+
+#[derive(Debug, Clone)]
+struct End {
+    stopped_by: StoppedBy,
+    elapsed: Duration,
+    dropped: u64,
+    error: Option<EbpfError>,
+    at: SystemTime,
+}
+
+/// One background trace.
+#[derive(Debug)]
+struct Session {
+    id: String,
+    owner: String,
+    gadget: &'static str,
+    hooks: Vec<String>,
+    mode: Mode,
+    top: usize,
+    started_at: SystemTime,
+    ends_at: SystemTime,
+    cancel: CancellationToken,
+    state: Mutex<State>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The resource tracker's id for it.
+    tracked: AtomicU64,
+}
+
+impl Session {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stops the gadget and waits for its thread (which releases everything it attached).
+    fn stop(&self) {
+        self.cancel.cancel();
+        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// The tracker's handle: releasing it stops the session.
+struct SessionHandle(Arc<Session>);
+
+impl Release for SessionHandle {
+    fn release(self: Box<Self>) -> Result<(), String> {
+        self.0.stop();
+        Ok(())
+    }
+}
+
+/// Every session of this server.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    all: Mutex<HashMap<String, Arc<Session>>>,
+    next: AtomicU64,
+}
+
+/// A session as `info` lists it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SessionInfo {
+    pub session_id: String,
+    pub owner: String,
+    pub gadget: String,
+    pub state: String,
+    pub started_at: String,
+    pub ends_at: String,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
+        self.all.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let mut out: Vec<SessionInfo> = self
+            .lock()
+            .values()
+            .map(|s| SessionInfo {
+                session_id: s.id.clone(),
+                owner: s.owner.clone(),
+                gadget: s.gadget.to_owned(),
+                state: if s.lock().end.is_some() {
+                    "finished"
+                } else {
+                    "running"
+                }
+                .to_owned(),
+                started_at: humantime::format_rfc3339_seconds(s.started_at).to_string(),
+                ends_at: humantime::format_rfc3339_seconds(s.ends_at).to_string(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
+        out
+    }
+
+    fn running(&self) -> usize {
+        self.lock()
+            .values()
+            .filter(|s| s.lock().end.is_none())
+            .count()
+    }
+
+    /// Forgets sessions that ended long ago and were never stopped.
+    fn purge(&self, core: &Core) {
+        let now = SystemTime::now();
+        let stale: Vec<Arc<Session>> = self
+            .lock()
+            .values()
+            .filter(|s| {
+                s.lock()
+                    .end
+                    .as_ref()
+                    .is_some_and(|e| e.at + KEEP_FINISHED < now)
+            })
+            .cloned()
+            .collect();
+        for s in stale {
+            self.remove(core, &s);
+        }
+    }
+
+    fn remove(&self, core: &Core, s: &Session) {
+        self.lock().remove(&s.id);
+        core.tracker.release(s.tracked.load(Ordering::Relaxed));
+    }
+
+    /// The caller's session, or an error that does not reveal other clients' sessions.
+    fn get(&self, id: &str, owner: &str) -> Result<Arc<Session>, EbpfError> {
+        self.lock()
+            .get(id)
+            .filter(|s| s.owner == owner)
+            .cloned()
+            .ok_or_else(|| {
+                EbpfError::validation(
+                    "SESSION_NOT_FOUND",
+                    format!("no trace session `{id}` of this client (it may have been stopped, or ended over 10 minutes ago); trace_start starts one"),
+                )
+                .with_context("session_id", id)
+            })
+    }
+}
+
+// ---------------------------------------------------------------- trace_start
+
+/// Result of `trace_start`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct StartOutput {
+    pub session_id: String,
+    pub gadget: String,
+    pub hooks: Vec<String>,
+    pub mode: Mode,
+    /// When the session ends by itself (RFC 3339).
+    pub ends_at: String,
+    /// Newest events kept for trace_read (older ones are overwritten and counted).
+    pub buffer_events: u32,
+}
+
+pub fn start_spec() -> ToolSpec {
+    ToolSpec::new(
+        ToolMeta {
+            name: "trace_start",
+            title: "Start a background trace",
+            description: "Start a trace in the background: the arguments of `trace`, but \
+                `duration_ms` defaults to tools.trace.session_max_duration (10 min) and \
+                events mode keeps the newest `max_events` (default tools.trace.session_buffer). \
+                Returns a session_id for trace_read and trace_stop once the gadget is attached.",
+            tier: Tier::Trace,
+            hints: Hints {
+                read_only: true,
+                destructive: false,
+                idempotent: false,
+            },
+            list_field: None,
+        },
+        start,
+    )
+    .with_brief_input()
+}
+
+fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, EbpfError> {
+    let config = &core.config.tools.trace;
+    let sessions = &core.sessions;
+    sessions.purge(core);
+    let max_sessions = config.max_sessions.get() as usize;
+    if sessions.running() >= max_sessions {
+        return Err(EbpfError::resource(
+            "TOO_MANY_SESSIONS",
+            format!("{max_sessions} trace sessions are running (tools.trace.max_sessions); stop one with trace_stop"),
+        )
+        .with_context("limit", max_sessions));
+    }
+    let prepared = trace::prepare(&p, &Limits::of_session(config))?;
+    // In a session, max_events is how many of the newest events are kept.
+    let buffer = prepared.max_events as u32;
+    let n = sessions.next.fetch_add(1, Ordering::Relaxed) + 1;
+    let id = format!("ts-{n}-{:08x}", rand_suffix());
+    let started_at = SystemTime::now();
+    let session = Arc::new(Session {
+        id: id.clone(),
+        owner: ctx.owner.clone(),
+        gadget: prepared.gadget(),
+        hooks: prepared.hooks(),
+        mode: prepared.mode,
+        top: prepared.top,
+        started_at,
+        ends_at: started_at + prepared.duration,
+        cancel: CancellationToken::new(),
+        state: Mutex::new(State::default()),
+        thread: Mutex::new(None),
+        tracked: AtomicU64::new(0),
+    });
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), EbpfError>>();
+    let worker = Arc::clone(&session);
+    let handle = std::thread::Builder::new()
+        .name(format!("trace-{n}"))
+        .spawn(move || {
+            let failed = ready_tx.clone();
+            let result = trace::execute(
+                &prepared,
+                &worker.cancel,
+                |record| {
+                    let mut st = worker.lock();
+                    st.total += 1;
+                    match prepared.mode {
+                        Mode::Events => {
+                            let seq = st.next_seq;
+                            st.next_seq += 1;
+                            st.events.push_back((seq, record));
+                            if st.events.len() > buffer as usize {
+                                st.events.pop_front();
+                                st.overwritten += 1;
+                            }
+                        }
+                        Mode::Count => st.tally.add(&prepared.group_by, &record, 1),
+                    }
+                    true
+                },
+                |_, _| {},
+                move || {
+                    let _ = ready_tx.send(Ok(()));
+                },
+            );
+            let mut st = worker.lock();
+            let end = match result {
+                Ok(run) => {
+                    for (record, n) in &run.kernel_counts {
+                        st.tally.add(&prepared.group_by, record, *n);
+                        st.total += n;
+                    }
+                    End {
+                        stopped_by: run.stopped_by,
+                        elapsed: run.elapsed,
+                        dropped: run.dropped,
+                        error: None,
+                        at: SystemTime::now(),
+                    }
+                }
+                Err(e) => {
+                    let _ = failed.send(Err(e.clone()));
+                    End {
+                        stopped_by: StoppedBy::Cancelled,
+                        elapsed: Duration::ZERO,
+                        dropped: 0,
+                        error: Some(e),
+                        at: SystemTime::now(),
+                    }
+                }
+            };
+            st.end = Some(end);
+        })
+        .map_err(|e| EbpfError::internal(format!("cannot start a trace thread: {e}")))?;
+    *session.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    // Answer once the gadget is attached, or with the reason it could not be.
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            session.stop();
+            return Err(e);
+        }
+        Err(_) => {
+            session.stop();
+            return Err(EbpfError::internal(
+                "the trace thread ended before attaching",
+            ));
+        }
+    }
+    let tracked = core.tracker.track(
+        Kind::TraceSession,
+        &session.owner,
+        &format!("trace session {id} ({})", session.gadget),
+        Some(session.ends_at),
+        Box::new(SessionHandle(Arc::clone(&session))),
+    );
+    session.tracked.store(tracked, Ordering::Relaxed);
+    sessions.lock().insert(id.clone(), Arc::clone(&session));
+    Ok(StartOutput {
+        session_id: id,
+        gadget: session.gadget.to_owned(),
+        hooks: session.hooks.clone(),
+        mode: session.mode,
+        ends_at: humantime::format_rfc3339_seconds(session.ends_at).to_string(),
+        buffer_events: buffer,
+    })
+}
+
+fn rand_suffix() -> u32 {
+    // Not a secret: it only keeps ids from repeating across server restarts.
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+// ---------------------------------------------------------------- trace_read / trace_stop
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    /// From trace_start.
+    pub session_id: String,
+    /// `next_cursor` of the previous read; without it, from the oldest event kept.
+    #[serde(default)]
+    pub cursor: Option<u64>,
+    /// Events to return (default 1000).
+    #[serde(default)]
+    pub max_events: Option<u32>,
+}
+
+/// Result of `trace_read` and `trace_stop`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ReadOutput {
+    pub session_id: String,
+    /// running, or finished.
+    pub state: String,
+    /// events mode: events after the cursor, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Map<String, Value>>>,
+    /// Pass to the next trace_read to get what follows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<u64>,
+    /// count mode: the largest groups so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Vec<CountRow>>,
+    pub events_total: u64,
+    /// Events the kernel could not deliver (its ring buffer was full).
+    pub events_dropped: u64,
+    /// Events pushed out of the session's buffer before they were read.
+    pub events_overwritten: u64,
+    /// More events after this page are waiting.
+    pub truncated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<StoppedBy>,
+    /// Time traced so far.
+    pub duration_ms: u64,
+    /// Why the session failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<EbpfError>,
+}
+
+pub fn read_spec() -> ToolSpec {
+    ToolSpec::new(
+        ToolMeta {
+            name: "trace_read",
+            title: "Read a background trace",
+            description: "What a trace_start session saw since `cursor` (events mode), or its \
+                counts so far (count mode), with totals. Does not stop it.",
+            tier: Tier::Trace,
+            hints: Hints::READ_ONLY,
+            list_field: Some("events"),
+        },
+        read,
+    )
+}
+
+pub fn stop_spec() -> ToolSpec {
+    ToolSpec::new(
+        ToolMeta {
+            name: "trace_stop",
+            title: "Stop a background trace",
+            description: "Stop a trace_start session, detach its gadget, and return its final \
+                totals (and events after `cursor`). The session is gone afterwards.",
+            tier: Tier::Trace,
+            hints: Hints {
+                read_only: true,
+                destructive: false,
+                idempotent: false,
+            },
+            list_field: Some("events"),
+        },
+        stop,
+    )
+}
+
+fn report(core: &Core, s: &Session, p: &ReadParams) -> ReadOutput {
+    let st = s.lock();
+    let max = p.max_events.unwrap_or(DEFAULT_READ).max(1) as usize;
+    let (events, next_cursor, truncated) = match s.mode {
+        Mode::Events => {
+            let after = p.cursor;
+            let mut page: Vec<(u64, Map<String, Value>)> = st
+                .events
+                .iter()
+                .filter(|(seq, _)| after.is_none_or(|c| *seq > c))
+                .take(max + 1)
+                .cloned()
+                .collect();
+            let mut more = page.len() > max;
+            page.truncate(max);
+            let mut rows: Vec<Map<String, Value>> = page.iter().map(|(_, e)| e.clone()).collect();
+            if super::fit_rows(&mut rows, super::row_budget(core)) {
+                more = true;
+            }
+            let last = page
+                .get(rows.len().wrapping_sub(1))
+                .map(|(seq, _)| *seq)
+                .or(after);
+            (Some(rows), last, more)
+        }
+        Mode::Count => (None, None, false),
+    };
+    let end = st.end.clone();
+    let elapsed = match &end {
+        Some(e) => e.elapsed,
+        None => s.started_at.elapsed().unwrap_or_default(),
+    };
+    ReadOutput {
+        session_id: s.id.clone(),
+        state: if end.is_some() { "finished" } else { "running" }.to_owned(),
+        events,
+        next_cursor,
+        counts: (s.mode == Mode::Count).then(|| st.tally.top(s.top)),
+        events_total: st.total,
+        events_dropped: end.as_ref().map_or(0, |e| e.dropped),
+        events_overwritten: st.overwritten,
+        truncated,
+        stopped_by: end
+            .as_ref()
+            .filter(|e| e.error.is_none())
+            .map(|e| e.stopped_by),
+        duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        error: end.and_then(|e| e.error),
+    }
+}
+
+fn read(core: &Core, p: ReadParams, ctx: &CallContext) -> Result<ReadOutput, EbpfError> {
+    core.sessions.purge(core);
+    let s = core.sessions.get(&p.session_id, &ctx.owner)?;
+    Ok(report(core, &s, &p))
+}
+
+fn stop(core: &Core, p: ReadParams, ctx: &CallContext) -> Result<ReadOutput, EbpfError> {
+    let s = core.sessions.get(&p.session_id, &ctx.owner)?;
+    s.stop();
+    let out = report(core, &s, &p);
+    core.sessions.remove(core, &s);
+    Ok(out)
+}

@@ -17,6 +17,8 @@ pub struct Core {
     pub tracker: Tracker,
     /// Background trace sessions (trace_start).
     pub sessions: crate::tools::sessions::Sessions,
+    /// `trace` calls running now (bounded by tools.trace.max_concurrent).
+    pub active_traces: std::sync::atomic::AtomicU32,
     pub started_at: SystemTime,
 }
 
@@ -32,6 +34,7 @@ impl Core {
             reserved_keys,
             tracker: Tracker::default(),
             sessions: Default::default(),
+            active_traces: Default::default(),
             started_at: SystemTime::now(),
         }
     }

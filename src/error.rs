@@ -80,6 +80,88 @@ pub mod codes {
             "internal",
             "A defect in the server; please report it.",
         ),
+        (
+            "PROGRAM_NOT_FOUND",
+            "validation",
+            "No BPF program has this id.",
+        ),
+        (
+            "MAP_NOT_FOUND",
+            "validation",
+            "No BPF map has this id, name or pin.",
+        ),
+        (
+            "AMBIGUOUS_MAP_NAME",
+            "validation",
+            "Several maps have this name; use `map_id`.",
+        ),
+        ("LINK_NOT_FOUND", "validation", "No BPF link has this id."),
+        ("NOT_A_MAP", "validation", "The pinned object is not a map."),
+        (
+            "PIN_PATH_NOT_ON_BPFFS",
+            "validation",
+            "`pin_path` is not under a bpffs mount.",
+        ),
+        (
+            "MAP_NOT_DUMPABLE",
+            "validation",
+            "This map type has no entries to read (ring buffers, perf arrays...).",
+        ),
+        (
+            "INVALID_CURSOR",
+            "validation",
+            "The cursor is not one a previous page returned.",
+        ),
+        (
+            "TARGET_NOT_FOUND",
+            "validation",
+            "The uprobe `target` binary or symbol does not exist.",
+        ),
+        (
+            "SESSION_NOT_FOUND",
+            "validation",
+            "No trace session with this id belongs to this client.",
+        ),
+        (
+            "TOO_MANY_TRACES",
+            "resource",
+            "`tools.trace.max_concurrent` traces are running.",
+        ),
+        (
+            "TOO_MANY_SESSIONS",
+            "resource",
+            "`tools.trace.max_sessions` sessions are running.",
+        ),
+        (
+            "HOOK_NOT_FOUND",
+            "kernel",
+            "This kernel lacks a tracepoint or hook the gadget needs.",
+        ),
+        (
+            "VERIFIER_REJECTED",
+            "kernel",
+            "This kernel's verifier refused the gadget's program.",
+        ),
+        (
+            "GADGET_FAILED",
+            "kernel",
+            "The gadget could not be loaded, attached or read.",
+        ),
+        (
+            "TRACEFS_READ_FAILED",
+            "kernel",
+            "A tracefs file could not be read.",
+        ),
+        (
+            "BPF_SYSCALL_FAILED",
+            "kernel",
+            "A bpf(2) call failed unexpectedly.",
+        ),
+        (
+            "BPF_ENABLE_STATS",
+            "kernel",
+            "Kernel BPF run-time statistics could not be turned on.",
+        ),
     ];
 }
 

@@ -184,7 +184,7 @@ impl Default for ResourcesConfig {
             max_memory_mb: 64,
             max_cpu_time_ms: 1000,
             cleanup_interval: secs(300),
-            max_events_per_second: 10_000,
+            max_events_per_second: 2_000_000,
         }
     }
 }
@@ -335,6 +335,8 @@ pub struct TraceConfig {
     pub session_buffer: NonZeroU32,
     /// Most sessions running at once.
     pub max_sessions: NonZeroU32,
+    /// Most `trace` calls running at once (sessions count separately).
+    pub max_concurrent: NonZeroU32,
 }
 
 impl Default for TraceConfig {
@@ -346,6 +348,7 @@ impl Default for TraceConfig {
             session_max_duration: secs(600),
             session_buffer: nz32(10_000),
             max_sessions: nz32(4),
+            max_concurrent: nz32(4),
         }
     }
 }

@@ -8,8 +8,10 @@ use std::borrow::Cow;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{RawTracePoint, TracePoint};
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
+use aya::programs::uprobe::UProbeScope;
+use aya::programs::{PerfEvent, RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, Pod};
 
 use super::btf;
@@ -22,12 +24,27 @@ pub enum Hook {
     Tracepoint(Cow<'static, str>, Cow<'static, str>),
     /// A raw tracepoint by name.
     RawTracepoint(Cow<'static, str>),
+    /// A user-space function: entry (`ret: false`) or return, in every process running
+    /// `binary` or only in `pid`.
+    Uprobe {
+        binary: std::path::PathBuf,
+        symbol: String,
+        ret: bool,
+        pid: Option<u32>,
+    },
+    /// A cpu-clock perf event on every online CPU, sampling at this frequency.
+    CpuClock { frequency_hz: u64 },
 }
 
 impl Hook {
     /// A tracepoint known at build time.
     pub const fn tracepoint(category: &'static str, name: &'static str) -> Self {
         Self::Tracepoint(Cow::Borrowed(category), Cow::Borrowed(name))
+    }
+
+    /// A raw tracepoint known at build time.
+    pub const fn raw_tracepoint(name: &'static str) -> Self {
+        Self::RawTracepoint(Cow::Borrowed(name))
     }
 }
 
@@ -93,6 +110,9 @@ impl GadgetError {
     }
 }
 
+/// A key and value of a kernel table, as raw bytes.
+pub type RawEntry = (Vec<u8>, Vec<u8>);
+
 /// A gadget loaded and attached.
 pub struct Running {
     ring: RingBuf<MapData>,
@@ -152,6 +172,36 @@ pub fn start(
                 p.load().map_err(fail_load)?;
                 p.attach(event).map_err(fail_attach)?;
             }
+            Hook::Uprobe {
+                binary,
+                symbol,
+                pid,
+                ..
+            } => {
+                let p: &mut UProbe = program.try_into().map_err(fail_load)?;
+                p.load().map_err(fail_load)?;
+                let scope = match pid.and_then(std::num::NonZeroU32::new) {
+                    Some(pid) => UProbeScope::OneProcess(pid),
+                    None => UProbeScope::AllProcesses,
+                };
+                p.attach(symbol.as_str(), binary, scope)
+                    .map_err(fail_attach)?;
+            }
+            Hook::CpuClock { frequency_hz } => {
+                let p: &mut PerfEvent = program.try_into().map_err(fail_load)?;
+                p.load().map_err(fail_load)?;
+                let cpus = aya::util::online_cpus()
+                    .map_err(|(_, e)| GadgetError::Load(format!("reading the online CPUs: {e}")))?;
+                for cpu in cpus {
+                    p.attach(
+                        PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                        PerfEventScope::AllProcessesOneCpu { cpu },
+                        SamplePolicy::Frequency(*frequency_hz),
+                        false,
+                    )
+                    .map_err(fail_attach)?;
+                }
+            }
         }
     }
     let ring = RingBuf::try_from(ebpf.take_map("events").ok_or(GadgetError::Missing {
@@ -171,6 +221,29 @@ pub fn describe(hook: &Hook) -> String {
     match hook {
         Hook::Tracepoint(c, n) => format!("tracepoint {c}:{n}"),
         Hook::RawTracepoint(n) => format!("raw tracepoint {n}"),
+        _ => hook.to_string(),
+    }
+}
+
+impl std::fmt::Display for Hook {
+    /// As results show it: `category:name`, `raw_tp:name`, `uprobe:/bin/x:symbol`, ...
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hook::Tracepoint(c, n) => write!(f, "{c}:{n}"),
+            Hook::RawTracepoint(n) => write!(f, "raw_tp:{n}"),
+            Hook::Uprobe {
+                binary,
+                symbol,
+                ret,
+                ..
+            } => write!(
+                f,
+                "{}:{}:{symbol}",
+                if *ret { "uretprobe" } else { "uprobe" },
+                binary.display()
+            ),
+            Hook::CpuClock { frequency_hz } => write!(f, "perf_event:cpu-clock@{frequency_hz}Hz"),
+        }
     }
 }
 
@@ -209,13 +282,50 @@ impl Running {
             .unwrap_or(0)
     }
 
-    /// Reads every entry of a hash map the gadget aggregates into (for in-kernel counts).
-    pub fn hash_entries<K: Pod, V: Pod>(&self, name: &str) -> Result<Vec<(K, V)>, GadgetError> {
-        let map = self.ebpf.map(name).ok_or_else(|| GadgetError::Missing {
+    fn map(&self, name: &str) -> Result<&aya::maps::Map, GadgetError> {
+        self.ebpf.map(name).ok_or_else(|| GadgetError::Missing {
             what: "map",
             name: name.to_owned(),
+        })
+    }
+
+    /// Every entry of a hash map the gadget aggregates into, as raw key and value bytes
+    /// (batched reads; the gadget keeps running).
+    pub fn map_entries(&self, name: &str) -> Result<Vec<RawEntry>, GadgetError> {
+        use aya::maps::Map;
+        let data = match self.map(name)? {
+            Map::HashMap(d) | Map::LruHashMap(d) => d,
+            _ => {
+                return Err(GadgetError::Missing {
+                    what: "hash map",
+                    name: name.to_owned(),
+                });
+            }
+        };
+        let fd =
+            data.fd().as_fd().try_clone_to_owned().map_err(|e| {
+                GadgetError::Load(format!("duplicating the fd of map `{name}`: {e}"))
+            })?;
+        let map = super::maps::OpenMap::from_fd(fd)?;
+        let (ks, vs) = (map.key_size(), map.value_stride);
+        let mut out = Vec::new();
+        map.scan(|keys, values, n| {
+            for i in 0..n {
+                out.push((
+                    keys[i * ks..(i + 1) * ks].to_vec(),
+                    values[i * vs..(i + 1) * vs].to_vec(),
+                ));
+            }
+            true
         })?;
-        let hash: HashMap<_, K, V> = HashMap::try_from(map).map_err(Box::new)?;
-        Ok(hash.iter().filter_map(Result::ok).collect())
+        Ok(out)
+    }
+
+    /// The addresses of stack `id` in the gadget's stack map, leaf first.
+    pub fn stack(&self, name: &str, id: u32) -> Result<Vec<u64>, GadgetError> {
+        let map: StackTraceMap<&MapData> =
+            StackTraceMap::try_from(self.map(name)?).map_err(Box::new)?;
+        let trace = map.get(&id, 0).map_err(Box::new)?;
+        Ok(trace.frames().iter().map(|f| f.ip).collect())
     }
 }

@@ -73,6 +73,12 @@ impl OpenMap {
         Ok(Self::with(record, fd))
     }
 
+    /// A map this process already holds (a gadget's).
+    pub fn from_fd(fd: OwnedFd) -> Result<Self, SyscallError> {
+        let record = inventory::read_map_fd(&fd)?;
+        Ok(Self::with(record, fd))
+    }
+
     fn with(record: MapRecord, fd: OwnedFd) -> Self {
         let btf = (record.btf_id != 0)
             .then(|| {

@@ -37,6 +37,11 @@ pub fn u32_at(b: &[u8], off: usize) -> u32 {
         .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
+pub fn u16_at(b: &[u8], off: usize) -> u16 {
+    b.get(off..off + 2)
+        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+}
+
 pub fn i32_at(b: &[u8], off: usize) -> i32 {
     u32_at(b, off) as i32
 }
@@ -158,11 +163,30 @@ const ERRNOS: [&str; 41] = [
     "ELOOP",
 ];
 
+/// Network errnos (x86_64 and most architectures number them alike).
+const NET_ERRNOS: &[(i32, &str)] = &[
+    (98, "EADDRINUSE"),
+    (99, "EADDRNOTAVAIL"),
+    (100, "ENETDOWN"),
+    (101, "ENETUNREACH"),
+    (103, "ECONNABORTED"),
+    (104, "ECONNRESET"),
+    (105, "ENOBUFS"),
+    (110, "ETIMEDOUT"),
+    (111, "ECONNREFUSED"),
+    (112, "EHOSTDOWN"),
+    (113, "EHOSTUNREACH"),
+    (115, "EINPROGRESS"),
+];
+
 /// `ENOENT` for 2 (the common errnos; others as their number).
 pub fn errno_name(errno: i32) -> String {
     match usize::try_from(errno) {
         Ok(n) if n > 0 && n < ERRNOS.len() => ERRNOS[n].to_owned(),
-        _ => format!("errno {errno}"),
+        _ => NET_ERRNOS
+            .iter()
+            .find(|(n, _)| *n == errno)
+            .map_or_else(|| format!("errno {errno}"), |(_, name)| (*name).to_owned()),
     }
 }
 
@@ -227,6 +251,8 @@ mod tests {
         assert_eq!(signal_name(9), "SIGKILL");
         assert_eq!(signal_name(34), "SIGRTMIN+2");
         assert_eq!(errno_name(2), "ENOENT");
+        assert_eq!(errno_name(111), "ECONNREFUSED");
+        assert_eq!(errno_name(4000), "errno 4000");
         assert_eq!(open_flags(0o2000101), "O_WRONLY|O_CREAT|O_CLOEXEC");
         assert_eq!(open_flags(0), "O_RDONLY");
         #[cfg(target_arch = "x86_64")]

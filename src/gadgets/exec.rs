@@ -62,6 +62,7 @@ pub static GADGET: Gadget = Gadget {
     ],
     output: Output::Events,
     default_group_by: &["comm"],
+    detail_fields: &[],
     decode,
     event_size: HEADER + 12 + 256 + MAX_ARGS * ARG_LEN,
 };

@@ -42,6 +42,7 @@ pub static GADGET: Gadget = Gadget {
     ],
     output: Output::Events,
     default_group_by: &["comm", "exit_code"],
+    detail_fields: &[],
     decode,
     event_size: HEADER + 24,
 };

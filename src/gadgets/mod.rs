@@ -2,20 +2,32 @@
 //! programs attach, the fields of its events with types and units, and the decoder from the
 //! bytes the kernel sends to JSON. No kernel access here: `ebpf::gadget` runs them.
 
+mod biolatency;
 mod decode;
 mod exec;
 mod exit;
+pub mod hist;
+mod oom;
 mod open;
+pub mod profile;
+mod runqlat;
 mod signal;
 mod syscall_names;
 pub mod syscalls;
+mod tcp;
 pub mod tracepoint;
+pub mod uprobe;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::ebpf::gadget::Hook;
 pub use decode::{Clock, header};
+
+/// A little-endian u64 (a count in a kernel table).
+pub fn decode_u64(b: &[u8]) -> u64 {
+    decode::u64_at(b, 0)
+}
 
 /// One field of a gadget's events.
 #[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]
@@ -28,6 +40,31 @@ pub struct Field {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unit: Option<&'static str>,
     pub description: &'static str,
+}
+
+impl Field {
+    pub const fn new(name: &'static str, ty: &'static str, description: &'static str) -> Self {
+        Self {
+            name,
+            ty,
+            unit: None,
+            description,
+        }
+    }
+
+    pub const fn with_unit(
+        name: &'static str,
+        ty: &'static str,
+        unit: &'static str,
+        description: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            ty,
+            unit: Some(unit),
+            description,
+        }
+    }
 }
 
 /// The fields every event starts with (struct event_header).
@@ -81,8 +118,12 @@ pub const COMMON_FIELDS: &[Field] = &[
 pub enum Output {
     /// One event per occurrence, through the ring buffer.
     Events,
-    /// Counts kept in a kernel hash map, read when the trace ends.
-    KernelCounts,
+    /// Counts kept in this kernel hash map (key to u64), read when asked.
+    KernelCounts(&'static str),
+    /// Latency histograms kept in the kernel (`hists`, bpf/hist.h).
+    KernelHistograms,
+    /// CPU samples with their stacks (profile).
+    Stacks,
 }
 
 /// A built-in gadget.
@@ -97,6 +138,8 @@ pub struct Gadget {
     pub output: Output,
     /// Fields counted by default in `count` mode.
     pub default_group_by: &'static [&'static str],
+    /// Fields the kernel keys by only when asked (grouping by any of them sets arg0).
+    pub detail_fields: &'static [&'static str],
     /// Turns one event's bytes (after the common header) into its own fields.
     pub decode: fn(&[u8], &mut Map<String, Value>),
     /// Size of the gadget's event, header included (shorter records are malformed).
@@ -108,10 +151,7 @@ impl Gadget {
     pub fn hooks(&self) -> Vec<String> {
         self.programs
             .iter()
-            .map(|(_, hook)| match hook {
-                Hook::Tracepoint(c, n) => format!("{c}:{n}"),
-                Hook::RawTracepoint(n) => format!("raw_tp:{n}"),
-            })
+            .map(|(_, hook)| hook.to_string())
             .collect()
     }
 
@@ -119,7 +159,7 @@ impl Gadget {
     pub fn all_fields(&self) -> impl Iterator<Item = &Field> {
         let common = match self.output {
             Output::Events => COMMON_FIELDS,
-            Output::KernelCounts => &[],
+            _ => &[],
         };
         common.iter().chain(self.fields)
     }
@@ -135,7 +175,7 @@ impl Gadget {
                 let rest = decode::header(bytes, clock, &mut out)?;
                 (self.decode)(rest, &mut out);
             }
-            Output::KernelCounts => (self.decode)(bytes, &mut out),
+            _ => (self.decode)(bytes, &mut out),
         }
         Some(out)
     }
@@ -143,12 +183,22 @@ impl Gadget {
 
 /// Every gadget, in the order they are listed.
 pub fn catalogue() -> &'static [&'static Gadget] {
-    static CATALOGUE: [&Gadget; 5] = [
+    static CATALOGUE: [&Gadget; 15] = [
         &exec::GADGET,
         &exit::GADGET,
         &open::GADGET,
+        &tcp::CONNECT,
+        &tcp::ACCEPT,
+        &tcp::STATE,
+        &tcp::RETRANSMIT,
         &signal::GADGET,
+        &oom::GADGET,
         &syscalls::GADGET,
+        &biolatency::GADGET,
+        &runqlat::GADGET,
+        &profile::GADGET,
+        &uprobe::GADGET,
+        &tracepoint::GADGET,
     ];
     &CATALOGUE
 }

@@ -62,6 +62,7 @@ pub static GADGET: Gadget = Gadget {
     ],
     output: Output::Events,
     default_group_by: &["comm", "path"],
+    detail_fields: &[],
     decode,
     event_size: HEADER + 16 + 256,
 };

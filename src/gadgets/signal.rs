@@ -54,6 +54,7 @@ pub static GADGET: Gadget = Gadget {
     ],
     output: Output::Events,
     default_group_by: &["comm", "signal"],
+    detail_fields: &[],
     decode,
     event_size: HEADER + 40,
 };

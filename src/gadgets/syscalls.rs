@@ -37,8 +37,9 @@ pub static GADGET: Gadget = Gadget {
             description: "system call name",
         },
     ],
-    output: Output::KernelCounts,
+    output: Output::KernelCounts("syscall_counts"),
     default_group_by: &["comm", "syscall"],
+    detail_fields: &[],
     decode,
     event_size: KEY_SIZE,
 };

@@ -8,6 +8,22 @@ use super::decode::{HEADER, i32_at, str_at, u32_at, u64_at};
 use crate::ebpf::tracefs::{Format, TpField};
 
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/obj/tracepoint.bpf.o");
+
+/// The catalogue's entry; the plan for one tracepoint is made from its format file.
+pub static GADGET: super::Gadget = super::Gadget {
+    name: "tracepoint",
+    summary: "any tracepoint, `tracepoint: \"category:name\"`: its fields decoded from the \
+        tracefs format (list_tracepoints with detail shows them), syscall string arguments \
+        read in the kernel",
+    object: OBJECT,
+    programs: &[],
+    fields: &[],
+    output: super::Output::Events,
+    default_group_by: &["comm"],
+    detail_fields: &[],
+    decode: |_, _| {},
+    event_size: EVENT_SIZE,
+};
 pub const PROGRAM: &str = "tracepoint_record";
 
 const RECORD_MAX: usize = 512;

@@ -8,11 +8,15 @@ use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::config::LogLevel;
 use crate::core::Core;
 use crate::ebpf::caps::{CapSet, Needed};
+use crate::ebpf::gadget::Hook;
 use crate::ebpf::host::{self, KernelFacts};
-use crate::ebpf::probe::{self, Features};
+use crate::ebpf::probe::{self, Features, Status};
+use crate::ebpf::tracefs;
 use crate::error::{EbpfError, codes};
+use crate::gadgets::{self, Field};
 use crate::resources::Counts;
 use crate::security::Tier;
+use crate::tools::trace::{self, Mode};
 
 /// Arguments of `info`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -34,6 +38,11 @@ pub struct InfoOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub features: Option<Features>,
     pub server: ServerFacts,
+    /// The trace tool's gadgets: what each reports, where it attaches, its fields, and
+    /// whether this kernel supports it.
+    pub gadgets: Vec<GadgetFacts>,
+    /// Fields every event of an event gadget starts with.
+    pub gadget_common_fields: Vec<Field>,
     /// What limits this server on this host, each with how to fix it.
     pub problems: Vec<EbpfError>,
 }
@@ -58,6 +67,24 @@ pub struct ServerFacts {
     pub live_objects: Counts,
     /// Background trace sessions (trace_start).
     pub trace_sessions: Vec<crate::tools::sessions::SessionInfo>,
+}
+
+/// A gadget of `trace`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct GadgetFacts {
+    pub name: String,
+    pub summary: String,
+    /// Where it attaches (`category:name`, `raw_tp:name`, or what the call names).
+    pub hooks: Vec<String>,
+    /// Modes it offers, the default first.
+    pub modes: Vec<Mode>,
+    /// Its hooks exist here and the attach kinds it needs passed the probes.
+    pub supported: bool,
+    /// Why not, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Its own fields (events also carry `gadget_common_fields`).
+    pub fields: Vec<Field>,
 }
 
 /// A tier of tools and whether this configuration enables it.
@@ -133,11 +160,79 @@ fn run(core: &Core, params: InfoParams, ctx: &CallContext) -> Result<InfoOutput,
     };
     ctx.progress(2.0, Some(2.0), "done");
     Ok(InfoOutput {
+        gadgets: gadget_facts(features.as_ref()),
+        gadget_common_fields: gadgets::COMMON_FIELDS.to_vec(),
         kernel,
         features,
         server: server_facts(core),
         problems,
     })
+}
+
+/// Which attach kind a hook needs, and whether it exists on this kernel.
+fn hook_needs(hook: &Hook) -> (&'static str, Option<String>) {
+    match hook {
+        Hook::Tracepoint(category, name) => {
+            let missing = tracefs::format(category, name)
+                .err()
+                .map(|_| format!("no tracepoint {category}:{name} on this kernel"));
+            ("tracepoint", missing)
+        }
+        Hook::RawTracepoint(_) => ("raw_tp", None),
+        Hook::Uprobe { .. } => ("uprobe", None),
+        Hook::CpuClock { .. } => ("perf_event", None),
+    }
+}
+
+fn gadget_facts(features: Option<&Features>) -> Vec<GadgetFacts> {
+    gadgets::catalogue()
+        .iter()
+        .map(|g| {
+            let (hooks, needs): (Vec<String>, Vec<(&str, Option<String>)>) = match g.name {
+                "tracepoint" => (
+                    vec!["tracepoint:<tracepoint>".into()],
+                    vec![("tracepoint", None)],
+                ),
+                "uprobe" => (vec!["uprobe:<target>".into()], vec![("uprobe", None)]),
+                "profile" => (
+                    vec!["perf_event:cpu-clock".into()],
+                    vec![("perf_event", None)],
+                ),
+                _ => (
+                    g.hooks(),
+                    g.programs.iter().map(|(_, h)| hook_needs(h)).collect(),
+                ),
+            };
+            let reason = needs.iter().find_map(|(kind, missing)| {
+                if let Some(m) = missing {
+                    return Some(m.clone());
+                }
+                let Some(features) = features else {
+                    return Some(
+                        "unknown: the server lacks CAP_BPF/CAP_PERFMON to probe (see problems)"
+                            .to_owned(),
+                    );
+                };
+                match features.attach.get(*kind) {
+                    Some(s) if s.status == Status::Available => None,
+                    Some(s) => Some(format!(
+                        "{kind} programs do not attach here: {}",
+                        s.reason.as_deref().unwrap_or("refused")
+                    )),
+                    None => Some(format!("{kind} was not probed")),
+                }
+            });
+            GadgetFacts {
+                name: g.name.to_owned(),
+                summary: g.summary.to_owned(),
+                hooks,
+                modes: trace::gadget_modes(g),
+                supported: reason.is_none(),
+                reason,
+                fields: g.fields.to_vec(),
+            }
+        })
+        .collect()
 }
 
 fn server_facts(core: &Core) -> ServerFacts {

@@ -174,10 +174,9 @@ pub fn programs_spec() -> ToolSpec {
             name: "list_programs",
             title: "List BPF programs",
             description: "Every BPF program on the host (not only this server's): id, name, \
-                type, tag, load time, owner uid, sizes, memory, map ids, holding processes and \
-                attaching links. `sample_ms` measures run count, ns per run and CPU share over \
-                a window (\"which BPF program is eating my CPU\"). `id` with `detail: true` \
-                adds its translated instructions.",
+                type, tag, load time, owner, sizes, memory, maps, holders and links. \
+                `sample_ms` measures runs, ns per run and CPU share over a window (\"which BPF \
+                program is eating my CPU\"); `id` with `detail` adds its instructions.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: Some("programs"),

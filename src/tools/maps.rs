@@ -33,8 +33,8 @@ pub struct MapSelector<'a> {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Predicate {
-    /// Dotted path into the key or value: `value.bytes`, `key.sport`, `value.hist.3`
-    /// (no prefix: the value). `key`/`value` alone: the whole integer or string.
+    /// Dotted path: `value.bytes`, `key.sport`, `value.hist.3` (no prefix: the value);
+    /// `key`/`value`: the whole key or value.
     pub field: String,
     /// Comparison; contains and prefix apply to strings.
     pub op: Op,
@@ -181,9 +181,9 @@ pub fn dump_spec() -> ToolSpec {
             description: "Entries of any BPF map on the host, keys and values decoded through \
                 the map's BTF (structs to objects, enums by name, char arrays to strings; hex \
                 without BTF; per-CPU maps give per-CPU values and their sum). Select the map \
-                by `map_name`, `map_id` or `pin_path`. Filter, sort and page on the server: \
-                `{\"map_name\": \"flows\", \"sort_by\": \"bytes\", \"max_entries\": 20}` is \
-                the top 20 by bytes. Totals are exact. For one key use map_lookup.",
+                by `map_name`, `map_id` or `pin_path`. Filter, sort (`sort_by: \"bytes\"` with \
+                `max_entries: 20` is the top 20) and page on the server; totals are exact. For \
+                one key use map_lookup.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: Some("entries"),

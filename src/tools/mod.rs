@@ -191,7 +191,7 @@ impl ToolSpec {
             tier: meta.tier,
             hints: meta.hints,
             list_field: meta.list_field,
-            listed_input_schema: input_schema.clone(),
+            listed_input_schema: schema::listed_input(&input_schema),
             input_schema,
             listed_output_schema: schema::compact(&output_schema, LISTED_SCHEMA_DEPTH),
             output_schema,
@@ -228,7 +228,7 @@ impl ToolSpec {
     /// says its parameters are another tool's (`trace_start` takes `trace`'s).
     #[must_use]
     pub fn with_brief_input(mut self) -> Self {
-        self.listed_input_schema = schema::without_descriptions(&self.input_schema);
+        self.listed_input_schema = schema::without_descriptions(&self.listed_input_schema);
         self
     }
 

@@ -225,6 +225,22 @@ pub fn compact(schema: &Map<String, Value>, depth: usize) -> Map<String, Value> 
     }
 }
 
+/// The input schema as `tools/list` shows it: `minimum: 0` (every unsigned integer has it,
+/// and the server rejects negatives with a clear error anyway) left out.
+pub fn listed_input(schema: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = schema.clone();
+    if let Some(Value::Object(props)) = out.get_mut("properties") {
+        for prop in props.values_mut() {
+            if let Value::Object(p) = prop
+                && p.get("minimum").and_then(Value::as_u64) == Some(0)
+            {
+                p.remove("minimum");
+            }
+        }
+    }
+    out
+}
+
 /// A copy of `schema` whose properties carry no descriptions (the root keeps its own).
 pub fn without_descriptions(schema: &Map<String, Value>) -> Map<String, Value> {
     let mut out = schema.clone();
@@ -270,6 +286,7 @@ fn compact_at(v: &mut Value, depth: usize) {
     m.remove("minimum");
     m.remove("maximum");
     m.remove("required");
+    m.remove("enum");
     let is_container = matches!(
         m.get("type").and_then(Value::as_str),
         Some("object") | Some("array")

@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::trace::{self, CountRow, Limits, Mode, StoppedBy, Tally, TraceParams};
+use super::trace::{self, CountRow, Limits, Mode, Snapshot, StoppedBy, Tally, TraceParams};
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::core::Core;
 use crate::error::EbpfError;
+use crate::gadgets::hist::HistRow;
+use crate::gadgets::profile::{FunctionRow, StackRow};
 use crate::resources::{Kind, Release};
 use crate::security::Tier;
 
@@ -31,7 +33,12 @@ struct State {
     /// Events pushed out of the buffer before anyone read them.
     overwritten: u64,
     tally: Tally,
+    /// What the kernel aggregated, as of the last second (aggregating gadgets).
+    kernel: Option<Snapshot>,
+    /// Events decoded (events and user-space counts).
     total: u64,
+    /// Events over resources.max_events_per_second, counted but not decoded.
+    shed: u64,
     end: Option<End>,
 }
 
@@ -52,6 +59,7 @@ struct Session {
     gadget: &'static str,
     hooks: Vec<String>,
     mode: Mode,
+    group_by: Vec<String>,
     top: usize,
     started_at: SystemTime,
     ends_at: SystemTime,
@@ -199,10 +207,9 @@ pub fn start_spec() -> ToolSpec {
         ToolMeta {
             name: "trace_start",
             title: "Start a background trace",
-            description: "Start a trace in the background: the arguments of `trace`, but \
-                `duration_ms` defaults to tools.trace.session_max_duration (10 min) and \
-                events mode keeps the newest `max_events` (default tools.trace.session_buffer). \
-                Returns a session_id for trace_read and trace_stop once the gadget is attached.",
+            description: "Run `trace` in the background (same arguments; `duration_ms` \
+                defaults to tools.trace.session_max_duration, events mode keeps the newest \
+                `max_events`). Returns a session_id for trace_read/trace_stop once attached.",
             tier: Tier::Trace,
             hints: Hints {
                 read_only: true,
@@ -228,7 +235,11 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
         )
         .with_context("limit", max_sessions));
     }
-    let prepared = trace::prepare(&p, &Limits::of_session(config))?;
+    let prepared = trace::prepare(
+        &p,
+        &Limits::of_session(config),
+        core.config.resources.max_events_per_second,
+    )?;
     // In a session, max_events is how many of the newest events are kept.
     let buffer = prepared.max_events as u32;
     let n = sessions.next.fetch_add(1, Ordering::Relaxed) + 1;
@@ -240,6 +251,7 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
         gadget: prepared.gadget(),
         hooks: prepared.hooks(),
         mode: prepared.mode,
+        group_by: prepared.group_by.clone(),
         top: prepared.top,
         started_at,
         ends_at: started_at + prepared.duration,
@@ -257,6 +269,7 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
             let result = trace::execute(
                 &prepared,
                 &worker.cancel,
+                true,
                 |record| {
                     let mut st = worker.lock();
                     st.total += 1;
@@ -270,11 +283,17 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
                                 st.overwritten += 1;
                             }
                         }
-                        Mode::Count => st.tally.add(&prepared.group_by, &record, 1),
+                        Mode::Count | Mode::Histogram => {
+                            st.tally.add(&prepared.group_by, &record, 1)
+                        }
                     }
                     true
                 },
-                |_, _| {},
+                |_, _, snapshot| {
+                    if snapshot.is_some() {
+                        worker.lock().kernel = snapshot;
+                    }
+                },
                 move || {
                     let _ = ready_tx.send(Ok(()));
                 },
@@ -282,10 +301,8 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
             let mut st = worker.lock();
             let end = match result {
                 Ok(run) => {
-                    for (record, n) in &run.kernel_counts {
-                        st.tally.add(&prepared.group_by, record, *n);
-                        st.total += n;
-                    }
+                    st.kernel = run.snapshot;
+                    st.shed = run.shed;
                     End {
                         stopped_by: run.stopped_by,
                         elapsed: run.elapsed,
@@ -357,7 +374,7 @@ fn rand_suffix() -> u32 {
 pub struct ReadParams {
     /// From trace_start.
     pub session_id: String,
-    /// `next_cursor` of the previous read; without it, from the oldest event kept.
+    /// `next_cursor` of the previous read (default: the oldest event kept).
     #[serde(default)]
     pub cursor: Option<u64>,
     /// Events to return (default 1000).
@@ -380,9 +397,27 @@ pub struct ReadOutput {
     /// count mode: the largest groups so far.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub counts: Option<Vec<CountRow>>,
+    /// count/histogram mode: distinct groups so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<usize>,
+    /// histogram mode: one per group, largest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub histograms: Option<Vec<HistRow>>,
+    /// profile: the functions CPU samples were in, most first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Vec<FunctionRow>>,
+    /// profile: the most sampled stacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<Vec<StackRow>>,
+    /// profile: folded stacks for flame graphs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded: Option<Vec<String>>,
     pub events_total: u64,
     /// Events the kernel could not deliver (its ring buffer was full).
     pub events_dropped: u64,
+    /// Events counted but not decoded: over resources.max_events_per_second.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub events_shed: u64,
     /// Events pushed out of the session's buffer before they were read.
     pub events_overwritten: u64,
     /// More events after this page are waiting.
@@ -394,6 +429,8 @@ pub struct ReadOutput {
     /// Why the session failed, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<EbpfError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 pub fn read_spec() -> ToolSpec {
@@ -455,9 +492,20 @@ fn report(core: &Core, s: &Session, p: &ReadParams) -> ReadOutput {
                 .or(after);
             (Some(rows), last, more)
         }
-        Mode::Count => (None, None, false),
+        Mode::Count | Mode::Histogram => (None, None, false),
     };
+    let summary = trace::summarize(
+        s.mode,
+        &s.group_by,
+        s.top,
+        &st.tally,
+        st.kernel.as_ref(),
+        super::row_budget(core),
+    );
     let end = st.end.clone();
+    let dropped = end.as_ref().map_or(0, |e| e.dropped);
+    let mut hint = summary.hint;
+    trace::note_losses(&mut hint, dropped, st.shed);
     let elapsed = match &end {
         Some(e) => e.elapsed,
         None => s.started_at.elapsed().unwrap_or_default(),
@@ -467,11 +515,18 @@ fn report(core: &Core, s: &Session, p: &ReadParams) -> ReadOutput {
         state: if end.is_some() { "finished" } else { "running" }.to_owned(),
         events,
         next_cursor,
-        counts: (s.mode == Mode::Count).then(|| st.tally.top(s.top)),
-        events_total: st.total,
-        events_dropped: end.as_ref().map_or(0, |e| e.dropped),
+        counts: summary.counts,
+        groups: summary.groups,
+        histograms: summary.histograms,
+        functions: summary.functions,
+        stacks: summary.stacks,
+        folded: summary.folded,
+        events_total: st.total + st.shed + st.kernel.as_ref().map_or(0, Snapshot::total),
+        events_dropped: dropped,
+        events_shed: st.shed,
         events_overwritten: st.overwritten,
-        truncated,
+        truncated: truncated || summary.truncated,
+        hint,
         stopped_by: end
             .as_ref()
             .filter(|e| e.error.is_none())
@@ -493,4 +548,8 @@ fn stop(core: &Core, p: ReadParams, ctx: &CallContext) -> Result<ReadOutput, Ebp
     let out = report(core, &s, &p);
     core.sessions.remove(core, &s);
     Ok(out)
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -17,6 +17,8 @@ use crate::ebpf::caps::{CapSet, Needed};
 use crate::ebpf::gadget::{self as runner, GadgetCfg, GadgetError, Hook};
 use crate::ebpf::tracefs;
 use crate::error::{EbpfError, codes};
+use crate::gadgets::hist::{self, Hist, HistRow};
+use crate::gadgets::profile::{self, FunctionRow, Sample, StackRow};
 use crate::gadgets::{self, Clock, Output};
 use crate::security::Tier;
 
@@ -36,6 +38,8 @@ pub enum Mode {
     Events,
     /// Counts grouped by `group_by`, largest first.
     Count,
+    /// Latency histograms (log2 µs) grouped by `group_by`.
+    Histogram,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -50,7 +54,7 @@ pub enum StoppedBy {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TraceParams {
-    /// Which gadget (listed in the tool description).
+    /// Which gadget (listed in the description).
     pub gadget: String,
     /// How long to trace (default 5000; at most tools.trace.max_duration).
     #[serde(default)]
@@ -71,18 +75,24 @@ pub struct TraceParams {
     /// Only processes in this cgroup v2 directory (a path under the cgroup2 mount).
     #[serde(default)]
     pub cgroup: Option<String>,
-    /// events (default) or count.
+    /// events, count or histogram (default: the gadget's).
     #[serde(default)]
     pub mode: Option<Mode>,
-    /// count mode: event fields to group by (default: the gadget's, e.g. comm).
+    /// count/histogram mode: fields to group by (default: the gadget's).
     #[serde(default)]
     pub group_by: Option<Vec<String>>,
-    /// count mode: groups to return, largest first (default 20).
+    /// count/histogram mode: groups to return, largest first (default 20).
     #[serde(default)]
     pub top: Option<u32>,
-    /// gadget tracepoint: which one, as `category:name` (list_tracepoints finds them).
+    /// gadget tracepoint: `category:name` (list_tracepoints finds them).
     #[serde(default)]
     pub tracepoint: Option<String>,
+    /// gadget uprobe: `binary:symbol`, e.g. `libc.so.6:malloc`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// gadget profile: samples per second per CPU (default 49, at most 1000).
+    #[serde(default)]
+    pub frequency_hz: Option<u32>,
 }
 
 /// One group of a count.
@@ -109,11 +119,26 @@ pub struct TraceOutput {
     /// count mode: distinct groups seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub groups: Option<usize>,
+    /// histogram mode: one per group, largest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub histograms: Option<Vec<HistRow>>,
+    /// profile: the functions CPU samples were in, most first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Vec<FunctionRow>>,
+    /// profile: the most sampled stacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<Vec<StackRow>>,
+    /// profile: folded stacks (`comm;root;...;leaf count`) for flame graphs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded: Option<Vec<String>>,
     /// Events that passed the filters and reached the server (for kernel-counted gadgets:
     /// the sum of the counts).
     pub events_total: u64,
     /// Events the kernel could not deliver: its ring buffer (or count table) was full.
     pub events_dropped: u64,
+    /// Events counted but not decoded: over resources.max_events_per_second.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub events_shed: u64,
     pub events_returned: usize,
     /// More events or groups exist than are returned.
     pub truncated: bool,
@@ -129,12 +154,11 @@ pub fn spec() -> ToolSpec {
         ToolMeta {
             name: "trace",
             title: "Trace with a built-in gadget",
-            description: "Watch the host for a bounded time with a built-in gadget: exec \
-                (process starts, argv), exit (exit codes, signals), open (file opens, flags, \
-                errors), signal (signals sent), syscalls (counts per process and syscall), \
-                tracepoint (any `category:name`, fields decoded). Filters run in the kernel. \
-                mode events: decoded events; count: the top groups by `group_by`. Totals are \
-                exact, drops counted, progress every second; cancel returns what was seen.",
+            description: "Watch the host for a bounded time with a built-in gadget: exec, \
+                exit, open, tcp_connect, tcp_accept, tcp_state, tcp_retransmit, signal, \
+                oom_kill, syscalls, biolatency, runqlat, profile, uprobe, tracepoint (info \
+                lists each with its fields and modes). Filters run in the kernel; totals are \
+                exact, drops counted; progress every second; cancel returns what was seen.",
             tier: Tier::Trace,
             hints: Hints::READ_ONLY,
             list_field: Some("events"),
@@ -204,11 +228,12 @@ fn cgroup_id(path: &str) -> Result<u64, EbpfError> {
     Ok(meta.ino())
 }
 
-/// Turns one record from the kernel into an event.
+/// Turns one record from the kernel into an event (or one key of a kernel table into the
+/// fields it stands for).
 type Decoder = Box<dyn Fn(&[u8], &Clock) -> Option<Map<String, Value>> + Send + Sync>;
 
-/// What to load and how to read it: a built-in gadget, or the generic tracepoint gadget
-/// fitted to one tracepoint's format.
+/// What to load and how to read it: a built-in gadget, or one fitted to the call (a
+/// tracepoint's format, a uprobe's target, a profile's frequency).
 struct Plan {
     name: &'static str,
     object: &'static [u8],
@@ -216,6 +241,8 @@ struct Plan {
     output: Output,
     fields: Vec<String>,
     default_group_by: Vec<String>,
+    /// Fields the kernel keys by only when grouped by (sets arg0).
+    detail_fields: &'static [&'static str],
     /// Gadget-specific settings for the kernel side (arg0..arg2 of gadget_cfg).
     args: (u32, u32, u32),
     decode: Decoder,
@@ -223,120 +250,228 @@ struct Plan {
 
 impl Plan {
     fn hooks(&self) -> Vec<String> {
-        self.programs
-            .iter()
-            .map(|(_, h)| match h {
-                Hook::Tracepoint(c, n) => format!("{c}:{n}"),
-                Hook::RawTracepoint(n) => format!("raw_tp:{n}"),
-            })
-            .collect()
+        self.programs.iter().map(|(_, h)| h.to_string()).collect()
     }
+
+    fn of(gadget: &'static gadgets::Gadget) -> Self {
+        Plan {
+            name: gadget.name,
+            object: gadget.object,
+            programs: gadget.programs.to_vec(),
+            output: gadget.output,
+            fields: gadget.all_fields().map(|f| f.name.to_owned()).collect(),
+            default_group_by: gadget
+                .default_group_by
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect(),
+            detail_fields: gadget.detail_fields,
+            args: (0, 0, 0),
+            decode: Box::new(move |bytes, clock| gadget.record(bytes, clock)),
+        }
+    }
+}
+
+/// Says which option belongs to which gadget when one is given to another.
+fn check_options(p: &TraceParams) -> Result<(), EbpfError> {
+    for (given, option, owner) in [
+        (p.tracepoint.is_some(), "tracepoint", "tracepoint"),
+        (p.target.is_some(), "target", "uprobe"),
+        (p.frequency_hz.is_some(), "frequency_hz", "profile"),
+    ] {
+        if given && p.gadget != owner {
+            return Err(invalid(format!(
+                "`{option}` applies to the {owner} gadget only"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn plan(p: &TraceParams) -> Result<Plan, EbpfError> {
-    if p.gadget == "tracepoint" {
-        let spec = p.tracepoint.as_deref().ok_or_else(|| {
-            invalid("the tracepoint gadget needs `tracepoint`: \"category:name\" (list_tracepoints finds them)")
-        })?;
-        let (category, name) = spec.split_once(':').ok_or_else(|| {
-            invalid(format!(
-                "`tracepoint` is `category:name`, e.g. \"sched:sched_switch\"; got `{spec}`"
-            ))
-        })?;
-        let format = tracefs::format(category, name).map_err(|e| match e {
-            tracefs::TracefsError::NoSuchTracepoint(_) => invalid(format!(
-                "no tracepoint `{spec}` on this kernel; list_tracepoints with a pattern finds the right name"
-            ))
-            .with_context("tracepoint", spec),
-            other => EbpfError::resource(codes::FILESYSTEM_NOT_MOUNTED, other.to_string()),
-        })?;
-        let (args, strings) = gadgets::tracepoint::config(&format);
-        let fields: Vec<String> = gadgets::COMMON_FIELDS
-            .iter()
-            .map(|f| f.name.to_owned())
-            .chain(
-                format
-                    .fields
-                    .iter()
-                    .map(|f| gadgets::tracepoint::field_name(&f.name)),
-            )
-            .collect();
-        let hook = Hook::Tracepoint(category.to_owned().into(), name.to_owned().into());
-        return Ok(Plan {
-            name: "tracepoint",
-            object: gadgets::tracepoint::OBJECT,
-            programs: vec![(gadgets::tracepoint::PROGRAM, hook)],
-            output: Output::Events,
-            fields,
-            default_group_by: vec!["comm".to_owned()],
-            args,
-            decode: Box::new(move |bytes, clock| {
-                if bytes.len() < gadgets::tracepoint::EVENT_SIZE {
-                    return None;
-                }
-                let mut out = Map::new();
-                let rest = gadgets::header(bytes, clock, &mut out)?;
-                gadgets::tracepoint::decode(&format, &strings, rest, &mut out);
-                Some(out)
-            }),
-        });
+    check_options(p)?;
+    match p.gadget.as_str() {
+        "tracepoint" => tracepoint_plan(p),
+        "uprobe" => uprobe_plan(p),
+        "profile" => {
+            let hz = p.frequency_hz.unwrap_or(profile::DEFAULT_HZ);
+            if hz == 0 || hz > profile::MAX_HZ {
+                return Err(invalid(format!(
+                    "`frequency_hz` must be between 1 and {}",
+                    profile::MAX_HZ
+                )));
+            }
+            let mut plan = Plan::of(&profile::GADGET);
+            plan.programs = vec![(
+                profile::PROGRAM,
+                Hook::CpuClock {
+                    frequency_hz: u64::from(hz),
+                },
+            )];
+            Ok(plan)
+        }
+        name => {
+            let gadget = gadgets::find(name).ok_or_else(|| {
+                let known: Vec<&str> = gadgets::catalogue().iter().map(|g| g.name).collect();
+                invalid(format!(
+                    "unknown gadget `{name}`; one of: {}",
+                    known.join(", ")
+                ))
+                .with_context("gadget", name)
+            })?;
+            Ok(Plan::of(gadget))
+        }
     }
-    if p.tracepoint.is_some() {
-        return Err(invalid(
-            "`tracepoint` applies to the tracepoint gadget only",
-        ));
-    }
-    let known = || {
-        gadgets::catalogue()
-            .iter()
-            .map(|g| g.name)
-            .chain(["tracepoint"])
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let gadget = gadgets::find(&p.gadget).ok_or_else(|| {
-        invalid(format!(
-            "unknown gadget `{}`; one of: {}",
-            p.gadget,
-            known()
-        ))
-        .with_context("gadget", &p.gadget)
+}
+
+fn tracepoint_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
+    let spec = p.tracepoint.as_deref().ok_or_else(|| {
+        invalid("the tracepoint gadget needs `tracepoint`: \"category:name\" (list_tracepoints finds them)")
     })?;
-    Ok(Plan {
-        name: gadget.name,
-        object: gadget.object,
-        programs: gadget.programs.to_vec(),
-        output: gadget.output,
-        fields: gadget.all_fields().map(|f| f.name.to_owned()).collect(),
-        default_group_by: gadget
-            .default_group_by
-            .iter()
-            .map(|f| (*f).to_owned())
-            .collect(),
-        args: (0, 0, 0),
-        decode: Box::new(move |bytes, clock| gadget.record(bytes, clock)),
-    })
+    let (category, name) = spec.split_once(':').ok_or_else(|| {
+        invalid(format!(
+            "`tracepoint` is `category:name`, e.g. \"sched:sched_switch\"; got `{spec}`"
+        ))
+    })?;
+    let format = tracefs::format(category, name).map_err(|e| match e {
+        tracefs::TracefsError::NoSuchTracepoint(_) => invalid(format!(
+            "no tracepoint `{spec}` on this kernel; list_tracepoints with a pattern finds the right name"
+        ))
+        .with_context("tracepoint", spec),
+        other => EbpfError::resource(codes::FILESYSTEM_NOT_MOUNTED, other.to_string()),
+    })?;
+    let (args, strings) = gadgets::tracepoint::config(&format);
+    let fields: Vec<String> = gadgets::COMMON_FIELDS
+        .iter()
+        .map(|f| f.name.to_owned())
+        .chain(
+            format
+                .fields
+                .iter()
+                .map(|f| gadgets::tracepoint::field_name(&f.name)),
+        )
+        .collect();
+    let hook = Hook::Tracepoint(category.to_owned().into(), name.to_owned().into());
+    let mut plan = Plan::of(&gadgets::tracepoint::GADGET);
+    plan.programs = vec![(gadgets::tracepoint::PROGRAM, hook)];
+    plan.fields = fields;
+    plan.args = args;
+    plan.decode = Box::new(move |bytes, clock| {
+        if bytes.len() < gadgets::tracepoint::EVENT_SIZE {
+            return None;
+        }
+        let mut out = Map::new();
+        let rest = gadgets::header(bytes, clock, &mut out)?;
+        gadgets::tracepoint::decode(&format, &strings, rest, &mut out);
+        Some(out)
+    });
+    Ok(plan)
+}
+
+fn uprobe_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
+    use gadgets::uprobe;
+    let target = p.target.as_deref().ok_or_else(|| {
+        invalid(
+            "the uprobe gadget needs `target`: \"binary:symbol\", e.g. \"/usr/bin/bash:readline\"",
+        )
+    })?;
+    let (binary, symbol) = uprobe::parse_target(target).map_err(invalid)?;
+    let mut plan = Plan::of(&uprobe::GADGET);
+    let hook = |ret| Hook::Uprobe {
+        binary: binary.clone(),
+        symbol: symbol.clone(),
+        ret,
+        pid: p.pid,
+    };
+    plan.programs = vec![(uprobe::ENTRY, hook(false))];
+    if p.mode == Some(Mode::Histogram) {
+        // Latency: entry stamps the time, return adds it to a histogram (arg1).
+        plan.programs.push((uprobe::RETURN, hook(true)));
+        plan.output = Output::KernelHistograms;
+        plan.default_group_by = Vec::new();
+        plan.args.1 = 1;
+    }
+    Ok(plan)
+}
+
+/// The mode a gadget produces when the call names none, and the modes it allows.
+fn modes(output: Output) -> (Mode, &'static [Mode]) {
+    match output {
+        Output::Events => (Mode::Events, &[Mode::Events, Mode::Count]),
+        Output::KernelCounts(_) => (Mode::Count, &[Mode::Count]),
+        Output::KernelHistograms => (Mode::Histogram, &[Mode::Histogram]),
+        Output::Stacks => (Mode::Count, &[Mode::Count]),
+    }
+}
+
+/// The modes a gadget offers, its default first.
+pub fn gadget_modes(gadget: &gadgets::Gadget) -> Vec<Mode> {
+    if gadget.name == "uprobe" {
+        return vec![Mode::Count, Mode::Histogram];
+    }
+    modes(gadget.output).1.to_vec()
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Events => "events",
+        Mode::Count => "count",
+        Mode::Histogram => "histogram",
+    }
+}
+
+/// Lines of a verifier log an error keeps: the end, where the reason is.
+const VERIFIER_TAIL: usize = 8;
+
+/// `text` with a verifier log cut to its last lines.
+fn shorten_verifier_log(text: &str) -> String {
+    match text.split_once("Verifier output:") {
+        Some((head, log)) => {
+            let lines: Vec<&str> = log.trim().lines().collect();
+            let tail = &lines[lines.len().saturating_sub(VERIFIER_TAIL)..];
+            format!("{head}verifier log (last lines): {}", tail.join(" | "))
+        }
+        None => text.to_owned(),
+    }
 }
 
 fn load_error(gadget: &str, e: &GadgetError) -> EbpfError {
-    match e.errno() {
-        Some(libc::EPERM) | Some(libc::EACCES) => EbpfError::permission(
+    let text = shorten_verifier_log(&e.to_string());
+    let verifier = text.contains("verifier log");
+    match (e, e.errno()) {
+        (GadgetError::Attach { .. }, _) if gadget == "uprobe" && e.errno().is_none() => {
+            EbpfError::validation(
+                "TARGET_NOT_FOUND",
+                format!(
+                    "cannot place the uprobe ({text}); give an existing binary and a symbol in its \
+                     symbol table (`nm -D BINARY` or `nm BINARY` lists them)"
+                ),
+            )
+        }
+        (_, Some(libc::EPERM) | Some(libc::EACCES)) if !verifier => EbpfError::permission(
             codes::MISSING_CAPABILITY,
             format!(
-                "the kernel refused to run the `{gadget}` gadget ({e}); the server needs CAP_BPF \
+                "the kernel refused to run the `{gadget}` gadget ({text}); the server needs CAP_BPF \
                  and CAP_PERFMON, and `info` shows what this kernel allows"
             ),
         ),
-        Some(libc::ENOENT) => EbpfError::kernel(
+        (_, Some(libc::ENOENT)) => EbpfError::kernel(
             "HOOK_NOT_FOUND",
             format!(
-                "this kernel lacks a hook the `{gadget}` gadget needs ({e}); list_tracepoints \
-                 shows the tracepoints it has"
+                "this kernel lacks a hook the `{gadget}` gadget needs ({text}); list_tracepoints \
+                 shows the tracepoints it has, info which gadgets this kernel supports"
+            ),
+        ),
+        _ if verifier => EbpfError::kernel(
+            "VERIFIER_REJECTED",
+            format!(
+                "this kernel's verifier rejected the `{gadget}` gadget ({text}); info shows which \
+                 gadgets this kernel supports"
             ),
         ),
         _ => EbpfError::kernel(
             "GADGET_FAILED",
-            format!("the `{gadget}` gadget could not start: {e}"),
+            format!("the `{gadget}` gadget could not start: {text}"),
         ),
     }
     .with_context("gadget", gadget)
@@ -352,6 +487,8 @@ pub struct Prepared {
     /// events mode: stop after this many (`trace`); sessions keep the newest instead.
     pub max_events: usize,
     pub top: usize,
+    /// Events decoded per second at most (0: no limit).
+    pub max_rate: u64,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -369,6 +506,11 @@ impl Prepared {
 
     pub fn hooks(&self) -> Vec<String> {
         self.plan.hooks()
+    }
+
+    /// Whether results come from tables the kernel keeps rather than from events.
+    pub fn kernel_aggregated(&self) -> bool {
+        self.plan.output != Output::Events
     }
 }
 
@@ -411,35 +553,51 @@ impl Limits {
     }
 }
 
-/// Checks the arguments against the gadget and the limits. `max_duration` is the longest
-/// run allowed (a trace's or a session's).
-pub fn prepare(p: &TraceParams, limits: &Limits) -> Result<Prepared, EbpfError> {
+/// Checks the arguments against the gadget and the limits.
+pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepared, EbpfError> {
     let (max_duration, max_events_cap) = (limits.max_duration, limits.max_events);
-    let plan = plan(p)?;
-    let mode = p.mode.unwrap_or(match plan.output {
-        Output::Events => Mode::Events,
-        Output::KernelCounts => Mode::Count,
-    });
-    if plan.output == Output::KernelCounts && mode != Mode::Count {
+    let mut plan = plan(p)?;
+    let (default_mode, allowed) = modes(plan.output);
+    let mode = p.mode.unwrap_or(default_mode);
+    if !allowed.contains(&mode) {
+        let names: Vec<String> = allowed
+            .iter()
+            .map(|m| format!("`{}`", mode_name(*m)))
+            .collect();
+        let extra = if plan.name == "uprobe" {
+            " (or `histogram` for latency)"
+        } else {
+            ""
+        };
         return Err(invalid(format!(
-            "the `{}` gadget counts in the kernel: use mode `count`",
-            plan.name
+            "the `{}` gadget gives mode {}{extra}, not `{}`",
+            plan.name,
+            names.join(" or "),
+            mode_name(mode)
         )));
     }
     let group_by: Vec<String> = match &p.group_by {
-        Some(fields) if !fields.is_empty() => fields.clone(),
-        _ => plan.default_group_by.clone(),
+        Some(fields) => fields.clone(),
+        None => plan.default_group_by.clone(),
     };
-    if mode == Mode::Count {
-        if let Some(bad) = group_by.iter().find(|f| !plan.fields.contains(f)) {
-            return Err(invalid(format!(
-                "`{bad}` is not a field of `{}` events; fields: {}",
-                plan.name,
-                plan.fields.join(", ")
-            )));
+    if mode == Mode::Events {
+        if p.group_by.is_some() || p.top.is_some() {
+            return Err(invalid(
+                "`group_by` and `top` apply to modes `count` and `histogram`",
+            ));
         }
-    } else if p.group_by.is_some() || p.top.is_some() {
-        return Err(invalid("`group_by` and `top` apply to mode `count`"));
+    } else if let Some(bad) = group_by.iter().find(|f| !plan.fields.contains(f)) {
+        return Err(invalid(format!(
+            "`{bad}` is not a field of `{}` results; fields: {}",
+            plan.name,
+            plan.fields.join(", ")
+        )));
+    }
+    if group_by
+        .iter()
+        .any(|f| plan.detail_fields.contains(&f.as_str()))
+    {
+        plan.args.0 = 1;
     }
     let max_ms = u64::try_from(max_duration.as_millis()).unwrap_or(u64::MAX);
     let default_ms = u64::try_from(limits.default_duration.as_millis()).unwrap_or(u64::MAX);
@@ -472,11 +630,12 @@ pub fn prepare(p: &TraceParams, limits: &Limits) -> Result<Prepared, EbpfError> 
         duration: Duration::from_millis(duration_ms),
         max_events: max_events as usize,
         top: p.top.unwrap_or(DEFAULT_TOP).max(1) as usize,
+        max_rate: u64::from(max_rate),
     })
 }
 
 /// Counts of events grouped by fields.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Tally {
     groups: HashMap<String, (Map<String, Value>, u64)>,
 }
@@ -509,6 +668,93 @@ impl Tally {
     }
 }
 
+/// What the kernel has aggregated so far (its tables are cumulative: a later snapshot
+/// replaces an earlier one).
+#[derive(Debug, Clone)]
+pub enum Snapshot {
+    Counts(Vec<(Map<String, Value>, u64)>),
+    Histograms(Vec<(Map<String, Value>, Hist)>),
+    Stacks(Vec<Sample>),
+}
+
+impl Snapshot {
+    /// Events it stands for: counts, observations or samples.
+    pub fn total(&self) -> u64 {
+        match self {
+            Snapshot::Counts(rows) => rows.iter().map(|(_, n)| n).sum(),
+            Snapshot::Histograms(rows) => rows.iter().map(|(_, h)| h.count).sum(),
+            Snapshot::Stacks(samples) => samples.iter().map(|s| s.count).sum(),
+        }
+    }
+}
+
+fn read_error(e: impl std::fmt::Display) -> EbpfError {
+    EbpfError::kernel("GADGET_FAILED", format!("reading the gadget's tables: {e}"))
+}
+
+/// Reads the kernel's tables of an aggregating gadget; `stacks: false` leaves a profile's
+/// stacks unread (enough for progress).
+fn snapshot(
+    running: &runner::Running,
+    plan: &Plan,
+    clock: &Clock,
+    stacks: bool,
+) -> Result<Option<Snapshot>, EbpfError> {
+    let decode = |key: &[u8]| (plan.decode)(key, clock);
+    Ok(Some(match plan.output {
+        Output::Events => return Ok(None),
+        Output::KernelCounts(map) => Snapshot::Counts(
+            running
+                .map_entries(map)
+                .map_err(read_error)?
+                .into_iter()
+                .filter_map(|(k, v)| Some((decode(&k)?, gadgets::decode_u64(&v))))
+                .collect(),
+        ),
+        Output::KernelHistograms => Snapshot::Histograms(
+            running
+                .map_entries("hists")
+                .map_err(read_error)?
+                .into_iter()
+                .filter_map(|(k, v)| Some((decode(&k)?, Hist::parse(&v)?)))
+                .collect(),
+        ),
+        Output::Stacks => {
+            let mut samples = Vec::new();
+            for (k, v) in running.map_entries(profile::SAMPLES).map_err(read_error)? {
+                let (pid, comm, user_id, kernel_id) = Sample::key(&k);
+                let mut lost = false;
+                let mut read = |id: i32| -> Vec<u64> {
+                    if !stacks || id < 0 {
+                        // -EFAULT: no user stack (a kernel thread); others: table full.
+                        lost |= stacks && id != -libc::EFAULT;
+                        return Vec::new();
+                    }
+                    running
+                        .stack(profile::STACKS, id as u32)
+                        .unwrap_or_else(|_| {
+                            lost = true;
+                            Vec::new()
+                        })
+                };
+                let user = read(user_id);
+                let kernel = read(kernel_id);
+                samples.push(Sample {
+                    pid,
+                    comm,
+                    user_id,
+                    user,
+                    user_names: None,
+                    kernel,
+                    lost,
+                    count: gadgets::decode_u64(&v),
+                });
+            }
+            Snapshot::Stacks(samples)
+        }
+    }))
+}
+
 /// How a run ended.
 #[derive(Debug)]
 pub struct RunEnd {
@@ -516,18 +762,22 @@ pub struct RunEnd {
     pub elapsed: Duration,
     pub dropped: u64,
     pub malformed: u64,
-    /// Kernel-counted gadgets: each group's key record and count.
-    pub kernel_counts: Vec<(Map<String, Value>, u64)>,
+    /// Events taken from the kernel but not decoded (over the rate limit).
+    pub shed: u64,
+    /// The kernel's tables at the end (aggregating gadgets).
+    pub snapshot: Option<Snapshot>,
 }
 
 /// Attaches the gadget, hands every decoded event to `on_event` until the duration passes,
-/// `cancel` fires or `on_event` returns false (then: max_events), calls `tick` with the
-/// running total about every second, and releases everything before returning.
+/// `cancel` fires or `on_event` returns false (then: max_events), calls `tick` about every
+/// second with the time and events so far (and, when `live`, the kernel's tables), and
+/// releases everything before returning.
 pub fn execute(
     prepared: &Prepared,
     cancel: &tokio_util::sync::CancellationToken,
+    live: bool,
     mut on_event: impl FnMut(Map<String, Value>) -> bool,
-    mut tick: impl FnMut(Duration, u64),
+    mut tick: impl FnMut(Duration, u64, Option<Snapshot>),
     ready: impl FnOnce(),
 ) -> Result<RunEnd, EbpfError> {
     let plan = &prepared.plan;
@@ -539,7 +789,10 @@ pub fn execute(
     let deadline = started + prepared.duration;
     let mut total: u64 = 0;
     let mut malformed: u64 = 0;
+    let mut shed: u64 = 0;
+    let mut window = (Instant::now(), 0u64);
     let mut last_tick = Instant::now();
+    let mut user_names = (plan.output == Output::Stacks).then(profile::UserNames::default);
     let stopped_by = loop {
         if cancel.is_cancelled() {
             break StoppedBy::Cancelled;
@@ -551,11 +804,22 @@ pub fn execute(
         let mut full = false;
         running
             .poll(POLL.min(deadline - now), |bytes| {
+                total += 1;
+                if prepared.max_rate > 0 {
+                    if window.0.elapsed() >= Duration::from_secs(1) {
+                        window = (Instant::now(), 0);
+                    }
+                    if window.1 >= prepared.max_rate {
+                        shed += 1;
+                        return true;
+                    }
+                    window.1 += 1;
+                }
                 let Some(record) = (plan.decode)(bytes, &clock) else {
+                    total -= 1;
                     malformed += 1;
                     return true;
                 };
-                total += 1;
                 full = !on_event(record);
                 !full
             })
@@ -565,21 +829,23 @@ pub fn execute(
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
-            tick(started.elapsed(), total);
+            let mut snap = snapshot(&running, plan, &clock, live || user_names.is_some())?;
+            if let (Some(names), Some(Snapshot::Stacks(samples))) = (&mut user_names, &mut snap) {
+                names.learn(samples);
+                names.apply(samples);
+            }
+            let so_far = total + snap.as_ref().map_or(0, Snapshot::total);
+            tick(started.elapsed(), so_far, if live { snap } else { None });
         }
     };
     let elapsed = started.elapsed();
     let dropped = running.dropped();
-    let mut kernel_counts = Vec::new();
-    // Kernel-side counts are read while the gadget is still loaded.
-    if plan.output == Output::KernelCounts {
-        let entries = running
-            .hash_entries::<[u8; gadgets::syscalls::KEY_SIZE], u64>("syscall_counts")
-            .map_err(|e| EbpfError::kernel("GADGET_FAILED", format!("reading counts: {e}")))?;
-        kernel_counts = entries
-            .into_iter()
-            .filter_map(|(key, n)| (plan.decode)(&key, &clock).map(|record| (record, n)))
-            .collect();
+    // Kernel tables are read while the gadget is still loaded, and before symbolizing
+    // anything, processes that were sampled may still be alive.
+    let mut snapshot = snapshot(&running, plan, &clock, true)?;
+    if let (Some(mut names), Some(Snapshot::Stacks(samples))) = (user_names, &mut snapshot) {
+        names.learn(samples);
+        names.apply(samples);
     }
     // Detach and release everything before answering.
     drop(running);
@@ -588,46 +854,201 @@ pub fn execute(
         elapsed,
         dropped,
         malformed,
-        kernel_counts,
+        shed,
+        snapshot,
     })
 }
 
-fn note_drops(out: &mut Option<String>, dropped: u64) {
+/// The aggregate part of a result: counts, histograms or a profile.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub counts: Option<Vec<CountRow>>,
+    pub groups: Option<usize>,
+    pub histograms: Option<Vec<HistRow>>,
+    pub functions: Option<Vec<FunctionRow>>,
+    pub stacks: Option<Vec<StackRow>>,
+    pub folded: Option<Vec<String>>,
+    /// Events the rows stand for.
+    pub returned: usize,
+    pub truncated: bool,
+    pub hint: Option<String>,
+}
+
+/// Builds the aggregate part of a result from what user space counted (`tally`) and what
+/// the kernel aggregated (`snapshot`), within `budget` bytes of rows.
+pub fn summarize(
+    mode: Mode,
+    group_by: &[String],
+    top: usize,
+    tally: &Tally,
+    snapshot: Option<&Snapshot>,
+    budget: usize,
+) -> Summary {
+    let mut out = Summary::default();
+    let counted = |tally: &Tally, out: &mut Summary| {
+        let mut rows = tally.top(top);
+        let cut = super::fit_rows(&mut rows, budget);
+        out.returned = rows.iter().map(|r| r.count as usize).sum();
+        out.truncated = rows.len() < tally.groups();
+        if cut {
+            out.hint = Some("groups cut to fit server.max_result_bytes; lower top".into());
+        }
+        out.groups = Some(tally.groups());
+        out.counts = Some(rows);
+    };
+    match (mode, snapshot) {
+        (Mode::Events, _) => {}
+        (Mode::Histogram, Some(Snapshot::Histograms(entries))) => {
+            let mut rows = hist::grouped(entries, group_by);
+            let groups = rows.len();
+            rows.truncate(top);
+            let cut = super::fit_rows(&mut rows, budget);
+            out.returned = rows.iter().map(|r| r.count as usize).sum();
+            out.truncated = rows.len() < groups;
+            if cut {
+                out.hint = Some("histograms cut to fit server.max_result_bytes; lower top or group by fewer fields".into());
+            }
+            out.groups = Some(groups);
+            out.histograms = Some(rows);
+        }
+        (Mode::Histogram, _) => out.histograms = Some(Vec::new()),
+        (Mode::Count, Some(Snapshot::Stacks(samples))) => {
+            let mut by_process = Tally::default();
+            for s in samples {
+                let mut record = Map::new();
+                record.insert("pid".into(), s.pid.into());
+                record.insert("comm".into(), s.comm.clone().into());
+                by_process.add(group_by, &record, s.count);
+            }
+            counted(&by_process, &mut out);
+            let report = profile::report(samples, top);
+            // Functions and stacks are small; folded stacks get the rest of the budget.
+            let (mut functions, mut stacks, mut folded) =
+                (report.functions, report.stacks, report.folded);
+            let all_folded = folded.len();
+            let mut cut = super::fit_rows(&mut functions, budget / 5);
+            cut |= super::fit_rows(&mut stacks, budget * 2 / 5);
+            cut |= super::fit_rows(&mut folded, budget / 5);
+            if folded.len() < all_folded || cut {
+                out.truncated = true;
+                out.hint = Some(format!(
+                    "{} of {all_folded} folded stacks fit server.max_result_bytes; the largest are kept",
+                    folded.len()
+                ));
+            }
+            out.functions = Some(functions);
+            out.stacks = Some(stacks);
+            out.folded = Some(folded);
+        }
+        (Mode::Count, snap) => {
+            let mut merged = tally.clone();
+            if let Some(Snapshot::Counts(rows)) = snap {
+                for (record, n) in rows {
+                    merged.add(group_by, record, *n);
+                }
+            }
+            counted(&merged, &mut out);
+        }
+    }
+    out
+}
+
+fn note(out: &mut Option<String>, note: String) {
+    *out = Some(match out.take() {
+        Some(h) => format!("{h}; {note}"),
+        None => note,
+    });
+}
+
+/// Adds to the hint what the kernel dropped and what the server shed.
+pub fn note_losses(out: &mut Option<String>, dropped: u64, shed: u64) {
     if dropped > 0 {
-        let note = format!(
-            "{dropped} events were dropped in the kernel (ring buffer full); add filters or shorten the trace"
+        note(
+            out,
+            format!(
+                "{dropped} events were dropped in the kernel (ring buffer or table full); add filters or shorten the trace"
+            ),
         );
-        *out = Some(match out.take() {
-            Some(h) => format!("{h}; {note}"),
-            None => note,
-        });
+    }
+    if shed > 0 {
+        note(
+            out,
+            format!(
+                "{shed} events were counted but not decoded: over resources.max_events_per_second; add filters or raise it"
+            ),
+        );
+    }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Holds one of `tools.trace.max_concurrent` slots while a trace runs.
+struct Slot<'a>(&'a std::sync::atomic::AtomicU32);
+
+impl<'a> Slot<'a> {
+    fn take(core: &'a Core) -> Result<Self, EbpfError> {
+        use std::sync::atomic::Ordering;
+        let limit = core.config.tools.trace.max_concurrent.get();
+        core.active_traces
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map_err(|_| {
+                EbpfError::resource(
+                    "TOO_MANY_TRACES",
+                    format!(
+                        "{limit} traces are running (tools.trace.max_concurrent); retry when one ends, or use trace_start"
+                    ),
+                )
+                .with_context("limit", limit)
+            })?;
+        Ok(Slot(&core.active_traces))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
 fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, EbpfError> {
     let config = &core.config.tools.trace;
-    let prepared = prepare(&p, &Limits::of_trace(config))?;
+    let prepared = prepare(
+        &p,
+        &Limits::of_trace(config),
+        core.config.resources.max_events_per_second,
+    )?;
+    let _slot = Slot::take(core)?;
     let duration_ms = prepared.duration.as_millis() as f64;
     let mut events: Vec<Map<String, Value>> = Vec::new();
     let mut tally = Tally::default();
+    let unit = if prepared.gadget() == "profile" {
+        "samples"
+    } else {
+        "events"
+    };
     let end = execute(
         &prepared,
         &ctx.cancel,
+        false,
         |record| match prepared.mode {
             Mode::Events => {
                 events.push(record);
                 events.len() < prepared.max_events
             }
-            Mode::Count => {
+            Mode::Count | Mode::Histogram => {
                 tally.add(&prepared.group_by, &record, 1);
                 true
             }
         },
-        |elapsed, total| {
+        |elapsed, total, _| {
             ctx.progress(
                 elapsed.as_millis() as f64,
                 Some(duration_ms),
-                format!("{total} events so far"),
+                format!("{total} {unit} so far"),
             )
         },
         || {
@@ -648,56 +1069,53 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
             format!("{} malformed records were skipped", end.malformed),
         );
     }
-    let mut total = match prepared.mode {
+    let decoded = match prepared.mode {
         Mode::Events => events.len() as u64,
-        Mode::Count => tally.groups.values().map(|(_, n)| n).sum(),
+        _ => tally.groups.values().map(|(_, n)| n).sum(),
     };
-    for (record, n) in &end.kernel_counts {
-        tally.add(&prepared.group_by, record, *n);
-        total += n;
-    }
+    let total = decoded + end.shed + end.snapshot.as_ref().map_or(0, Snapshot::total);
+    let summary = summarize(
+        prepared.mode,
+        &prepared.group_by,
+        prepared.top,
+        &tally,
+        end.snapshot.as_ref(),
+        super::row_budget(core),
+    );
     let mut out = TraceOutput {
         gadget: prepared.gadget().to_owned(),
         hooks: prepared.hooks(),
         mode: prepared.mode,
         events: None,
-        counts: None,
-        groups: None,
+        counts: summary.counts,
+        groups: summary.groups,
+        histograms: summary.histograms,
+        functions: summary.functions,
+        stacks: summary.stacks,
+        folded: summary.folded,
         events_total: total,
         events_dropped: end.dropped,
-        events_returned: 0,
-        truncated: false,
+        events_shed: end.shed,
+        events_returned: summary.returned,
+        truncated: summary.truncated,
         stopped_by: end.stopped_by,
         duration_ms: u64::try_from(end.elapsed.as_millis()).unwrap_or(u64::MAX),
-        hint: None,
+        hint: summary.hint,
     };
-    match prepared.mode {
-        Mode::Events => {
-            let cut = super::fit_rows(&mut events, super::row_budget(core));
-            out.events_returned = events.len();
-            out.truncated = (events.len() as u64) < total;
-            if cut {
-                out.hint = Some("events cut to fit server.max_result_bytes; lower max_events, add filters, or use mode count".into());
-            } else if end.stopped_by == StoppedBy::MaxEvents {
-                out.hint = Some(format!(
-                    "stopped after max_events ({}); raise it, add filters, or use mode count for totals",
-                    prepared.max_events
-                ));
-            }
-            out.events = Some(events);
+    if prepared.mode == Mode::Events {
+        let cut = super::fit_rows(&mut events, super::row_budget(core));
+        out.events_returned = events.len();
+        out.truncated = (events.len() as u64) < total;
+        if cut {
+            out.hint = Some("events cut to fit server.max_result_bytes; lower max_events, add filters, or use mode count".into());
+        } else if end.stopped_by == StoppedBy::MaxEvents {
+            out.hint = Some(format!(
+                "stopped after max_events ({}); raise it, add filters, or use mode count for totals",
+                prepared.max_events
+            ));
         }
-        Mode::Count => {
-            let mut rows = tally.top(prepared.top);
-            let cut = super::fit_rows(&mut rows, super::row_budget(core));
-            out.events_returned = rows.iter().map(|r| r.count as usize).sum();
-            out.truncated = rows.len() < tally.groups();
-            if cut {
-                out.hint = Some("groups cut to fit server.max_result_bytes; lower top".into());
-            }
-            out.groups = Some(tally.groups());
-            out.counts = Some(rows);
-        }
+        out.events = Some(events);
     }
-    note_drops(&mut out.hint, end.dropped);
+    note_losses(&mut out.hint, end.dropped, end.shed);
     Ok(out)
 }

@@ -14,14 +14,20 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import anyio
 import pytest
+from mcp import Client
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BIN = pathlib.Path(os.environ.get("EBPF_MCP_BIN", ROOT / "target" / "debug" / "ebpf-mcp"))
 IN_CI = os.environ.get("CI") == "true"
+WORKLOAD = pathlib.Path(
+    os.environ.get("EBPF_MCP_WORKLOAD", ROOT / "target" / "debug" / "examples" / "workload")
+)
 
 # A raw 2025-11-25 initialize request, for the few tests that must speak below the SDK
 # (HTTP status codes, signals mid-session).
@@ -153,3 +159,33 @@ def http_server(binary: pathlib.Path) -> Iterator[HttpServer]:
     yield server
     code = server.stop()
     assert code == 0, f"server exited with {code}: {server.stderr()}"
+
+
+async def trace_while(url: str, args: dict, action) -> dict:
+    """Runs `trace` and, once the server says the gadget is attached, `action` (in a
+    thread). Returns the trace's structured result."""
+    ready = anyio.Event()
+
+    async def on_log(params) -> None:
+        if "tracing with" in str(params.data):
+            ready.set()
+
+    result = None
+    async with Client(url, mode="legacy", logging_callback=on_log) as client:
+        await client.set_logging_level("info")
+
+        async def run() -> None:
+            nonlocal result
+            result = await client.call_tool("trace", args)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            with anyio.fail_after(15):
+                await ready.wait()
+            await anyio.to_thread.run_sync(action)
+    assert result is not None and not result.is_error, result
+    return result.structured_content
+
+
+def unique_marker() -> str:
+    return f"ebpf-mcp-{uuid.uuid4().hex[:12]}"

@@ -12,13 +12,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 
 import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
-from conftest import _bpf_ids, require_root, server_env, start_http_server
+from conftest import _bpf_ids, require_root, server_env, start_http_server, trace_while, unique_marker
 
 pytestmark = pytest.mark.anyio
 
@@ -29,36 +28,6 @@ def url(binary):
     server = start_http_server(binary)
     yield server.url
     assert server.stop() == 0, server.stderr()
-
-
-async def trace_while(url: str, args: dict, action) -> dict:
-    """Runs `trace` and, once the server says the gadget is attached, `action` (in a
-    thread). Returns the trace's structured result."""
-    ready = anyio.Event()
-
-    async def on_log(params) -> None:
-        if "tracing with" in str(params.data):
-            ready.set()
-
-    result = None
-    async with Client(url, mode="legacy", logging_callback=on_log) as client:
-        await client.set_logging_level("info")
-
-        async def run() -> None:
-            nonlocal result
-            result = await client.call_tool("trace", args)
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            with anyio.fail_after(15):
-                await ready.wait()
-            await anyio.to_thread.run_sync(action)
-    assert result is not None and not result.is_error, result
-    return result.structured_content
-
-
-def unique_marker() -> str:
-    return f"ebpf-mcp-{uuid.uuid4().hex[:12]}"
 
 
 async def test_exec_sees_the_binary_and_arguments(url):

@@ -1,0 +1,245 @@
+//! Latency histograms the kernel keeps (bpf/hist.h): per key, an exact count and sum and
+//! log2 buckets of microseconds. Slot 0 holds 0 µs (under one), slot k holds
+//! [2^(k-1), 2^k - 1] µs.
+
+use std::collections::HashMap;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::decode::{str_at, u32_at, u64_at};
+
+/// Bytes of struct hist_key.
+pub const KEY_SIZE: usize = 24;
+pub const SLOTS: usize = 32;
+
+/// One histogram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hist {
+    pub count: u64,
+    pub sum_ns: u64,
+    pub slots: [u64; SLOTS],
+}
+
+impl Default for Hist {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            sum_ns: 0,
+            slots: [0; SLOTS],
+        }
+    }
+}
+
+/// The fields of struct hist_key, for a gadget's decoder.
+#[derive(Debug, Clone, Copy)]
+pub struct Key<'a> {
+    pub id: u32,
+    pub kind: u32,
+    pub comm: &'a [u8],
+}
+
+impl Key<'_> {
+    pub fn parse(b: &[u8]) -> Key<'_> {
+        Key {
+            id: u32_at(b, 0),
+            kind: u32_at(b, 4),
+            comm: b.get(8..24).unwrap_or(&[]),
+        }
+    }
+
+    pub fn comm(&self) -> String {
+        str_at(self.comm, 0, self.comm.len())
+    }
+}
+
+impl Hist {
+    /// Reads struct hist.
+    pub fn parse(b: &[u8]) -> Option<Self> {
+        if b.len() < 16 + 8 * SLOTS {
+            return None;
+        }
+        let mut h = Hist {
+            count: u64_at(b, 0),
+            sum_ns: u64_at(b, 8),
+            ..Hist::default()
+        };
+        for (i, slot) in h.slots.iter_mut().enumerate() {
+            *slot = u64_at(b, 16 + 8 * i);
+        }
+        Some(h)
+    }
+
+    pub fn merge(&mut self, other: &Hist) {
+        self.count += other.count;
+        self.sum_ns += other.sum_ns;
+        for (a, b) in self.slots.iter_mut().zip(other.slots.iter()) {
+            *a += b;
+        }
+    }
+
+    /// The microseconds slot `i` covers, both ends included.
+    pub fn bounds(i: usize) -> (u64, u64) {
+        match i {
+            0 => (0, 0),
+            _ => (1 << (i - 1), (1u64 << i) - 1),
+        }
+    }
+
+    /// The upper end of the bucket holding the `q` quantile (0 < q <= 1): the latency at or
+    /// below which at least that share of observations fall.
+    pub fn quantile_bound(&self, q: f64) -> u64 {
+        let slot_total: u64 = self.slots.iter().sum();
+        if slot_total == 0 {
+            return 0;
+        }
+        let rank = ((slot_total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.slots.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Self::bounds(i).1;
+            }
+        }
+        Self::bounds(SLOTS - 1).1
+    }
+
+    /// The result row: non-empty range of buckets, exact mean, quantile bounds.
+    pub fn row(&self, key: Map<String, Value>) -> HistRow {
+        let first = self.slots.iter().position(|n| *n > 0);
+        let last = self.slots.iter().rposition(|n| *n > 0);
+        let buckets = match (first, last) {
+            (Some(a), Some(b)) => (a..=b)
+                .map(|i| {
+                    let (low_us, high_us) = Self::bounds(i);
+                    Bucket {
+                        low_us,
+                        high_us,
+                        count: self.slots[i],
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        HistRow {
+            key,
+            count: self.count,
+            avg_us: if self.count == 0 {
+                0.0
+            } else {
+                (self.sum_ns as f64 / self.count as f64 / 1000.0 * 100.0).round() / 100.0
+            },
+            p50_us: self.quantile_bound(0.50),
+            p90_us: self.quantile_bound(0.90),
+            p99_us: self.quantile_bound(0.99),
+            buckets,
+        }
+    }
+}
+
+/// One log2 bucket.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Bucket {
+    pub low_us: u64,
+    pub high_us: u64,
+    pub count: u64,
+}
+
+/// A histogram as a result shows it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct HistRow {
+    /// The group's field values (empty: everything traced).
+    pub key: Map<String, Value>,
+    /// Observations (exact).
+    pub count: u64,
+    /// Mean latency (exact, from the kernel's sum).
+    pub avg_us: f64,
+    /// Upper end of the bucket holding the median: half took at most this long.
+    pub p50_us: u64,
+    pub p90_us: u64,
+    pub p99_us: u64,
+    /// From the first to the last non-empty bucket, in order.
+    pub buckets: Vec<Bucket>,
+}
+
+/// Histograms merged by the values of `group_by`, largest count first.
+pub fn grouped(entries: &[(Map<String, Value>, Hist)], group_by: &[String]) -> Vec<HistRow> {
+    let mut groups: HashMap<String, (Map<String, Value>, Hist)> = HashMap::new();
+    for (record, hist) in entries {
+        let key: Map<String, Value> = group_by
+            .iter()
+            .map(|f| (f.clone(), record.get(f).cloned().unwrap_or(Value::Null)))
+            .collect();
+        let id = Value::Object(key.clone()).to_string();
+        groups
+            .entry(id)
+            .or_insert_with(|| (key, Hist::default()))
+            .1
+            .merge(hist);
+    }
+    let mut rows: Vec<_> = groups.into_iter().collect();
+    rows.sort_by(|a, b| b.1.1.count.cmp(&a.1.1.count).then_with(|| a.0.cmp(&b.0)));
+    rows.into_iter().map(|(_, (key, h))| h.row(key)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(slots: &[(usize, u64)], sum_ns: u64) -> Hist {
+        let mut h = Hist::default();
+        for (i, n) in slots {
+            h.slots[*i] = *n;
+            h.count += n;
+        }
+        h.sum_ns = sum_ns;
+        h
+    }
+
+    #[test]
+    fn buckets_are_log2_microseconds() {
+        assert_eq!(Hist::bounds(0), (0, 0));
+        assert_eq!(Hist::bounds(1), (1, 1));
+        assert_eq!(Hist::bounds(2), (2, 3));
+        assert_eq!(Hist::bounds(11), (1024, 2047));
+    }
+
+    #[test]
+    fn rows_keep_the_nonempty_range_exact_mean_and_quantile_bounds() {
+        // 90 observations in 2-3 µs, 10 in 1024-2047 µs.
+        let h = hist(&[(2, 90), (11, 10)], 90 * 2_500 + 10 * 1_500_000);
+        let row = h.row(Map::new());
+        assert_eq!(row.count, 100);
+        assert_eq!(row.buckets.len(), 10);
+        assert_eq!(row.buckets[0].low_us, 2);
+        assert_eq!(row.buckets[9].count, 10);
+        assert_eq!(row.p50_us, 3);
+        assert_eq!(row.p90_us, 3);
+        assert_eq!(row.p99_us, 2047);
+        assert_eq!(row.avg_us, 152.25);
+    }
+
+    #[test]
+    fn grouping_merges_by_the_chosen_fields() {
+        let rec = |dev: &str, op: &str| {
+            let mut m = Map::new();
+            m.insert("device".into(), dev.into());
+            m.insert("op".into(), op.into());
+            m
+        };
+        let entries = vec![
+            (rec("vda", "read"), hist(&[(3, 5)], 5_000)),
+            (rec("vda", "write"), hist(&[(4, 7)], 7_000)),
+            (rec("vdb", "write"), hist(&[(4, 1)], 1_000)),
+        ];
+        let rows = grouped(&entries, &["device".to_owned()]);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].key["device"], "vda");
+        assert_eq!(rows[0].count, 12);
+        let all = grouped(&entries, &[]);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].count, 13);
+        assert!(all[0].key.is_empty());
+    }
+}

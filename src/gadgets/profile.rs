@@ -1,0 +1,378 @@
+//! profile: CPU samples at a fixed frequency on every CPU (perf cpu-clock), counted in the
+//! kernel per process and stack, then symbolized here: kernel frames from /proc/kallsyms,
+//! user frames from the ELF symbol tables of the files /proc/PID/maps names (blazesym).
+
+use std::collections::HashMap;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::decode::{i32_at, str_at, u32_at};
+use super::{Field, Gadget, Output};
+
+pub const PROGRAM: &str = "profile_sample";
+pub const SAMPLES: &str = "samples";
+pub const STACKS: &str = "stacks";
+/// Bytes of struct sample_key.
+pub const KEY_SIZE: usize = 32;
+pub const DEFAULT_HZ: u32 = 49;
+pub const MAX_HZ: u32 = 1000;
+
+static FIELDS: [Field; 2] = [
+    Field::new("pid", "u32", "the process on the CPU"),
+    Field::new("comm", "string", "its name"),
+];
+
+pub static GADGET: Gadget = Gadget {
+    name: "profile",
+    summary: "where CPU time goes: samples of every CPU at `frequency_hz` (default 49) with \
+        user and kernel stacks, symbolized: top functions, top stacks, folded stacks for \
+        flame graphs, and samples per process (mode count)",
+    object: aya::include_bytes_aligned!("../../bpf/obj/profile.bpf.o"),
+    programs: &[],
+    fields: &FIELDS,
+    output: Output::Stacks,
+    default_group_by: &["comm"],
+    detail_fields: &[],
+    decode,
+    event_size: KEY_SIZE,
+};
+
+fn decode(b: &[u8], out: &mut Map<String, Value>) {
+    out.insert("pid".into(), json!(u32_at(b, 0)));
+    out.insert("comm".into(), json!(str_at(b, 16, 16)));
+}
+
+/// One (process, user stack, kernel stack) with its sample count, addresses leaf first.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub pid: u32,
+    pub comm: String,
+    /// The user stack's id in the kernel's stack table (negative: none).
+    pub user_id: i32,
+    pub user: Vec<u64>,
+    /// User frames named while the process ran (see [`UserNames`]).
+    pub user_names: Option<Vec<String>>,
+    pub kernel: Vec<u64>,
+    /// The kernel could not record a stack (its table was full or two stacks collided).
+    pub lost: bool,
+    pub count: u64,
+}
+
+impl Sample {
+    /// The key's parts: pid, comm, user stack id, kernel stack id.
+    pub fn key(b: &[u8]) -> (u32, String, i32, i32) {
+        (u32_at(b, 0), str_at(b, 16, 16), i32_at(b, 4), i32_at(b, 8))
+    }
+}
+
+/// Names user stacks while their processes still run: a process that exits takes the
+/// address map its addresses need with it, so a profile names what it sees every second
+/// rather than only at the end.
+pub struct UserNames {
+    symbolizer: blazesym::symbolize::Symbolizer,
+    known: HashMap<(u32, i32), Vec<String>>,
+}
+
+impl std::fmt::Debug for UserNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserNames")
+            .field("known", &self.known.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for UserNames {
+    fn default() -> Self {
+        Self {
+            symbolizer: blazesym::symbolize::Symbolizer::new(),
+            known: HashMap::new(),
+        }
+    }
+}
+
+impl UserNames {
+    /// Names the user stacks not named yet, of processes still running.
+    pub fn learn(&mut self, samples: &[Sample]) {
+        let mut by_pid: HashMap<u32, Vec<&Sample>> = HashMap::new();
+        for s in samples {
+            if s.user_id >= 0 && !s.user.is_empty() && !self.known.contains_key(&(s.pid, s.user_id))
+            {
+                by_pid.entry(s.pid).or_default().push(s);
+            }
+        }
+        for (pid, stacks) in by_pid {
+            let names = process_names(
+                &self.symbolizer,
+                pid,
+                stacks.iter().flat_map(|s| s.user.iter().copied()),
+            );
+            // Nothing resolved: the process is gone (or stripped); leave it for the end.
+            if names.values().all(|n| n == UNKNOWN) {
+                continue;
+            }
+            for s in stacks {
+                let frames = s
+                    .user
+                    .iter()
+                    .map(|a| names.get(a).cloned().unwrap_or_else(|| UNKNOWN.to_owned()))
+                    .collect();
+                self.known.insert((s.pid, s.user_id), frames);
+            }
+        }
+    }
+
+    /// Gives each sample the names learnt for its user stack.
+    pub fn apply(&self, samples: &mut [Sample]) {
+        for s in samples {
+            if let Some(names) = self.known.get(&(s.pid, s.user_id)) {
+                s.user_names = Some(names.clone());
+            }
+        }
+    }
+}
+
+/// Names for user addresses of one process.
+fn process_names(
+    symbolizer: &blazesym::symbolize::Symbolizer,
+    pid: u32,
+    addrs: impl Iterator<Item = u64>,
+) -> HashMap<u64, String> {
+    use blazesym::Pid;
+    use blazesym::symbolize::source::{Process, Source};
+    let mut addrs: Vec<u64> = addrs.collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    let mut process = Process::new(Pid::from(pid));
+    process.debug_syms = false;
+    let src = Source::Process(process);
+    addrs
+        .iter()
+        .copied()
+        .zip(names(symbolizer, &src, &addrs))
+        .collect()
+}
+
+/// A stack as the result shows it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct StackRow {
+    pub pid: u32,
+    pub comm: String,
+    pub samples: u64,
+    /// Share of all samples, in percent.
+    pub percent: f64,
+    /// Leaf first: kernel frames (`[k] name`), then user frames.
+    pub frames: Vec<String>,
+}
+
+/// A function by the samples that were in it (the leaf frame).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct FunctionRow {
+    pub function: String,
+    pub samples: u64,
+    pub percent: f64,
+}
+
+/// Symbolized profile.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub stacks: Vec<StackRow>,
+    pub functions: Vec<FunctionRow>,
+    /// `comm;root;...;leaf count`, largest first: the input of flamegraph.pl and speedscope.
+    pub folded: Vec<String>,
+    pub total: u64,
+}
+
+const UNKNOWN: &str = "[unknown]";
+
+fn percent(n: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        (n as f64 * 10_000.0 / total as f64).round() / 100.0
+    }
+}
+
+/// Names for `addrs` in one source, `[unknown]` where none is known.
+fn names(
+    symbolizer: &blazesym::symbolize::Symbolizer,
+    src: &blazesym::symbolize::source::Source<'_>,
+    addrs: &[u64],
+) -> Vec<String> {
+    use blazesym::symbolize::Input;
+    match symbolizer.symbolize(src, Input::AbsAddr(addrs)) {
+        Ok(syms) => syms
+            .iter()
+            .map(|s| {
+                s.as_sym()
+                    .map_or_else(|| UNKNOWN.to_owned(), |sym| sym.name.to_string())
+            })
+            .collect(),
+        Err(_) => vec![UNKNOWN.to_owned(); addrs.len()],
+    }
+}
+
+/// Symbolizes and ranks the samples: the `top` largest stacks and functions, and folded
+/// stacks (all of them, largest first).
+pub fn report(samples: &[Sample], top: usize) -> Report {
+    use blazesym::MaybeDefault;
+    use blazesym::symbolize::source::{Kernel, Source};
+
+    let symbolizer = blazesym::symbolize::Symbolizer::new();
+    let total: u64 = samples.iter().map(|s| s.count).sum();
+
+    // One symbolization per process, and one for the kernel.
+    let mut kernel_addrs: Vec<u64> = samples.iter().flat_map(|s| s.kernel.clone()).collect();
+    kernel_addrs.sort_unstable();
+    kernel_addrs.dedup();
+    let kernel_src = Source::Kernel(Kernel {
+        vmlinux: MaybeDefault::None,
+        debug_syms: false,
+        ..Kernel::default()
+    });
+    let kernel_names: HashMap<u64, String> = kernel_addrs
+        .iter()
+        .copied()
+        .zip(names(&symbolizer, &kernel_src, &kernel_addrs))
+        .collect();
+    // User stacks not named while their process ran: try now.
+    let mut by_pid: HashMap<u32, Vec<u64>> = HashMap::new();
+    for s in samples.iter().filter(|s| s.user_names.is_none()) {
+        by_pid.entry(s.pid).or_default().extend(&s.user);
+    }
+    let mut user_names: HashMap<(u32, u64), String> = HashMap::new();
+    for (pid, addrs) in by_pid {
+        for (addr, name) in process_names(&symbolizer, pid, addrs.into_iter()) {
+            user_names.insert((pid, addr), name);
+        }
+    }
+
+    // Stacks that symbolize alike are one stack.
+    let mut stacks: HashMap<(u32, String, Vec<String>), u64> = HashMap::new();
+    for s in samples {
+        let mut frames: Vec<String> = s
+            .kernel
+            .iter()
+            .map(|a| {
+                format!(
+                    "[k] {}",
+                    kernel_names.get(a).map_or(UNKNOWN, String::as_str)
+                )
+            })
+            .collect();
+        match &s.user_names {
+            Some(named) => frames.extend(named.iter().cloned()),
+            None => frames.extend(s.user.iter().map(|a| {
+                user_names
+                    .get(&(s.pid, *a))
+                    .cloned()
+                    .unwrap_or_else(|| UNKNOWN.to_owned())
+            })),
+        }
+        if s.lost {
+            frames.push("[stack lost]".to_owned());
+        }
+        *stacks.entry((s.pid, s.comm.clone(), frames)).or_default() += s.count;
+    }
+    let mut ranked: Vec<_> = stacks.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+
+    let mut functions: HashMap<String, u64> = HashMap::new();
+    let mut folded: HashMap<String, u64> = HashMap::new();
+    for ((_, comm, frames), n) in &ranked {
+        let leaf = frames
+            .first()
+            .cloned()
+            .unwrap_or_else(|| UNKNOWN.to_owned());
+        *functions.entry(leaf).or_default() += n;
+        let mut line = comm.replace(';', "_");
+        for f in frames.iter().rev() {
+            line.push(';');
+            line.push_str(&f.replace(';', "_"));
+        }
+        *folded.entry(line).or_default() += n;
+    }
+    let mut functions: Vec<(String, u64)> = functions.into_iter().collect();
+    functions.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut folded: Vec<(String, u64)> = folded.into_iter().collect();
+    folded.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+
+    Report {
+        stacks: ranked
+            .into_iter()
+            .take(top)
+            .map(|((pid, comm, frames), n)| StackRow {
+                pid,
+                comm,
+                samples: n,
+                percent: percent(n, total),
+                frames,
+            })
+            .collect(),
+        functions: functions
+            .into_iter()
+            .take(top)
+            .map(|(function, n)| FunctionRow {
+                function,
+                samples: n,
+                percent: percent(n, total),
+            })
+            .collect(),
+        folded: folded
+            .into_iter()
+            .map(|(line, n)| format!("{line} {n}"))
+            .collect(),
+        total,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn here() -> u64 {
+        here as *const () as u64
+    }
+
+    #[test]
+    fn symbolizes_this_process_and_folds_root_first() {
+        let addr = here();
+        let samples = vec![
+            Sample {
+                pid: std::process::id(),
+                comm: "t".into(),
+                user_id: 1,
+                user: vec![addr],
+                user_names: None,
+                kernel: vec![],
+                lost: false,
+                count: 3,
+            },
+            Sample {
+                pid: std::process::id(),
+                comm: "t".into(),
+                user_id: -14,
+                user: vec![1],
+                user_names: None,
+                kernel: vec![],
+                lost: true,
+                count: 1,
+            },
+        ];
+        let mut learnt = samples.clone();
+        let mut names = UserNames::default();
+        names.learn(&learnt);
+        names.apply(&mut learnt);
+        assert!(learnt[0].user_names.as_ref().unwrap()[0].contains("here"));
+        assert!(learnt[1].user_names.is_none());
+        let r = report(&samples, 10);
+        assert_eq!(r.total, 4);
+        assert!(r.stacks[0].frames[0].contains("here"), "{:?}", r.stacks);
+        assert_eq!(r.stacks[0].percent, 75.0);
+        assert!(r.functions[0].function.contains("here"));
+        assert!(r.folded[0].starts_with("t;") && r.folded[0].ends_with(" 3"));
+        assert_eq!(r.folded[1], "t;[stack lost];[unknown] 1");
+    }
+}

@@ -1,0 +1,477 @@
+"""The network, memory, disk, scheduler, CPU and user-space gadgets against the real kernel:
+each test starts the exact activity (a TCP connection on loopback or in a network namespace
+it creates, an OOM kill in a memory cgroup it creates, direct writes, sleeps, a busy loop, N
+calls of a function) and checks the matching result with the right pid and fields."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import anyio
+import pytest
+from mcp import Client
+
+from conftest import ROOT, WORKLOAD, require_root, start_http_server, trace_while
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def url(binary):
+    require_root()
+    if not WORKLOAD.exists():
+        pytest.fail(f"{WORKLOAD} missing: run `cargo build --examples` (scripts/test does)")
+    server = start_http_server(binary)
+    yield server.url
+    assert server.stop() == 0, server.stderr()
+
+
+def listener(host: str = "127.0.0.1", family: int = socket.AF_INET) -> socket.socket:
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.bind((host, 0))
+    s.listen(8)
+    return s
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, never listened, then released)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ------------------------------------------------------------------------------ TCP
+
+
+async def test_tcp_connect_reports_the_connecting_process_and_failures(url):
+    srv = listener()
+    port = srv.getsockname()[1]
+    refused = closed_port()
+    seen = {}
+
+    def action():
+        c = socket.create_connection(("127.0.0.1", port))
+        seen["sport"] = c.getsockname()[1]
+        a, _ = srv.accept()
+        c.close()
+        a.close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", refused))
+
+    data = await trace_while(url, {"gadget": "tcp_connect", "duration_ms": 2500, "pid": os.getpid()}, action)
+    srv.close()
+    events = data["events"]
+    assert all(e["pid"] == os.getpid() for e in events), "pid filter"
+    ok = [e for e in events if e["dport"] == port]
+    assert len(ok) == 1, events
+    (e,) = ok
+    assert e["result"] == "connected" and e["sport"] == seen["sport"]
+    assert e["saddr"] == e["daddr"] == "127.0.0.1" and e["family"] == "ipv4"
+    assert e["comm"] and e["uid"] == 0 and e["latency_ns"] > 0
+    bad = [e for e in events if e["dport"] == refused]
+    assert len(bad) == 1 and bad[0]["result"] == "ECONNREFUSED", events
+
+
+async def test_tcp_accept_reports_the_accepting_process_over_ipv6(url):
+    srv = listener("::1", socket.AF_INET6)
+    port = srv.getsockname()[1]
+    seen = {}
+
+    def action():
+        child = subprocess.run(
+            [sys.executable, "-c",
+             f"import socket; c = socket.create_connection(('::1', {port})); print(c.getsockname()[1])"],
+            capture_output=True, text=True, check=True)
+        a, peer = srv.accept()
+        seen["fd"] = a.fileno()
+        seen["client_port"] = int(child.stdout)
+        a.close()
+
+    data = await trace_while(url, {"gadget": "tcp_accept", "duration_ms": 2500, "pid": os.getpid()}, action)
+    srv.close()
+    hits = [e for e in data["events"] if e["sport"] == port]
+    assert len(hits) == 1, data["events"]
+    (e,) = hits
+    assert e["pid"] == os.getpid() and e["family"] == "ipv6"
+    assert e["saddr"] == "::1" and e["daddr"] == "::1"
+    assert e["dport"] == seen["client_port"] and e["fd"] == seen["fd"]
+
+
+async def test_tcp_state_follows_a_connection_through_its_life(url):
+    srv = listener()
+    port = srv.getsockname()[1]
+    seen = {}
+
+    def action():
+        c = socket.create_connection(("127.0.0.1", port))
+        seen["client"] = c.getsockname()[1]
+        a, _ = srv.accept()
+        time.sleep(0.05)
+        c.close()
+        time.sleep(0.05)
+        a.close()
+
+    data = await trace_while(url, {"gadget": "tcp_state", "duration_ms": 2500}, action)
+    srv.close()
+    client = [
+        (e["oldstate"], e["newstate"])
+        for e in data["events"]
+        if e["sport"] == seen["client"] and e["dport"] == port
+    ]
+    assert client[:3] == [("SYN_SENT", "ESTABLISHED"), ("ESTABLISHED", "FIN_WAIT1"), ("FIN_WAIT1", "FIN_WAIT2")], client
+    server_side = [
+        (e["oldstate"], e["newstate"], e["duration_ns"])
+        for e in data["events"]
+        if e["sport"] == port and e["dport"] == seen["client"]
+    ]
+    assert ("ESTABLISHED", "CLOSE_WAIT") in [s[:2] for s in server_side], server_side
+    # It spent the 50 ms sleep established before the client closed.
+    established = [d for old, new, d in server_side if old == "ESTABLISHED"]
+    assert established and established[0] >= 40_000_000
+
+
+@contextlib.contextmanager
+def veth_namespace():
+    """A network namespace joined to this one by a veth pair, on 10.231.x.0/24; yields
+    (namespace, host address, peer address). Both are removed afterwards."""
+    tag = uuid.uuid4().hex[:6]
+    ns, host_if = f"emcp-{tag}", f"emcp{tag}"
+    net = f"10.231.{int(tag[:2], 16)}"
+    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)  # noqa: E731
+    run("ip", "netns", "add", ns)
+    try:
+        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "peer0", "netns", ns)
+        run("ip", "addr", "add", f"{net}.1/24", "dev", host_if)
+        run("ip", "link", "set", host_if, "up")
+        run("ip", "-n", ns, "addr", "add", f"{net}.2/24", "dev", "peer0")
+        run("ip", "-n", ns, "link", "set", "peer0", "up")
+        yield ns, f"{net}.1", f"{net}.2"
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+async def test_tcp_retransmit_sees_segments_the_peer_drops(url):
+    """The peer stops answering (its address is removed, so it drops what arrives); our
+    unacknowledged data is retransmitted by the kernel's timer."""
+    if subprocess.run(["which", "ip"], capture_output=True).returncode != 0:
+        pytest.fail("iproute2 (ip) is missing; scripts/bootstrap installs it")
+    with veth_namespace() as (ns, _host, peer):
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", ns, sys.executable, "-c",
+             f"import socket,time\ns=socket.socket(); s.bind(('{peer}', 7777)); s.listen(1)\n"
+             "print('up', flush=True)\nc,_=s.accept(); time.sleep(30)"],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout.readline().strip() == "up"
+            conn = socket.create_connection((peer, 7777), timeout=5)
+            local_port = conn.getsockname()[1]
+
+            def action():
+                subprocess.run(["ip", "-n", ns, "addr", "del", f"{peer}/24", "dev", "peer0"], check=True)
+                conn.send(b"x" * 1000)
+                time.sleep(1.5)
+
+            data = await trace_while(url, {"gadget": "tcp_retransmit", "duration_ms": 2500}, action)
+            conn.close()
+        finally:
+            server.kill()
+            server.wait()
+    ours = [e for e in data["events"] if e["sport"] == local_port and e["dport"] == 7777]
+    assert len(ours) >= 2, data["events"]
+    assert all(e["daddr"] == peer and e["state"] == "ESTABLISHED" for e in ours)
+
+
+# ------------------------------------------------------------------------------ OOM
+
+
+@contextlib.contextmanager
+def memory_cgroup(limit_bytes: int):
+    """A memory-limited cgroup (v2 when the memory controller is there, else v1); yields
+    the file to write a pid into to move it in."""
+    name = f"emcp-oom-{uuid.uuid4().hex[:8]}"
+    v2 = pathlib.Path("/sys/fs/cgroup")
+    if "memory" in (v2 / "cgroup.controllers").read_text() if (v2 / "cgroup.controllers").exists() else False:
+        path = v2 / name
+        path.mkdir()
+        (path / "memory.max").write_text(str(limit_bytes))
+        with contextlib.suppress(OSError):
+            (path / "memory.swap.max").write_text("0")
+    else:
+        v1 = pathlib.Path("/sys/fs/cgroup/memory")
+        if not (v1 / "memory.limit_in_bytes").exists():
+            pytest.fail("no memory cgroup controller (v1 or v2) to cause an OOM kill in")
+        path = v1 / name
+        path.mkdir()
+        (path / "memory.limit_in_bytes").write_text(str(limit_bytes))
+        with contextlib.suppress(OSError):
+            (path / "memory.memsw.limit_in_bytes").write_text(str(limit_bytes))
+    try:
+        yield path / "cgroup.procs"
+    finally:
+        for _ in range(50):
+            try:
+                path.rmdir()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+async def test_oom_kill_names_the_victim(url):
+    hog = ("import sys\nsys.stdin.readline()\nb = []\n"
+           "while True: b.append(b'x' * (1 << 20))")
+    with memory_cgroup(48 << 20) as procs:
+        child = subprocess.Popen([sys.executable, "-c", hog], stdin=subprocess.PIPE)
+        procs.write_text(str(child.pid))
+
+        def action():
+            child.stdin.write(b"go\n")
+            child.stdin.flush()
+            child.wait(timeout=20)
+
+        data = await trace_while(url, {"gadget": "oom_kill", "duration_ms": 4000}, action)
+    assert child.returncode == -9, "the hog should have been OOM-killed"
+    victims = [e for e in data["events"] if e["victim_pid"] == child.pid]
+    assert len(victims) == 1, data["events"]
+    (v,) = victims
+    assert v["victim_comm"].startswith("python")
+    assert v["anon_rss_kb"] > 10_000 and v["total_vm_kb"] >= v["anon_rss_kb"]
+    assert v["victim_uid"] == 0
+
+
+# ------------------------------------------------------------------------------ latency
+
+
+def block_device_of(path: pathlib.Path) -> str:
+    """The whole-disk name the block layer reports for I/O to `path`'s filesystem."""
+    dev = os.stat(path).st_dev
+    sysfs = pathlib.Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    if not sysfs.exists():
+        pytest.fail(f"{path} is not on a block device ({os.major(dev)}:{os.minor(dev)}); biolatency needs one")
+    real = sysfs.resolve()
+    if (real / "partition").exists():
+        real = real.parent
+    return real.name
+
+
+async def test_biolatency_histograms_direct_writes_per_device(url):
+    directory = pathlib.Path(tempfile.mkdtemp(dir=ROOT / "target"))
+    target = directory / "bio.dat"
+    device = block_device_of(directory)
+    writes = 64
+
+    def action():
+        fd = os.open(target, os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o600)
+        buf = mmap.mmap(-1, 4096)
+        buf.write(b"y" * 4096)
+        try:
+            for i in range(writes):
+                os.pwrite(fd, buf, i * 4096)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    data = await trace_while(url, {"gadget": "biolatency", "duration_ms": 3000, "group_by": ["device", "op"]}, action)
+    target.unlink()
+    directory.rmdir()
+    assert data["mode"] == "histogram"
+    rows = {(h["key"]["device"], h["key"]["op"]): h for h in data["histograms"]}
+    assert (device, "write") in rows, rows.keys()
+    h = rows[(device, "write")]
+    assert h["count"] >= writes
+    assert sum(b["count"] for b in h["buckets"]) == h["count"]
+    assert h["avg_us"] > 0 and h["p50_us"] <= h["p99_us"]
+    assert all(b["low_us"] <= b["high_us"] for b in h["buckets"])
+    assert data["events_total"] == sum(r["count"] for r in data["histograms"])
+
+
+async def test_runqlat_measures_the_wakeups_of_a_sleeper(url):
+    sleeps = 200
+    children = {}
+
+    def action():
+        p = subprocess.run([str(WORKLOAD), "sleeps", str(sleeps), "1000"], capture_output=True, check=True)
+        children["pid"] = json.loads(p.stdout)["pid"]
+
+    data = await trace_while(url, {"gadget": "runqlat", "duration_ms": 3000, "comm": "workload",
+                                   "group_by": ["pid", "comm"]}, action)
+    rows = [h for h in data["histograms"] if h["key"].get("pid") == children["pid"]]
+    assert len(rows) == 1, data["histograms"]
+    (h,) = rows
+    assert h["key"]["comm"] == "workload"
+    # Nearly every sleep ends with a wakeup and a wait in the run queue (a timer that fires
+    # before the sleeper has left its CPU needs no wait).
+    assert sleeps * 9 // 10 <= h["count"] <= sleeps + 50
+    assert all(r["key"]["comm"] == "workload" for r in data["histograms"]), "comm filter"
+
+
+# ------------------------------------------------------------------------------ CPU, uprobes
+
+
+async def test_profile_finds_the_busy_function(url):
+    children = {}
+
+    def action():
+        p = subprocess.run([str(WORKLOAD), "spin", "2000"], capture_output=True, check=True)
+        children["pid"] = json.loads(p.stdout)["pid"]
+
+    data = await trace_while(url, {"gadget": "profile", "duration_ms": 3000, "frequency_hz": 99}, action)
+    assert data["functions"][0]["function"] == "ebpf_mcp_spin", data["functions"][:5]
+    workload = [c for c in data["counts"] if c["key"]["comm"] == "workload"]
+    # ~2 s at 99 Hz on one CPU: about 200 samples.
+    assert len(workload) == 1 and 100 <= workload[0]["count"] <= 260, data["counts"]
+    stacks = [s for s in data["stacks"] if s["pid"] == children["pid"]]
+    assert stacks and stacks[0]["frames"][0] == "ebpf_mcp_spin"
+    line = next(f for f in data["folded"] if f.startswith("workload;"))
+    assert ";ebpf_mcp_spin " in line and int(line.rsplit(" ", 1)[1]) > 50
+    assert data["events_total"] == sum(c["count"] for c in data["counts"])
+
+
+def start_caller(calls: int) -> subprocess.Popen:
+    proc = subprocess.Popen([str(WORKLOAD), "calls", str(calls)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().startswith("ready")
+    return proc
+
+
+@pytest.mark.parametrize("mode", ["count", "histogram"])
+async def test_uprobe_counts_every_call(url, mode):
+    calls = 1234
+    proc = start_caller(calls)
+
+    def action():
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=10) == 0
+
+    args = {"gadget": "uprobe", "target": f"{WORKLOAD}:ebpf_mcp_work", "pid": proc.pid,
+            "duration_ms": 2500, "mode": mode}
+    data = await trace_while(url, args, action)
+    assert data["events_total"] == calls
+    if mode == "count":
+        assert data["counts"] == [{"key": {"pid": proc.pid, "comm": "workload"}, "count": calls}]
+    else:
+        (h,) = data["histograms"]
+        assert h["count"] == calls and h["avg_us"] > 0
+        assert len(data["hooks"]) == 2 and data["hooks"][1].startswith("uretprobe:")
+
+
+async def test_uprobe_on_a_library_by_name(url):
+    """A bare library name resolves through the loader's cache (libc's getpid wrapper)."""
+
+    def action():
+        subprocess.run(["/bin/true"], check=True)
+
+    data = await trace_while(url, {"gadget": "uprobe", "target": "libc.so.6:exit", "duration_ms": 1500,
+                                   "comm": "true"}, action)
+    assert data["events_total"] >= 1 and data["counts"][0]["key"]["comm"] == "true"
+
+
+async def test_gadget_option_errors_say_how_to_fix_them(url):
+    async with Client(url, mode="legacy") as client:
+        for args, needle, code in [
+            ({"gadget": "uprobe"}, "binary:symbol", "INVALID_ARGUMENTS"),
+            ({"gadget": "uprobe", "target": f"{WORKLOAD}:no_such_symbol"}, "nm", "TARGET_NOT_FOUND"),
+            ({"gadget": "uprobe", "target": "/no/such/binary:f"}, "not a file", "INVALID_ARGUMENTS"),
+            ({"gadget": "exec", "target": "x:y"}, "uprobe gadget only", "INVALID_ARGUMENTS"),
+            ({"gadget": "profile", "frequency_hz": 100000}, "between 1 and 1000", "INVALID_ARGUMENTS"),
+            ({"gadget": "biolatency", "mode": "events"}, "mode `histogram`", "INVALID_ARGUMENTS"),
+            ({"gadget": "runqlat", "group_by": ["device"]}, "fields: pid, comm", "INVALID_ARGUMENTS"),
+        ]:
+            r = await client.call_tool("trace", {**args, "duration_ms": 500})
+            assert r.is_error, args
+            assert r.structured_content["code"] == code, (args, r.structured_content)
+            assert needle in r.structured_content["message"], (args, r.structured_content["message"])
+
+
+# ------------------------------------------------------------------------------ limits
+
+
+def test_load_shedding_counts_what_it_does_not_decode(binary):
+    """Over resources.max_events_per_second the server still takes every event from the
+    kernel and counts it (exact total) but decodes no more: the shed ones are reported."""
+    require_root()
+    server = start_http_server(binary, config="resources:\n  max_events_per_second: 200\n")
+    opens = 5000
+    try:
+        async def go():
+            def action():
+                subprocess.run([str(WORKLOAD), "opens", str(opens)], capture_output=True, check=True)
+
+            return await trace_while(server.url, {"gadget": "open", "duration_ms": 2500, "mode": "count",
+                                                  "comm": "workload", "group_by": ["comm", "path"]}, action)
+
+        data = anyio.run(go)
+    finally:
+        assert server.stop() == 0, server.stderr()
+    dev_null = [c for c in data["counts"] if c["key"]["path"] == "/dev/null"]
+    decoded = sum(c["count"] for c in data["counts"])
+    assert data["events_total"] >= opens
+    assert data["events_shed"] > 0 and decoded <= 400
+    assert decoded + data["events_shed"] == data["events_total"]
+    assert dev_null and "max_events_per_second" in data["hint"]
+
+
+def test_concurrent_traces_are_limited(binary):
+    require_root()
+    server = start_http_server(binary, config="tools:\n  trace:\n    max_concurrent: 1\n")
+    try:
+        async def go():
+            async with Client(server.url, mode="legacy") as a, Client(server.url, mode="legacy") as b:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(a.call_tool, "trace", {"gadget": "exec", "duration_ms": 2500})
+                    await anyio.sleep(1.0)
+                    second = await b.call_tool("trace", {"gadget": "exec", "duration_ms": 500})
+                    assert second.is_error and second.structured_content["code"] == "TOO_MANY_TRACES"
+                    assert "max_concurrent" in second.structured_content["message"]
+                third = await b.call_tool("trace", {"gadget": "exec", "duration_ms": 300})
+                assert not third.is_error, "the slot is free again once the first ended"
+
+        anyio.run(go)
+    finally:
+        assert server.stop() == 0, server.stderr()
+
+
+async def test_a_session_shows_a_histogram_so_far(url):
+    async with Client(url, mode="legacy") as client:
+        started = await client.call_tool("trace_start", {"gadget": "runqlat", "comm": "workload"})
+        assert not started.is_error, started
+        sid = started.structured_content["session_id"]
+        try:
+            subprocess.run([str(WORKLOAD), "sleeps", "100", "1000"], check=True, capture_output=True)
+            time.sleep(1.5)  # the session refreshes its copy of the kernel's tables every second
+            read = (await client.call_tool("trace_read", {"session_id": sid})).structured_content
+        finally:
+            stopped = (await client.call_tool("trace_stop", {"session_id": sid})).structured_content
+        assert read["state"] == "running" and read["histograms"][0]["count"] >= 90
+        assert stopped["histograms"][0]["count"] >= read["histograms"][0]["count"]
+        assert stopped["events_total"] == stopped["histograms"][0]["count"]
+
+
+async def test_info_reports_which_gadgets_this_kernel_supports(url):
+    async with Client(url, mode="legacy") as client:
+        info = (await client.call_tool("info", {})).structured_content
+    gadgets = {g["name"]: g for g in info["gadgets"]}
+    assert set(gadgets) >= {"exec", "exit", "open", "tcp_connect", "tcp_accept", "tcp_state",
+                            "tcp_retransmit", "signal", "oom_kill", "syscalls", "biolatency",
+                            "runqlat", "profile", "uprobe", "tracepoint"}
+    # Everything the tests above ran is supported here.
+    assert all(g["supported"] for g in gadgets.values()), [g for g in gadgets.values() if not g["supported"]]
+    conn = gadgets["tcp_connect"]
+    assert "sock:inet_sock_set_state" in conn["hooks"]
+    assert {"name": "latency_ns", "type": "u64", "unit": "ns"}.items() <= next(
+        f for f in conn["fields"] if f["name"] == "latency_ns").items()
+    assert gadgets["runqlat"]["modes"] == ["histogram"]
+    assert info["gadget_common_fields"][0]["name"] == "time"

@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-mod prompts;
+pub mod prompts;
 mod resources;
 
 use rmcp::model::{

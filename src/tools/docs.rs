@@ -38,6 +38,8 @@ pub fn markdown(registry: &Registry) -> String {
     for t in registry.all() {
         tool_section(&mut out, t);
     }
+    gadgets_section(&mut out);
+    prompts_section(&mut out);
     out.push_str(
         "\n## Errors\n\n\
          A failed call returns `isError: true` with this object in `structuredContent`: \
@@ -50,6 +52,95 @@ pub fn markdown(registry: &Registry) -> String {
         let _ = writeln!(out, "| `{code}` | {category} | {meaning} |");
     }
     out
+}
+
+/// The trace gadgets with their fields (info lists the same, plus this kernel's support).
+fn gadgets_section(out: &mut String) {
+    out.push_str(
+        "\n## Gadgets\n\n\
+         The `gadget` argument of `trace` and `trace_start`. Events of event gadgets start \
+         with the common fields `time`, `pid`, `tid`, `ppid`, `uid`, `comm`, `cgroup_id`; \
+         `info` says which gadgets this kernel supports.\n",
+    );
+    for g in crate::gadgets::catalogue() {
+        let modes: Vec<String> = super::trace::gadget_modes(g)
+            .iter()
+            .map(|m| {
+                serde_json::to_value(m)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let hooks = match g.name {
+            "tracepoint" => "the named tracepoint".to_owned(),
+            "uprobe" => "uprobe (and uretprobe for histograms) on `target`".to_owned(),
+            "profile" => "perf_event cpu-clock on every CPU".to_owned(),
+            _ => g.hooks().join(", "),
+        };
+        let _ = write!(
+            out,
+            "\n### {}\n\n{}.\n\nModes: {} (default first). Hooks: {hooks}.\n\n",
+            g.name,
+            g.summary,
+            modes.join(", ")
+        );
+        if g.fields.is_empty() {
+            out.push_str("Fields: those of the tracepoint's format file (`list_tracepoints` with `detail`).\n");
+            continue;
+        }
+        out.push_str("| field | type | unit | meaning |\n|---|---|---|---|\n");
+        for f in g.fields {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} |",
+                f.name,
+                f.ty,
+                f.unit.unwrap_or(""),
+                f.description
+            );
+        }
+    }
+}
+
+/// The MCP prompts: investigations scripted with these tools.
+fn prompts_section(out: &mut String) {
+    out.push_str(
+        "\n## Prompts\n\n\
+         `prompts/get` returns a message that walks an agent through the investigation with \
+         the tools above. Arguments are strings.\n\n\
+         | prompt | what for | arguments |\n|---|---|---|\n",
+    );
+    for p in crate::mcp::prompts::list() {
+        let args: Vec<String> = p
+            .arguments
+            .unwrap_or_default()
+            .iter()
+            .map(|a| {
+                format!(
+                    "`{}`{}: {}",
+                    a.name,
+                    if a.required == Some(true) {
+                        " (required)"
+                    } else {
+                        ""
+                    },
+                    a.description.clone().unwrap_or_default()
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} |",
+            p.name,
+            p.description.unwrap_or_default(),
+            if args.is_empty() {
+                "—".to_owned()
+            } else {
+                args.join("; ")
+            }
+        );
+    }
 }
 
 fn yes(b: bool) -> &'static str {

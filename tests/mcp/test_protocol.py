@@ -145,12 +145,18 @@ async def test_prompts_render(binary, session_kind):
     transport, mode = session_kind
     async with connect(binary, transport, mode) as client:
         prompts = {p.name: p for p in (await client.list_prompts()).prompts}
-        assert {"ebpf_host_report", "plan_observation"} <= set(prompts)
+        assert {"ebpf_host_report", "plan_observation", "diagnose_high_cpu", "who_is_opening_files",
+                "network_connections_audit", "slow_disk", "unexpected_process_launches"} <= set(prompts)
         got = await client.get_prompt("plan_observation", {"question": "who opens /etc/shadow"})
+        cpu = await client.get_prompt("diagnose_high_cpu", {"seconds": "5", "pid": "1"})
         with pytest.raises(MCPError) as missing_arg:
             await client.get_prompt("plan_observation", {})
+        with pytest.raises(MCPError) as bad_number:
+            await client.get_prompt("slow_disk", {"seconds": "a while"})
     assert "who opens /etc/shadow" in got.messages[0].content.text
+    assert '"gadget": "profile", "duration_ms": 5000, "frequency_hz": 99, "pid": 1' in cpu.messages[0].content.text
     assert missing_arg.value.code == -32602
+    assert bad_number.value.code == -32602 and "whole number" in str(bad_number.value)
 
 
 @pytest.mark.parametrize("mode", list(ERAS))

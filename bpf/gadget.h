@@ -150,6 +150,20 @@ static __always_inline void *reserve(u64 size)
 	return e;
 }
 
+/* Pending bytes in the ring buffer past which a submit wakes the reader at once. Below it,
+ * submits do not wake anyone: the reader polls every few milliseconds instead. A wakeup per
+ * event would cost the traced task more than the event itself. */
+#define WAKEUP_BYTES (128 * 1024)
+
+static __always_inline void submit(void *e)
+{
+	u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES
+			    ? BPF_RB_FORCE_WAKEUP
+			    : BPF_RB_NO_WAKEUP;
+
+	bpf_ringbuf_submit(e, flags);
+}
+
 char LICENSE[] SEC("license") = "GPL";
 
 #endif

@@ -91,7 +91,7 @@ static __always_inline int leave(s64 ret)
 		/* After a successful exec the thread has the new program's name. */
 		bpf_get_current_comm(e->h.comm, sizeof(e->h.comm));
 		e->retval = ret;
-		bpf_ringbuf_submit(e, 0);
+		submit(e);
 	}
 	bpf_map_delete_elem(&exec_pending, &tid);
 	return 0;

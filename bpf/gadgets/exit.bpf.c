@@ -43,6 +43,6 @@ int exit_trace(void *ctx)
 	e->core_dump = (code & 0x80) ? 1 : 0;
 	e->pad = 0;
 	e->lifetime_ns = e->h.ts_ns - BPF_CORE_READ(task, start_time);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }

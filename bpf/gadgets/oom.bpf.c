@@ -62,6 +62,6 @@ int oom_victim(struct trace_event_raw_mark_victim *ctx)
 		e->victim_uid = BPF_CORE_READ(ctx, uid);
 		e->oom_score_adj = BPF_CORE_READ(ctx, oom_score_adj);
 	}
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }

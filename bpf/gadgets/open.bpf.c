@@ -74,7 +74,7 @@ static __always_inline int leave(s64 ret)
 		bpf_probe_read_kernel(e, sizeof(*e), pending);
 		stamp(&e->h);
 		e->ret = ret;
-		bpf_ringbuf_submit(e, 0);
+		submit(e);
 	}
 	bpf_map_delete_elem(&open_pending, &tid);
 	return 0;

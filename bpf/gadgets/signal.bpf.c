@@ -44,6 +44,6 @@ int signal_trace(struct trace_event_raw_signal_generate *ctx)
 	e->group = BPF_CORE_READ(ctx, group);
 	e->pad = 0;
 	BPF_CORE_READ_STR_INTO(&e->target_comm, ctx, comm);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }

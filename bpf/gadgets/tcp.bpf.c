@@ -199,7 +199,7 @@ int tcp_connect_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		e->duration_ns = e->h.ts_ns - start->ts;
 		if (newstate != TCP_ESTABLISHED)
 			e->err = BPF_CORE_READ((struct sock *)sk, sk_err);
-		bpf_ringbuf_submit(e, 0);
+		submit(e);
 	}
 	bpf_map_delete_elem(&connecting, &sk);
 	return 0;
@@ -224,7 +224,7 @@ int tcp_state_change(struct trace_event_raw_inet_sock_set_state *ctx)
 			stamp(&e->h);
 			fill_from_state(e, ctx);
 			e->duration_ns = since ? now - *since : 0;
-			bpf_ringbuf_submit(e, 0);
+			submit(e);
 		}
 	}
 	if (BPF_CORE_READ(ctx, newstate) == TCP_CLOSE)
@@ -287,7 +287,7 @@ static __always_inline int accepted(struct syscall_exit *ctx)
 		BPF_CORE_READ_INTO((struct in6_addr *)e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
 		BPF_CORE_READ_INTO((struct in6_addr *)e->daddr, sk, __sk_common.skc_v6_daddr);
 	}
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -325,6 +325,6 @@ int tcp_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
 	if (bpf_core_field_exists(ctx->err))
 		e->err = BPF_CORE_READ(ctx, err);
 	copy_addrs(e, family, ctx->saddr, ctx->daddr, ctx->saddr_v6, ctx->daddr_v6);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }

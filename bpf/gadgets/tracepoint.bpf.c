@@ -62,6 +62,6 @@ int tracepoint_record(void *ctx)
 	e->str[1][0] = 0;
 	read_string(ctx, cfg->arg2 & 0xffff, e->str[0]);
 	read_string(ctx, cfg->arg2 >> 16, e->str[1]);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }

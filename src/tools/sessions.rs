@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::trace::{self, CountRow, Limits, Mode, Snapshot, StoppedBy, Tally, TraceParams};
+use super::trace::{
+    self, CountRow, Delivery, Limits, Mode, Snapshot, StoppedBy, Tally, TraceParams,
+};
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::core::Core;
 use crate::error::EbpfError;
@@ -270,11 +272,11 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
                 &prepared,
                 &worker.cancel,
                 true,
-                |record| {
+                |delivery| {
                     let mut st = worker.lock();
                     st.total += 1;
-                    match prepared.mode {
-                        Mode::Events => {
+                    match delivery {
+                        Delivery::Event(record) if prepared.mode == Mode::Events => {
                             let seq = st.next_seq;
                             st.next_seq += 1;
                             st.events.push_back((seq, record));
@@ -283,9 +285,8 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
                                 st.overwritten += 1;
                             }
                         }
-                        Mode::Count | Mode::Histogram => {
-                            st.tally.add(&prepared.group_by, &record, 1)
-                        }
+                        Delivery::Event(record) => st.tally.add(&prepared.group_by, &record, 1),
+                        Delivery::Group(group) => st.tally.add_group(group, 1),
                     }
                     true
                 },

@@ -27,8 +27,11 @@ const DEFAULT_MAX_EVENTS: u32 = 1000;
 const DEFAULT_TOP: u32 = 20;
 /// Ring buffer per trace: room for bursts of several thousand events between reads.
 const RING_BYTES: u32 = 4 * 1024 * 1024;
-/// Longest wait for events before checking the clock and the client again.
-const POLL: Duration = Duration::from_millis(100);
+/// Longest wait for events before reading the ring buffer again. Gadgets do not wake the
+/// reader for every event (that would cost the traced task more than the event): they wake
+/// it when 128 KiB are pending, and otherwise the reader looks every POLL. So an event
+/// reaches the server at most POLL after it happened, at ~100 idle wakeups a second.
+const POLL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -634,6 +637,24 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
     })
 }
 
+/// A group of a count: its identity (the values as JSON text) and its field values.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub id: String,
+    pub key: Map<String, Value>,
+}
+
+/// What the reader hands over: a decoded event (events mode), or the group an event falls
+/// in (count mode, where repeated records are not decoded again).
+#[derive(Debug)]
+pub enum Delivery<'a> {
+    Event(Map<String, Value>),
+    Group(&'a Group),
+}
+
+/// Count mode remembers the group of this many distinct records (then starts afresh).
+const MEMO_ENTRIES: usize = 16_384;
+
 /// Counts of events grouped by fields.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
@@ -641,13 +662,27 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn add(&mut self, group_by: &[String], record: &Map<String, Value>, n: u64) {
+    /// The group a record falls in: its identity and its field values.
+    pub fn key_of(group_by: &[String], record: &Map<String, Value>) -> Group {
         let key: Map<String, Value> = group_by
             .iter()
             .map(|f| (f.clone(), record.get(f).cloned().unwrap_or(Value::Null)))
             .collect();
         let id = Value::Object(key.clone()).to_string();
-        self.groups.entry(id).or_insert((key, 0)).1 += n;
+        Group { id, key }
+    }
+
+    pub fn add(&mut self, group_by: &[String], record: &Map<String, Value>, n: u64) {
+        self.add_group(&Self::key_of(group_by, record), n);
+    }
+
+    pub fn add_group(&mut self, group: &Group, n: u64) {
+        match self.groups.get_mut(&group.id) {
+            Some(entry) => entry.1 += n,
+            None => {
+                self.groups.insert(group.id.clone(), (group.key.clone(), n));
+            }
+        }
     }
 
     pub fn groups(&self) -> usize {
@@ -776,7 +811,7 @@ pub fn execute(
     prepared: &Prepared,
     cancel: &tokio_util::sync::CancellationToken,
     live: bool,
-    mut on_event: impl FnMut(Map<String, Value>) -> bool,
+    mut on_event: impl FnMut(Delivery<'_>) -> bool,
     mut tick: impl FnMut(Duration, u64, Option<Snapshot>),
     ready: impl FnOnce(),
 ) -> Result<RunEnd, EbpfError> {
@@ -793,6 +828,11 @@ pub fn execute(
     let mut window = (Instant::now(), 0u64);
     let mut last_tick = Instant::now();
     let mut user_names = (plan.output == Output::Stacks).then(profile::UserNames::default);
+    // Count mode: a record identical to an earlier one (all but its time stamp, the first 8
+    // bytes) falls in the same group, so the group is looked up instead of decoding again.
+    // Not when grouping by time, the one field those bytes hold.
+    let memoize = prepared.mode == Mode::Count && !prepared.group_by.iter().any(|f| f == "time");
+    let mut memo: HashMap<Box<[u8]>, Group> = HashMap::new();
     let stopped_by = loop {
         if cancel.is_cancelled() {
             break StoppedBy::Cancelled;
@@ -815,12 +855,26 @@ pub fn execute(
                     }
                     window.1 += 1;
                 }
+                if memoize {
+                    let tail = bytes.get(8..).unwrap_or_default();
+                    if let Some(group) = memo.get(tail) {
+                        return on_event(Delivery::Group(group));
+                    }
+                }
                 let Some(record) = (plan.decode)(bytes, &clock) else {
                     total -= 1;
                     malformed += 1;
                     return true;
                 };
-                full = !on_event(record);
+                if memoize {
+                    if memo.len() >= MEMO_ENTRIES {
+                        memo.clear();
+                    }
+                    let group = Tally::key_of(&prepared.group_by, &record);
+                    let tail: Box<[u8]> = bytes.get(8..).unwrap_or_default().into();
+                    return on_event(Delivery::Group(memo.entry(tail).or_insert(group)));
+                }
+                full = !on_event(Delivery::Event(record));
                 !full
             })
             .map_err(|e| EbpfError::kernel("GADGET_FAILED", format!("reading events: {e}")))?;
@@ -1034,13 +1088,17 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         &prepared,
         &ctx.cancel,
         false,
-        |record| match prepared.mode {
-            Mode::Events => {
+        |delivery| match delivery {
+            Delivery::Event(record) if prepared.mode == Mode::Events => {
                 events.push(record);
                 events.len() < prepared.max_events
             }
-            Mode::Count | Mode::Histogram => {
+            Delivery::Event(record) => {
                 tally.add(&prepared.group_by, &record, 1);
+                true
+            }
+            Delivery::Group(group) => {
+                tally.add_group(group, 1);
                 true
             }
         },

@@ -162,7 +162,8 @@ pub struct StackRow {
     pub samples: u64,
     /// Share of all samples, in percent.
     pub percent: f64,
-    /// Leaf first: kernel frames (`[k] name`), then user frames.
+    /// Leaf first: kernel frames (`[k] name`), then user frames (past the leaf, only as
+    /// good as the binary's frame pointers).
     pub frames: Vec<String>,
 }
 

@@ -117,6 +117,33 @@ impl Config {
 
     /// Cross-field rules that a single value's type cannot express.
     fn validate(&self) -> Result<(), (String, String)> {
+        let bv = &self.security.bytecode_validation;
+        if let Some(bad) = bv
+            .allowed_opcodes
+            .iter()
+            .find(|o| !crate::security::validate::OPCODE_CLASSES.contains(&o.as_str()))
+        {
+            return Err((
+                "security.bytecode_validation.allowed_opcodes".into(),
+                format!(
+                    "`{bad}` is not an instruction class; use {}",
+                    crate::security::validate::OPCODE_CLASSES.join(", ")
+                ),
+            ));
+        }
+        if let Some(bad) = bv
+            .blocked_helpers
+            .iter()
+            .find(|h| crate::security::validate::helper_id(h).is_none())
+        {
+            return Err((
+                "security.bytecode_validation.blocked_helpers".into(),
+                format!(
+                    "`{bad}` is not a BPF helper this build knows (names like \
+                     `bpf_probe_write_user`, as in bpf_helper_defs.h)"
+                ),
+            ));
+        }
         let tls = &self.server.tls;
         if tls.enabled {
             return Err((
@@ -189,8 +216,6 @@ pub const RESERVED_KEYS: &[&str] = &[
     "ebpf.bpffs_dir",
     "observability.metrics",
     "observability.health",
-    "tools.deploy.allowed_types",
-    "tools.deploy.allowed_dirs",
 ];
 
 /// yaml errors end with "at line L column C"; the location is reported separately.

@@ -358,8 +358,19 @@ impl Default for TraceConfig {
 pub struct DeployConfig {
     /// Enables the deploy tier (off by default: it loads agents' own code into the kernel).
     pub enabled: bool,
+    /// Program types an object may contain (tracepoint, raw_tp, tp_btf, uprobe, xdp, tc,
+    /// cgroup_skb, perf_event, ...).
     pub allowed_types: Vec<String>,
+    /// Directories `path` may name objects in (resolved without leaving them).
     pub allowed_dirs: Vec<PathBuf>,
+    /// Globs every attach point must match (`tracepoint:syscalls:*`, `xdp:veth*`).
+    pub allowed_attach_points: Vec<String>,
+    /// Largest object accepted (decoded `object` or file at `path`).
+    pub max_object_bytes: NonZeroU64,
+    /// Lifetime of a deployment when the call gives no `ttl_seconds`.
+    pub default_ttl: DurationValue,
+    /// Longest `ttl_seconds` accepted.
+    pub max_ttl: DurationValue,
 }
 
 impl Default for DeployConfig {
@@ -368,6 +379,19 @@ impl Default for DeployConfig {
             enabled: false,
             allowed_types: vec!["xdp".into(), "tc".into(), "tracepoint".into()],
             allowed_dirs: Vec::new(),
+            allowed_attach_points: vec![
+                "tracepoint:*".into(),
+                "raw_tp:*".into(),
+                "tp_btf:*".into(),
+                "xdp:*".into(),
+                "tc:*".into(),
+                "uprobe:*".into(),
+                "perf_event:*".into(),
+                "cgroup_skb:*".into(),
+            ],
+            max_object_bytes: nz64(1024 * 1024),
+            default_ttl: secs(600),
+            max_ttl: secs(3600),
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Who may call what. Tools belong to tiers (read, trace, deploy); configuration enables
 //! tiers, and a disabled tier's tools are neither listed nor callable.
 
+pub mod validate;
+
 use schemars::JsonSchema;
 use serde::Serialize;
 

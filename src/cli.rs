@@ -368,7 +368,8 @@ async fn call_command(core: Arc<Core>, tool: &str, args: &str, output: OutputFor
                 tracing::debug!(progress, total, "{message}");
             }
         },
-    );
+    )
+    .with_caller(crate::security::audit::Caller::local("cli"));
     // Ctrl-C stops the tool early; tools that can return what they have so far do so.
     let interrupt = {
         let cancel = cancel.clone();

@@ -17,8 +17,12 @@ pub struct Core {
     pub tracker: Tracker,
     /// Background trace sessions (trace_start).
     pub sessions: crate::tools::sessions::Sessions,
+    /// Agents' own objects (deploy).
+    pub deployments: crate::tools::deploy::Deployments,
     /// `trace` calls running now (bounded by tools.trace.max_concurrent).
     pub active_traces: std::sync::atomic::AtomicU32,
+    /// One line per tool call (security.audit_log).
+    pub audit: crate::security::audit::Audit,
     pub started_at: SystemTime,
 }
 
@@ -29,11 +33,16 @@ impl Core {
         reserved_keys: Vec<&'static str>,
     ) -> Self {
         Self {
+            audit: crate::security::audit::Audit::new(
+                config.security.enable_audit,
+                &config.security.audit_log,
+            ),
             config,
             config_source,
             reserved_keys,
             tracker: Tracker::default(),
             sessions: Default::default(),
+            deployments: Default::default(),
             active_traces: Default::default(),
             started_at: SystemTime::now(),
         }

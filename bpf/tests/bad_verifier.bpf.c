@@ -1,9 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
-/* Passes validation, fails the kernel verifier: dereferences a map value without the null
- * check. */
+/* Passes validation, fails the kernel verifier: dereferences a hash map value without the
+ * null check. */
 #include "common.h"
 
-COUNTER(counts);
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, u32);
+	__type(value, u64);
+} counts SEC(".maps");
 
 SEC("tracepoint/syscalls/sys_enter_getpid")
 int unchecked(void *ctx)

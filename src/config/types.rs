@@ -93,8 +93,12 @@ pub struct TlsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
     pub enable_sandboxing: bool,
+    /// Write the audit log (one JSON line per tool call).
     pub enable_audit: bool,
     pub audit_log: PathBuf,
+    /// Refuse read and trace calls too when the audit log cannot be written (deploy-tier
+    /// calls always are).
+    pub audit_required_for_reads: bool,
     pub bytecode_validation: BytecodeValidationConfig,
     pub access_control: AccessControlConfig,
 }
@@ -105,6 +109,7 @@ impl Default for SecurityConfig {
             enable_sandboxing: true,
             enable_audit: true,
             audit_log: PathBuf::from("/var/log/ebpf-mcp/audit.log"),
+            audit_required_for_reads: false,
             bytecode_validation: BytecodeValidationConfig::default(),
             access_control: AccessControlConfig::default(),
         }
@@ -168,12 +173,36 @@ impl Default for AccessControlConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResourcesConfig {
+    /// Programs all deployments together may hold.
+    pub max_programs: u32,
+    /// Maps all deployments together may hold (and the most one object may have).
+    pub max_maps: u32,
+    /// Map memory all deployments together may use (and the most one object may ask).
+    pub max_memory_mb: u32,
+    pub max_cpu_time_ms: u32,
+    /// How often expired deployments are released.
+    pub cleanup_interval: DurationValue,
+    pub max_events_per_second: u32,
+    /// The same limits for each client.
+    pub per_owner: OwnerLimits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OwnerLimits {
     pub max_programs: u32,
     pub max_maps: u32,
     pub max_memory_mb: u32,
-    pub max_cpu_time_ms: u32,
-    pub cleanup_interval: DurationValue,
-    pub max_events_per_second: u32,
+}
+
+impl Default for OwnerLimits {
+    fn default() -> Self {
+        Self {
+            max_programs: 5,
+            max_maps: 25,
+            max_memory_mb: 32,
+        }
+    }
 }
 
 impl Default for ResourcesConfig {
@@ -185,6 +214,7 @@ impl Default for ResourcesConfig {
             max_cpu_time_ms: 1000,
             cleanup_interval: secs(300),
             max_events_per_second: 2_000_000,
+            per_owner: OwnerLimits::default(),
         }
     }
 }

@@ -48,3 +48,19 @@ pub fn load_object_with(
     configure(&mut loader);
     loader.load(bytes)
 }
+
+static DEPLOY_LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
+
+/// Loads an agent's object with a loader of its own: the gadgets' loader carries their map
+/// settings (sizes by map name), which must never apply to someone else's maps. Maps the
+/// object asks to pin go under `pin_dir` only.
+pub fn load_deploy_object(bytes: &[u8], pin_dir: &std::path::Path) -> Result<Ebpf, EbpfError> {
+    let loader = DEPLOY_LOADER.get_or_init(|| {
+        let mut loader = EbpfLoader::new();
+        loader.btf(vmlinux().ok());
+        Mutex::new(loader)
+    });
+    let mut loader = loader.lock().unwrap_or_else(|p| p.into_inner());
+    loader.default_map_pin_directory(pin_dir);
+    loader.load(bytes)
+}

@@ -45,6 +45,8 @@ pub struct McpServer {
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
     /// This session's number: the owner of what it starts in the background.
     session: u64,
+    /// stdio or http.
+    transport: &'static str,
 }
 
 fn next_session() -> u64 {
@@ -61,13 +63,14 @@ impl std::fmt::Debug for McpServer {
 }
 
 impl McpServer {
-    pub fn new(core: Arc<Core>) -> Self {
+    pub fn new(core: Arc<Core>, transport: &'static str) -> Self {
         let tools = core.enabled_tools().map(to_mcp_tool).collect();
         Self {
             core,
             tools: Arc::new(tools),
             log_level: Arc::new(Mutex::new(None)),
             session: next_session(),
+            transport,
         }
     }
 
@@ -78,7 +81,23 @@ impl McpServer {
             tools: Arc::clone(&self.tools),
             log_level: Arc::new(Mutex::new(None)),
             session: next_session(),
+            transport: self.transport,
         }
+    }
+
+    /// Who is calling, for the audit log: the user who started a stdio server; an HTTP
+    /// session (HTTP clients have no identity of their own until tokens exist).
+    fn caller(&self, context: &RequestContext<RoleServer>) -> crate::security::audit::Caller {
+        let mut caller = match self.transport {
+            "stdio" => crate::security::audit::Caller::local("stdio"),
+            t => crate::security::audit::Caller {
+                transport: t,
+                identity: format!("http-session:{}", self.session),
+                client: None,
+            },
+        };
+        caller.client = context.client_info().map(|c| c.name);
+        caller
     }
 
     /// Who is calling. A 2025-11-25 session is one client; 2026-07-28 requests carry no
@@ -165,7 +184,8 @@ impl McpServer {
             move |event| {
                 let _ = tx.send(event);
             },
-        );
+        )
+        .with_caller(self.caller(context));
         let result = tools::execute(&self.core, spec, args, ctx).await;
         let _ = done_tx.send(());
         let _ = forwarder.await;

@@ -1,6 +1,7 @@
 //! Who may call what. Tools belong to tiers (read, trace, deploy); configuration enables
 //! tiers, and a disabled tier's tools are neither listed nor callable.
 
+pub mod audit;
 pub mod validate;
 
 use schemars::JsonSchema;

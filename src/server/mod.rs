@@ -50,12 +50,77 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// What every server does before serving: removes the pins a previous server left in its
+/// bpffs directory (it crashed, or was killed), and starts the task that releases expired
+/// deployments every `resources.cleanup_interval`. The task stops with `stop`.
+fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
+    let base = &core.config.ebpf.bpffs_dir;
+    match crate::ebpf::pins::clean_stale(base) {
+        Ok(removed) if !removed.is_empty() => tracing::warn!(
+            dir = %base.display(),
+            removed = removed.len(),
+            "removed pins a previous server left behind"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not clean the pin directory"),
+    }
+    if let Err(why) = core.audit.ensure_open() {
+        tracing::warn!(
+            error = %why,
+            "the audit log cannot be written: deploy-tier calls will be refused (security.audit_log)"
+        );
+    }
+    // SIGHUP reopens the audit log (logrotate).
+    {
+        let core = Arc::clone(core);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => match core.audit.reopen() {
+                        Ok(()) => tracing::info!("SIGHUP: audit log reopened"),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: reopening the audit log failed"),
+                    },
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+    let core = Arc::clone(core);
+    let every = core.config.resources.cleanup_interval.0;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let core = Arc::clone(&core);
+            let released =
+                tokio::task::spawn_blocking(move || crate::tools::deploy::release_expired(&core))
+                    .await
+                    .unwrap_or(0);
+            if released > 0 {
+                tracing::info!(released, "released expired deployments");
+            }
+        }
+    });
+}
+
 /// Serves one MCP session on stdin/stdout until the client closes stdin or a signal comes.
 pub async fn serve_stdio(core: Arc<Core>) -> Result<(), ServeError> {
+    let housekeeping = CancellationToken::new();
+    start_housekeeping(&core, housekeeping.clone());
     // One signal listener for the whole life of the session: a signal that arrives while
     // waiting for the client's first message must not be lost.
     let mut stop = std::pin::pin!(shutdown_signal());
-    let server = McpServer::new(Arc::clone(&core));
+    let server = McpServer::new(Arc::clone(&core), "stdio");
     tracing::info!("MCP over stdio: waiting for the client's messages on stdin");
     let started = tokio::select! {
         started = server.serve(rmcp::transport::stdio_pipes()) => Some(started),
@@ -79,6 +144,7 @@ pub async fn serve_stdio(core: Arc<Core>) -> Result<(), ServeError> {
             Ok(())
         }
     };
+    housekeeping.cancel();
     core.shutdown();
     outcome
 }
@@ -93,13 +159,14 @@ pub async fn serve_http(core: Arc<Core>, addr: SocketAddr) -> Result<(), ServeEr
         .map_err(|source| ServeError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
     let stop = CancellationToken::new();
+    start_housekeeping(&core, stop.child_token());
     let server_config = &core.config.server;
     let http_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(server_config.allowed_hosts.clone())
         .with_allowed_origins(server_config.allowed_origins.clone())
         .enforce_origin_validation()
         .with_cancellation_token(stop.child_token());
-    let prototype = McpServer::new(Arc::clone(&core));
+    let prototype = McpServer::new(Arc::clone(&core), "http");
     let service = StreamableHttpService::new(
         move || Ok(prototype.new_session()),
         Arc::new(LocalSessionManager::default()),

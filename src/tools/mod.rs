@@ -4,6 +4,7 @@
 //! thread, the request timeout, cancellation and the result size bound.
 
 mod bound;
+pub mod deploy;
 pub mod docs;
 pub mod info;
 pub mod inventory;
@@ -27,6 +28,7 @@ use crate::config::{Config, LogLevel};
 use crate::core::Core;
 use crate::error::{EbpfError, codes};
 use crate::security::Tier;
+use crate::security::audit::{self, Caller};
 
 pub use bound::{bound_result, json_len};
 use schema::Side;
@@ -53,6 +55,8 @@ pub struct CallContext {
     pub cancel: CancellationToken,
     /// Who is calling: background work (trace sessions) belongs to it.
     pub owner: String,
+    /// Who is calling, as the audit log records it.
+    pub caller: Caller,
     events: EventSink,
 }
 
@@ -73,8 +77,15 @@ impl CallContext {
         Self {
             cancel,
             owner: owner.into(),
+            caller: Caller::default(),
             events: Arc::new(events),
         }
+    }
+
+    #[must_use]
+    pub fn with_caller(mut self, caller: Caller) -> Self {
+        self.caller = caller;
+        self
     }
 
     pub fn log(&self, level: LogLevel, message: impl Into<String>) {
@@ -346,6 +357,9 @@ static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Reg
         sessions::read_spec(),
         sessions::stop_spec(),
         tracepoints::spec(),
+        deploy::deploy_spec(),
+        deploy::undeploy_spec(),
+        deploy::list_spec(),
     ],
 });
 
@@ -372,7 +386,8 @@ pub async fn execute(
     args: Value,
     ctx: CallContext,
 ) -> Result<Value, EbpfError> {
-    let mut value = guarded(core, tool, ctx, move |core, ctx| {
+    let params = audit::redact(&args);
+    let mut value = audited(core, tool, ctx, params, move |core, ctx| {
         (tool.run)(core, args, ctx)
     })
     .await?;
@@ -401,10 +416,125 @@ pub async fn execute_stream(
             tool.name
         )));
     };
-    guarded(core, tool, ctx, move |core, ctx| {
+    let params = audit::redact(&args);
+    audited(core, tool, ctx, params, move |core, ctx| {
         stream(core, args, ctx, &mut *sink)
     })
     .await
+}
+
+/// [`guarded`], recorded in the audit log before the result goes back. Deploy-tier calls
+/// (and, with security.audit_required_for_reads, all calls) do not run when the log cannot
+/// be written, and a deployment whose record cannot be written is undone.
+async fn audited(
+    core: &Arc<Core>,
+    tool: &'static ToolSpec,
+    ctx: CallContext,
+    params: Value,
+    work: impl FnOnce(&Core, &CallContext) -> Result<Value, EbpfError> + Send + 'static,
+) -> Result<Value, EbpfError> {
+    let required = core.audit.enabled()
+        && (tool.tier == Tier::Deploy || core.config.security.audit_required_for_reads);
+    let unavailable = |why: String| {
+        EbpfError::resource(
+            "AUDIT_UNAVAILABLE",
+            format!(
+                "the audit log cannot be written ({why}); `{}` is refused until it can \
+                 (security.audit_log)",
+                tool.name
+            ),
+        )
+    };
+    if required && let Err(why) = core.audit.ensure_open() {
+        return Err(unavailable(why));
+    }
+    let started = std::time::Instant::now();
+    let caller = ctx.caller.clone();
+    let owner = ctx.owner.clone();
+    let result = guarded(core, tool, ctx, work).await;
+    let record = audit_record(tool, &caller, &owner, params, &result, started.elapsed());
+    match core.audit.record(&record) {
+        Ok(()) => result,
+        Err(why) if required => {
+            if let Ok(value) = &result
+                && let Some(id) = value.get("deployment_id").and_then(Value::as_str)
+            {
+                deploy::rollback(core, id);
+            }
+            Err(unavailable(why))
+        }
+        Err(why) => {
+            tracing::warn!(error = %why, tool = tool.name, "audit record not written");
+            result
+        }
+    }
+}
+
+fn audit_record(
+    tool: &ToolSpec,
+    caller: &Caller,
+    owner: &str,
+    params: Value,
+    result: &Result<Value, EbpfError>,
+    elapsed: Duration,
+) -> Value {
+    let mut r = Map::new();
+    r.insert(
+        "timestamp".into(),
+        humantime::format_rfc3339_millis(std::time::SystemTime::now())
+            .to_string()
+            .into(),
+    );
+    r.insert("identity".into(), caller.identity.clone().into());
+    r.insert("transport".into(), caller.transport.into());
+    r.insert(
+        "client".into(),
+        caller.client.clone().map_or(Value::Null, Value::from),
+    );
+    r.insert("owner".into(), owner.into());
+    r.insert("tool".into(), tool.name.into());
+    r.insert("tier".into(), tool.tier.as_str().into());
+    r.insert("parameters".into(), params);
+    match result {
+        Ok(value) => {
+            r.insert("outcome".into(), "ok".into());
+            if tool.tier == Tier::Deploy {
+                for key in ["verdict", "deployment_id", "object_sha256"] {
+                    if let Some(v) = value.get(key) {
+                        r.insert(key.into(), v.clone());
+                    }
+                }
+                if let Some(programs) = value.get("programs").and_then(Value::as_array) {
+                    let tags: Vec<Value> = programs
+                        .iter()
+                        .filter_map(|p| p.get("tag").cloned())
+                        .collect();
+                    r.insert("program_tags".into(), Value::Array(tags));
+                }
+            }
+        }
+        Err(e) => {
+            r.insert("outcome".into(), "error".into());
+            r.insert("error_code".into(), e.code.clone().into());
+            if let Some(v) = e.context.get("violations") {
+                let codes: Vec<Value> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.get("code").cloned())
+                    .collect();
+                r.insert("verdict".into(), "refused".into());
+                r.insert("violations".into(), Value::Array(codes));
+            }
+        }
+    }
+    r.insert(
+        "duration_ms".into(),
+        u64::try_from(elapsed.as_millis())
+            .unwrap_or(u64::MAX)
+            .into(),
+    );
+    Value::Object(r)
 }
 
 /// The common envelope of a call: tier and switch checks, a blocking thread, the time

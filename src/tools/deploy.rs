@@ -1,0 +1,1235 @@
+//! `deploy`, `undeploy`, `list_deployments`: an agent's own compiled BPF object, loaded only
+//! after it passed validation (security/validate.rs) and the resource limits, always with an
+//! expiry, and released by `undeploy`, by expiry (the cleanup task), or at shutdown. Every
+//! program, map and link is fd-owned: a killed server leaves nothing attached. Pins are made
+//! under the server's own bpffs directory only and removed at the next start.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use aya::Ebpf;
+use aya::programs::{CgroupAttachMode, CgroupSkbAttachType, Program, TcAttachType, XdpMode};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use super::{CallContext, Hints, ToolMeta, ToolSpec};
+use crate::config::LogLevel;
+use crate::core::Core;
+use crate::ebpf::{btf, inventory, pins};
+use crate::error::{EbpfError, codes};
+use crate::resources::{Kind, Release};
+use crate::security::Tier;
+use crate::security::validate::{self, Inspection, Policy, Violation};
+
+/// Lines of a verifier log kept in a result (the end, where the reason is).
+const VERIFIER_LOG_LINES: usize = 60;
+
+// ---------------------------------------------------------------- parameters
+
+/// Where one program attaches. Which fields apply depends on the program's type.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachSpec {
+    /// The program (its function name in the object).
+    pub program: String,
+    /// tracepoint: `category:name` (default: from the section, `tracepoint/category/name`).
+    #[serde(default)]
+    pub tracepoint: Option<String>,
+    /// raw_tp: the tracepoint name (default: from the section, `raw_tp/name`).
+    #[serde(default)]
+    pub raw_tp: Option<String>,
+    /// uprobe: `binary:symbol`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// uprobe: only in this process.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// xdp, tc: the network interface.
+    #[serde(default)]
+    pub interface: Option<String>,
+    /// tc: ingress (default) or egress.
+    #[serde(default)]
+    pub direction: Option<Direction>,
+    /// cgroup_skb: a cgroup v2 directory.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// perf_event: samples per second on every CPU (cpu-clock).
+    #[serde(default)]
+    pub frequency_hz: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// Arguments of `deploy`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployParams {
+    /// The compiled object (`clang -target bpf -O2 -g -c`), base64. Or give `path`.
+    #[serde(default)]
+    pub object: Option<String>,
+    /// An object file on the server, under tools.deploy.allowed_dirs.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Programs to load (default: all of them).
+    #[serde(default)]
+    pub programs: Option<Vec<String>>,
+    /// Where programs attach; needed for xdp, tc, uprobe, cgroup_skb and perf_event, and
+    /// to override a tracepoint section.
+    #[serde(default)]
+    pub attach: Option<Vec<AttachSpec>>,
+    /// Lifetime (default tools.deploy.default_ttl, at most tools.deploy.max_ttl).
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+    /// Only run the kernel verifier: load, report, unload; attach nothing.
+    #[serde(default)]
+    pub verify_only: bool,
+    /// Pin the maps under the server's bpffs directory (ebpf.bpffs_dir/<deployment_id>/).
+    #[serde(default)]
+    pub pin: bool,
+}
+
+// ---------------------------------------------------------------- results
+
+/// One program of a deployment.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DeployedProgram {
+    pub name: String,
+    /// Program type (policy terms: tracepoint, xdp, tc, ...).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub section: String,
+    /// Kernel program id (absent for verify_only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Where it is attached (`tracepoint:syscalls:sys_enter_getpid`, `xdp:veth0`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attached_to: Option<String>,
+    /// Instructions in the object.
+    pub instructions: usize,
+    /// Instructions the verifier processed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_insns: Option<u32>,
+    pub helpers: Vec<String>,
+}
+
+/// One map of a deployment.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DeployedMap {
+    pub name: String,
+    /// Kernel map id (for map_dump and map_lookup).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
+    #[serde(rename = "type")]
+    pub map_type: String,
+    pub max_entries: u32,
+    /// Memory the kernel charges for it (estimated before loading).
+    pub bytes: u64,
+    /// Where it is pinned, if it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned_at: Option<String>,
+}
+
+/// Result of `deploy`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct DeployOutput {
+    /// deployed; or, with verify_only, accepted or rejected (by the kernel verifier).
+    pub verdict: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment_id: Option<String>,
+    pub programs: Vec<DeployedProgram>,
+    pub maps: Vec<DeployedMap>,
+    /// When the deployment is released by itself (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// sha256 of the object as received.
+    pub object_sha256: String,
+    pub object_bytes: usize,
+    /// verify_only: the end of the verifier's log when it rejected a program.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verifier_log: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+// ---------------------------------------------------------------- the registry
+
+/// A loaded deployment: everything it holds is released when it is dropped.
+struct Deployment {
+    id: String,
+    owner: String,
+    created_at: SystemTime,
+    expires_at: SystemTime,
+    output: DeployOutput,
+    memory: u64,
+    pin_dir: Option<PathBuf>,
+    ebpf: Mutex<Option<Ebpf>>,
+    tracked: AtomicU64,
+}
+
+impl std::fmt::Debug for Deployment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deployment")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Deployment {
+    /// Detaches and unloads everything, removes its pins. Idempotent.
+    fn release(&self) -> Result<(), String> {
+        let ebpf = self.ebpf.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(ebpf);
+        match &self.pin_dir {
+            Some(dir) => pins::remove(dir),
+            None => Ok(()),
+        }
+    }
+
+    fn released(&self) -> bool {
+        self.ebpf
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+    }
+}
+
+struct DeploymentHandle(Arc<Deployment>);
+
+impl Release for DeploymentHandle {
+    fn release(self: Box<Self>) -> Result<(), String> {
+        self.0.release()
+    }
+}
+
+/// Every deployment of this server.
+#[derive(Debug, Default)]
+pub struct Deployments {
+    all: Mutex<HashMap<String, Arc<Deployment>>>,
+    next: AtomicU64,
+}
+
+/// Programs, maps and memory in use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Usage {
+    programs: usize,
+    maps: usize,
+    memory: u64,
+}
+
+impl Deployments {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Deployment>>> {
+        self.all.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets deployments released behind the registry's back (expiry, shutdown).
+    fn purge(&self) {
+        self.lock().retain(|_, d| !d.released());
+    }
+
+    fn usage(&self, owner: Option<&str>) -> Usage {
+        self.purge();
+        let mut u = Usage::default();
+        for d in self.lock().values() {
+            if owner.is_some_and(|o| o != d.owner) {
+                continue;
+            }
+            u.programs += d.output.programs.len();
+            u.maps += d.output.maps.len();
+            u.memory += d.memory;
+        }
+        u
+    }
+
+    pub fn count(&self) -> usize {
+        self.purge();
+        self.lock().len()
+    }
+}
+
+// ---------------------------------------------------------------- deploy
+
+pub fn deploy_spec() -> ToolSpec {
+    ToolSpec::new(
+        ToolMeta {
+            name: "deploy",
+            title: "Load your own BPF program",
+            description: "Load a compiled BPF object (base64 `object`, or `path` under \
+                tools.deploy.allowed_dirs) after the server validates it: program types, \
+                helpers, kernel symbols, instruction count, maps and attach points against \
+                policy, every violation reported with a code. Attaches per `attach`, expires \
+                after `ttl_seconds`; returns the deployment_id, program and map ids (map_dump \
+                reads the maps). `verify_only` runs the kernel verifier and unloads.",
+            tier: Tier::Deploy,
+            hints: Hints {
+                read_only: false,
+                destructive: true,
+                idempotent: false,
+            },
+            list_field: Some("programs"),
+        },
+        deploy,
+    )
+}
+
+fn invalid(message: impl Into<String>) -> EbpfError {
+    EbpfError::validation(codes::INVALID_ARGUMENTS, message)
+}
+
+/// The object's bytes: decoded from base64, or read from a file inside an allowed directory.
+fn object_bytes(core: &Core, p: &DeployParams) -> Result<Vec<u8>, EbpfError> {
+    use base64::Engine;
+    let cap = core.config.tools.deploy.max_object_bytes.get();
+    let too_big = |n: u64| {
+        EbpfError::validation(
+            "OBJECT_TOO_LARGE",
+            format!("the object is {n} bytes; the limit is {cap} (tools.deploy.max_object_bytes)"),
+        )
+    };
+    match (&p.object, &p.path) {
+        (Some(_), Some(_)) => Err(invalid("give `object` or `path`, not both")),
+        (None, None) => Err(invalid(
+            "give the compiled object as base64 `object`, or a `path` under tools.deploy.allowed_dirs",
+        )),
+        (Some(b64), None) => {
+            // Reject by the encoded size first: no need to decode a huge string.
+            let encoded = b64.len() as u64;
+            if encoded / 4 * 3 > cap + 3 {
+                return Err(too_big(encoded / 4 * 3));
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| {
+                    EbpfError::validation(
+                        "INVALID_ELF",
+                        format!("`object` is not valid base64 ({e}); encode the .o file with `base64 -w0`"),
+                    )
+                })?;
+            if bytes.len() as u64 > cap {
+                return Err(too_big(bytes.len() as u64));
+            }
+            Ok(bytes)
+        }
+        (None, Some(path)) => {
+            let dirs = &core.config.tools.deploy.allowed_dirs;
+            let refused = |why: String| EbpfError::permission("PATH_NOT_ALLOWED", why);
+            if dirs.is_empty() {
+                return Err(refused(
+                    "`path` is disabled: tools.deploy.allowed_dirs is empty; send the object as base64 `object`".into(),
+                ));
+            }
+            // Resolve every link, then require the real path inside a real allowed dir: a
+            // symlink pointing out of the directory resolves outside and is refused.
+            let real = std::fs::canonicalize(path).map_err(|e| {
+                EbpfError::validation(codes::INVALID_ARGUMENTS, format!("`path` {path}: {e}"))
+            })?;
+            let inside = dirs
+                .iter()
+                .any(|d| std::fs::canonicalize(d).is_ok_and(|d| real.starts_with(d)));
+            if !inside {
+                return Err(refused(format!(
+                    "`{path}` resolves to {}, outside tools.deploy.allowed_dirs ({})",
+                    real.display(),
+                    dirs.iter()
+                        .map(|d| d.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            let meta = std::fs::metadata(&real)
+                .map_err(|e| invalid(format!("`path` {}: {e}", real.display())))?;
+            if !meta.is_file() {
+                return Err(invalid(format!("`path` {} is not a file", real.display())));
+            }
+            if meta.len() > cap {
+                return Err(too_big(meta.len()));
+            }
+            std::fs::read(&real).map_err(|e| invalid(format!("reading {}: {e}", real.display())))
+        }
+    }
+}
+
+/// What a program attaches to, in the terms attach points are checked in.
+#[derive(Debug, Clone)]
+enum Target {
+    Tracepoint(String, String),
+    RawTp(String),
+    TpBtf(String),
+    Uprobe {
+        binary: PathBuf,
+        symbol: String,
+        pid: Option<u32>,
+    },
+    Xdp(String),
+    Tc(String, Direction),
+    CgroupSkb(PathBuf, CgroupSkbAttachType),
+    PerfEvent(u64),
+    /// verify_only: nothing.
+    None,
+}
+
+impl Target {
+    fn point(&self) -> String {
+        match self {
+            Target::Tracepoint(c, n) => format!("tracepoint:{c}:{n}"),
+            Target::RawTp(n) => format!("raw_tp:{n}"),
+            Target::TpBtf(n) => format!("tp_btf:{n}"),
+            Target::Uprobe { binary, symbol, .. } => {
+                format!("uprobe:{}:{symbol}", binary.display())
+            }
+            Target::Xdp(i) => format!("xdp:{i}"),
+            Target::Tc(i, d) => format!(
+                "tc:{i}:{}",
+                if *d == Direction::Egress {
+                    "egress"
+                } else {
+                    "ingress"
+                }
+            ),
+            Target::CgroupSkb(p, _) => format!("cgroup_skb:{}", p.display()),
+            Target::PerfEvent(hz) => format!("perf_event:cpu-clock@{hz}Hz"),
+            Target::None => String::new(),
+        }
+    }
+}
+
+fn interface(spec: Option<&AttachSpec>, program: &str, kind: &str) -> Result<String, EbpfError> {
+    let name = spec.and_then(|s| s.interface.clone()).ok_or_else(|| {
+        invalid(format!(
+            "{kind} program `{program}` needs `attach: [{{\"program\": \"{program}\", \"interface\": \"IFNAME\"}}]`"
+        ))
+    })?;
+    if name.is_empty() || name.len() > 15 || name.contains(['\0', '/']) {
+        return Err(invalid(format!(
+            "`interface` `{name}` is not an interface name (1 to 15 bytes)"
+        )));
+    }
+    Ok(name)
+}
+
+/// Where program `name` (of `kind`, in `section`) attaches: from its `attach` entry, or
+/// from its section name.
+fn target_of(
+    name: &str,
+    kind: &str,
+    section: &str,
+    spec: Option<&AttachSpec>,
+) -> Result<Target, EbpfError> {
+    let rest = section.split_once('/').map(|(_, r)| r);
+    Ok(match kind {
+        "tracepoint" => {
+            let given = spec.and_then(|s| s.tracepoint.clone());
+            let (c, n) = match (&given, rest) {
+                (Some(tp), _) => tp
+                    .split_once(':')
+                    .map(|(c, n)| (c.to_owned(), n.to_owned()))
+                    .ok_or_else(|| invalid(format!("`tracepoint` is `category:name`, not `{tp}`")))?,
+                (None, Some(r)) => r
+                    .split_once('/')
+                    .map(|(c, n)| (c.to_owned(), n.to_owned()))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "section `{section}` names no tracepoint; give `attach: [{{\"program\": \"{name}\", \"tracepoint\": \"category:name\"}}]`"
+                        ))
+                    })?,
+                (None, None) => {
+                    return Err(invalid(format!(
+                        "program `{name}` needs `attach` with `tracepoint: \"category:name\"` (its section names none)"
+                    )));
+                }
+            };
+            Target::Tracepoint(c, n)
+        }
+        "raw_tp" => Target::RawTp(
+            spec.and_then(|s| s.raw_tp.clone())
+                .or(rest.map(str::to_owned))
+                .ok_or_else(|| invalid(format!("raw_tp program `{name}` needs `raw_tp`")))?,
+        ),
+        "tp_btf" => Target::TpBtf(
+            rest.map(str::to_owned)
+                .ok_or_else(|| invalid(format!("section `{section}` names no tracepoint")))?,
+        ),
+        "uprobe" => {
+            let target = spec.and_then(|s| s.target.clone()).ok_or_else(|| {
+                invalid(format!(
+                    "uprobe program `{name}` needs `attach: [{{\"program\": \"{name}\", \"target\": \"binary:symbol\"}}]`"
+                ))
+            })?;
+            let (binary, symbol) =
+                crate::gadgets::uprobe::parse_target(&target).map_err(invalid)?;
+            Target::Uprobe {
+                binary,
+                symbol,
+                pid: spec.and_then(|s| s.pid),
+            }
+        }
+        "xdp" => Target::Xdp(interface(spec, name, kind)?),
+        "tc" => Target::Tc(
+            interface(spec, name, kind)?,
+            spec.and_then(|s| s.direction).unwrap_or(Direction::Ingress),
+        ),
+        "cgroup_skb" => {
+            let path = spec.and_then(|s| s.cgroup.clone()).ok_or_else(|| {
+                invalid(format!(
+                    "cgroup_skb program `{name}` needs `cgroup` (a cgroup v2 directory)"
+                ))
+            })?;
+            let attach_type = if section.contains("egress") {
+                CgroupSkbAttachType::Egress
+            } else {
+                CgroupSkbAttachType::Ingress
+            };
+            Target::CgroupSkb(PathBuf::from(path), attach_type)
+        }
+        "perf_event" => {
+            Target::PerfEvent(spec.and_then(|s| s.frequency_hz).ok_or_else(|| {
+                invalid(format!("perf_event program `{name}` needs `frequency_hz`"))
+            })?)
+        }
+        other => {
+            return Err(EbpfError::validation(
+                "ATTACH_UNSUPPORTED",
+                format!(
+                    "this server cannot attach {other} programs (`{name}`); verify_only still checks them"
+                ),
+            ));
+        }
+    })
+}
+
+fn verifier_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(VERIFIER_LOG_LINES)..].join("\n")
+}
+
+/// The error for a refused object: the first violation's code, all of them in context.
+fn refusal(violations: &[Violation]) -> EbpfError {
+    let listed: Vec<String> = violations
+        .iter()
+        .map(|v| {
+            let at = match (&v.program, v.offset) {
+                (Some(p), Some(o)) => format!("{p} at instruction {o}: "),
+                (Some(p), None) => format!("{p}: "),
+                _ => String::new(),
+            };
+            format!("{} ({at}{})", v.code, v.detail)
+        })
+        .collect();
+    let code = violations
+        .first()
+        .map_or("VALIDATION_FAILED", |v| v.code.as_str());
+    EbpfError::validation(
+        code,
+        format!(
+            "the object was refused before loading: {}",
+            listed.join("; ")
+        ),
+    )
+    .with_context("violations", violations)
+}
+
+/// Why a program did not load: the kernel's answer, or a type this server cannot load.
+enum LoadFailure {
+    Kernel(aya::programs::ProgramError),
+    Unsupported(String),
+}
+
+fn load_program(program: &mut Program, kind: &str, section: &str) -> Result<(), LoadFailure> {
+    let r = match program {
+        Program::TracePoint(p) => p.load(),
+        Program::RawTracePoint(p) => p.load(),
+        Program::BtfTracePoint(p) => {
+            let tp = section.split_once('/').map_or("", |(_, r)| r);
+            let btf = btf::vmlinux().map_err(|e| {
+                LoadFailure::Unsupported(format!("tp_btf programs need vmlinux BTF: {e}"))
+            })?;
+            p.load(tp, btf)
+        }
+        Program::UProbe(p) => p.load(),
+        Program::Xdp(p) => p.load(),
+        Program::SchedClassifier(p) => p.load(),
+        Program::CgroupSkb(p) => p.load(),
+        Program::PerfEvent(p) => p.load(),
+        Program::SocketFilter(p) => p.load(),
+        Program::KProbe(p) => p.load(),
+        _ => {
+            return Err(LoadFailure::Unsupported(format!(
+                "this server cannot load {kind} programs (section {section})"
+            )));
+        }
+    };
+    r.map_err(LoadFailure::Kernel)
+}
+
+fn attach_program(program: &mut Program, target: &Target) -> Result<(), String> {
+    let e = |err: aya::programs::ProgramError| err.to_string();
+    match (program, target) {
+        (Program::TracePoint(p), Target::Tracepoint(c, n)) => p.attach(c, n).map(drop).map_err(e),
+        (Program::RawTracePoint(p), Target::RawTp(n)) => p.attach(n).map(drop).map_err(e),
+        (Program::BtfTracePoint(p), Target::TpBtf(_)) => p.attach().map(drop).map_err(e),
+        (
+            Program::UProbe(p),
+            Target::Uprobe {
+                binary,
+                symbol,
+                pid,
+            },
+        ) => {
+            let scope = match pid.and_then(std::num::NonZeroU32::new) {
+                Some(pid) => aya::programs::uprobe::UProbeScope::OneProcess(pid),
+                None => aya::programs::uprobe::UProbeScope::AllProcesses,
+            };
+            p.attach(symbol.as_str(), binary, scope)
+                .map(drop)
+                .map_err(e)
+        }
+        (Program::Xdp(p), Target::Xdp(i)) => p.attach(i, XdpMode::Default).map(drop).map_err(e),
+        (Program::SchedClassifier(p), Target::Tc(i, d)) => {
+            let t = if *d == Direction::Egress {
+                TcAttachType::Egress
+            } else {
+                TcAttachType::Ingress
+            };
+            p.attach(i, t).map(drop).map_err(e)
+        }
+        (Program::CgroupSkb(p), Target::CgroupSkb(path, t)) => {
+            let cgroup = std::fs::File::open(path)
+                .map_err(|err| format!("opening cgroup {}: {err}", path.display()))?;
+            p.attach(cgroup, *t, CgroupAttachMode::Single)
+                .map(drop)
+                .map_err(e)
+        }
+        (Program::PerfEvent(p), Target::PerfEvent(hz)) => {
+            use aya::programs::perf_event::{
+                PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
+            };
+            let cpus = aya::util::online_cpus().map_err(|(_, err)| err.to_string())?;
+            for cpu in cpus {
+                p.attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(*hz),
+                    false,
+                )
+                .map_err(e)?;
+            }
+            Ok(())
+        }
+        (_, Target::None) => Ok(()),
+        _ => Err("the program's type does not match its attach target".into()),
+    }
+}
+
+fn program_error(name: &str, err: &LoadFailure) -> (String, Option<String>) {
+    match err {
+        LoadFailure::Kernel(aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => (
+            format!("the kernel verifier rejected `{name}` ({io_error})"),
+            Some(verifier_tail(&verifier_log.to_string())),
+        ),
+        LoadFailure::Kernel(other) => (format!("loading `{name}`: {other}"), None),
+        LoadFailure::Unsupported(why) => (format!("`{name}`: {why}"), None),
+    }
+}
+
+fn deploy(core: &Core, p: DeployParams, ctx: &CallContext) -> Result<DeployOutput, EbpfError> {
+    let config = &core.config.tools.deploy;
+    let bytes = object_bytes(core, &p)?;
+    let sha = hex(&sha2::Sha256::digest(&bytes));
+    let policy = Policy::from_config(&core.config);
+    ctx.progress(0.0, Some(3.0), "validating the object");
+    let inspection = validate::inspect(&bytes, &policy);
+    // Which programs, and where they attach (part of validation: attach points are policy).
+    let selected: Vec<&validate::ProgramFacts> = match &p.programs {
+        None => inspection.programs.iter().collect(),
+        Some(names) => {
+            if let Some(bad) = names
+                .iter()
+                .find(|n| !inspection.programs.iter().any(|f| &f.name == *n))
+                && inspection.violations.is_empty()
+            {
+                let have: Vec<&str> = inspection
+                    .programs
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect();
+                return Err(invalid(format!(
+                    "the object has no program `{bad}`; it has: {}",
+                    have.join(", ")
+                )));
+            }
+            inspection
+                .programs
+                .iter()
+                .filter(|f| names.contains(&f.name))
+                .collect()
+        }
+    };
+    let specs: HashMap<&str, &AttachSpec> = p
+        .attach
+        .iter()
+        .flatten()
+        .map(|s| (s.program.as_str(), s))
+        .collect();
+    if let Some(orphan) = specs
+        .keys()
+        .find(|k| !inspection.programs.iter().any(|f| f.name == **k))
+        && inspection.violations.is_empty()
+    {
+        return Err(invalid(format!(
+            "`attach` names `{orphan}`, which is not a program of the object"
+        )));
+    }
+    let mut violations = inspection.violations.clone();
+    let mut targets: Vec<(String, Target)> = Vec::new();
+    for f in &selected {
+        let target = if p.verify_only {
+            Target::None
+        } else {
+            match target_of(
+                &f.name,
+                &f.kind,
+                &f.section,
+                specs.get(f.name.as_str()).copied(),
+            ) {
+                Ok(t) => t,
+                // A type that is refused anyway says so through its violation.
+                Err(_)
+                    if violations
+                        .iter()
+                        .any(|v| v.program.as_deref() == Some(&f.name)) =>
+                {
+                    Target::None
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        targets.push((f.name.clone(), target));
+    }
+    let points: Vec<(String, String)> = targets
+        .iter()
+        .filter(|(_, t)| !matches!(t, Target::None))
+        .map(|(n, t)| (n.clone(), t.point()))
+        .collect();
+    violations.extend(validate::check_attach_points(&points, &policy));
+    if !violations.is_empty() {
+        return Err(refusal(&violations));
+    }
+    // Limits: this object on top of what is already deployed, globally and for this owner.
+    let est_memory: u64 = inspection.maps.iter().map(|m| m.bytes).sum();
+    if !p.verify_only {
+        check_limits(
+            core,
+            &ctx.owner,
+            selected.len(),
+            inspection.maps.len(),
+            est_memory,
+        )?;
+    }
+    let ttl = ttl(config, p.ttl_seconds)?;
+    let n = core.deployments.next.fetch_add(1, Ordering::Relaxed) + 1;
+    let id = format!("dep-{n}-{:08x}", suffix());
+    let base = &core.config.ebpf.bpffs_dir;
+    let pin_dir = pins::deployment_dir(base, &id);
+    let pinning = p.pin && !p.verify_only;
+    if pinning {
+        pins::create(base, &pin_dir)
+            .map_err(|e| EbpfError::resource(codes::FILESYSTEM_NOT_MOUNTED, e))?;
+    }
+    ctx.progress(1.0, Some(3.0), "loading through the kernel verifier");
+    let loaded = load(
+        core,
+        &inspection,
+        &selected,
+        &targets,
+        &pin_dir,
+        pinning,
+        p.verify_only,
+    );
+    let (ebpf, mut output) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            if pinning {
+                let _ = pins::remove(&pin_dir);
+            }
+            return Err(e);
+        }
+    };
+    output.object_sha256 = sha;
+    output.object_bytes = bytes.len();
+    if p.verify_only {
+        drop(ebpf);
+        return Ok(output);
+    }
+    ctx.progress(2.0, Some(3.0), "attached");
+    let created_at = SystemTime::now();
+    let expires_at = created_at + ttl;
+    output.deployment_id = Some(id.clone());
+    output.expires_at = Some(humantime::format_rfc3339_seconds(expires_at).to_string());
+    let memory = output.maps.iter().map(|m| m.bytes).sum::<u64>();
+    let deployment = Arc::new(Deployment {
+        id: id.clone(),
+        owner: ctx.owner.clone(),
+        created_at,
+        expires_at,
+        output: output.clone(),
+        memory,
+        pin_dir: pinning.then_some(pin_dir),
+        ebpf: Mutex::new(Some(ebpf)),
+        tracked: AtomicU64::new(0),
+    });
+    let tracked = core.tracker.track(
+        Kind::Deployment,
+        &ctx.owner,
+        &format!("deployment {id} ({} programs)", output.programs.len()),
+        Some(expires_at),
+        Box::new(DeploymentHandle(Arc::clone(&deployment))),
+    );
+    deployment.tracked.store(tracked, Ordering::Relaxed);
+    core.deployments
+        .lock()
+        .insert(id.clone(), Arc::clone(&deployment));
+    ctx.log(
+        LogLevel::Info,
+        format!(
+            "deployed {id}: {} (expires {})",
+            output
+                .programs
+                .iter()
+                .map(|p| format!(
+                    "{} on {}",
+                    p.name,
+                    p.attached_to.as_deref().unwrap_or("nothing")
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
+            output.expires_at.as_deref().unwrap_or("")
+        ),
+    );
+    Ok(output)
+}
+
+fn ttl(config: &crate::config::DeployConfig, asked: Option<u64>) -> Result<Duration, EbpfError> {
+    let max = config.max_ttl.0;
+    match asked {
+        None => Ok(config.default_ttl.0.min(max)),
+        Some(0) => Err(invalid("`ttl_seconds` must be at least 1")),
+        Some(s) if Duration::from_secs(s) > max => Err(invalid(format!(
+            "`ttl_seconds` is at most {} (tools.deploy.max_ttl)",
+            max.as_secs()
+        ))),
+        Some(s) => Ok(Duration::from_secs(s)),
+    }
+}
+
+fn check_limits(
+    core: &Core,
+    owner: &str,
+    programs: usize,
+    maps: usize,
+    memory: u64,
+) -> Result<(), EbpfError> {
+    let r = &core.config.resources;
+    let per = &r.per_owner;
+    let mb = |b: u64| b.div_ceil(1024 * 1024);
+    for (scope, used, (max_p, max_m, max_mb), keys) in [
+        (
+            "on this server",
+            core.deployments.usage(None),
+            (r.max_programs, r.max_maps, r.max_memory_mb),
+            "resources.max_programs, max_maps, max_memory_mb",
+        ),
+        (
+            "for this client",
+            core.deployments.usage(Some(owner)),
+            (per.max_programs, per.max_maps, per.max_memory_mb),
+            "resources.per_owner",
+        ),
+    ] {
+        let over = if used.programs + programs > max_p as usize {
+            Some(format!(
+                "{} programs deployed {scope} + {programs} > {max_p}",
+                used.programs
+            ))
+        } else if used.maps + maps > max_m as usize {
+            Some(format!(
+                "{} maps deployed {scope} + {maps} > {max_m}",
+                used.maps
+            ))
+        } else if mb(used.memory + memory) > u64::from(max_mb) {
+            Some(format!(
+                "{} MiB of maps deployed {scope} + {} MiB > {max_mb} MiB",
+                mb(used.memory),
+                mb(memory)
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = over {
+            return Err(EbpfError::resource(
+                "RESOURCE_LIMIT",
+                format!(
+                    "deploying this would exceed a limit ({why}; {keys}); undeploy something first"
+                ),
+            )
+            .with_context("programs_in_use", used.programs)
+            .with_context("maps_in_use", used.maps)
+            .with_context("memory_in_use", used.memory));
+        }
+    }
+    Ok(())
+}
+
+/// Loads (and unless verify_only attaches) the selected programs. Returns the object and
+/// the result to report; everything is released if anything fails.
+fn load(
+    core: &Core,
+    inspection: &Inspection,
+    selected: &[&validate::ProgramFacts],
+    targets: &[(String, Target)],
+    pin_dir: &Path,
+    pinning: bool,
+    verify_only: bool,
+) -> Result<(Ebpf, DeployOutput), EbpfError> {
+    let _ = core;
+    let mut ebpf = btf::load_deploy_object(&inspection.normalized, pin_dir).map_err(|e| {
+        EbpfError::kernel(
+            "LOAD_FAILED",
+            format!("creating the object's maps failed: {e}"),
+        )
+    })?;
+    let mut out = DeployOutput {
+        verdict: if verify_only { "accepted" } else { "deployed" }.into(),
+        deployment_id: None,
+        programs: Vec::new(),
+        maps: Vec::new(),
+        expires_at: None,
+        object_sha256: String::new(),
+        object_bytes: 0,
+        verifier_log: None,
+        hint: None,
+    };
+    for (facts, (_, target)) in selected.iter().zip(targets) {
+        let program = ebpf.program_mut(&facts.name).ok_or_else(|| {
+            EbpfError::internal(format!("program `{}` vanished after loading", facts.name))
+        })?;
+        if let Err(err) = load_program(program, &facts.kind, &facts.section) {
+            let (message, log) = program_error(&facts.name, &err);
+            if verify_only && log.is_some() {
+                out.verdict = "rejected".into();
+                out.verifier_log = log;
+                out.hint = Some(format!("{message}; the log's last lines say why"));
+                out.programs.push(describe(facts, None, None));
+                continue;
+            }
+            let mut e = EbpfError::kernel(
+                if log.is_some() {
+                    "VERIFIER_REJECTED"
+                } else {
+                    "LOAD_FAILED"
+                },
+                format!("{message}; deploy with `verify_only: true` to see the whole verdict"),
+            )
+            .with_context("program", &facts.name);
+            if let Some(log) = log {
+                e = e.with_context("verifier_log", log);
+            }
+            return Err(e);
+        }
+        let info = program.info().ok();
+        if !verify_only {
+            attach_program(program, target).map_err(|why| {
+                EbpfError::kernel(
+                    "ATTACH_FAILED",
+                    format!(
+                        "attaching `{}` to {} failed: {why}",
+                        facts.name,
+                        target.point()
+                    ),
+                )
+                .with_context("program", &facts.name)
+            })?;
+        }
+        let record = info.and_then(|i| inventory::read_program(i.id()).ok().map(|(p, _)| p));
+        let attached = (!verify_only).then(|| target.point());
+        out.programs.push(describe(facts, record, attached));
+    }
+    for m in &inspection.maps {
+        let kernel = ebpf.map(&m.name).and_then(map_record);
+        let pinned_at = if pinning {
+            let path = pin_dir.join(&m.name);
+            if let Some(map) = ebpf.map(&m.name)
+                && !path.exists()
+            {
+                map.pin(&path).map_err(|e| {
+                    EbpfError::kernel(
+                        "PIN_FAILED",
+                        format!("pinning map `{}` at {}: {e}", m.name, path.display()),
+                    )
+                })?;
+            }
+            Some(path.display().to_string())
+        } else {
+            None
+        };
+        out.maps.push(DeployedMap {
+            name: m.name.clone(),
+            id: kernel.as_ref().map(|r| r.id),
+            map_type: m.map_type.clone(),
+            max_entries: m.max_entries,
+            bytes: kernel.as_ref().map_or(m.bytes, |r| r.memlock.max(1)),
+            pinned_at,
+        });
+    }
+    Ok((ebpf, out))
+}
+
+fn map_record(map: &aya::maps::Map) -> Option<inventory::MapRecord> {
+    use aya::maps::Map;
+    let data = match map {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::RingBuf(d)
+        | Map::PerfEventArray(d)
+        | Map::LpmTrie(d)
+        | Map::Queue(d)
+        | Map::Stack(d)
+        | Map::StackTraceMap(d)
+        | Map::ProgramArray(d)
+        | Map::BloomFilter(d) => d,
+        _ => return None,
+    };
+    let id = data.info().ok()?.id();
+    inventory::read_map(id).ok().map(|(r, _)| r)
+}
+
+fn describe(
+    facts: &validate::ProgramFacts,
+    record: Option<inventory::Program>,
+    attached_to: Option<String>,
+) -> DeployedProgram {
+    DeployedProgram {
+        name: facts.name.clone(),
+        kind: facts.kind.clone(),
+        section: facts.section.clone(),
+        id: record.as_ref().map(|r| r.id),
+        tag: record.as_ref().map(|r| r.tag.clone()),
+        attached_to,
+        instructions: facts.instructions,
+        verified_insns: record.as_ref().map(|r| r.verified_insns),
+        helpers: facts.helpers.clone(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn suffix() -> u32 {
+    // Not a secret: it only keeps ids from repeating across server restarts.
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
+}
+
+// ---------------------------------------------------------------- undeploy
+
+/// Arguments of `undeploy`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UndeployParams {
+    /// From deploy or list_deployments.
+    pub deployment_id: String,
+}
+
+/// Result of `undeploy`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UndeployOutput {
+    pub deployment_id: String,
+    /// Programs detached and unloaded.
+    pub programs: Vec<String>,
+    /// Maps freed (and unpinned).
+    pub maps: Vec<String>,
+    /// How long it was deployed.
+    pub age_seconds: u64,
+}
+
+pub fn undeploy_spec() -> ToolSpec {
+    ToolSpec::new(
+        ToolMeta {
+            name: "undeploy",
+            title: "Unload a deployment",
+            description: "Detach and unload every program of a deployment, free its maps and \
+                remove its pins, now rather than at its expiry.",
+            tier: Tier::Deploy,
+            hints: Hints {
+                read_only: false,
+                destructive: true,
+                idempotent: false,
+            },
+            list_field: None,
+        },
+        undeploy,
+    )
+}
+
+fn undeploy(
+    core: &Core,
+    p: UndeployParams,
+    ctx: &CallContext,
+) -> Result<UndeployOutput, EbpfError> {
+    core.deployments.purge();
+    let found = core
+        .deployments
+        .lock()
+        .get(&p.deployment_id)
+        .filter(|d| d.owner == ctx.owner)
+        .cloned();
+    let Some(d) = found else {
+        return Err(EbpfError::validation(
+            "DEPLOYMENT_NOT_FOUND",
+            format!(
+                "no deployment `{}` of this client (it may have expired or been undeployed); list_deployments shows yours",
+                p.deployment_id
+            ),
+        ));
+    };
+    let released = core.tracker.release(d.tracked.load(Ordering::Relaxed));
+    let result = match released {
+        Some(r) => r,
+        None => d.release(),
+    };
+    core.deployments.lock().remove(&d.id);
+    result.map_err(|e| EbpfError::kernel("RELEASE_FAILED", e))?;
+    Ok(UndeployOutput {
+        deployment_id: d.id.clone(),
+        programs: d.output.programs.iter().map(|p| p.name.clone()).collect(),
+        maps: d.output.maps.iter().map(|m| m.name.clone()).collect(),
+        age_seconds: d.created_at.elapsed().map_or(0, |a| a.as_secs()),
+    })
+}
+
+// ---------------------------------------------------------------- list_deployments
+
+/// Arguments of `list_deployments`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Everyone's deployments, not only this client's.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// One deployment.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeploymentRow {
+    pub deployment_id: String,
+    pub owner: String,
+    pub created_at: String,
+    pub age_seconds: u64,
+    pub expires_at: String,
+    pub expires_in_seconds: u64,
+    pub programs: Vec<DeployedProgram>,
+    pub maps: Vec<DeployedMap>,
+    /// Memory of its maps, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// Result of `list_deployments`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ListOutput {
+    pub deployments: Vec<DeploymentRow>,
+}
+
+pub fn list_spec() -> ToolSpec {
+    ToolSpec::new(
+        ToolMeta {
+            name: "list_deployments",
+            title: "List deployments",
+            description: "Deployments of this client (`all: true`: everyone's): owner, age, \
+                expiry, programs with ids and attach points, maps with ids, memory.",
+            tier: Tier::Deploy,
+            hints: Hints::READ_ONLY,
+            list_field: Some("deployments"),
+        },
+        list,
+    )
+}
+
+fn list(core: &Core, p: ListParams, ctx: &CallContext) -> Result<ListOutput, EbpfError> {
+    core.deployments.purge();
+    let mut rows: Vec<DeploymentRow> = core
+        .deployments
+        .lock()
+        .values()
+        .filter(|d| p.all || d.owner == ctx.owner)
+        .map(|d| DeploymentRow {
+            deployment_id: d.id.clone(),
+            owner: d.owner.clone(),
+            created_at: humantime::format_rfc3339_seconds(d.created_at).to_string(),
+            age_seconds: d.created_at.elapsed().map_or(0, |a| a.as_secs()),
+            expires_at: humantime::format_rfc3339_seconds(d.expires_at).to_string(),
+            expires_in_seconds: d
+                .expires_at
+                .duration_since(SystemTime::now())
+                .map_or(0, |r| r.as_secs()),
+            programs: d.output.programs.clone(),
+            maps: d.output.maps.clone(),
+            memory_bytes: d.memory,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        a.created_at
+            .cmp(&b.created_at)
+            .then(a.deployment_id.cmp(&b.deployment_id))
+    });
+    Ok(ListOutput { deployments: rows })
+}
+
+/// Releases expired deployments (and everything else the tracker holds that expired).
+/// Run by the cleanup task every resources.cleanup_interval.
+pub fn release_expired(core: &Core) -> usize {
+    let expired = core.tracker.expired(SystemTime::now());
+    let mut n = 0;
+    for id in expired {
+        match core.tracker.release(id) {
+            Some(Ok(())) => n += 1,
+            Some(Err(e)) => tracing::warn!(error = %e, "releasing an expired object failed"),
+            None => {}
+        }
+    }
+    core.deployments.purge();
+    n
+}
+
+/// Undoes a deployment whose audit record could not be written: nothing runs unrecorded.
+pub fn rollback(core: &Core, deployment_id: &str) {
+    let found = core.deployments.lock().remove(deployment_id);
+    if let Some(d) = found {
+        let released = core.tracker.release(d.tracked.load(Ordering::Relaxed));
+        if let Err(e) = released.unwrap_or_else(|| d.release()) {
+            tracing::error!(deployment = deployment_id, error = %e, "rolling back a deployment failed");
+        }
+        tracing::warn!(
+            deployment = deployment_id,
+            "deployment undone: its audit record could not be written"
+        );
+    }
+}

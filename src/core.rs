@@ -75,5 +75,9 @@ impl Core {
             failed = report.failures.len(),
             "released server-created kernel objects"
         );
+        let pins = crate::ebpf::pins::server_dir(&self.config.ebpf.bpffs_dir);
+        if let Err(e) = crate::ebpf::pins::remove(&pins) {
+            tracing::error!(error = %e, "pins not removed at shutdown");
+        }
     }
 }

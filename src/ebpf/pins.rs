@@ -1,6 +1,6 @@
 //! The server's own directory on bpffs (`ebpf.bpffs_dir`): the only place it pins anything,
-//! one subdirectory per deployment. What a crashed server left there is removed at the next
-//! start; nothing outside it is ever touched.
+//! `server-<pid>/<deployment_id>/`. What a server that died left there is removed when the
+//! next one starts; nothing outside it is ever touched.
 
 use std::path::{Path, PathBuf};
 
@@ -20,22 +20,42 @@ pub fn on_bpffs(path: &Path) -> bool {
     rc == 0 && st.f_type == BPF_FS_MAGIC
 }
 
-/// The directory of one deployment's pins (created on demand, under `base` only).
-pub fn deployment_dir(base: &Path, id: &str) -> PathBuf {
-    base.join(id)
+/// This server's directory under `base`: several servers may run at once (a desktop client
+/// starts one per session), so each pins under its own `server-<pid>`.
+pub fn server_dir(base: &Path) -> PathBuf {
+    base.join(format!("server-{}", std::process::id()))
 }
 
-/// Creates `dir` (and `base`) on bpffs; refuses a `base` that is not on bpffs.
+/// The directory of one deployment's pins (created on demand).
+pub fn deployment_dir(base: &Path, id: &str) -> PathBuf {
+    server_dir(base).join(id)
+}
+
+/// Whether the server that made `server-<pid>` is still running.
+fn server_alive(name: &str) -> bool {
+    let Some(pid) = name
+        .strip_prefix("server-")
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    if pid == std::process::id() {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "ebpf-mcp")
+}
+
+/// Creates `dir` under `base`, refusing unless `base` is on bpffs (checked on the nearest
+/// existing ancestor, before anything is created).
 pub fn create(base: &Path, dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    if !on_bpffs(base) {
-        let _ = std::fs::remove_dir(dir);
+    let existing = base.ancestors().find(|p| p.exists()).unwrap_or(base);
+    if !on_bpffs(existing) {
         return Err(format!(
             "{} is not on a bpffs mount (ebpf.bpffs_dir must be under one, e.g. /sys/fs/bpf)",
             base.display()
         ));
     }
-    Ok(())
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))
 }
 
 /// Removes a deployment's pins and its directory.
@@ -49,8 +69,8 @@ pub fn remove(dir: &Path) -> Result<(), String> {
     std::fs::remove_dir_all(dir).map_err(|e| format!("removing {}: {e}", dir.display()))
 }
 
-/// Removes everything under `base` that an earlier server left (each entry is one
-/// deployment's directory). Returns what was removed.
+/// Removes what servers that are no longer running left under `base` (their `server-<pid>`
+/// directories). Returns what was removed.
 pub fn clean_stale(base: &Path) -> Result<Vec<PathBuf>, String> {
     if !base.exists() {
         return Ok(Vec::new());
@@ -65,16 +85,13 @@ pub fn clean_stale(base: &Path) -> Result<Vec<PathBuf>, String> {
         std::fs::read_dir(base).map_err(|e| format!("reading {}: {e}", base.display()))?;
     let mut removed = Vec::new();
     for entry in entries.flatten() {
-        let path = entry.path();
-        let result = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        match result {
-            Ok(()) => removed.push(path),
-            Err(e) => return Err(format!("removing {}: {e}", path.display())),
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("server-") || server_alive(&name) {
+            continue;
         }
+        let path = entry.path();
+        std::fs::remove_dir_all(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+        removed.push(path);
     }
     Ok(removed)
 }

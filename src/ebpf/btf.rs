@@ -53,8 +53,8 @@ static DEPLOY_LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
 
 /// Loads an agent's object with a loader of its own: the gadgets' loader carries their map
 /// settings (sizes by map name), which must never apply to someone else's maps. Maps the
-/// object asks to pin go under `pin_dir` only.
-pub fn load_deploy_object(bytes: &[u8], pin_dir: &std::path::Path) -> Result<Ebpf, EbpfError> {
+/// object asks to pin go under `pin_dir` only. Errors are the loader's, as text.
+pub fn load_deploy_object(bytes: &[u8], pin_dir: &std::path::Path) -> Result<Ebpf, String> {
     let loader = DEPLOY_LOADER.get_or_init(|| {
         let mut loader = EbpfLoader::new();
         loader.btf(vmlinux().ok());
@@ -62,5 +62,11 @@ pub fn load_deploy_object(bytes: &[u8], pin_dir: &std::path::Path) -> Result<Ebp
     });
     let mut loader = loader.lock().unwrap_or_else(|p| p.into_inner());
     loader.default_map_pin_directory(pin_dir);
-    loader.load(bytes)
+    // The validator has parsed these bytes already, but the loader goes further (BTF fix-ups,
+    // relocations) in code that can panic on hostile input: a panic is a refusal, never a
+    // crash. Whatever it had created is dropped, so closed, during unwinding.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loader.load(bytes))) {
+        Ok(loaded) => loaded.map_err(|e| e.to_string()),
+        Err(_) => Err("the object is malformed (the loader gave up on it)".into()),
+    }
 }

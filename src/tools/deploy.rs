@@ -750,7 +750,6 @@ fn deploy(core: &Core, p: DeployParams, ctx: &CallContext) -> Result<DeployOutpu
     }
     ctx.progress(1.0, Some(3.0), "loading through the kernel verifier");
     let loaded = load(
-        core,
         &inspection,
         &selected,
         &targets,
@@ -895,7 +894,6 @@ fn check_limits(
 /// Loads (and unless verify_only attaches) the selected programs. Returns the object and
 /// the result to report; everything is released if anything fails.
 fn load(
-    core: &Core,
     inspection: &Inspection,
     selected: &[&validate::ProgramFacts],
     targets: &[(String, Target)],
@@ -903,7 +901,6 @@ fn load(
     pinning: bool,
     verify_only: bool,
 ) -> Result<(Ebpf, DeployOutput), EbpfError> {
-    let _ = core;
     let mut ebpf = btf::load_deploy_object(&inspection.normalized, pin_dir).map_err(|e| {
         EbpfError::kernel(
             "LOAD_FAILED",

@@ -85,7 +85,7 @@ async def test_an_oversized_result_is_cut_marked_and_still_valid(binary):
     """With a small cap, info is cut to fit, says what it cut, and still validates against
     its output schema (the SDK validates structured results; we check again here)."""
     require_root()
-    cap = 3000
+    cap = 4000
     server = start_http_server(binary, config=f"server:\n  max_result_bytes: {cap}\n")
     try:
         async with Client(server.url, mode="legacy") as client:

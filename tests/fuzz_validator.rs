@@ -1,0 +1,257 @@
+//! Fuzzing the deploy validator: mutated ELF objects (bit flips, overwritten words, truncation,
+//! inserted and deleted bytes, concentrated on the ELF and section headers where parsers are
+//! most fragile) must come back as a verdict — never a panic that escapes, never a hang.
+//!
+//! Bounded for CI: `PROPTEST_CASES` (default 5000) sets how many mutated objects are tried.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use ebpf_mcp::config::Config;
+use ebpf_mcp::security::validate::{Inspection, Policy, inspect};
+use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
+
+/// Objects built from bpf/tests: benign ones of each kind and some the policy refuses.
+const SEEDS: &[&[u8]] = &[
+    include_bytes!("../bpf/obj/tests/ok_tracepoint.bpf.o"),
+    include_bytes!("../bpf/obj/tests/ok_xdp.bpf.o"),
+    include_bytes!("../bpf/obj/tests/ok_tc.bpf.o"),
+    include_bytes!("../bpf/obj/tests/ok_uprobe.bpf.o"),
+    include_bytes!("../bpf/obj/tests/bad_write_user.bpf.o"),
+    include_bytes!("../bpf/obj/tests/bad_big_map.bpf.o"),
+    include_bytes!("../bpf/obj/tests/bad_lsm.bpf.o"),
+];
+
+/// A case that takes longer than this is a hang (a sound object takes milliseconds).
+const HANG: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone)]
+enum Mutation {
+    FlipBit {
+        bit: u8,
+    },
+    SetByte {
+        value: u8,
+    },
+    /// Writes a boundary value (0, all ones, a huge length, …) as a little-endian word.
+    SetWord {
+        value: u64,
+        width: usize,
+    },
+    Truncate,
+    Insert {
+        bytes: Vec<u8>,
+    },
+    Delete {
+        len: usize,
+    },
+}
+
+/// Offsets are fractions of the object (so they fit any seed); half of them land in the
+/// first 64 bytes or the last 1/8 — the ELF header and, for clang's output, the section
+/// header table.
+fn offset() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        (0.0f64..1.0),
+        (0usize..64).prop_map(|b| -(b as f64) - 1.0),
+        (0.875f64..1.0),
+    ]
+}
+
+fn place(frac: f64, len: usize) -> usize {
+    if len == 0 {
+        return 0;
+    }
+    if frac < 0.0 {
+        return ((-frac - 1.0) as usize).min(len - 1);
+    }
+    ((frac * len as f64) as usize).min(len - 1)
+}
+
+fn mutation() -> impl Strategy<Value = (f64, Mutation)> {
+    let boundary = prop_oneof![
+        Just(0u64),
+        Just(1),
+        Just(0x7f),
+        Just(0xff),
+        Just(0x7fff_ffff),
+        Just(0xffff_ffff),
+        Just(u64::MAX),
+        Just(0x8000_0000_0000_0000),
+        any::<u64>(),
+    ];
+    (
+        offset(),
+        prop_oneof![
+            4 => (0u8..8).prop_map(|bit| Mutation::FlipBit { bit }),
+            2 => any::<u8>().prop_map(|value| Mutation::SetByte { value }),
+            3 => (boundary, prop_oneof![Just(2usize), Just(4), Just(8)])
+                .prop_map(|(value, width)| Mutation::SetWord { value, width }),
+            1 => Just(Mutation::Truncate),
+            1 => proptest::collection::vec(any::<u8>(), 1..64)
+                .prop_map(|bytes| Mutation::Insert { bytes }),
+            1 => (1usize..256).prop_map(|len| Mutation::Delete { len }),
+        ],
+    )
+}
+
+fn apply(object: &mut Vec<u8>, frac: f64, m: &Mutation) {
+    let at = place(frac, object.len());
+    match m {
+        Mutation::FlipBit { bit } => {
+            if let Some(b) = object.get_mut(at) {
+                *b ^= 1 << bit;
+            }
+        }
+        Mutation::SetByte { value } => {
+            if let Some(b) = object.get_mut(at) {
+                *b = *value;
+            }
+        }
+        Mutation::SetWord { value, width } => {
+            for (i, byte) in value.to_le_bytes().iter().take(*width).enumerate() {
+                if let Some(b) = object.get_mut(at + i) {
+                    *b = *byte;
+                }
+            }
+        }
+        Mutation::Truncate => object.truncate(at),
+        Mutation::Insert { bytes } => {
+            let tail = object.split_off(at.min(object.len()));
+            object.extend_from_slice(bytes);
+            object.extend_from_slice(&tail);
+        }
+        Mutation::Delete { len } => {
+            let end = (at + len).min(object.len());
+            object.drain(at.min(end)..end);
+        }
+    }
+}
+
+/// Runs the validator on its own thread so that a hang fails the case instead of the suite.
+fn inspect_bounded(object: Vec<u8>) -> Result<Inspection, String> {
+    let (tx, rx) = mpsc::channel();
+    let len = object.len();
+    std::thread::spawn(move || {
+        let policy = Policy::from_config(&Config::default());
+        let _ = tx.send(inspect(&object, &policy));
+    });
+    match rx.recv_timeout(HANG) {
+        Ok(i) => Ok(i),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "validator still running after {HANG:?} on a {len}-byte object"
+        )),
+        // The sender was dropped without a verdict: a panic escaped `inspect`.
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err("validator panicked instead of returning a verdict".into())
+        }
+    }
+}
+
+/// How many mutated objects to try (each takes about a millisecond).
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000)
+}
+
+#[test]
+fn mutated_objects_get_a_verdict() {
+    let parser_panics = Arc::new(AtomicUsize::new(0));
+    let counted = parser_panics.clone();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        default_hook(info);
+    }));
+    let (invalid, refused, clean) = (Cell::new(0usize), Cell::new(0usize), Cell::new(0usize));
+    let mut runner = TestRunner::new(ProptestConfig {
+        cases: cases(),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let strategy = (0..SEEDS.len(), proptest::collection::vec(mutation(), 1..6));
+    let result = runner.run(&strategy, |(seed, mutations)| {
+        let mut object = SEEDS[seed].to_vec();
+        for (frac, m) in &mutations {
+            apply(&mut object, *frac, m);
+        }
+        let inspection = inspect_bounded(object).map_err(TestCaseError::fail)?;
+        // A verdict is either a list of violations, each with a code and a reason, or a
+        // clean object with programs to load.
+        for v in &inspection.violations {
+            prop_assert!(!v.code.is_empty() && !v.detail.is_empty(), "{v:?}");
+        }
+        if inspection.violations.is_empty() {
+            prop_assert!(!inspection.programs.is_empty());
+            prop_assert!(!inspection.normalized.is_empty());
+            clean.set(clean.get() + 1);
+        } else if inspection
+            .violations
+            .iter()
+            .any(|v| v.code == "INVALID_ELF")
+        {
+            invalid.set(invalid.get() + 1);
+        } else {
+            refused.set(refused.get() + 1);
+        }
+        Ok(())
+    });
+    let _ = std::panic::take_hook();
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let panics = parser_panics.load(Ordering::Relaxed);
+    let (invalid, refused, clean) = (invalid.get(), refused.get(), clean.get());
+    eprintln!(
+        "{} mutated objects: {invalid} invalid ELF ({panics} caught parser panics), \
+         {refused} refused by policy, {clean} clean",
+        cases()
+    );
+    // The mutations must reach past the ELF reader, or only the first check is fuzzed.
+    assert!(
+        invalid > 0 && refused + clean > 0,
+        "{invalid} {refused} {clean}"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 500,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_bytes_are_invalid_elf(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let inspection = inspect_bounded(bytes).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(inspection.violations.len(), 1);
+        prop_assert_eq!(inspection.violations[0].code.as_str(), "INVALID_ELF");
+    }
+}
+
+#[test]
+fn every_seed_is_understood_before_mutation() {
+    // The mutations start from objects the validator parses; if a seed stopped parsing,
+    // the fuzzing above would only ever exercise the first rejection.
+    for (i, seed) in SEEDS.iter().enumerate() {
+        let inspection = inspect_bounded(seed.to_vec()).unwrap();
+        assert!(
+            !inspection.programs.is_empty(),
+            "seed {i}: {:?}",
+            inspection.violations
+        );
+        assert!(
+            inspection
+                .violations
+                .iter()
+                .all(|v| v.code != "INVALID_ELF"),
+            "seed {i}: {:?}",
+            inspection.violations
+        );
+    }
+}

@@ -140,7 +140,7 @@ pub mod codes {
         (
             "VERIFIER_REJECTED",
             "kernel",
-            "This kernel's verifier refused the gadget's program.",
+            "The kernel verifier refused a program (a gadget's, or a deployed one: its log is in the error).",
         ),
         (
             "GADGET_FAILED",
@@ -161,6 +161,106 @@ pub mod codes {
             "BPF_ENABLE_STATS",
             "kernel",
             "Kernel BPF run-time statistics could not be turned on.",
+        ),
+        (
+            "INVALID_ELF",
+            "validation",
+            "The object is not a BPF ELF the validator can read (truncated, not ELF, not BPF).",
+        ),
+        (
+            "NO_PROGRAMS",
+            "validation",
+            "The object holds no program (or none of the names in `programs`).",
+        ),
+        (
+            "OBJECT_TOO_LARGE",
+            "validation",
+            "The object is larger than `tools.deploy.max_object_bytes`.",
+        ),
+        (
+            "TOO_MANY_INSTRUCTIONS",
+            "validation",
+            "A program is longer than `security.bytecode_validation.max_instructions`.",
+        ),
+        (
+            "OPCODE_NOT_ALLOWED",
+            "validation",
+            "A program uses an instruction class outside `security.bytecode_validation.allowed_opcodes`.",
+        ),
+        (
+            "BLOCKED_HELPER",
+            "validation",
+            "A program calls a helper in `security.bytecode_validation.blocked_helpers`.",
+        ),
+        (
+            "BLOCKED_SYMBOL",
+            "validation",
+            "A program calls a kfunc or reads a ksym in `security.bytecode_validation.blocked_symbols`.",
+        ),
+        (
+            "PROGRAM_TYPE_NOT_ALLOWED",
+            "validation",
+            "A program's type is not in `tools.deploy.allowed_types` (fmod_ret, lsm, struct_ops, freplace and kprobe only when listed there).",
+        ),
+        (
+            "ATTACH_POINT_NOT_ALLOWED",
+            "validation",
+            "An attach target matches no glob of `tools.deploy.allowed_attach_points`.",
+        ),
+        (
+            "TOO_MANY_MAPS",
+            "validation",
+            "The object declares more maps than `resources.max_maps`.",
+        ),
+        (
+            "MAPS_TOO_LARGE",
+            "validation",
+            "The object's maps would take more than `resources.max_memory_mb`.",
+        ),
+        (
+            "ATTACH_UNSUPPORTED",
+            "validation",
+            "The server cannot attach this program type; `verify_only` still checks it.",
+        ),
+        (
+            "DEPLOYMENT_NOT_FOUND",
+            "validation",
+            "No deployment with this id belongs to this client.",
+        ),
+        (
+            "PATH_NOT_ALLOWED",
+            "permission",
+            "`path` is not a file under `tools.deploy.allowed_dirs` (links out of them are not followed).",
+        ),
+        (
+            "RESOURCE_LIMIT",
+            "resource",
+            "Deployments would exceed `resources.max_*` or `resources.per_owner.*`; the error names the limit and current use.",
+        ),
+        (
+            "AUDIT_UNAVAILABLE",
+            "resource",
+            "The audit log cannot be written, so deploy-tier calls are refused (fail closed).",
+        ),
+        (
+            "LOAD_FAILED",
+            "kernel",
+            "The kernel refused to create the object's maps or load a program.",
+        ),
+        (
+            "ATTACH_FAILED",
+            "kernel",
+            "The kernel refused to attach a program to its target.",
+        ),
+        (
+            "PIN_FAILED",
+            "kernel",
+            "A map could not be pinned under the server's bpffs directory.",
+        ),
+        (
+            "RELEASE_FAILED",
+            "kernel",
+            "Detaching or unpinning part of a deployment failed; the error names what and why.",
         ),
     ];
 }

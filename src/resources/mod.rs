@@ -69,6 +69,9 @@ pub struct ReleaseReport {
 pub struct Tracker {
     next_id: AtomicU64,
     entries: Mutex<BTreeMap<u64, Entry>>,
+    /// Wakes the cleanup task when an object with an expiry is tracked, so that it can
+    /// release it at its deadline rather than at the next sweep.
+    expiry_added: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -104,7 +107,20 @@ impl Tracker {
             handle,
         };
         self.lock().insert(id, entry);
+        if expires_at.is_some() {
+            self.expiry_added.notify_one();
+        }
         id
+    }
+
+    /// The earliest expiry of a tracked object.
+    pub fn next_expiry(&self) -> Option<SystemTime> {
+        self.lock().values().filter_map(|e| e.expires_at).min()
+    }
+
+    /// Resolves when an object with an expiry has been tracked since the last call.
+    pub async fn expiry_added(&self) {
+        self.expiry_added.notified().await;
     }
 
     /// Releases one object now. `None` if the id is not tracked.

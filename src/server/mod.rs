@@ -52,7 +52,8 @@ pub async fn shutdown_signal() {
 
 /// What every server does before serving: removes the pins a previous server left in its
 /// bpffs directory (it crashed, or was killed), and starts the task that releases expired
-/// deployments every `resources.cleanup_interval`. The task stops with `stop`.
+/// deployments at their expiry, sweeping at least every `resources.cleanup_interval`. The
+/// task stops with `stop`.
 fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
     let base = &core.config.ebpf.bpffs_dir;
     match crate::ebpf::pins::clean_stale(base) {
@@ -93,12 +94,17 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
     let core = Arc::clone(core);
     let every = core.config.resources.cleanup_interval.0;
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
         loop {
+            // Wake at the next deadline, a new deadline, or the sweep interval, whichever
+            // comes first: deployments go at their expiry, the sweep is the backstop.
+            let wait = core.tracker.next_expiry().map_or(every, |at| {
+                at.duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default()
+                    .min(every)
+            });
             tokio::select! {
-                _ = tick.tick() => {}
+                () = tokio::time::sleep(wait) => {}
+                () = core.tracker.expiry_added() => continue,
                 () = stop.cancelled() => return,
             }
             let core = Arc::clone(&core);

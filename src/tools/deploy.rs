@@ -14,6 +14,7 @@ use aya::Ebpf;
 use aya::programs::{CgroupAttachMode, CgroupSkbAttachType, Program, TcAttachType, XdpMode};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::Digest;
 
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
@@ -1206,10 +1207,36 @@ pub fn release_expired(core: &Core) -> usize {
     let expired = core.tracker.expired(SystemTime::now());
     let mut n = 0;
     for id in expired {
-        match core.tracker.release(id) {
+        let deployment = core
+            .deployments
+            .lock()
+            .values()
+            .find(|d| d.tracked.load(Ordering::Relaxed) == id)
+            .cloned();
+        let outcome = core.tracker.release(id);
+        match &outcome {
             Some(Ok(())) => n += 1,
             Some(Err(e)) => tracing::warn!(error = %e, "releasing an expired object failed"),
             None => {}
+        }
+        // The server's own act goes on the record too: who deployed what, and when it went.
+        if let (Some(d), Some(outcome)) = (deployment, outcome) {
+            let mut record = json!({
+                "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                "identity": "server",
+                "event": "deployment_expired",
+                "deployment_id": d.id,
+                "owner": d.owner,
+                "expires_at": d.output.expires_at,
+                "program_tags": d.output.programs.iter().filter_map(|p| p.tag.clone()).collect::<Vec<_>>(),
+                "outcome": if outcome.is_ok() { "ok" } else { "error" },
+            });
+            if let Err(e) = outcome {
+                record["error"] = e.into();
+            }
+            if let Err(why) = core.audit.record(&record) {
+                tracing::warn!(error = %why, deployment = d.id, "audit record of an expiry not written");
+            }
         }
     }
     core.deployments.purge();

@@ -354,3 +354,50 @@ fn docs_tools_md_is_generated_from_the_live_schemas() {
          `cargo run -- tools --output markdown > docs/tools.md`"
     );
 }
+
+#[test]
+fn deploy_from_the_command_line_lasts_as_long_as_the_command() {
+    if !require_root() {
+        return;
+    }
+    let objects = concat!(env!("CARGO_MANIFEST_DIR"), "/bpf/obj/tests");
+    let audit = temp_file("deploy-audit.log", "");
+    let config = temp_file(
+        "deploy.yaml",
+        &format!(
+            "tools:\n  deploy:\n    enabled: true\n    allowed_dirs: [\"{objects}\"]\n\
+             security:\n  audit_log: \"{}\"\n",
+            audit.display()
+        ),
+    );
+    let config = config.to_str().unwrap();
+    let args = format!(r#"{{"path": "{objects}/ok_tracepoint.bpf.o"}}"#);
+    let out = run(&["--config", config, "call", "deploy", &args]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let result = json(&out);
+    assert_eq!(result["verdict"], "deployed");
+    assert!(
+        result["hint"]
+            .as_str()
+            .unwrap()
+            .contains("released as the command exits"),
+        "{result}"
+    );
+    // Released with the process: its program is gone.
+    let prog = result["programs"][0]["id"].as_u64().unwrap();
+    let mut left = true;
+    for _ in 0..50 {
+        left = bpf_ids().contains(&("prog".to_owned(), prog));
+        if !left {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!left, "program {prog} outlived `ebpf-mcp call deploy`");
+    // And the call is on the record, attributed to the command line.
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let line: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(line["tool"], "deploy");
+    assert_eq!(line["transport"], "cli");
+    assert_eq!(line["outcome"], "ok");
+}

@@ -86,7 +86,8 @@ pub struct MapFacts {
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
-    /// Estimated memory: (key + value) × max_entries (a ring buffer: its size).
+    /// Estimated memory: (key + value × copies) × max_entries, where per-CPU maps keep a
+    /// value per possible CPU (a ring buffer: its size).
     pub bytes: u64,
 }
 
@@ -462,7 +463,13 @@ fn inspect_inner(bytes: &[u8], policy: &Policy) -> Inspection {
                     let bytes = if map_type == "ringbuf" || map_type == "user_ringbuf" {
                         u64::from(m.max_entries())
                     } else {
-                        (u64::from(m.key_size()) + u64::from(m.value_size()))
+                        // Per-CPU maps hold a value for every possible CPU.
+                        let copies = if map_type.contains("percpu") {
+                            crate::ebpf::maps::possible_cpus() as u64
+                        } else {
+                            1
+                        };
+                        (u64::from(m.key_size()) + u64::from(m.value_size()) * copies)
                             * u64::from(m.max_entries().max(1))
                     };
                     MapFacts {

@@ -5,6 +5,8 @@
 //! under the server's own bpffs directory only and removed at the next start.
 
 use std::collections::HashMap;
+use std::io::Read as _;
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -347,7 +349,20 @@ fn object_bytes(core: &Core, p: &DeployParams) -> Result<Vec<u8>, EbpfError> {
                         .join(", ")
                 )));
             }
-            let meta = std::fs::metadata(&real)
+            // A link swapped in after the check must not lead elsewhere: what counts is the
+            // file actually opened, as the kernel names it.
+            let file = std::fs::File::open(&real)
+                .map_err(|e| invalid(format!("`path` {}: {e}", real.display())))?;
+            let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+                .map_err(|e| invalid(format!("`path` {}: {e}", real.display())))?;
+            if opened != real {
+                return Err(refused(format!(
+                    "`{path}` changed while it was opened (now {}); try again",
+                    opened.display()
+                )));
+            }
+            let meta = file
+                .metadata()
                 .map_err(|e| invalid(format!("`path` {}: {e}", real.display())))?;
             if !meta.is_file() {
                 return Err(invalid(format!("`path` {} is not a file", real.display())));
@@ -355,7 +370,14 @@ fn object_bytes(core: &Core, p: &DeployParams) -> Result<Vec<u8>, EbpfError> {
             if meta.len() > cap {
                 return Err(too_big(meta.len()));
             }
-            std::fs::read(&real).map_err(|e| invalid(format!("reading {}: {e}", real.display())))
+            let mut bytes = Vec::with_capacity(meta.len() as usize);
+            file.take(cap + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| invalid(format!("reading {}: {e}", real.display())))?;
+            if bytes.len() as u64 > cap {
+                return Err(too_big(bytes.len() as u64));
+            }
+            Ok(bytes)
         }
     }
 }
@@ -818,6 +840,14 @@ fn deploy(core: &Core, p: DeployParams, ctx: &CallContext) -> Result<DeployOutpu
             output.expires_at.as_deref().unwrap_or("")
         ),
     );
+    if ctx.caller.transport == "cli" {
+        output.hint = Some(
+            "`ebpf-mcp call` holds a deployment only while it runs: this one is released as \
+             the command exits. Deploy through a running server (`serve`) to keep it until \
+             its expiry; `verify_only` needs no server."
+                .into(),
+        );
+    }
     Ok(output)
 }
 

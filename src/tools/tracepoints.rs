@@ -65,7 +65,7 @@ pub fn spec() -> ToolSpec {
                 glob pattern (`sched:*`, `*openat*`), the matching names; with `detail: true` \
                 and a pattern matching one, its fields (name, C type, offset, size). Trace \
                 any of them with trace gadget `tracepoint`.",
-            tier: Tier::Trace,
+            tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: Some("tracepoints"),
         },

@@ -1,6 +1,8 @@
 //! The state every request shares: configuration, where it came from, the tracker of kernel
 //! objects the server created, and when the process started.
 
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use crate::config::{Config, ConfigSource};
@@ -10,7 +12,8 @@ use crate::tools::{self, ToolSpec};
 
 #[derive(Debug)]
 pub struct Core {
-    pub config: Config,
+    /// The configuration in effect; a reload swaps it whole (see [`Core::config`]).
+    config: RwLock<Arc<Config>>,
     pub config_source: ConfigSource,
     /// Keys the configuration file sets whose feature this version does not implement.
     pub reserved_keys: Vec<&'static str>,
@@ -24,6 +27,8 @@ pub struct Core {
     /// One line per tool call (security.audit_log).
     pub audit: crate::security::audit::Audit,
     pub started_at: SystemTime,
+    /// ebpf.bpffs_dir as the server started (pins stay where they were made).
+    pub pins_base: PathBuf,
 }
 
 impl Core {
@@ -37,7 +42,8 @@ impl Core {
                 config.security.enable_audit,
                 &config.security.audit_log,
             ),
-            config,
+            pins_base: config.ebpf.bpffs_dir.clone(),
+            config: RwLock::new(Arc::new(config)),
             config_source,
             reserved_keys,
             tracker: Tracker::default(),
@@ -48,20 +54,33 @@ impl Core {
         }
     }
 
+    /// The configuration in effect now. Callers hold the returned snapshot for the whole
+    /// of one piece of work, so a reload never mixes old and new values inside it.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts `config` in effect for every call that starts from now on.
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
     /// Tiers this configuration enables, in order.
     pub fn enabled_tiers(&self) -> Vec<Tier> {
+        let config = self.config();
         Tier::ALL
             .into_iter()
-            .filter(|t| t.enabled(&self.config))
+            .filter(|t| t.enabled(&config))
             .collect()
     }
 
     /// Tools of the enabled tiers, in registry order.
-    pub fn enabled_tools(&self) -> impl Iterator<Item = &'static ToolSpec> + '_ {
+    pub fn enabled_tools(&self) -> impl Iterator<Item = &'static ToolSpec> + use<> {
+        let config = self.config();
         tools::registry()
             .all()
             .iter()
-            .filter(|t| t.enabled(&self.config))
+            .filter(move |t| t.enabled(&config))
     }
 
     /// Releases every kernel object the server created; logs what could not be released.
@@ -75,7 +94,7 @@ impl Core {
             failed = report.failures.len(),
             "released server-created kernel objects"
         );
-        let pins = crate::ebpf::pins::server_dir(&self.config.ebpf.bpffs_dir);
+        let pins = crate::ebpf::pins::server_dir(&self.pins_base);
         if let Err(e) = crate::ebpf::pins::remove(&pins) {
             tracing::error!(error = %e, "pins not removed at shutdown");
         }

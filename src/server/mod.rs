@@ -55,7 +55,7 @@ pub async fn shutdown_signal() {
 /// deployments at their expiry, sweeping at least every `resources.cleanup_interval`. The
 /// task stops with `stop`.
 fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
-    let base = &core.config.ebpf.bpffs_dir;
+    let base = &core.pins_base;
     match crate::ebpf::pins::clean_stale(base) {
         Ok(removed) if !removed.is_empty() => tracing::warn!(
             dir = %base.display(),
@@ -92,7 +92,7 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
         });
     }
     let core = Arc::clone(core);
-    let every = core.config.resources.cleanup_interval.0;
+    let every = core.config().resources.cleanup_interval.0;
     tokio::spawn(async move {
         loop {
             // Wake at the next deadline, a new deadline, or the sweep interval, whichever
@@ -166,7 +166,8 @@ pub async fn serve_http(core: Arc<Core>, addr: SocketAddr) -> Result<(), ServeEr
     let local = listener.local_addr().unwrap_or(addr);
     let stop = CancellationToken::new();
     start_housekeeping(&core, stop.child_token());
-    let server_config = &core.config.server;
+    let config = core.config();
+    let server_config = &config.server;
     let http_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(server_config.allowed_hosts.clone())
         .with_allowed_origins(server_config.allowed_origins.clone())

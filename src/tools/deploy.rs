@@ -292,7 +292,7 @@ fn invalid(message: impl Into<String>) -> EbpfError {
 /// The object's bytes: decoded from base64, or read from a file inside an allowed directory.
 fn object_bytes(core: &Core, p: &DeployParams) -> Result<Vec<u8>, EbpfError> {
     use base64::Engine;
-    let cap = core.config.tools.deploy.max_object_bytes.get();
+    let cap = core.config().tools.deploy.max_object_bytes.get();
     let too_big = |n: u64| {
         EbpfError::validation(
             "OBJECT_TOO_LARGE",
@@ -324,7 +324,8 @@ fn object_bytes(core: &Core, p: &DeployParams) -> Result<Vec<u8>, EbpfError> {
             Ok(bytes)
         }
         (None, Some(path)) => {
-            let dirs = &core.config.tools.deploy.allowed_dirs;
+            let config = core.config();
+            let dirs = &config.tools.deploy.allowed_dirs;
             let refused = |why: String| EbpfError::permission("PATH_NOT_ALLOWED", why);
             if dirs.is_empty() {
                 return Err(refused(
@@ -668,10 +669,11 @@ fn program_error(name: &str, err: &LoadFailure) -> (String, Option<String>) {
 }
 
 fn deploy(core: &Core, p: DeployParams, ctx: &CallContext) -> Result<DeployOutput, EbpfError> {
-    let config = &core.config.tools.deploy;
+    let all = core.config();
+    let config = &all.tools.deploy;
     let bytes = object_bytes(core, &p)?;
     let sha = hex(&sha2::Sha256::digest(&bytes));
-    let policy = Policy::from_config(&core.config);
+    let policy = Policy::from_config(&all);
     ctx.progress(0.0, Some(3.0), "validating the object");
     let inspection = validate::inspect(&bytes, &policy);
     // Which programs, and where they attach (part of validation: attach points are policy).
@@ -764,7 +766,7 @@ fn deploy(core: &Core, p: DeployParams, ctx: &CallContext) -> Result<DeployOutpu
     let ttl = ttl(config, p.ttl_seconds)?;
     let n = core.deployments.next.fetch_add(1, Ordering::Relaxed) + 1;
     let id = format!("dep-{n}-{:08x}", suffix());
-    let base = &core.config.ebpf.bpffs_dir;
+    let base = &core.pins_base;
     let pin_dir = pins::deployment_dir(base, &id);
     let pinning = p.pin && !p.verify_only;
     if pinning {
@@ -871,7 +873,8 @@ fn check_limits(
     maps: usize,
     memory: u64,
 ) -> Result<(), EbpfError> {
-    let r = &core.config.resources;
+    let config = core.config();
+    let r = &config.resources;
     let per = &r.per_owner;
     let mb = |b: u64| b.div_ceil(1024 * 1024);
     for (scope, used, (max_p, max_m, max_mb), keys) in [

@@ -249,7 +249,7 @@ fn server_facts(core: &Core) -> ServerFacts {
             .into_iter()
             .map(|tier| TierFacts {
                 tier,
-                enabled: tier.enabled(&core.config),
+                enabled: tier.enabled(&core.config()),
                 tools: registry
                     .all()
                     .iter()
@@ -260,9 +260,9 @@ fn server_facts(core: &Core) -> ServerFacts {
             })
             .collect(),
         limits: Limits {
-            request_timeout_ms: u64::try_from(core.config.server.request_timeout.0.as_millis())
+            request_timeout_ms: u64::try_from(core.config().server.request_timeout.0.as_millis())
                 .unwrap_or(u64::MAX),
-            max_result_bytes: core.config.server.max_result_bytes.get(),
+            max_result_bytes: core.config().server.max_result_bytes.get(),
         },
         live_objects: core.tracker.counts(),
         trace_sessions: core.sessions.list(),

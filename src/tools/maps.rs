@@ -699,7 +699,7 @@ fn dump_rows(
     row: &mut dyn FnMut(&str) -> bool,
 ) -> Result<DumpSummary, EbpfError> {
     let started = Instant::now();
-    let cap = core.config.tools.map_dump.max_entries.get();
+    let cap = core.config().tools.map_dump.max_entries.get();
     let asked = p.max_entries.unwrap_or(1000);
     if asked == 0 {
         return Err(EbpfError::validation(

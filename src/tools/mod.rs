@@ -315,7 +315,7 @@ const ENVELOPE_BYTES: usize = 4096;
 /// How many bytes of rows a paged result may carry, so that the page itself fits
 /// `server.max_result_bytes` and its cursor continues exactly after the last row shown.
 pub fn row_budget(core: &Core) -> usize {
-    usize::try_from(core.config.server.max_result_bytes.get())
+    usize::try_from(core.config().server.max_result_bytes.get())
         .unwrap_or(usize::MAX)
         .saturating_sub(ENVELOPE_BYTES)
         .max(1)
@@ -391,7 +391,7 @@ pub async fn execute(
         (tool.run)(core, args, ctx)
     })
     .await?;
-    let cap = core.config.server.max_result_bytes.get();
+    let cap = core.config().server.max_result_bytes.get();
     bound_result(
         &mut value,
         &tool.output_schema,
@@ -434,7 +434,7 @@ async fn audited(
     work: impl FnOnce(&Core, &CallContext) -> Result<Value, EbpfError> + Send + 'static,
 ) -> Result<Value, EbpfError> {
     let required = core.audit.enabled()
-        && (tool.tier == Tier::Deploy || core.config.security.audit_required_for_reads);
+        && (tool.tier == Tier::Deploy || core.config().security.audit_required_for_reads);
     let unavailable = |why: String| {
         EbpfError::resource(
             "AUDIT_UNAVAILABLE",
@@ -545,9 +545,10 @@ async fn guarded(
     ctx: CallContext,
     work: impl FnOnce(&Core, &CallContext) -> Result<Value, EbpfError> + Send + 'static,
 ) -> Result<Value, EbpfError> {
-    if !tool.enabled(&core.config) {
+    let config = core.config();
+    if !tool.enabled(&config) {
         let key = match tool.switch {
-            Some((key, _)) if tool.tier.enabled(&core.config) => key,
+            Some((key, _)) if tool.tier.enabled(&config) => key,
             _ => tool.tier.config_key().unwrap_or("tools"),
         };
         return Err(EbpfError::permission(
@@ -561,7 +562,8 @@ async fn guarded(
         )
         .with_context("tier", tool.tier));
     }
-    let timeout = tool.time_limit(&core.config);
+    let timeout = tool.time_limit(&config);
+    drop(config);
     let cancel = ctx.cancel.clone();
     let mut worker = {
         let core = Arc::clone(core);

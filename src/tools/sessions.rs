@@ -226,7 +226,8 @@ pub fn start_spec() -> ToolSpec {
 }
 
 fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, EbpfError> {
-    let config = &core.config.tools.trace;
+    let all = core.config();
+    let config = &all.tools.trace;
     let sessions = &core.sessions;
     sessions.purge(core);
     let max_sessions = config.max_sessions.get() as usize;
@@ -240,7 +241,7 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
     let prepared = trace::prepare(
         &p,
         &Limits::of_session(config),
-        core.config.resources.max_events_per_second,
+        all.resources.max_events_per_second,
     )?;
     // In a session, max_events is how many of the newest events are kept.
     let buffer = prepared.max_events as u32;

@@ -1044,7 +1044,7 @@ struct Slot<'a>(&'a std::sync::atomic::AtomicU32);
 impl<'a> Slot<'a> {
     fn take(core: &'a Core) -> Result<Self, EbpfError> {
         use std::sync::atomic::Ordering;
-        let limit = core.config.tools.trace.max_concurrent.get();
+        let limit = core.config().tools.trace.max_concurrent.get();
         core.active_traces
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
@@ -1069,11 +1069,12 @@ impl Drop for Slot<'_> {
 }
 
 fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, EbpfError> {
-    let config = &core.config.tools.trace;
+    let all = core.config();
+    let config = &all.tools.trace;
     let prepared = prepare(
         &p,
         &Limits::of_trace(config),
-        core.config.resources.max_events_per_second,
+        all.resources.max_events_per_second,
     )?;
     let _slot = Slot::take(core)?;
     let duration_ms = prepared.duration.as_millis() as f64;

@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Config, ConfigSource, LogFormat, LogLevel};
 use crate::core::Core;
 use crate::ebpf::host;
+use crate::error::{EbpfError, codes};
+use crate::security::access;
+use crate::security::audit::Caller;
 use crate::tools::{self, CallContext, ToolEvent};
 
 const EXIT_TOOL_ERROR: u8 = 1;
@@ -84,6 +87,30 @@ enum Command {
         #[command(subcommand)]
         action: ConfigAction,
     },
+    /// Make HTTP bearer tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Print a new secret (once: only its hash is kept) and the line for the tokens file.
+    New {
+        /// The token's name, as the audit log and metrics show it.
+        #[arg(long)]
+        id: String,
+        /// Tiers it grants, comma-separated: read, trace, deploy.
+        #[arg(long, value_delimiter = ',', default_value = "read")]
+        tiers: Vec<String>,
+        /// Lifetime ("90d", "12h") after which it is refused; none by default.
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+        /// Append the line to this tokens file (created mode 0600) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        append: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +164,9 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> u8 {
     if let Command::Config { action } = &cli.command {
         return config_command(action);
+    }
+    if let Command::Token { action } = &cli.command {
+        return token_command(action);
     }
     let (config, source) = match Config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
@@ -222,11 +252,101 @@ fn run(cli: Cli) -> u8 {
             let core = Arc::new(Core::new(config, source, reserved));
             runtime.block_on(call_command(core, &tool, &args, output))
         }
-        Command::Config { .. } => unreachable!("handled above"),
+        Command::Config { .. } | Command::Token { .. } => unreachable!("handled above"),
     };
     // A blocking stdin reader must not keep the process alive after the work is done.
     runtime.shutdown_timeout(Duration::from_secs(2));
     code
+}
+
+fn token_command(action: &TokenAction) -> u8 {
+    let TokenAction::New {
+        id,
+        tiers,
+        expires_in,
+        append,
+    } = action;
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        eprintln!("ebpf-mcp: --id must be letters, digits and - _ . @ (it appears in logs)");
+        return EXIT_USAGE;
+    }
+    let mut parsed = Vec::new();
+    for t in tiers {
+        match crate::security::Tier::ALL
+            .into_iter()
+            .find(|tier| tier.as_str() == t.trim())
+        {
+            Some(tier) if !parsed.contains(&tier) => parsed.push(tier),
+            Some(_) => {}
+            None => {
+                eprintln!("ebpf-mcp: --tiers: `{t}` is not a tier; use read, trace, deploy");
+                return EXIT_USAGE;
+            }
+        }
+    }
+    parsed.sort();
+    let expires = match expires_in.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(std::time::SystemTime::now() + d),
+        Some(Err(e)) => {
+            eprintln!("ebpf-mcp: --expires-in: {e}; write e.g. 90d or 12h");
+            return EXIT_USAGE;
+        }
+    };
+    let secret = match access::new_secret() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ebpf-mcp: {e}");
+            return 1;
+        }
+    };
+    let line = access::token_line(id, &secret, &parsed, expires);
+    let Some(file) = append else {
+        return write_stdout(&format!(
+            "# secret for `{id}` (shown once; the server keeps only its hash). Clients send:\n\
+             #   Authorization: Bearer {secret}\n\
+             # add this entry under `tokens:` in security.access_control.tokens_file:\n{line}\n"
+        ));
+    };
+    // Check the file as it would be with the new entry before touching it.
+    let existing = std::fs::read_to_string(file).unwrap_or_default();
+    let mut updated = existing.clone();
+    if existing.trim().is_empty() {
+        updated = "tokens:\n".into();
+    } else if !updated.ends_with('\n') {
+        updated.push('\n');
+    }
+    updated.push_str(&line);
+    updated.push('\n');
+    if let Err(e) = access::Tokens::parse(&updated, &file.display().to_string()) {
+        eprintln!("ebpf-mcp: not appending: {e}");
+        return EXIT_USAGE;
+    }
+    // Written beside it and renamed over it: a reader never sees half a file, and the
+    // result is mode 0600 whatever the old file's mode was.
+    use std::os::unix::fs::OpenOptionsExt;
+    let staging = file.with_extension(format!("tmp-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&staging)
+        .and_then(|mut f| f.write_all(updated.as_bytes()).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&staging, file));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&staging);
+        eprintln!("ebpf-mcp: writing {}: {e}", file.display());
+        return 1;
+    }
+    eprintln!(
+        "ebpf-mcp: added `{id}` to {}; a running server picks it up on SIGHUP",
+        file.display()
+    );
+    write_stdout(&format!("{secret}\n"))
 }
 
 /// A server without CAP_BPF/CAP_PERFMON still starts (`info` reports kernel facts), but the
@@ -368,8 +488,17 @@ async fn call_command(core: Arc<Core>, tool: &str, args: &str, output: OutputFor
                 tracing::debug!(progress, total, "{message}");
             }
         },
-    )
-    .with_caller(crate::security::audit::Caller::local("cli"));
+    );
+    // The invoking user, checked like a stdio client: permitted_users applies, tiers map.
+    let identity = access::local_identity(
+        &core.config().security.access_control,
+        &access::Peer::this_process(),
+        true,
+    );
+    let ctx = match &identity {
+        Ok(id) => ctx.with_caller(Caller::new("cli", id)),
+        Err(_) => ctx,
+    };
     // Ctrl-C stops the tool early; tools that can return what they have so far do so.
     let interrupt = {
         let cancel = cancel.clone();
@@ -378,7 +507,7 @@ async fn call_command(core: Arc<Core>, tool: &str, args: &str, output: OutputFor
             cancel.cancel();
         })
     };
-    let result = if matches!(output, OutputFormat::Jsonl) && spec.can_stream() {
+    let result = if matches!(output, OutputFormat::Jsonl) && spec.can_stream() && identity.is_ok() {
         // Rows go straight to stdout as the tool produces them; only the summary is kept.
         let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout());
         let sink = Box::new(move |row: &str| {
@@ -401,6 +530,8 @@ async fn call_command(core: Arc<Core>, tool: &str, args: &str, output: OutputFor
                 }
                 Value::Null
             })
+    } else if let Err(refused) = identity {
+        Err(EbpfError::permission(codes::USER_NOT_PERMITTED, refused.0))
     } else {
         tools::execute(&core, spec, args, ctx).await
     };

@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use crate::config::{Config, ConfigSource};
 use crate::resources::Tracker;
 use crate::security::Tier;
+use crate::security::access::Tokens;
 use crate::tools::{self, ToolSpec};
 
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub struct Core {
     pub started_at: SystemTime,
     /// ebpf.bpffs_dir as the server started (pins stay where they were made).
     pub pins_base: PathBuf,
+    /// HTTP bearer tokens (security.access_control.tokens_file), when configured.
+    tokens: RwLock<Option<Arc<Tokens>>>,
 }
 
 impl Core {
@@ -51,6 +54,7 @@ impl Core {
             deployments: Default::default(),
             active_traces: Default::default(),
             started_at: SystemTime::now(),
+            tokens: RwLock::new(None),
         }
     }
 
@@ -63,6 +67,18 @@ impl Core {
     /// Puts `config` in effect for every call that starts from now on.
     pub fn set_config(&self, config: Config) {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    /// The tokens HTTP requests are checked against; `None`: no tokens file configured.
+    pub fn tokens(&self) -> Option<Arc<Tokens>> {
+        self.tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_tokens(&self, tokens: Option<Tokens>) {
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens.map(Arc::new);
     }
 
     /// Tiers this configuration enables, in order.

@@ -29,6 +29,10 @@ pub mod codes {
     pub const INVALID_ARGUMENTS: &str = "INVALID_ARGUMENTS";
     /// The tool exists but its tier is disabled by configuration.
     pub const TOOL_DISABLED: &str = "TOOL_DISABLED";
+    /// The local user is not in security.access_control.permitted_users/groups.
+    pub const USER_NOT_PERMITTED: &str = "USER_NOT_PERMITTED";
+    /// The caller's identity does not grant the tool's tier.
+    pub const TIER_NOT_PERMITTED: &str = "TIER_NOT_PERMITTED";
     /// The process lacks a Linux capability the operation needs.
     pub const MISSING_CAPABILITY: &str = "MISSING_CAPABILITY";
     /// The call ran longer than `server.request_timeout`.
@@ -54,6 +58,16 @@ pub mod codes {
             TOOL_DISABLED,
             "permission",
             "The tool's tier is disabled by configuration.",
+        ),
+        (
+            USER_NOT_PERMITTED,
+            "permission",
+            "The local user is not in `security.access_control.permitted_users` or a permitted group.",
+        ),
+        (
+            TIER_NOT_PERMITTED,
+            "permission",
+            "The caller's token or user mapping does not grant the tool's tier.",
         ),
         (
             MISSING_CAPABILITY,

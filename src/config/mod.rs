@@ -200,7 +200,7 @@ pub const RESERVED_KEYS: &[&str] = &[
     "server.tls.cert_file",
     "server.tls.key_file",
     "security.enable_sandboxing",
-    "security.access_control",
+    "security.access_control.required_capabilities",
     "resources.max_cpu_time_ms",
     "ebpf.enable_btf",
     "ebpf.enable_core",

@@ -1,11 +1,14 @@
 //! The configuration tree. Defaults here must equal `configs/default.yaml` (a test checks).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::security::Tier;
 
 /// A duration written as text with a unit ("30s", "500ms", "5m").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +63,8 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// `Origin` header values the HTTP transport accepts; requests without Origin pass.
     pub allowed_origins: Vec<String>,
+    /// Largest HTTP request body (413 above it).
+    pub max_request_bytes: NonZeroU64,
     pub tls: TlsConfig,
 }
 
@@ -76,6 +81,7 @@ impl Default for ServerConfig {
                 "http://127.0.0.1:*".into(),
                 "http://[::1]:*".into(),
             ],
+            max_request_bytes: nz64(4 * 1024 * 1024),
             tls: TlsConfig::default(),
         }
     }
@@ -153,9 +159,18 @@ impl Default for BytecodeValidationConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessControlConfig {
+    /// Local users (names or uids) who may use stdio and the unix socket.
     pub permitted_users: Vec<String>,
+    /// Local groups (names or gids) whose members may use stdio and the unix socket.
     pub permitted_groups: Vec<String>,
+    /// Tiers of local users, by user name or uid.
+    pub user_tiers: BTreeMap<String, Vec<Tier>>,
+    /// Tiers of local users, by group name or gid (membership counts).
+    pub group_tiers: BTreeMap<String, Vec<Tier>>,
+    /// Tiers of a permitted local user no entry above names, and of anonymous loopback HTTP.
+    pub default_tiers: Vec<Tier>,
     pub required_capabilities: Vec<String>,
+    /// Bearer tokens for HTTP (`ebpf-mcp token new` makes entries).
     pub tokens_file: Option<PathBuf>,
 }
 
@@ -164,6 +179,9 @@ impl Default for AccessControlConfig {
         Self {
             permitted_users: Vec::new(),
             permitted_groups: Vec::new(),
+            user_tiers: BTreeMap::new(),
+            group_tiers: BTreeMap::new(),
+            default_tiers: Tier::ALL.to_vec(),
             required_capabilities: vec!["CAP_BPF".into(), "CAP_PERFMON".into()],
             tokens_file: None,
         }

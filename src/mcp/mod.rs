@@ -29,6 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::LogLevel;
 use crate::core::Core;
+use crate::security::access::Identity;
+use crate::security::audit::Caller;
 use crate::tools::{self, CallContext, ToolEvent, ToolSpec};
 
 const INSTRUCTIONS: &str = "ebpf-mcp gives structured, bounded access to this Linux host's \
@@ -40,7 +42,9 @@ and a `message` that says how to fix the call.";
 #[derive(Clone)]
 pub struct McpServer {
     core: Arc<Core>,
-    tools: Arc<Vec<Tool>>,
+    /// Who is at the other end when the transport knows it for the whole connection
+    /// (stdio, unix socket); HTTP requests carry theirs (see [`McpServer::identity`]).
+    identity: Option<Identity>,
     /// Level set by `logging/setLevel` in this session; `None`: send no log messages.
     log_level: Arc<Mutex<Option<LoggingLevel>>>,
     /// This session's number: the owner of what it starts in the background.
@@ -57,17 +61,17 @@ fn next_session() -> u64 {
 impl std::fmt::Debug for McpServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpServer")
-            .field("tools", &self.tools.len())
+            .field("transport", &self.transport)
+            .field("session", &self.session)
             .finish()
     }
 }
 
 impl McpServer {
-    pub fn new(core: Arc<Core>, transport: &'static str) -> Self {
-        let tools = core.enabled_tools().map(to_mcp_tool).collect();
+    pub fn new(core: Arc<Core>, transport: &'static str, identity: Option<Identity>) -> Self {
         Self {
             core,
-            tools: Arc::new(tools),
+            identity,
             log_level: Arc::new(Mutex::new(None)),
             session: next_session(),
             transport,
@@ -78,32 +82,47 @@ impl McpServer {
     pub fn new_session(&self) -> Self {
         Self {
             core: Arc::clone(&self.core),
-            tools: Arc::clone(&self.tools),
+            identity: self.identity.clone(),
             log_level: Arc::new(Mutex::new(None)),
             session: next_session(),
             transport: self.transport,
         }
     }
 
-    /// Who is calling, for the audit log: the user who started a stdio server; an HTTP
-    /// session (HTTP clients have no identity of their own until tokens exist).
-    fn caller(&self, context: &RequestContext<RoleServer>) -> crate::security::audit::Caller {
-        let mut caller = match self.transport {
-            "stdio" => crate::security::audit::Caller::local("stdio"),
-            t => crate::security::audit::Caller {
-                transport: t,
-                identity: format!("http-session:{}", self.session),
-                client: None,
-            },
-        };
+    /// Who is calling: the connection's identity (stdio, unix socket), or the one the HTTP
+    /// layer attached to this request after checking its token. A request without one
+    /// (which the HTTP layer never lets through) gets no tiers at all.
+    fn identity(&self, context: &RequestContext<RoleServer>) -> Identity {
+        if let Some(identity) = &self.identity {
+            return identity.clone();
+        }
+        context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Identity>())
+            .cloned()
+            .unwrap_or_else(|| Identity {
+                id: "unidentified".into(),
+                tiers: Default::default(),
+                authenticated: false,
+            })
+    }
+
+    /// Who is calling, for the audit log and the tier check.
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Caller {
+        let mut caller = Caller::new(self.transport, &self.identity(context));
         caller.client = context.client_info().map(|c| c.name);
         caller
     }
 
-    /// Who is calling. A 2025-11-25 session is one client; 2026-07-28 requests carry no
-    /// session, so the client's own name in the request stands for it (until tokens give
-    /// clients real identities).
+    /// Who owns what a call starts in the background (trace sessions, deployments): an
+    /// authenticated principal (a token, a local user); otherwise the 2025-11-25 session,
+    /// or in the sessionless 2026-07-28 protocol the name the client gives.
     fn owner(&self, context: &RequestContext<RoleServer>) -> String {
+        let identity = self.identity(context);
+        if identity.authenticated {
+            return identity.id;
+        }
         match (context.meta.protocol_version(), context.meta.client_info()) {
             (Some(_), Some(client)) => format!("client:{}", client.name),
             _ => format!("session:{}", self.session),
@@ -193,6 +212,13 @@ impl McpServer {
     }
 }
 
+/// Every tool of the registry as MCP lists it, built once.
+fn mcp_tool(name: &str) -> Option<Tool> {
+    static TOOLS: std::sync::LazyLock<Vec<Tool>> =
+        std::sync::LazyLock::new(|| tools::registry().all().iter().map(to_mcp_tool).collect());
+    TOOLS.iter().find(|t| t.name == name).cloned()
+}
+
 fn to_mcp_tool(spec: &'static ToolSpec) -> Tool {
     Tool::new(
         spec.name,
@@ -277,13 +303,21 @@ impl ServerHandler for McpServer {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items((*self.tools).clone()))
+        // Only what this caller may call, of what the configuration enables now.
+        let identity = self.identity(&context);
+        let tools = self
+            .core
+            .enabled_tools()
+            .filter(|t| identity.allows(t.tier))
+            .filter_map(|t| mcp_tool(t.name))
+            .collect();
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.tools.iter().find(|t| t.name == name).cloned()
+        mcp_tool(name)
     }
 
     async fn call_tool(

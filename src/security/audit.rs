@@ -6,6 +6,7 @@
 //! written; other calls go on (or fail too, with `security.audit_required_for_reads`).
 //! SIGHUP reopens the file, for logrotate.
 
+use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,30 +16,34 @@ use std::sync::Mutex;
 use serde_json::{Map, Value, json};
 use sha2::Digest;
 
+use super::Tier;
+use super::access::Identity;
+
 /// Parameter values longer than this are logged as their sha256 and size.
 const MAX_LOGGED_VALUE: usize = 1024;
 
 /// Who made a call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
-    /// stdio, http or cli.
+    /// stdio, http, unix or cli.
     pub transport: &'static str,
-    /// `uid:N` of the process on stdio and the command line (the user who started the
-    /// server or the command); the MCP session on HTTP (until clients have tokens).
+    /// `uid:N(name)` on stdio, the unix socket and the command line; `token:ID` on HTTP
+    /// with tokens; `anonymous` on loopback HTTP without them.
     pub identity: String,
     /// The client's name from its initialize request, when it gave one.
     pub client: Option<String>,
+    /// Tiers the caller may use; `None` only for in-process callers that are not users
+    /// (benchmarks, examples).
+    pub tiers: Option<BTreeSet<Tier>>,
 }
 
 impl Caller {
-    /// The caller of a process started by a user: stdio or the command line.
-    pub fn local(transport: &'static str) -> Self {
-        // SAFETY: getuid cannot fail.
-        let uid = unsafe { libc::getuid() };
+    pub fn new(transport: &'static str, identity: &Identity) -> Self {
         Self {
             transport,
-            identity: format!("uid:{uid}"),
+            identity: identity.id.clone(),
             client: None,
+            tiers: Some(identity.tiers.clone()),
         }
     }
 }

@@ -1,16 +1,19 @@
 //! Who may call what. Tools belong to tiers (read, trace, deploy); configuration enables
 //! tiers, and a disabled tier's tools are neither listed nor callable.
 
+pub mod access;
 pub mod audit;
 pub mod validate;
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 
 /// A group of tools enabled or disabled together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// Inspection: info, list_*, map_*, resources. Always enabled.

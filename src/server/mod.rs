@@ -13,15 +13,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::Core;
 use crate::mcp::McpServer;
+use crate::security::access;
+
+mod http;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(
-        "refusing to serve HTTP on {addr}: only loopback addresses are allowed until token \
-         authentication is configured, which this version does not support; bind 127.0.0.1 \
-         or ::1 and reach it through an SSH tunnel or an authenticating reverse proxy"
+        "refusing to serve HTTP on {addr} without authentication: set \
+         security.access_control.tokens_file (`ebpf-mcp token new` makes entries), or bind \
+         127.0.0.1 or ::1"
     )]
     NonLoopback { addr: SocketAddr },
+    #[error("{0}")]
+    Tokens(String),
+    #[error("{0}")]
+    NotPermitted(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -82,10 +89,13 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
             };
             loop {
                 tokio::select! {
-                    _ = hup.recv() => match core.audit.reopen() {
-                        Ok(()) => tracing::info!("SIGHUP: audit log reopened"),
-                        Err(e) => tracing::error!(error = %e, "SIGHUP: reopening the audit log failed"),
-                    },
+                    _ = hup.recv() => {
+                        match core.audit.reopen() {
+                            Ok(()) => tracing::info!("SIGHUP: audit log reopened"),
+                            Err(e) => tracing::error!(error = %e, "SIGHUP: reopening the audit log failed"),
+                        }
+                        reload_tokens(&core);
+                    }
                     () = stop.cancelled() => return,
                 }
             }
@@ -119,6 +129,26 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
     });
 }
 
+/// Re-reads the tokens file of an HTTP server; a file that does not load leaves the tokens
+/// in effect as they were.
+fn reload_tokens(core: &Core) {
+    if core.tokens().is_none() {
+        return;
+    }
+    let Some(path) = core.config().security.access_control.tokens_file.clone() else {
+        return;
+    };
+    match access::Tokens::load(&path) {
+        Ok(tokens) => {
+            tracing::info!(tokens = tokens.len(), file = %path.display(), "tokens reloaded");
+            core.set_tokens(Some(tokens));
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "tokens file not reloaded; the previous tokens stay in effect")
+        }
+    }
+}
+
 /// Serves one MCP session on stdin/stdout until the client closes stdin or a signal comes.
 pub async fn serve_stdio(core: Arc<Core>) -> Result<(), ServeError> {
     let housekeeping = CancellationToken::new();
@@ -126,7 +156,15 @@ pub async fn serve_stdio(core: Arc<Core>) -> Result<(), ServeError> {
     // One signal listener for the whole life of the session: a signal that arrives while
     // waiting for the client's first message must not be lost.
     let mut stop = std::pin::pin!(shutdown_signal());
-    let server = McpServer::new(Arc::clone(&core), "stdio");
+    // The OS decided who may start the server; permitted_users still applies to the user.
+    let identity = access::local_identity(
+        &core.config().security.access_control,
+        &access::Peer::this_process(),
+        true,
+    )
+    .map_err(|refused| ServeError::NotPermitted(refused.0))?;
+    tracing::info!(identity = %identity.id, tiers = ?identity.tier_names(), "stdio client");
+    let server = McpServer::new(Arc::clone(&core), "stdio", Some(identity));
     tracing::info!("MCP over stdio: waiting for the client's messages on stdin");
     let started = tokio::select! {
         started = server.serve(rmcp::transport::stdio_pipes()) => Some(started),
@@ -157,29 +195,48 @@ pub async fn serve_stdio(core: Arc<Core>) -> Result<(), ServeError> {
 
 /// Serves MCP over Streamable HTTP at `http://ADDR/mcp` until a signal comes.
 pub async fn serve_http(core: Arc<Core>, addr: SocketAddr) -> Result<(), ServeError> {
-    if !addr.ip().is_loopback() {
+    let config = core.config();
+    let tokens = match &config.security.access_control.tokens_file {
+        Some(path) => Some(access::Tokens::load(path).map_err(ServeError::Tokens)?),
+        None => None,
+    };
+    if tokens.is_none() && !addr.ip().is_loopback() {
         return Err(ServeError::NonLoopback { addr });
     }
+    match &tokens {
+        Some(t) => tracing::info!(tokens = t.len(), "HTTP requests need a bearer token"),
+        None => tracing::warn!(
+            "no tokens_file: every local process that can reach the port is `anonymous` with \
+             security.access_control.default_tiers"
+        ),
+    }
+    core.set_tokens(tokens);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let local = listener.local_addr().unwrap_or(addr);
     let stop = CancellationToken::new();
     start_housekeeping(&core, stop.child_token());
-    let config = core.config();
     let server_config = &config.server;
     let http_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(server_config.allowed_hosts.clone())
         .with_allowed_origins(server_config.allowed_origins.clone())
         .enforce_origin_validation()
+        .with_max_request_body_bytes(
+            usize::try_from(server_config.max_request_bytes.get()).unwrap_or(usize::MAX),
+        )
         .with_cancellation_token(stop.child_token());
-    let prototype = McpServer::new(Arc::clone(&core), "http");
+    let prototype = McpServer::new(Arc::clone(&core), "http", None);
+    let manager = Arc::new(LocalSessionManager::default());
     let service = StreamableHttpService::new(
         move || Ok(prototype.new_session()),
-        Arc::new(LocalSessionManager::default()),
+        Arc::clone(&manager),
         http_config,
     );
-    let router = axum::Router::new().nest_service("/mcp", service);
+    let gate = http::Gate::new(Arc::clone(&core), manager);
+    let router = axum::Router::new()
+        .nest_service("/mcp", service)
+        .layer(axum::middleware::from_fn_with_state(gate, http::gate));
     tracing::info!("serving MCP over HTTP at http://{local}/mcp");
     let graceful = {
         let stop = stop.clone();

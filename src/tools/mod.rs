@@ -470,6 +470,56 @@ async fn audited(
     }
 }
 
+/// The error for a caller whose identity does not grant `tool`'s tier, if it does not.
+pub fn tier_refusal(tool: &ToolSpec, caller: &Caller) -> Option<EbpfError> {
+    let tiers = caller.tiers.as_ref()?;
+    if tiers.contains(&tool.tier) {
+        return None;
+    }
+    let granted: Vec<&str> = tiers.iter().map(|t| t.as_str()).collect();
+    Some(
+        EbpfError::permission(
+            codes::TIER_NOT_PERMITTED,
+            format!(
+                "`{}` is a {} tier tool and {} may use only {}; ask the operator for a token \
+                 or user mapping that grants the {} tier",
+                tool.name,
+                tool.tier.as_str(),
+                caller.identity,
+                if granted.is_empty() {
+                    "none".into()
+                } else {
+                    granted.join(", ")
+                },
+                tool.tier.as_str()
+            ),
+        )
+        .with_context("tier", tool.tier)
+        .with_context("identity", &caller.identity),
+    )
+}
+
+/// Records a call refused before it reached the tool (the HTTP layer's tier check).
+pub fn audit_refused(
+    core: &Core,
+    tool: &ToolSpec,
+    caller: &Caller,
+    params: &Value,
+    error: &EbpfError,
+) {
+    let record = audit_record(
+        tool,
+        caller,
+        &caller.identity,
+        audit::redact(params),
+        &Err(error.clone()),
+        Duration::ZERO,
+    );
+    if let Err(why) = core.audit.record(&record) {
+        tracing::warn!(error = %why, tool = tool.name, "audit record not written");
+    }
+}
+
 fn audit_record(
     tool: &ToolSpec,
     caller: &Caller,
@@ -546,6 +596,9 @@ async fn guarded(
     work: impl FnOnce(&Core, &CallContext) -> Result<Value, EbpfError> + Send + 'static,
 ) -> Result<Value, EbpfError> {
     let config = core.config();
+    if let Some(refusal) = tier_refusal(tool, &ctx.caller) {
+        return Err(refusal);
+    }
     if !tool.enabled(&config) {
         let key = match tool.switch {
             Some((key, _)) if tool.tier.enabled(&config) => key,

@@ -1,4 +1,4 @@
-"""HTTP specifics: loopback only until authentication exists, DNS-rebinding defence on Host
+"""HTTP specifics: loopback only without authentication, DNS-rebinding defence on Host
 and Origin, and a clean stop on SIGTERM and SIGINT."""
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ def test_non_loopback_bind_is_refused(binary, addr):
         [str(binary), "serve", "--http", addr], capture_output=True, text=True, timeout=30, env=server_env()
     )
     assert proc.returncode == 2
-    assert "only loopback addresses are allowed" in proc.stderr
-    assert "127.0.0.1" in proc.stderr  # says what to do instead
+    assert "without authentication" in proc.stderr
+    assert "tokens_file" in proc.stderr and "127.0.0.1" in proc.stderr  # says what to do instead
 
 
 def test_bad_http_address_is_a_usage_error(binary):

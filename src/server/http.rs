@@ -1,0 +1,231 @@
+//! The HTTP gate in front of rmcp's Streamable HTTP service: who is calling (bearer token,
+//! or anonymous on an unauthenticated loopback server), whether they may call what they
+//! ask (a `tools/call` outside their tiers is a 403, audited), request body size (413), and
+//! that a session is used only by the identity that opened it.
+//!
+//! The identity travels to the MCP handler in the request's extensions (rmcp hands the
+//! request's `Parts` to handlers).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+
+use crate::core::Core;
+use crate::security::access::{AuthFailure, Identity};
+use crate::security::audit::Caller;
+use crate::tools;
+
+/// What the gate needs across requests.
+pub struct Gate {
+    pub core: Arc<Core>,
+    /// rmcp's sessions, to forget the owners of sessions that ended.
+    manager: Arc<LocalSessionManager>,
+    /// Session id → the identity that opened it.
+    sessions: Mutex<HashMap<String, String>>,
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate").finish_non_exhaustive()
+    }
+}
+
+impl Gate {
+    pub fn new(core: Arc<Core>, manager: Arc<LocalSessionManager>) -> Arc<Self> {
+        Arc::new(Self {
+            core,
+            manager,
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Records who opened `sid`, forgetting sessions rmcp no longer has.
+    async fn opened(&self, sid: &str, identity: String) {
+        let live: std::collections::HashSet<String> = self
+            .manager
+            .sessions
+            .read()
+            .await
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        let mut sessions = self.sessions();
+        sessions.retain(|k, _| live.contains(k));
+        sessions.insert(sid.to_owned(), identity);
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+pub(super) fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// 401 with the challenge RFC 6750 describes; no detail about which tokens exist.
+fn unauthorized(failure: AuthFailure) -> Response {
+    let challenge = match failure {
+        AuthFailure::Missing => "Bearer realm=\"ebpf-mcp\"".to_owned(),
+        other => format!(
+            "Bearer realm=\"ebpf-mcp\", error=\"invalid_token\", error_description=\"{}\"",
+            other.description()
+        ),
+    };
+    let mut response = json_response(
+        StatusCode::UNAUTHORIZED,
+        &json!({"error": "unauthorized", "reason": failure.label(), "message": failure.description()}),
+    );
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+/// A JSON-RPC error in an HTTP error status: clients that read the body learn why.
+fn refused(status: StatusCode, id: &Value, code: i64, message: String, data: Value) -> Response {
+    json_response(
+        status,
+        &json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {"code": code, "message": message, "data": data},
+        }),
+    )
+}
+
+fn too_large(limit: u64) -> Response {
+    json_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &json!({
+            "error": "payload_too_large",
+            "message": format!(
+                "the request body is over server.max_request_bytes ({limit} bytes); send a \
+                 smaller request (a deploy object over the limit can be placed under \
+                 tools.deploy.allowed_dirs and sent as `path`)"
+            ),
+        }),
+    )
+}
+
+pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
+    let core = &gate.core;
+    let config = core.config();
+    let (mut parts, body) = request.into_parts();
+
+    // Who is calling.
+    let identity = match core.tokens() {
+        Some(tokens) => {
+            let header = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            match tokens.authenticate(header, SystemTime::now()) {
+                Ok(identity) => identity,
+                Err(failure) => {
+                    // Never the header itself: it may hold a secret.
+                    tracing::warn!(reason = failure.label(), method = %parts.method, "HTTP request refused: authentication");
+                    return unauthorized(failure);
+                }
+            }
+        }
+        None => Identity::anonymous(&config.security.access_control),
+    };
+
+    // A session belongs to the identity that opened it.
+    let session = parts
+        .headers
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(sid) = &session
+        && let Some(owner) = gate.sessions().get(sid)
+        && *owner != identity.id
+    {
+        tracing::warn!(identity = %identity.id, "HTTP request refused: another identity's session");
+        return refused(
+            StatusCode::FORBIDDEN,
+            &Value::Null,
+            -32003,
+            "this session was opened by another identity; initialize a session of your own".into(),
+            json!({"code": "SESSION_NOT_YOURS"}),
+        );
+    }
+
+    // The body: bounded, and read once to see which tool a call asks for.
+    let limit = config.server.max_request_bytes.get();
+    if parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit)
+    {
+        return too_large(limit);
+    }
+    let bytes: Bytes =
+        match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await {
+            Ok(b) => b,
+            Err(_) => return too_large(limit),
+        };
+    if let Ok(message) = serde_json::from_slice::<Value>(&bytes)
+        && message.get("method").and_then(Value::as_str) == Some("tools/call")
+        && let Some(name) = message.pointer("/params/name").and_then(Value::as_str)
+        && let Some(spec) = core.enabled_tools().find(|t| t.name == name)
+    {
+        let mut caller = Caller::new("http", &identity);
+        caller.client = message
+            .pointer("/params/_meta/io.modelcontextprotocol/clientInfo/name")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if let Some(error) = tools::tier_refusal(spec, &caller) {
+            let args = message
+                .pointer("/params/arguments")
+                .cloned()
+                .unwrap_or(Value::Null);
+            tools::audit_refused(core, spec, &caller, &args, &error);
+            tracing::warn!(identity = %identity.id, tool = name, "HTTP request refused: tier");
+            let id = message.get("id").cloned().unwrap_or(Value::Null);
+            return refused(
+                StatusCode::FORBIDDEN,
+                &id,
+                -32003,
+                error.message.clone(),
+                error.to_json(),
+            );
+        }
+    }
+
+    let opened_by = identity.id.clone();
+    parts.extensions.insert(identity);
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    // Remember who opened a new session.
+    if session.is_none()
+        && let Some(sid) = response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+    {
+        let sid = sid.to_owned();
+        gate.opened(&sid, opened_by).await;
+    }
+    response
+}

@@ -63,6 +63,10 @@ enum Command {
         /// server.bind_address). Only loopback addresses are accepted.
         #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "")]
         http: Option<String>,
+        /// Serve on a unix socket at PATH (mode 0660) instead of stdio; callers are
+        /// identified by their uid and groups (security.access_control).
+        #[arg(long, value_name = "PATH", conflicts_with = "http")]
+        unix: Option<PathBuf>,
     },
     /// Run one tool in-process and print its result.
     Call {
@@ -215,7 +219,7 @@ fn run(cli: Cli) -> u8 {
     };
     let code = match cli.command {
         Command::Tools { output } => tools_command(&config, output),
-        Command::Serve { http } => {
+        Command::Serve { http, unix } => {
             let addr = match http.as_deref() {
                 None => None,
                 Some("") => Some(config.server.bind_address),
@@ -233,9 +237,10 @@ fn run(cli: Cli) -> u8 {
             warn_if_unprivileged();
             let core = Arc::new(Core::new(config, source, reserved));
             let result = runtime.block_on(async move {
-                match addr {
-                    Some(addr) => crate::server::serve_http(core, addr).await,
-                    None => crate::server::serve_stdio(core).await,
+                match (addr, unix) {
+                    (_, Some(path)) => crate::server::serve_unix(core, path).await,
+                    (Some(addr), None) => crate::server::serve_http(core, addr).await,
+                    (None, None) => crate::server::serve_stdio(core).await,
                 }
             });
             match result {

@@ -16,6 +16,9 @@ use crate::mcp::McpServer;
 use crate::security::access;
 
 mod http;
+mod unix;
+
+pub use unix::serve_unix;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -27,6 +30,11 @@ pub enum ServeError {
     NonLoopback { addr: SocketAddr },
     #[error("{0}")]
     Tokens(String),
+    #[error("cannot serve on unix socket {path}: {why}")]
+    Unix {
+        path: std::path::PathBuf,
+        why: String,
+    },
     #[error("{0}")]
     NotPermitted(String),
     #[error("cannot listen on {addr}: {source}")]

@@ -228,14 +228,36 @@ fn reserved_keys_are_reported_not_ignored() {
 }
 
 #[test]
-fn tls_is_refused_rather_than_silently_ignored() {
+fn tls_without_its_files_is_refused_with_the_fix() {
     let path = temp_file("tls.yaml", "server:\n  tls:\n    enabled: true\n");
     let out = run(&["--config", path.to_str().unwrap(), "serve", "--http"]);
     assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("server.tls.enabled"),
-        "{}",
-        stderr(&out)
+        err.contains("server.tls") && err.contains("cert_file") && err.contains("key_file"),
+        "{err}"
+    );
+    // Files that are not PEM are named in the error.
+    let bogus = temp_file("bogus.pem", "not a certificate\n");
+    let path = temp_file(
+        "tls2.yaml",
+        &format!(
+            "server:\n  tls:\n    enabled: true\n    cert_file: {0}\n    key_file: {0}\n",
+            bogus.display()
+        ),
+    );
+    let out = run(&[
+        "--config",
+        path.to_str().unwrap(),
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bogus.pem") && err.contains("cert_file"),
+        "{err}"
     );
 }
 

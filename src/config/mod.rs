@@ -145,11 +145,11 @@ impl Config {
             ));
         }
         let tls = &self.server.tls;
-        if tls.enabled {
+        if tls.enabled && (tls.cert_file.is_none() || tls.key_file.is_none()) {
             return Err((
-                "server.tls.enabled".into(),
-                "TLS is not available in this version; serve on loopback, or terminate TLS \
-                 in a reverse proxy, and set `enabled: false`"
+                "server.tls".into(),
+                "`enabled: true` needs `cert_file` (PEM chain, leaf first) and `key_file` \
+                 (PEM private key)"
                     .into(),
             ));
         }
@@ -197,8 +197,6 @@ impl Config {
 /// Keys accepted now whose feature arrives in a later version (see docs/configuration.md).
 pub const RESERVED_KEYS: &[&str] = &[
     "server.max_concurrent_requests",
-    "server.tls.cert_file",
-    "server.tls.key_file",
     "security.enable_sandboxing",
     "security.access_control.required_capabilities",
     "resources.max_cpu_time_ms",

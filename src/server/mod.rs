@@ -16,6 +16,7 @@ use crate::mcp::McpServer;
 use crate::security::access;
 
 mod http;
+mod tls;
 mod unix;
 
 pub use unix::serve_unix;
@@ -30,6 +31,8 @@ pub enum ServeError {
     NonLoopback { addr: SocketAddr },
     #[error("{0}")]
     Tokens(String),
+    #[error("{0}")]
+    Tls(String),
     #[error("cannot serve on unix socket {path}: {why}")]
     Unix {
         path: std::path::PathBuf,
@@ -219,6 +222,11 @@ pub async fn serve_http(core: Arc<Core>, addr: SocketAddr) -> Result<(), ServeEr
         ),
     }
     core.set_tokens(tokens);
+    let tls = &config.server.tls;
+    let acceptor = match (tls.enabled, &tls.cert_file, &tls.key_file) {
+        (true, Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(ServeError::Tls)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
@@ -245,7 +253,8 @@ pub async fn serve_http(core: Arc<Core>, addr: SocketAddr) -> Result<(), ServeEr
     let router = axum::Router::new()
         .nest_service("/mcp", service)
         .layer(axum::middleware::from_fn_with_state(gate, http::gate));
-    tracing::info!("serving MCP over HTTP at http://{local}/mcp");
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    tracing::info!("serving MCP over HTTP at {scheme}://{local}/mcp");
     let graceful = {
         let stop = stop.clone();
         async move {
@@ -253,10 +262,19 @@ pub async fn serve_http(core: Arc<Core>, addr: SocketAddr) -> Result<(), ServeEr
             stop.cancel();
         }
     };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(graceful)
-        .await
-        .map_err(ServeError::Http)?;
+    match acceptor {
+        Some(acceptor) => {
+            let listener = tls::TlsListener::new(listener, acceptor, stop.child_token());
+            axum::serve(listener, router)
+                .with_graceful_shutdown(graceful)
+                .await
+                .map_err(ServeError::Http)?;
+        }
+        None => axum::serve(listener, router)
+            .with_graceful_shutdown(graceful)
+            .await
+            .map_err(ServeError::Http)?,
+    }
     core.shutdown();
     Ok(())
 }

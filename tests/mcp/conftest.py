@@ -142,7 +142,7 @@ def start_http_server(binary: pathlib.Path, *args: str, config: str | None = Non
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         text = stderr_path.read_text(errors="replace")
-        match = re.search(r"serving MCP over HTTP at (http://\S+/mcp)", text)
+        match = re.search(r"serving MCP over HTTP at (https?://\S+/mcp)", text)
         if match:
             return HttpServer(match.group(1), process, stderr_path)
         if process.poll() is not None:

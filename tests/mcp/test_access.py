@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import signal
 import stat
 import subprocess
@@ -59,11 +60,11 @@ security:
   audit_log: "{self.audit}"
   access_control:
     tokens_file: "{self.tokens}"
-server:
-  max_request_bytes: 65536
 tools:
   deploy:
     enabled: true
+server:
+  max_request_bytes: 65536
 {extra_config}"""
         args = ("--log-level", "trace")
         self.server = start_http_server(binary, *args, config=config)
@@ -299,3 +300,53 @@ def test_a_local_user_not_permitted_cannot_start_stdio(binary):
     )
     assert call.returncode == 1
     assert json.loads(call.stdout)["code"] == "USER_NOT_PERMITTED"
+
+
+def make_ca_and_cert(d: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost it signed."""
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+        "-subj", "/CN=ebpf-mcp test CA", "-keyout", "ca.key", "-out", "ca.pem")
+    ssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-extfile", "ext.cnf", "-out", "server.pem")
+    return d / "ca.pem", d / "server.pem", d / "server.key"
+
+
+async def test_the_sdk_works_end_to_end_over_tls_with_a_token(binary):
+    import ssl as pyssl
+
+    require_root()
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make the test CA")
+    d = pathlib.Path(tempfile.mkdtemp(prefix="ebpf-mcp-tls-"))
+    ca, cert, key = make_ca_and_cert(d)
+    server = TokenServer(
+        binary, extra_config=f'  tls:\n    enabled: true\n    cert_file: "{cert}"\n    key_file: "{key}"\n'
+    )
+    try:
+        assert server.url.startswith("https://127.0.0.1:")
+        trusted = pyssl.create_default_context(cafile=str(ca))
+        http = httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {server.tracer}"}, verify=trusted,
+            timeout=httpx.Timeout(30, read=300),
+        )
+        async with Client(streamable_http_client(server.url, http_client=http), mode="legacy") as c:
+            names = {t.name for t in (await c.list_tools()).tools}
+            assert "trace" in names
+            info = await c.call_tool("info", {})
+            assert not info.is_error and info.structured_content["kernel"]["release"] == os.uname().release
+        # Without the CA the certificate is not trusted; plain HTTP gets no answer.
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(server.url, headers=HEADERS, json=INIT, timeout=10)
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError)):
+            httpx.post(server.url.replace("https://", "http://"), headers=HEADERS, json=INIT, timeout=10)
+        # The token is still required under TLS.
+        r = httpx.post(server.url, headers=HEADERS, json=INIT, timeout=10, verify=trusted)
+        assert r.status_code == 401
+    finally:
+        server.close()

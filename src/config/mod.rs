@@ -196,7 +196,6 @@ impl Config {
 
 /// Keys accepted now whose feature arrives in a later version (see docs/configuration.md).
 pub const RESERVED_KEYS: &[&str] = &[
-    "server.max_concurrent_requests",
     "security.enable_sandboxing",
     "security.access_control.required_capabilities",
     "resources.max_cpu_time_ms",

@@ -54,7 +54,12 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address `serve --http` binds when given no address.
     pub bind_address: SocketAddr,
+    /// HTTP requests (POST) being served at once; one more gets 503.
     pub max_concurrent_requests: NonZeroU32,
+    /// Open MCP sessions (2025-11-25) at once; one more initialize gets 503.
+    pub max_sessions: NonZeroU32,
+    /// Requests per identity (a token, or `anonymous`); over it, 429 with Retry-After.
+    pub rate_limit: RateLimitConfig,
     /// Upper bound on one tool call; the call fails with REQUEST_TIMEOUT after it.
     pub request_timeout: DurationValue,
     /// Upper bound on one tool result's JSON; larger results are cut and marked truncated.
@@ -73,6 +78,8 @@ impl Default for ServerConfig {
         Self {
             bind_address: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_concurrent_requests: nz32(100),
+            max_sessions: nz32(64),
+            rate_limit: RateLimitConfig::default(),
             request_timeout: secs(30),
             max_result_bytes: nz64(100 * 1024),
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
@@ -83,6 +90,24 @@ impl Default for ServerConfig {
             ],
             max_request_bytes: nz64(4 * 1024 * 1024),
             tls: TlsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per identity; 0 turns the limit off.
+    pub requests_per_second: u32,
+    /// Requests an identity may make at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 50,
+            burst: 100,
         }
     }
 }

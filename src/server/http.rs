@@ -1,14 +1,18 @@
 //! The HTTP gate in front of rmcp's Streamable HTTP service: who is calling (bearer token,
-//! or anonymous on an unauthenticated loopback server), whether they may call what they
-//! ask (a `tools/call` outside their tiers is a 403, audited), request body size (413), and
-//! that a session is used only by the identity that opened it.
+//! or anonymous on an unauthenticated loopback server; 401), how often (429 per identity),
+//! that a session is used only by the identity that opened it (403), request body size
+//! (413), how many requests and sessions at once (503), and whether they may call what they
+//! ask (a `tools/call` outside their tiers is a 403, audited).
 //!
 //! The identity travels to the MCP handler in the request's extensions (rmcp hands the
 //! request's `Parts` to handlers).
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -31,6 +35,53 @@ pub struct Gate {
     manager: Arc<LocalSessionManager>,
     /// Session id → the identity that opened it.
     sessions: Mutex<HashMap<String, String>>,
+    /// Requests being served now (POSTs, until their response body ends).
+    in_flight: Arc<AtomicUsize>,
+    /// Identity → its token bucket.
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// A token bucket: `level` requests may be made now; it refills at the configured rate.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    level: f64,
+    at: Instant,
+}
+
+/// One request in flight; dropped when its response body ends.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted until the last byte is sent (tool calls
+/// stream their progress, so the work lasts as long as the body).
+struct Counted {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl std::fmt::Debug for Gate {
@@ -45,7 +96,36 @@ impl Gate {
             core,
             manager,
             sessions: Mutex::new(HashMap::new()),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            buckets: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Takes one request from `identity`'s bucket; `Err(seconds)` says when to retry.
+    fn admit(&self, identity: &str, rate: u32, burst: u32) -> Result<(), u64> {
+        if rate == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let capacity = f64::from(burst.max(1));
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = buckets.entry(identity.to_owned()).or_insert(Bucket {
+            level: capacity,
+            at: now,
+        });
+        let refill = now.duration_since(bucket.at).as_secs_f64() * f64::from(rate);
+        bucket.level = (bucket.level + refill).min(capacity);
+        bucket.at = now;
+        if bucket.level >= 1.0 {
+            bucket.level -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - bucket.level) / f64::from(rate)).ceil().max(1.0) as u64)
+        }
+    }
+
+    async fn open_sessions(&self) -> usize {
+        self.manager.sessions.read().await.len()
     }
 
     /// Records who opened `sid`, forgetting sessions rmcp no longer has.
@@ -110,6 +190,17 @@ fn refused(status: StatusCode, id: &Value, code: i64, message: String, data: Val
     )
 }
 
+fn busy(what: String, key: &str) -> Response {
+    let mut response = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &json!({"error": "busy", "limit": key, "message": what}),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 fn too_large(limit: u64) -> Response {
     json_response(
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -148,6 +239,26 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         None => Identity::anonymous(&config.security.access_control),
     };
 
+    // How often.
+    let rate = &config.server.rate_limit;
+    if let Err(retry) = gate.admit(&identity.id, rate.requests_per_second, rate.burst) {
+        tracing::warn!(identity = %identity.id, "HTTP request refused: rate limit");
+        let mut response = json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            &json!({
+                "error": "rate_limited",
+                "message": format!(
+                    "{} makes more requests than server.rate_limit allows ({}/s, bursts of {}); retry in {retry} s",
+                    identity.id, rate.requests_per_second, rate.burst
+                ),
+            }),
+        );
+        if let Ok(v) = HeaderValue::from_str(&retry.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return response;
+    }
+
     // A session belongs to the identity that opened it.
     let session = parts
         .headers
@@ -184,8 +295,44 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             Ok(b) => b,
             Err(_) => return too_large(limit),
         };
-    if let Ok(message) = serde_json::from_slice::<Value>(&bytes)
-        && message.get("method").and_then(Value::as_str) == Some("tools/call")
+    let message = serde_json::from_slice::<Value>(&bytes).ok();
+    let method = message
+        .as_ref()
+        .and_then(|m| m.get("method"))
+        .and_then(Value::as_str);
+
+    // How many at once.
+    let counted = if parts.method == axum::http::Method::POST {
+        let max = config.server.max_concurrent_requests.get() as usize;
+        if gate.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
+            gate.in_flight.fetch_sub(1, Ordering::AcqRel);
+            tracing::warn!("HTTP request refused: max_concurrent_requests");
+            return busy(
+                format!(
+                    "{max} requests are being served (server.max_concurrent_requests); retry shortly"
+                ),
+                "server.max_concurrent_requests",
+            );
+        }
+        Some(InFlight(Arc::clone(&gate.in_flight)))
+    } else {
+        None
+    };
+    if method == Some("initialize") && session.is_none() {
+        let max = config.server.max_sessions.get() as usize;
+        if gate.open_sessions().await >= max {
+            tracing::warn!("HTTP request refused: max_sessions");
+            return busy(
+                format!(
+                    "{max} sessions are open (server.max_sessions); close one (HTTP DELETE) or retry later"
+                ),
+                "server.max_sessions",
+            );
+        }
+    }
+
+    if let Some(message) = &message
+        && method == Some("tools/call")
         && let Some(name) = message.pointer("/params/name").and_then(Value::as_str)
         && let Some(spec) = core.enabled_tools().find(|t| t.name == name)
     {
@@ -217,6 +364,19 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
+    let response = match counted {
+        Some(in_flight) => {
+            let (parts, body) = response.into_parts();
+            Response::from_parts(
+                parts,
+                Body::new(Counted {
+                    inner: body,
+                    _in_flight: in_flight,
+                }),
+            )
+        }
+        None => response,
+    };
     // Remember who opened a new session.
     if session.is_none()
         && let Some(sid) = response

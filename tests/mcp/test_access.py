@@ -101,7 +101,7 @@ def post(url: str, body: dict, secret: str | None = None, session: str | None = 
     return httpx.post(url, headers=headers, json=body, timeout=30)
 
 
-def open_session(url: str, secret: str) -> str:
+def open_session(url: str, secret: str | None) -> str:
     r = post(url, INIT, secret)
     assert r.status_code == 200, r.text
     sid = r.headers["mcp-session-id"]
@@ -350,3 +350,50 @@ async def test_the_sdk_works_end_to_end_over_tls_with_a_token(binary):
         assert r.status_code == 401
     finally:
         server.close()
+
+
+def test_an_identity_over_its_rate_gets_429_with_retry_after(binary):
+    require_root()
+    server = start_http_server(binary, config="server:\n  rate_limit:\n    requests_per_second: 1\n    burst: 3\n")
+    try:
+        codes = [post(server.url, INIT).status_code for _ in range(4)]
+        assert codes[:3] == [200, 200, 200] and codes[3] == 429, codes
+        r = post(server.url, INIT)
+        assert r.status_code == 429
+        assert int(r.headers["retry-after"]) >= 1
+        assert "server.rate_limit" in r.json()["message"] and "anonymous" in r.json()["message"]
+    finally:
+        assert server.stop() == 0
+
+
+def test_requests_and_sessions_over_their_caps_get_503(binary):
+    require_root()
+    server = start_http_server(
+        binary, config="server:\n  max_concurrent_requests: 1\n  max_sessions: 2\n  rate_limit:\n    requests_per_second: 0\n"
+    )
+    try:
+        first = open_session(server.url, None)
+        second = open_session(server.url, None)
+        third = post(server.url, INIT)
+        assert third.status_code == 503 and third.json()["limit"] == "server.max_sessions"
+        assert third.headers["retry-after"] == "1"
+        # Closing a session makes room.
+        closed = httpx.delete(server.url, headers={**HEADERS, "Mcp-Session-Id": second}, timeout=30)
+        assert closed.status_code in (200, 202, 204)
+        second = open_session(server.url, None)
+        # One long call in flight (its response streams until the trace ends): the next
+        # request does not queue, it is told to retry.
+        long_call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                     "params": {"name": "trace", "arguments": {"gadget": "exec", "duration_ms": 2000}}}
+        headers = {**HEADERS, "Mcp-Session-Id": first, "Mcp-Protocol-Version": "2025-11-25"}
+        with httpx.stream("POST", server.url, headers=headers, json=long_call, timeout=30) as streaming:
+            assert streaming.status_code == 200
+            r = post(server.url, {"jsonrpc": "2.0", "id": 10, "method": "tools/call",
+                                  "params": {"name": "info", "arguments": {}}}, None, second)
+            assert r.status_code == 503 and r.json()["limit"] == "server.max_concurrent_requests"
+            assert "exec" in streaming.read().decode()  # the long call itself completes
+        after = post(server.url, {"jsonrpc": "2.0", "id": 11, "method": "tools/call",
+                                  "params": {"name": "list_links", "arguments": {}}}, None, second)
+        assert after.status_code == 200
+    finally:
+        assert server.stop() == 0

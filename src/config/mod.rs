@@ -147,7 +147,7 @@ impl Config {
         let tls = &self.server.tls;
         if tls.enabled && (tls.cert_file.is_none() || tls.key_file.is_none()) {
             return Err((
-                "server.tls".into(),
+                "server.tls.enabled".into(),
                 "`enabled: true` needs `cert_file` (PEM chain, leaf first) and `key_file` \
                  (PEM private key)"
                     .into(),

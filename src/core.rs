@@ -30,6 +30,8 @@ pub struct Core {
     pub started_at: SystemTime,
     /// ebpf.bpffs_dir as the server started (pins stay where they were made).
     pub pins_base: PathBuf,
+    /// Prometheus metrics (observability.metrics).
+    pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// HTTP bearer tokens (security.access_control.tokens_file), when configured.
     tokens: RwLock<Option<Arc<Tokens>>>,
 }
@@ -55,6 +57,7 @@ impl Core {
             active_traces: Default::default(),
             started_at: SystemTime::now(),
             tokens: RwLock::new(None),
+            metrics: Default::default(),
         }
     }
 

@@ -144,6 +144,18 @@ impl Config {
                 ),
             ));
         }
+        if let Err(why) = self.observability.metrics.endpoint() {
+            return Err(("observability.metrics.prometheus_endpoint".into(), why));
+        }
+        let health = &self.observability.health.endpoint;
+        if !health.starts_with('/') || health == "/ready" {
+            return Err((
+                "observability.health.endpoint".into(),
+                format!(
+                    "`{health}` must be a path starting with `/` (and not /ready), e.g. /health"
+                ),
+            ));
+        }
         let tls = &self.server.tls;
         if tls.enabled && (tls.cert_file.is_none() || tls.key_file.is_none()) {
             return Err((
@@ -203,8 +215,8 @@ pub const RESERVED_KEYS: &[&str] = &[
     "ebpf.enable_core",
     "ebpf.program_timeout",
     "ebpf.map_cleanup_interval",
-    "observability.metrics",
-    "observability.health",
+    "observability.metrics.collection_interval",
+    "observability.health.check_interval",
 ];
 
 /// yaml errors end with "at line L column C"; the location is reported separately.

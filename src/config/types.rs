@@ -303,6 +303,27 @@ pub struct MetricsConfig {
     pub collection_interval: DurationValue,
 }
 
+impl MetricsConfig {
+    /// `HOST:PORT/path` as an address and a path (the seed's `:9090/metrics` means every
+    /// interface; no path means `/metrics`).
+    pub fn endpoint(&self) -> Result<(SocketAddr, String), String> {
+        let text = self.prometheus_endpoint.as_str();
+        let (addr, path) = match text.find('/') {
+            Some(i) => (&text[..i], &text[i..]),
+            None => (text, "/metrics"),
+        };
+        let addr = if addr.starts_with(':') {
+            format!("0.0.0.0{addr}")
+        } else {
+            addr.to_owned()
+        };
+        let addr: SocketAddr = addr
+            .parse()
+            .map_err(|_| format!("`{text}` is not HOST:PORT/path, e.g. 127.0.0.1:9090/metrics"))?;
+        Ok((addr, path.to_owned()))
+    }
+}
+
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self {

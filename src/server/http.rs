@@ -49,11 +49,12 @@ struct Bucket {
 }
 
 /// One request in flight; dropped when its response body ends.
-struct InFlight(Arc<AtomicUsize>);
+struct InFlight(Arc<AtomicUsize>, prometheus_client::metrics::gauge::Gauge);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+        self.1.dec();
     }
 }
 
@@ -230,6 +231,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             match tokens.authenticate(header, SystemTime::now()) {
                 Ok(identity) => identity,
                 Err(failure) => {
+                    core.metrics.auth_failure(failure.label());
                     // Never the header itself: it may hold a secret.
                     tracing::warn!(reason = failure.label(), method = %parts.method, "HTTP request refused: authentication");
                     return unauthorized(failure);
@@ -242,6 +244,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     // How often.
     let rate = &config.server.rate_limit;
     if let Err(retry) = gate.admit(&identity.id, rate.requests_per_second, rate.burst) {
+        core.metrics.refused("rate_limited");
         tracing::warn!(identity = %identity.id, "HTTP request refused: rate limit");
         let mut response = json_response(
             StatusCode::TOO_MANY_REQUESTS,
@@ -269,6 +272,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         && let Some(owner) = gate.sessions().get(sid)
         && *owner != identity.id
     {
+        core.metrics.refused("session_owner");
         tracing::warn!(identity = %identity.id, "HTTP request refused: another identity's session");
         return refused(
             StatusCode::FORBIDDEN,
@@ -288,12 +292,16 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > limit)
     {
+        core.metrics.refused("body_size");
         return too_large(limit);
     }
     let bytes: Bytes =
         match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await {
             Ok(b) => b,
-            Err(_) => return too_large(limit),
+            Err(_) => {
+                core.metrics.refused("body_size");
+                return too_large(limit);
+            }
         };
     let message = serde_json::from_slice::<Value>(&bytes).ok();
     let method = message
@@ -306,6 +314,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         let max = config.server.max_concurrent_requests.get() as usize;
         if gate.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
             gate.in_flight.fetch_sub(1, Ordering::AcqRel);
+            core.metrics.refused("concurrency");
             tracing::warn!("HTTP request refused: max_concurrent_requests");
             return busy(
                 format!(
@@ -314,13 +323,18 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
                 "server.max_concurrent_requests",
             );
         }
-        Some(InFlight(Arc::clone(&gate.in_flight)))
+        core.metrics.http_in_flight.inc();
+        Some(InFlight(
+            Arc::clone(&gate.in_flight),
+            core.metrics.http_in_flight.clone(),
+        ))
     } else {
         None
     };
     if method == Some("initialize") && session.is_none() {
         let max = config.server.max_sessions.get() as usize;
         if gate.open_sessions().await >= max {
+            core.metrics.refused("sessions");
             tracing::warn!("HTTP request refused: max_sessions");
             return busy(
                 format!(
@@ -347,6 +361,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
                 .cloned()
                 .unwrap_or(Value::Null);
             tools::audit_refused(core, spec, &caller, &args, &error);
+            core.metrics.refused("tier");
             tracing::warn!(identity = %identity.id, tool = name, "HTTP request refused: tier");
             let id = message.get("id").cloned().unwrap_or(Value::Null);
             return refused(

@@ -16,6 +16,7 @@ use crate::mcp::McpServer;
 use crate::security::access;
 
 mod http;
+mod observability;
 mod tls;
 mod unix;
 
@@ -33,6 +34,8 @@ pub enum ServeError {
     Tokens(String),
     #[error("{0}")]
     Tls(String),
+    #[error("observability.metrics.prometheus_endpoint: {0}")]
+    Metrics(String),
     #[error("cannot serve on unix socket {path}: {why}")]
     Unix {
         path: std::path::PathBuf,
@@ -164,6 +167,7 @@ fn reload_tokens(core: &Core) {
 pub async fn serve_stdio(core: Arc<Core>) -> Result<(), ServeError> {
     let housekeeping = CancellationToken::new();
     start_housekeeping(&core, housekeeping.clone());
+    observability::start(&core, housekeeping.child_token()).await?;
     // One signal listener for the whole life of the session: a signal that arrives while
     // waiting for the client's first message must not be lost.
     let mut stop = std::pin::pin!(shutdown_signal());
@@ -233,6 +237,7 @@ pub async fn serve_http(core: Arc<Core>, addr: SocketAddr) -> Result<(), ServeEr
     let local = listener.local_addr().unwrap_or(addr);
     let stop = CancellationToken::new();
     start_housekeeping(&core, stop.child_token());
+    observability::start(&core, stop.child_token()).await?;
     let server_config = &config.server;
     let http_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(server_config.allowed_hosts.clone())

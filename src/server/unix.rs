@@ -47,6 +47,7 @@ pub async fn serve_unix(core: Arc<Core>, path: PathBuf) -> Result<(), ServeError
     let listener = bind(&path)?;
     let stop = CancellationToken::new();
     start_housekeeping(&core, stop.child_token());
+    super::observability::start(&core, stop.child_token()).await?;
     tracing::info!(socket = %path.display(), "serving MCP on unix socket {}", path.display());
     let mut signal = std::pin::pin!(shutdown_signal());
     loop {

@@ -1,6 +1,8 @@
 //! Logging: to stderr (stdout belongs to the protocol in stdio mode) or to a file, as text or
 //! JSON lines, at the configured level. `RUST_LOG` directives, when set, refine the level.
 
+pub mod metrics;
+
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;

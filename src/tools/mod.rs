@@ -446,14 +446,29 @@ async fn audited(
         )
     };
     if required && let Err(why) = core.audit.ensure_open() {
+        core.metrics.audit_failures.inc();
+        core.metrics.tool_call(tool.name, "AUDIT_UNAVAILABLE", 0.0);
         return Err(unavailable(why));
     }
     let started = std::time::Instant::now();
     let caller = ctx.caller.clone();
     let owner = ctx.owner.clone();
     let result = guarded(core, tool, ctx, work).await;
-    let record = audit_record(tool, &caller, &owner, params, &result, started.elapsed());
-    match core.audit.record(&record) {
+    let elapsed = started.elapsed();
+    core.metrics.tool_call(
+        tool.name,
+        match &result {
+            Ok(_) => "ok",
+            Err(e) => &e.code,
+        },
+        elapsed.as_secs_f64(),
+    );
+    let record = audit_record(tool, &caller, &owner, params, &result, elapsed);
+    let written = core.audit.record(&record);
+    if written.is_err() {
+        core.metrics.audit_failures.inc();
+    }
+    match written {
         Ok(()) => result,
         Err(why) if required => {
             if let Ok(value) = &result
@@ -515,7 +530,9 @@ pub fn audit_refused(
         &Err(error.clone()),
         Duration::ZERO,
     );
+    core.metrics.tool_call(tool.name, &error.code, 0.0);
     if let Err(why) = core.audit.record(&record) {
+        core.metrics.audit_failures.inc();
         tracing::warn!(error = %why, tool = tool.name, "audit record not written");
     }
 }

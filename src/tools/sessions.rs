@@ -265,6 +265,8 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
     });
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), EbpfError>>();
     let worker = Arc::clone(&session);
+    let metrics = Arc::clone(&core.metrics);
+    let gadget_name = prepared.gadget().to_owned();
     let handle = std::thread::Builder::new()
         .name(format!("trace-{n}"))
         .spawn(move || {
@@ -303,6 +305,9 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
             let mut st = worker.lock();
             let end = match result {
                 Ok(run) => {
+                    let taken =
+                        st.total + run.shed + run.snapshot.as_ref().map_or(0, Snapshot::total);
+                    metrics.traced(&gadget_name, taken, run.dropped, run.shed);
                     st.kernel = run.snapshot;
                     st.shed = run.shed;
                     End {

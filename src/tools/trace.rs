@@ -1133,6 +1133,8 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         _ => tally.groups.values().map(|(_, n)| n).sum(),
     };
     let total = decoded + end.shed + end.snapshot.as_ref().map_or(0, Snapshot::total);
+    core.metrics
+        .traced(prepared.gadget(), total, end.dropped, end.shed);
     let summary = summarize(
         prepared.mode,
         &prepared.group_by,

@@ -1,0 +1,146 @@
+//! The observability listener (observability.metrics): Prometheus metrics at the configured
+//! path, `/health` (the process answers) and `/ready` (it can do its job: capabilities,
+//! tracefs, BTF, and the audit log when the deploy tier needs it). Its own address, so it can
+//! be scraped without exposing MCP, and MCP without exposing it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::ServeError;
+use super::http::json_response;
+use crate::core::Core;
+use crate::ebpf::caps::{CapSet, Needed};
+
+/// Starts the listener when metrics are enabled; returns where it listens.
+pub async fn start(
+    core: &Arc<Core>,
+    stop: CancellationToken,
+) -> Result<Option<SocketAddr>, ServeError> {
+    let config = core.config();
+    let observability = &config.observability;
+    if !observability.metrics.enabled {
+        return Ok(None);
+    }
+    let (addr, metrics_path) = observability
+        .metrics
+        .endpoint()
+        .map_err(ServeError::Metrics)?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = listener.local_addr().unwrap_or(addr);
+    if !local.ip().is_loopback() {
+        tracing::warn!(
+            %local,
+            "metrics, /health and /ready are reachable from the network: they reveal what \
+             the server holds and does, not what it reads"
+        );
+    }
+    let router = axum::Router::new()
+        .route(&metrics_path, get(metrics))
+        .route(&observability.health.endpoint, get(health))
+        .route("/ready", get(ready))
+        .with_state(Arc::clone(core));
+    tracing::info!(
+        "observability at http://{local}: metrics {metrics_path}, health {}, ready /ready",
+        observability.health.endpoint
+    );
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the observability listener failed");
+        }
+    });
+    Ok(Some(local))
+}
+
+/// OpenMetrics to scrapers that ask for it (Prometheus does), the classic text format to
+/// everyone else.
+async fn metrics(State(core): State<Arc<Core>>, headers: axum::http::HeaderMap) -> Response {
+    let open_metrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let text = core.metrics.render(&core.tracker.counts(), !open_metrics);
+    let mut response = Response::new(axum::body::Body::from(text));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(if open_metrics {
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        } else {
+            "text/plain; version=0.0.4; charset=utf-8"
+        }),
+    );
+    response
+}
+
+async fn health(State(core): State<Arc<Core>>) -> Response {
+    let uptime = core.started_at.elapsed().map_or(0, |d| d.as_secs());
+    json_response(
+        StatusCode::OK,
+        &json!({"status": "ok", "uptime_seconds": uptime}),
+    )
+}
+
+/// Whether the server can do its job now; each failed check says how to fix it.
+async fn ready(State(core): State<Arc<Core>>) -> Response {
+    let checks = tokio::task::spawn_blocking(move || readiness(&core))
+        .await
+        .unwrap_or_else(|e| vec![("checks", Err(format!("the checks failed: {e}")))]);
+    let ready = checks.iter().all(|(_, r)| r.is_ok());
+    let detail: serde_json::Map<String, Value> = checks
+        .into_iter()
+        .map(|(name, r)| {
+            (
+                name.to_owned(),
+                match r {
+                    Ok(()) => json!({"ok": true}),
+                    Err(why) => json!({"ok": false, "problem": why}),
+                },
+            )
+        })
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &json!({"ready": ready, "checks": detail}))
+}
+
+fn readiness(core: &Core) -> Vec<(&'static str, Result<(), String>)> {
+    let capabilities = CapSet::current()
+        .map_err(|e| e.to_string())
+        .and_then(|caps| {
+            caps.require(&[Needed::Bpf, Needed::Perfmon])
+                .map_err(|e| e.message.clone())
+        });
+    let tracefs = crate::ebpf::host::tracefs_root()
+        .map(|_| ())
+        .ok_or_else(|| {
+            "tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing".to_owned()
+        });
+    let btf = if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        Ok(())
+    } else {
+        Err("the kernel has no BTF (/sys/kernel/btf/vmlinux): gadgets cannot load".to_owned())
+    };
+    let mut checks = vec![
+        ("capabilities", capabilities),
+        ("tracefs", tracefs),
+        ("btf", btf),
+    ];
+    if core.config().tools.deploy.enabled {
+        checks.push(("audit_log", core.audit.ensure_open()));
+    }
+    checks
+}

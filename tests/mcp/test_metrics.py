@@ -1,0 +1,152 @@
+"""The observability listener: Prometheus metrics checked by `promtool check metrics` and
+against the calls the test makes, /health and /ready."""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx2 as httpx
+import pytest
+from mcp import Client
+
+from conftest import INITIALIZE as INIT
+from conftest import require_root, start_http_server
+
+pytestmark = pytest.mark.anyio
+
+HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+def observability_url(server) -> str:
+    deadline = time.monotonic() + 10
+    while True:
+        m = re.search(r"observability at (http://\S+): ", server.stderr())
+        if m:
+            return m.group(1)
+        assert time.monotonic() < deadline, server.stderr()
+        time.sleep(0.05)
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    """The sample `name{labels}` of an exposition (labels in any order); 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        m = re.match(r"([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        if got == labels:
+            return float(m.group(3))
+    return 0.0
+
+
+async def test_metrics_count_what_the_test_did_and_pass_promtool(binary):
+    require_root()
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool (Debian package prometheus) is needed; scripts/bootstrap installs it")
+    server = start_http_server(
+        binary, config='observability:\n  metrics:\n    enabled: true\n    prometheus_endpoint: "127.0.0.1:0/metrics"\n'
+    )
+    try:
+        base = observability_url(server)
+        before = httpx.get(f"{base}/metrics", timeout=10).text
+        async with Client(server.url, mode="legacy") as c:
+            for _ in range(2):
+                assert not (await c.call_tool("info", {})).is_error
+            bad = await c.call_tool("map_dump", {"map_id": 4_000_000_000})
+            assert bad.is_error
+            traced = await c.call_tool("trace", {"gadget": "exec", "duration_ms": 1500, "comm": "true"})
+            assert not traced.is_error
+        # (the trace above sees execs of `true` the test makes meanwhile)
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+        checked = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert value(text, "ebpf_mcp_tool_calls_total", tool="info", outcome="ok") - value(
+            before, "ebpf_mcp_tool_calls_total", tool="info", outcome="ok") == 2
+        assert value(text, "ebpf_mcp_tool_calls_total", tool="map_dump", outcome="MAP_NOT_FOUND") == 1
+        assert value(text, "ebpf_mcp_tool_call_duration_seconds_count", tool="info") >= 2
+        assert value(text, "ebpf_mcp_tool_calls_total", tool="trace", outcome="ok") == 1
+        assert "ebpf_mcp_trace_events_total" in text
+        assert value(text, "ebpf_mcp_build_info", version=re.search(r'version="([^"]+)"', text).group(1)) == 1
+        assert value(text, "ebpf_mcp_live_objects", kind="programs") == 0  # the trace released its own
+        assert "ebpf_mcp_http_requests_in_flight" in text
+        om = httpx.get(f"{base}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}, timeout=10)
+        assert om.headers["content-type"].startswith("application/openmetrics-text")
+        assert om.text.rstrip().endswith("# EOF")
+        health = httpx.get(f"{base}/health", timeout=10)
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        ready = httpx.get(f"{base}/ready", timeout=10)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"]["capabilities"]["ok"] is True
+    finally:
+        assert server.stop() == 0
+
+
+def test_refusals_are_counted_by_reason(binary):
+    require_root()
+    d = pathlib.Path(tempfile.mkdtemp(prefix="ebpf-mcp-metrics-"))
+    (d / "tokens.yaml").write_text("tokens: []\n")
+    (d / "tokens.yaml").chmod(0o600)
+    server = start_http_server(binary, config=f"""
+security:
+  access_control:
+    tokens_file: "{d}/tokens.yaml"
+observability:
+  metrics:
+    enabled: true
+    prometheus_endpoint: "127.0.0.1:0/metrics"
+""")
+    try:
+        base = observability_url(server)
+        for auth in (None, "Bearer emcp_nope", "Basic x"):
+            headers = dict(HEADERS)
+            if auth:
+                headers["Authorization"] = auth
+            assert httpx.post(server.url, headers=headers, json=INIT, timeout=10).status_code == 401
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+        assert value(text, "ebpf_mcp_auth_failures_total", reason="missing") == 1
+        assert value(text, "ebpf_mcp_auth_failures_total", reason="invalid") == 1
+        assert value(text, "ebpf_mcp_auth_failures_total", reason="malformed") == 1
+    finally:
+        assert server.stop() == 0
+
+
+def test_ready_says_what_is_missing_for_an_unprivileged_server(binary):
+    require_root()
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is needed")
+    d = pathlib.Path(tempfile.mkdtemp(prefix="ebpf-mcp-metrics-"))
+    d.chmod(0o755)
+    (d / "config.yaml").write_text(
+        f'security:\n  audit_log: "{d}/audit.log"\nobservability:\n  metrics:\n    enabled: true\n'
+        '    prometheus_endpoint: "127.0.0.1:0/metrics"\n'
+    )
+    (d / "config.yaml").chmod(0o644)
+    log = d / "stderr.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+             str(binary), "--config", str(d / "config.yaml"), "serve", "--http", "127.0.0.1:0"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+        )
+    try:
+        deadline = time.monotonic() + 20
+        while not (m := re.search(r"observability at (http://\S+): ", log.read_text())):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        r = httpx.get(f"{m.group(1)}/ready", timeout=10)
+        assert r.status_code == 503
+        problem = r.json()["checks"]["capabilities"]["problem"]
+        assert "CAP_BPF" in problem
+        assert httpx.get(f"{m.group(1)}/health", timeout=10).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

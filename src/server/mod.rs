@@ -17,6 +17,7 @@ use crate::security::access;
 
 mod http;
 mod observability;
+mod reload;
 mod tls;
 mod unix;
 
@@ -92,15 +93,26 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
             "the audit log cannot be written: deploy-tier calls will be refused (security.audit_log)"
         );
     }
-    // SIGHUP reopens the audit log (logrotate).
+    // SIGHUP reopens the audit log (logrotate) and reloads the configuration and tokens;
+    // so does a change to either file.
     {
         let core = Arc::clone(core);
         let stop = stop.clone();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::error!("cannot install the SIGHUP handler: reload by restarting");
                 return;
             };
+            let stamps = |core: &Core| {
+                reload::watched(core)
+                    .into_iter()
+                    .map(|p| reload::Stamp::of(&p))
+                    .collect::<Vec<_>>()
+            };
+            let mut seen = stamps(&core);
+            let mut poll = tokio::time::interval(std::time::Duration::from_secs(2));
+            poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = hup.recv() => {
@@ -108,7 +120,15 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
                             Ok(()) => tracing::info!("SIGHUP: audit log reopened"),
                             Err(e) => tracing::error!(error = %e, "SIGHUP: reopening the audit log failed"),
                         }
-                        reload_tokens(&core);
+                        reload::reload(&core, "SIGHUP");
+                        seen = stamps(&core);
+                    }
+                    _ = poll.tick() => {
+                        let now = stamps(&core);
+                        if now != seen {
+                            reload::reload(&core, "file changed");
+                            seen = stamps(&core);
+                        }
                     }
                     () = stop.cancelled() => return,
                 }
@@ -141,26 +161,6 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
             }
         }
     });
-}
-
-/// Re-reads the tokens file of an HTTP server; a file that does not load leaves the tokens
-/// in effect as they were.
-fn reload_tokens(core: &Core) {
-    if core.tokens().is_none() {
-        return;
-    }
-    let Some(path) = core.config().security.access_control.tokens_file.clone() else {
-        return;
-    };
-    match access::Tokens::load(&path) {
-        Ok(tokens) => {
-            tracing::info!(tokens = tokens.len(), file = %path.display(), "tokens reloaded");
-            core.set_tokens(Some(tokens));
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "tokens file not reloaded; the previous tokens stay in effect")
-        }
-    }
 }
 
 /// Serves one MCP session on stdin/stdout until the client closes stdin or a signal comes.

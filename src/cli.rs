@@ -207,57 +207,26 @@ fn run(cli: Cli) -> u8 {
             "configuration key is accepted but not in effect in this version"
         );
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    if let Command::Serve { http, unix } = cli.command {
+        return serve_command(config, source, reserved, http, unix);
+    }
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ebpf-mcp: cannot start the async runtime: {e}");
+            eprintln!("ebpf-mcp: {e}");
             return EXIT_TOOL_ERROR;
         }
     };
     let code = match cli.command {
         Command::Tools { output } => tools_command(&config, output),
-        Command::Serve { http, unix } => {
-            let addr = match http.as_deref() {
-                None => None,
-                Some("") => Some(config.server.bind_address),
-                Some(text) => match text.parse() {
-                    Ok(a) => Some(a),
-                    Err(_) => {
-                        eprintln!(
-                            "ebpf-mcp: --http {text}: not an address; write IP:PORT, e.g. 127.0.0.1:8080"
-                        );
-                        return EXIT_USAGE;
-                    }
-                },
-            };
-            host::prepare(config.ebpf.auto_mount);
-            warn_if_unprivileged();
-            let core = Arc::new(Core::new(config, source, reserved));
-            let result = runtime.block_on(async move {
-                match (addr, unix) {
-                    (_, Some(path)) => crate::server::serve_unix(core, path).await,
-                    (Some(addr), None) => crate::server::serve_http(core, addr).await,
-                    (None, None) => crate::server::serve_stdio(core).await,
-                }
-            });
-            match result {
-                Ok(()) => 0,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    eprintln!("ebpf-mcp: {e}");
-                    EXIT_USAGE
-                }
-            }
-        }
         Command::Call { tool, args, output } => {
             host::prepare(config.ebpf.auto_mount);
             let core = Arc::new(Core::new(config, source, reserved));
             runtime.block_on(call_command(core, &tool, &args, output))
         }
-        Command::Config { .. } | Command::Token { .. } => unreachable!("handled above"),
+        Command::Config { .. } | Command::Token { .. } | Command::Serve { .. } => {
+            unreachable!("handled above")
+        }
     };
     // A blocking stdin reader must not keep the process alive after the work is done.
     runtime.shutdown_timeout(Duration::from_secs(2));
@@ -352,6 +321,56 @@ fn token_command(action: &TokenAction) -> u8 {
         file.display()
     );
     write_stdout(&format!("{secret}\n"))
+}
+
+/// `serve`: bind, enter the sandbox, then start the runtime and serve.
+fn serve_command(
+    config: Config,
+    source: ConfigSource,
+    reserved: Vec<&'static str>,
+    http: Option<String>,
+    unix: Option<PathBuf>,
+) -> u8 {
+    let addr = match http.as_deref() {
+        None => None,
+        Some("") => Some(config.server.bind_address),
+        Some(text) => match text.parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                eprintln!(
+                    "ebpf-mcp: --http {text}: not an address; write IP:PORT, e.g. 127.0.0.1:8080"
+                );
+                return EXIT_USAGE;
+            }
+        },
+    };
+    host::prepare(config.ebpf.auto_mount);
+    warn_if_unprivileged();
+    let core = Arc::new(Core::new(config, source, reserved));
+    let result = crate::server::prepare(&core, addr, unix).and_then(|prepared| {
+        crate::security::sandbox::enter(&core, &prepared);
+        // The runtime's threads start after the sandbox: they inherit it.
+        let runtime = runtime().map_err(crate::server::ServeError::Runtime)?;
+        let served = runtime.block_on(crate::server::serve(core, prepared));
+        runtime.shutdown_timeout(Duration::from_secs(2));
+        served
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("ebpf-mcp: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+/// The async runtime (its worker threads start here).
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
 /// A server without CAP_BPF/CAP_PERFMON still starts (`info` reports kernel facts), but the

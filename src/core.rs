@@ -30,6 +30,8 @@ pub struct Core {
     pub started_at: SystemTime,
     /// ebpf.bpffs_dir as the server started (pins stay where they were made).
     pub pins_base: PathBuf,
+    /// What the sandbox put in force (set once, before serving).
+    pub sandbox: std::sync::OnceLock<crate::security::sandbox::SandboxReport>,
     /// Prometheus metrics (observability.metrics).
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// HTTP bearer tokens (security.access_control.tokens_file), when configured.
@@ -58,6 +60,7 @@ impl Core {
             started_at: SystemTime::now(),
             tokens: RwLock::new(None),
             metrics: Default::default(),
+            sandbox: std::sync::OnceLock::new(),
         }
     }
 

@@ -208,7 +208,6 @@ impl Config {
 
 /// Keys accepted now whose feature arrives in a later version (see docs/configuration.md).
 pub const RESERVED_KEYS: &[&str] = &[
-    "security.enable_sandboxing",
     "security.access_control.required_capabilities",
     "resources.max_cpu_time_ms",
     "ebpf.enable_btf",
@@ -367,10 +366,10 @@ mod tests {
 
     #[test]
     fn reserved_keys_are_reported() {
-        let text = "security:\n  enable_sandboxing: true\nserver:\n  request_timeout: 5s\n";
+        let text = "resources:\n  max_cpu_time_ms: 5\nserver:\n  request_timeout: 5s\n";
         assert_eq!(
             Config::reserved_keys_set(text),
-            vec!["security.enable_sandboxing"]
+            vec!["resources.max_cpu_time_ms"]
         );
     }
 }

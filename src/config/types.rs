@@ -123,7 +123,12 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SecurityConfig {
+    /// Confine the server after start-up: no_new_privs, capabilities, seccomp.
     pub enable_sandboxing: bool,
+    /// Also enter a Landlock domain (file writes only where the server writes, no exec, no
+    /// TCP connect). Off by default: a Landlock domain may not read other processes' /proc
+    /// entries, which holders (list_*) and profile symbolization need.
+    pub enable_landlock: bool,
     /// Write the audit log (one JSON line per tool call).
     pub enable_audit: bool,
     pub audit_log: PathBuf,
@@ -138,6 +143,7 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
             enable_sandboxing: true,
+            enable_landlock: false,
             enable_audit: true,
             audit_log: PathBuf::from("/var/log/ebpf-mcp/audit.log"),
             audit_required_for_reads: false,

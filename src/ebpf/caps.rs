@@ -51,6 +51,13 @@ const NAMES: [&str; 41] = [
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// The name of capability `bit` (`CAP_42` for one this build does not know).
+pub fn name(bit: u32) -> String {
+    NAMES
+        .get(bit as usize)
+        .map_or_else(|| format!("CAP_{bit}"), |n| (*n).to_owned())
+}
+
 const SYS_ADMIN: u32 = 21;
 const NET_ADMIN: u32 = 12;
 const PERFMON: u32 = 38;

@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod sandbox;
 pub mod validate;
 
 use schemars::JsonSchema;

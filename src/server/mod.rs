@@ -21,8 +21,6 @@ mod reload;
 mod tls;
 mod unix;
 
-pub use unix::serve_unix;
-
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error(
@@ -35,6 +33,8 @@ pub enum ServeError {
     Tokens(String),
     #[error("{0}")]
     Tls(String),
+    #[error("{0}")]
+    Runtime(String),
     #[error("observability.metrics.prometheus_endpoint: {0}")]
     Metrics(String),
     #[error("cannot serve on unix socket {path}: {why}")]
@@ -77,22 +77,6 @@ pub async fn shutdown_signal() {
 /// deployments at their expiry, sweeping at least every `resources.cleanup_interval`. The
 /// task stops with `stop`.
 fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
-    let base = &core.pins_base;
-    match crate::ebpf::pins::clean_stale(base) {
-        Ok(removed) if !removed.is_empty() => tracing::warn!(
-            dir = %base.display(),
-            removed = removed.len(),
-            "removed pins a previous server left behind"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not clean the pin directory"),
-    }
-    if let Err(why) = core.audit.ensure_open() {
-        tracing::warn!(
-            error = %why,
-            "the audit log cannot be written: deploy-tier calls will be refused (security.audit_log)"
-        );
-    }
     // SIGHUP reopens the audit log (logrotate) and reloads the configuration and tokens;
     // so does a change to either file.
     {
@@ -163,11 +147,114 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
     });
 }
 
+/// Where a server will serve, bound before the sandbox closes binding and file access.
+#[derive(Debug)]
+pub struct Prepared {
+    transport: Transport,
+    observability: Option<observability::Bound>,
+}
+
+enum Transport {
+    Stdio,
+    Http {
+        listener: std::net::TcpListener,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+    },
+    Unix {
+        listener: std::os::unix::net::UnixListener,
+        path: std::path::PathBuf,
+    },
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stdio => f.write_str("stdio"),
+            Self::Http { listener, acceptor } => f
+                .debug_struct("Http")
+                .field("listener", listener)
+                .field("tls", &acceptor.is_some())
+                .finish(),
+            Self::Unix { path, .. } => f.debug_struct("Unix").field("path", path).finish(),
+        }
+    }
+}
+
+impl Prepared {
+    /// What the sandbox must leave writable: the unix socket's directory (the socket is
+    /// removed at exit).
+    pub fn socket_dir(&self) -> Option<&std::path::Path> {
+        match &self.transport {
+            Transport::Unix { path, .. } => path.parent(),
+            _ => None,
+        }
+    }
+}
+
+/// The start-up work that needs privileges the sandbox then takes away: binding listeners,
+/// loading tokens and TLS keys, opening the audit log, cleaning pins of dead servers.
+/// Synchronous, on the only thread, so that the sandbox applies to every thread after it.
+pub fn prepare(
+    core: &Arc<Core>,
+    http: Option<SocketAddr>,
+    unix: Option<std::path::PathBuf>,
+) -> Result<Prepared, ServeError> {
+    let base = &core.pins_base;
+    match crate::ebpf::pins::clean_stale(base) {
+        Ok(removed) if !removed.is_empty() => tracing::warn!(
+            dir = %base.display(),
+            removed = removed.len(),
+            "removed pins a previous server left behind"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not clean the pin directory"),
+    }
+    if let Err(why) = core.audit.ensure_open() {
+        tracing::warn!(
+            error = %why,
+            "the audit log cannot be written: deploy-tier calls will be refused (security.audit_log)"
+        );
+    }
+    let transport = match (http, unix) {
+        (_, Some(path)) => Transport::Unix {
+            listener: unix::bind(&path)?,
+            path,
+        },
+        (Some(addr), None) => {
+            let (listener, acceptor) = prepare_http(core, addr)?;
+            Transport::Http { listener, acceptor }
+        }
+        (None, None) => Transport::Stdio,
+    };
+    let observability = observability::bind(core)?;
+    Ok(Prepared {
+        transport,
+        observability,
+    })
+}
+
+/// Serves on what [`prepare`] bound until a signal (or, on stdio, end of input) comes.
+pub async fn serve(core: Arc<Core>, prepared: Prepared) -> Result<(), ServeError> {
+    let stop = CancellationToken::new();
+    if let Some(bound) = prepared.observability {
+        observability::start(&core, bound, stop.child_token())?;
+    }
+    let result = match prepared.transport {
+        Transport::Stdio => serve_stdio(core, stop.clone()).await,
+        Transport::Http { listener, acceptor } => {
+            serve_http(core, listener, acceptor, stop.clone()).await
+        }
+        Transport::Unix { listener, path } => {
+            unix::serve_unix(core, listener, path, stop.clone()).await
+        }
+    };
+    stop.cancel();
+    result
+}
+
 /// Serves one MCP session on stdin/stdout until the client closes stdin or a signal comes.
-pub async fn serve_stdio(core: Arc<Core>) -> Result<(), ServeError> {
-    let housekeeping = CancellationToken::new();
-    start_housekeeping(&core, housekeeping.clone());
-    observability::start(&core, housekeeping.child_token()).await?;
+async fn serve_stdio(core: Arc<Core>, housekeeping: CancellationToken) -> Result<(), ServeError> {
+    start_housekeeping(&core, housekeeping.child_token());
     // One signal listener for the whole life of the session: a signal that arrives while
     // waiting for the client's first message must not be lost.
     let mut stop = std::pin::pin!(shutdown_signal());
@@ -208,8 +295,11 @@ pub async fn serve_stdio(core: Arc<Core>) -> Result<(), ServeError> {
     outcome
 }
 
-/// Serves MCP over Streamable HTTP at `http://ADDR/mcp` until a signal comes.
-pub async fn serve_http(core: Arc<Core>, addr: SocketAddr) -> Result<(), ServeError> {
+/// Tokens, TLS and the listening socket of the HTTP transport.
+fn prepare_http(
+    core: &Core,
+    addr: SocketAddr,
+) -> Result<(std::net::TcpListener, Option<tokio_rustls::TlsAcceptor>), ServeError> {
     let config = core.config();
     let tokens = match &config.security.access_control.tokens_file {
         Some(path) => Some(access::Tokens::load(path).map_err(ServeError::Tokens)?),
@@ -231,13 +321,28 @@ pub async fn serve_http(core: Arc<Core>, addr: SocketAddr) -> Result<(), ServeEr
         (true, Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(ServeError::Tls)?),
         _ => None,
     };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|source| ServeError::Bind { addr, source })?;
-    let local = listener.local_addr().unwrap_or(addr);
-    let stop = CancellationToken::new();
+    Ok((listener, acceptor))
+}
+
+/// Serves MCP over Streamable HTTP at `http://ADDR/mcp` until a signal comes.
+async fn serve_http(
+    core: Arc<Core>,
+    listener: std::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    stop: CancellationToken,
+) -> Result<(), ServeError> {
+    let config = core.config();
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let local = addr;
     start_housekeeping(&core, stop.child_token());
-    observability::start(&core, stop.child_token()).await?;
     let server_config = &config.server;
     let http_config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(server_config.allowed_hosts.clone())

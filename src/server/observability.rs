@@ -18,24 +18,47 @@ use super::http::json_response;
 use crate::core::Core;
 use crate::ebpf::caps::{CapSet, Needed};
 
-/// Starts the listener when metrics are enabled; returns where it listens.
-pub async fn start(
-    core: &Arc<Core>,
-    stop: CancellationToken,
-) -> Result<Option<SocketAddr>, ServeError> {
+/// The listener, bound at start.
+#[derive(Debug)]
+pub struct Bound {
+    listener: std::net::TcpListener,
+    path: String,
+}
+
+/// Binds the listener when metrics are enabled.
+pub fn bind(core: &Core) -> Result<Option<Bound>, ServeError> {
     let config = core.config();
-    let observability = &config.observability;
-    if !observability.metrics.enabled {
+    if !config.observability.metrics.enabled {
         return Ok(None);
     }
-    let (addr, metrics_path) = observability
+    let (addr, path) = config
+        .observability
         .metrics
         .endpoint()
         .map_err(ServeError::Metrics)?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|source| ServeError::Bind { addr, source })?;
-    let local = listener.local_addr().unwrap_or(addr);
+    Ok(Some(Bound { listener, path }))
+}
+
+/// Serves metrics, health and readiness on the bound listener until `stop`.
+pub fn start(core: &Arc<Core>, bound: Bound, stop: CancellationToken) -> Result<(), ServeError> {
+    let config = core.config();
+    let observability = &config.observability;
+    let metrics_path = bound.path;
+    let local = bound
+        .listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
+    let listener =
+        tokio::net::TcpListener::from_std(bound.listener).map_err(|source| ServeError::Bind {
+            addr: local,
+            source,
+        })?;
     if !local.ip().is_loopback() {
         tracing::warn!(
             %local,
@@ -60,7 +83,7 @@ pub async fn start(
             tracing::error!(error = %e, "the observability listener failed");
         }
     });
-    Ok(Some(local))
+    Ok(())
 }
 
 /// OpenMetrics to scrapers that ask for it (Prometheus does), the classic text format to

@@ -35,6 +35,7 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
     keep!(security.enable_audit, "security.enable_audit");
     keep!(security.audit_log, "security.audit_log");
     keep!(security.enable_sandboxing, "security.enable_sandboxing");
+    keep!(security.enable_landlock, "security.enable_landlock");
     keep!(resources.cleanup_interval, "resources.cleanup_interval");
     keep!(ebpf, "ebpf");
     keep!(observability, "observability");

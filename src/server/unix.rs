@@ -20,7 +20,7 @@ use crate::security::access;
 
 /// Binds `path`: a socket file left by a server that is gone is replaced; a live one, or
 /// any other file, is not.
-fn bind(path: &Path) -> Result<UnixListener, ServeError> {
+pub(super) fn bind(path: &Path) -> Result<std::os::unix::net::UnixListener, ServeError> {
     let fail = |why: String| ServeError::Unix {
         path: path.to_owned(),
         why,
@@ -36,18 +36,26 @@ fn bind(path: &Path) -> Result<UnixListener, ServeError> {
         }
         std::fs::remove_file(path).map_err(|e| fail(format!("removing the stale socket: {e}")))?;
     }
-    let listener = UnixListener::bind(path).map_err(|e| fail(e.to_string()))?;
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| fail(e.to_string()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| fail(format!("chmod 0660: {e}")))?;
     Ok(listener)
 }
 
 /// Serves MCP on the unix socket at `path` until a signal comes; removes the socket file.
-pub async fn serve_unix(core: Arc<Core>, path: PathBuf) -> Result<(), ServeError> {
-    let listener = bind(&path)?;
-    let stop = CancellationToken::new();
+pub(super) async fn serve_unix(
+    core: Arc<Core>,
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+    stop: CancellationToken,
+) -> Result<(), ServeError> {
+    let listener = UnixListener::from_std(listener).map_err(|e| ServeError::Unix {
+        path: path.clone(),
+        why: e.to_string(),
+    })?;
     start_housekeeping(&core, stop.child_token());
-    super::observability::start(&core, stop.child_token()).await?;
     tracing::info!(socket = %path.display(), "serving MCP on unix socket {}", path.display());
     let mut signal = std::pin::pin!(shutdown_signal());
     loop {

@@ -67,6 +67,9 @@ pub struct ServerFacts {
     pub live_objects: Counts,
     /// Background trace sessions (trace_start).
     pub trace_sessions: Vec<crate::tools::sessions::SessionInfo>,
+    /// The confinement in force (absent for the command line, which is not sandboxed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<crate::security::sandbox::SandboxReport>,
 }
 
 /// A gadget of `trace`.
@@ -266,5 +269,6 @@ fn server_facts(core: &Core) -> ServerFacts {
         },
         live_objects: core.tracker.counts(),
         trace_sessions: core.sessions.list(),
+        sandbox: core.sandbox.get().cloned(),
     }
 }

@@ -417,7 +417,7 @@ async def test_the_audit_log_has_one_line_per_call_without_object_bytes(binary):
         assert refused["verdict"] == "refused" and refused["violations"] == ["BLOCKED_HELPER"]
         assert info["tier"] == "read" and gone["parameters"] == {"deployment_id": did}
         for line in lines:
-            assert line["transport"] == "http" and line["client"] and line["identity"].startswith("http-session:")
+            assert line["transport"] == "http" and line["client"] and line["identity"] == "anonymous"
             assert isinstance(line["duration_ms"], int) and line["timestamp"].endswith("Z")
         assert obj64[:64] not in d.audit.read_text()
         # logrotate: move the file, SIGHUP, and the next line goes to a new file.

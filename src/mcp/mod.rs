@@ -336,11 +336,30 @@ impl ServerHandler for McpServer {
         let started = Instant::now();
         let result = self.run_tool(spec, args, &context).await;
         let elapsed_ms = started.elapsed().as_millis();
+        // One line per call: which request, who, what, how it ended, how long. Never the
+        // arguments (the audit log has them, redacted).
+        let identity = self.identity(&context).id;
+        let request_id = format!("{}:{}", self.session, context.id);
         match &result {
-            Ok(_) => tracing::info!(tool = name, outcome = "ok", elapsed_ms, "tool call"),
-            Err(e) => {
-                tracing::info!(tool = name, outcome = "error", code = %e.code, elapsed_ms, "tool call")
-            }
+            Ok(_) => tracing::info!(
+                request_id,
+                identity,
+                transport = self.transport,
+                tool = name,
+                outcome = "ok",
+                elapsed_ms,
+                "tool call"
+            ),
+            Err(e) => tracing::info!(
+                request_id,
+                identity,
+                transport = self.transport,
+                tool = name,
+                outcome = "error",
+                code = %e.code,
+                elapsed_ms,
+                "tool call"
+            ),
         }
         Ok(to_call_result(result).into())
     }

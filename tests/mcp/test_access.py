@@ -397,3 +397,27 @@ def test_requests_and_sessions_over_their_caps_get_503(binary):
         assert after.status_code == 200
     finally:
         assert server.stop() == 0
+
+
+async def test_json_logs_carry_request_identity_tool_and_duration(binary):
+    require_root()
+    d = pathlib.Path(tempfile.mkdtemp(prefix="ebpf-mcp-access-"))
+    secret, line = new_token(binary, "logger", "read")
+    (d / "tokens.yaml").write_text(f"tokens:\n{line}\n")
+    (d / "tokens.yaml").chmod(0o600)
+    server = start_http_server(
+        binary, "--log-format", "json",
+        config=f'security:\n  audit_log: "{d}/audit.log"\n  access_control:\n    tokens_file: "{d}/tokens.yaml"\n',
+    )
+    try:
+        async with client(server.url, secret) as c:
+            assert not (await c.call_tool("list_links", {})).is_error
+    finally:
+        assert server.stop() == 0
+    records = [json.loads(l) for l in server.stderr().splitlines() if l.startswith("{")]
+    calls = [r for r in records if r.get("fields", {}).get("message") == "tool call"]
+    assert len(calls) == 1, records
+    f = calls[0]["fields"]
+    assert f["identity"] == "token:logger" and f["tool"] == "list_links" and f["outcome"] == "ok"
+    assert f["request_id"] and "elapsed_ms" in f and f["transport"] == "http"
+    assert secret not in server.stderr()

@@ -11,7 +11,7 @@ The server runs with its defaults except `server.rate_limit.requests_per_second:
 anonymous clients share one identity, whose default budget is 50 requests/s) and
 `tools.trace.max_concurrent: 8`.
 
-Run as root from the repository root, after `cargo build --release`:
+Run as root from the repository root, after `cargo build --release --examples`:
     .venv/bin/python benches/load.py [--clients 32] [--seconds 60]
 """
 
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 import os
 import random
 import re
@@ -30,9 +32,12 @@ import time
 import warnings
 
 warnings.filterwarnings("ignore")
+logging.disable(logging.WARNING)  # the SDK warns on every session close answered with 202
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "ebpf-mcp")
+# Holds a few maps and programs (examples/fixture.rs), so the host has something to list.
+FIXTURE = os.path.join(ROOT, "target", "release", "examples", "fixture")
 
 # (tool, arguments, weight): mostly reads, as agents make them, and some short traces.
 MIX = [
@@ -41,7 +46,7 @@ MIX = [
     ("list_maps", {}, 15),
     ("list_links", {}, 10),
     ("list_tracepoints", {"pattern": "sched:*"}, 10),
-    ("map_dump", None, 15),  # the first map with entries, found at start
+    ("map_dump", None, 15),  # the fixture's 5000-entry hash map, first 100 entries
     ("trace", {"gadget": "syscalls", "duration_ms": 250}, 10),
 ]
 
@@ -98,6 +103,21 @@ async def client_loop(url: str, stop_at: float, results: dict, errors: dict, map
         errors[f"session:{type(e).__name__}"] = errors.get(f"session:{type(e).__name__}", 0) + 1
 
 
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def sample_rss(pid: int, stop_at: float, out: list) -> None:
+    """The server's RSS every 10 s: growth that levels off is caches filling; growth that
+    does not is a leak."""
+    start = time.monotonic()
+    while time.monotonic() < stop_at:
+        await asyncio.sleep(10)
+        out.append((round(time.monotonic() - start), rss_kib(pid)))
+
+
 def bpftool_during(stop_at: float, out: list) -> None:
     while time.monotonic() < stop_at:
         t0 = time.perf_counter()
@@ -116,28 +136,36 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=60)
     a = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="ebpf-mcp-load-")
+    fixture = subprocess.Popen([FIXTURE], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    map_id = json.loads(fixture.stdout.readline())["maps"]["fixture_big"]
     proc, url = start_server(workdir)
     try:
         from mcp import Client
 
-        async with Client(url, mode="legacy") as c:  # warm up: probes, BTF, a map to dump
+        async with Client(url, mode="legacy") as c:  # warm up: probes, BTF
             await c.call_tool("info", {})
-            maps = (await c.call_tool("list_maps", {"count": True})).structured_content["maps"]
-            map_id = next((m["id"] for m in maps if m.get("entries")), maps[0]["id"])
         rss_before = rss_kib(proc.pid)
+        cpu_before = cpu_seconds(proc.pid)
+        rss_curve: list = []
         results: dict = {}
         errors: dict = {}
         bpftool: list = []
         start = time.monotonic()
         stop_at = start + a.seconds
         peer = asyncio.get_running_loop().run_in_executor(None, bpftool_during, stop_at, bpftool)
-        await asyncio.gather(*(client_loop(url, stop_at, results, errors, map_id) for _ in range(a.clients)))
+        await asyncio.gather(
+            sample_rss(proc.pid, stop_at, rss_curve),
+            *(client_loop(url, stop_at, results, errors, map_id) for _ in range(a.clients)),
+        )
         await peer
         elapsed = time.monotonic() - start
         rss_after = rss_kib(proc.pid)
+        server_cpu = cpu_seconds(proc.pid) - cpu_before
     finally:
         proc.terminate()
         code = proc.wait(timeout=30)
+        fixture.stdin.close()
+        fixture.wait(timeout=30)
     total = sum(len(v) for v in results.values())
     protocol = sum(n for k, n in errors.items() if k.startswith(("protocol:", "session:")))
     print(f"{a.clients} clients, {elapsed:.0f} s: {total} successful calls ({total / elapsed:.0f}/s), "
@@ -146,8 +174,11 @@ async def main() -> None:
     for tool, xs in sorted(results.items()):
         print(f"{tool:<18}{len(xs):>7}{pct(xs, 50):>9.1f}{pct(xs, 99):>9.1f}")
     print(f"tool errors: {dict(sorted(errors.items())) or 'none'}")
+    print(f"server CPU: {server_cpu:.1f} s in {elapsed:.0f} s ({server_cpu / elapsed * 100:.0f}% of one core), "
+          f"{server_cpu / max(total, 1) * 1000:.2f} ms per call")
     print(f"server RSS: {rss_before / 1024:.1f} MiB after warm-up, {rss_after / 1024:.1f} MiB at the end "
-          f"(+{(rss_after - rss_before) / 1024:.1f} MiB)")
+          f"(+{(rss_after - rss_before) / 1024:.1f} MiB); every 10 s: "
+          + ", ".join(f"{t}s {k / 1024:.0f}" for t, k in rss_curve))
     if bpftool and results.get("list_programs"):
         ours = statistics.median(results["list_programs"]) * 1000
         theirs = statistics.median(bpftool) * 1000

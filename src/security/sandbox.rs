@@ -5,10 +5,12 @@
 //! 1. `PR_SET_NO_NEW_PRIVS`: nothing the process runs can gain privileges.
 //! 2. Capabilities cut to what the tools need (see [`needed`]), in the effective, permitted
 //!    and bounding sets; inheritable and ambient cleared.
-//! 3. Landlock: files readable only where the tools read (everything with the trace tier,
-//!    whose uprobes and symbolization read any binary), writable only in the audit and log
-//!    directories, the server's bpffs directory and the unix socket's directory, nothing
-//!    executable, no TCP bind or connect.
+//! 3. With `security.enable_landlock` (off by default: a Landlock domain may not read other
+//!    processes' /proc entries, which holders and profile symbolization need): files
+//!    readable only where the tools read (everything with the trace tier, whose uprobes and
+//!    symbolization read any binary), writable only in the audit and log directories, the
+//!    server's bpffs directory and the unix socket's directory, nothing executable, no TCP
+//!    bind or connect.
 //! 4. seccomp: an allow-list of the system calls the server makes; any other fails with
 //!    EPERM and is logged by the kernel (SECCOMP_FILTER_FLAG_LOG: the audit log or dmesg).
 //!
@@ -70,7 +72,7 @@ const CAP_BPF: u32 = 39;
 /// - CAP_NET_ADMIN: attach XDP and TC (deploy; the XDP/TC feature probes of `info`);
 /// - CAP_SYSLOG: read kernel addresses in /proc/kallsyms (helper names in program detail,
 ///   kernel frames of profile stacks).
-pub fn needed(_config: &Config) -> Vec<u32> {
+pub fn needed() -> Vec<u32> {
     vec![
         CAP_DAC_OVERRIDE,
         CAP_DAC_READ_SEARCH,
@@ -550,7 +552,7 @@ pub fn apply(
             std::io::Error::last_os_error()
         ));
     }
-    report.bounding_set_reduced = drop_capabilities(&needed(config), &mut report.problems);
+    report.bounding_set_reduced = drop_capabilities(&needed(), &mut report.problems);
     report.capabilities = caps::CapSet::current()
         .map(|c| c.names())
         .unwrap_or_default();

@@ -423,3 +423,33 @@ fn deploy_from_the_command_line_lasts_as_long_as_the_command() {
     assert_eq!(line["transport"], "cli");
     assert_eq!(line["outcome"], "ok");
 }
+
+#[test]
+fn info_names_the_node_and_cluster_in_a_pod() {
+    let out = Command::new(BIN)
+        .args(["call", "info"])
+        .env_remove("EBPF_MCP_CONFIG")
+        .env("NODE_NAME", "node-7")
+        .env("POD_NAME", "ebpf-mcp-x1")
+        .env("POD_NAMESPACE", "ebpf-mcp")
+        .env("CLUSTER_NAME", "prod-eu")
+        .output()
+        .expect("run ebpf-mcp");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let k = &json(&out)["server"]["kubernetes"];
+    assert_eq!(k["node"], "node-7");
+    assert_eq!(k["pod"], "ebpf-mcp-x1");
+    assert_eq!(k["namespace"], "ebpf-mcp");
+    assert_eq!(k["cluster"], "prod-eu");
+    // Outside a pod there is no such section.
+    let plain = Command::new(BIN)
+        .args(["call", "info"])
+        .env_remove("EBPF_MCP_CONFIG")
+        .env_remove("NODE_NAME")
+        .env_remove("POD_NAME")
+        .env_remove("POD_NAMESPACE")
+        .env_remove("CLUSTER_NAME")
+        .output()
+        .expect("run ebpf-mcp");
+    assert!(json(&plain)["server"].get("kubernetes").is_none());
+}

@@ -70,6 +70,37 @@ pub struct ServerFacts {
     /// The confinement in force (absent for the command line, which is not sandboxed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<crate::security::sandbox::SandboxReport>,
+    /// Where the server runs when it is a Kubernetes pod (the downward API's NODE_NAME,
+    /// POD_NAME, POD_NAMESPACE and the cluster's CLUSTER_NAME, as deploy/kubernetes sets them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesFacts>,
+}
+
+/// The pod this server runs in.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct KubernetesFacts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+impl KubernetesFacts {
+    /// From the environment; `None` outside a pod (no NODE_NAME or POD_NAME).
+    pub fn from_env() -> Option<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let facts = Self {
+            node: var("NODE_NAME"),
+            pod: var("POD_NAME"),
+            namespace: var("POD_NAMESPACE"),
+            cluster: var("CLUSTER_NAME"),
+        };
+        (facts.node.is_some() || facts.pod.is_some()).then_some(facts)
+    }
 }
 
 /// A gadget of `trace`.
@@ -270,5 +301,6 @@ fn server_facts(core: &Core) -> ServerFacts {
         live_objects: core.tracker.counts(),
         trace_sessions: core.sessions.list(),
         sandbox: core.sandbox.get().cloned(),
+        kubernetes: KubernetesFacts::from_env(),
     }
 }

@@ -173,6 +173,16 @@ impl Config {
                     .into(),
             ));
         }
+        if self.server.allowed_hosts.iter().any(|h| h == "*")
+            && self.security.access_control.tokens_file.is_none()
+        {
+            return Err((
+                "server.allowed_hosts".into(),
+                "`*` (any Host) is only allowed with security.access_control.tokens_file: \
+                 without tokens, the Host check is what stops DNS rebinding"
+                    .into(),
+            ));
+        }
         for origin in &self.server.allowed_origins {
             if origin != "null" && !origin.contains("://") {
                 return Err((

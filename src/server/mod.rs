@@ -344,8 +344,15 @@ async fn serve_http(
     let local = addr;
     start_housekeeping(&core, stop.child_token());
     let server_config = &config.server;
-    let http_config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(server_config.allowed_hosts.clone())
+    let http_config = StreamableHttpServerConfig::default();
+    // `*`: any Host (servers reached by changing names or pod IPs); only with tokens, which
+    // a page a browser was lured to cannot present.
+    let http_config = if server_config.allowed_hosts.iter().any(|h| h == "*") {
+        http_config.disable_allowed_hosts()
+    } else {
+        http_config.with_allowed_hosts(server_config.allowed_hosts.clone())
+    };
+    let http_config = http_config
         .with_allowed_origins(server_config.allowed_origins.clone())
         .enforce_origin_validation()
         .with_max_request_body_bytes(

@@ -93,3 +93,24 @@ def test_the_systemd_unit_verifies(binary):
     from test_sandbox import KEPT
     ambient = next(l for l in text.splitlines() if l.startswith("AmbientCapabilities="))
     assert set(ambient.split("=", 1)[1].split()) == set(KEPT)
+
+
+def test_install_from_a_release_tarball(binary):
+    out = pathlib.Path(tempfile.mkdtemp(prefix="ebpf-mcp-dist-"))
+    made = subprocess.run([str(ROOT / "scripts" / "release-tarball.sh"), "--binary", str(binary), "--out", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    tarball = pathlib.Path(made.stdout.strip())
+    unpacked = out / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "-xzf", str(tarball), "-C", str(unpacked)], check=True)
+    (top,) = unpacked.iterdir()
+    assert (top / "ebpf-mcp").exists() and (top / "deploy/kubernetes/daemonset.yaml").exists()
+    root = out / "root"
+    # No --binary: the tarball's own binary, no cargo.
+    r = subprocess.run([str(top / "scripts/install.sh")], env={**os.environ, "DESTDIR": str(root), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "building" not in r.stdout
+    assert (root / "usr/local/bin/ebpf-mcp").read_bytes() == pathlib.Path(binary).read_bytes()
+    assert (root / "usr/local/share/doc/ebpf-mcp/operations.md").exists()

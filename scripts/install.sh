@@ -16,6 +16,7 @@
 #   /etc/ebpf-mcp/config.yaml                  the documented defaults, if none is there
 #   /etc/systemd/system/ebpf-mcp.service
 #   /usr/lib/sysusers.d/ebpf-mcp.conf          the `ebpf-mcp` system user and group
+#   /etc/logrotate.d/ebpf-mcp                  weekly rotation of the audit log
 #   /usr/local/share/doc/ebpf-mcp/             README, docs/*.md
 set -euo pipefail
 
@@ -39,6 +40,7 @@ bin_dir="$DESTDIR/usr/local/bin"
 conf_dir="$DESTDIR/etc/ebpf-mcp"
 unit_dir="$DESTDIR/etc/systemd/system"
 sysusers_dir="$DESTDIR/usr/lib/sysusers.d"
+logrotate_dir="$DESTDIR/etc/logrotate.d"
 doc_dir="$DESTDIR/usr/local/share/doc/ebpf-mcp"
 log_dir="$DESTDIR/var/log/ebpf-mcp"
 live=0
@@ -60,7 +62,8 @@ if [ "$action" = uninstall ]; then
   if [ "$have_systemd" = 1 ]; then
     systemctl disable --now ebpf-mcp.service 2>/dev/null || true
   fi
-  rm -f "$bin_dir/ebpf-mcp" "$unit_dir/ebpf-mcp.service" "$sysusers_dir/ebpf-mcp.conf"
+  rm -f "$bin_dir/ebpf-mcp" "$unit_dir/ebpf-mcp.service" "$sysusers_dir/ebpf-mcp.conf" \
+    "$logrotate_dir/ebpf-mcp"
   rm -rf "$conf_dir" "$doc_dir"
   if [ "$have_systemd" = 1 ]; then
     systemctl daemon-reload
@@ -98,7 +101,8 @@ if [ -z "$binary" ]; then
 fi
 "$binary" --version >/dev/null || { echo "install.sh: $binary does not run" >&2; exit 1; }
 
-install -d -m 0755 "$bin_dir" "$unit_dir" "$sysusers_dir" "$doc_dir"
+install -d -m 0755 "$bin_dir" "$unit_dir" "$sysusers_dir" "$doc_dir" "$logrotate_dir"
+install -m 0644 "$src/deploy/logrotate/ebpf-mcp" "$logrotate_dir/ebpf-mcp"
 install -m 0755 "$binary" "$bin_dir/ebpf-mcp"
 install -m 0644 "$src/deploy/systemd/ebpf-mcp.service" "$unit_dir/ebpf-mcp.service"
 echo 'u ebpf-mcp - "ebpf-mcp MCP server" /nonexistent /usr/sbin/nologin' > "$sysusers_dir/ebpf-mcp.conf"

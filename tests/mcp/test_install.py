@@ -39,6 +39,7 @@ def test_install_is_complete_idempotent_and_reversible(binary):
     assert config.read_text() == default
     assert (root / "etc/systemd/system/ebpf-mcp.service").read_text() == UNIT.read_text()
     assert (root / "usr/local/share/doc/ebpf-mcp/security.md").exists()
+    assert "postrotate" in (root / "etc/logrotate.d/ebpf-mcp").read_text()
     users = [l for l in (root / "etc/passwd").read_text().splitlines() if l.startswith("ebpf-mcp:")]
     assert len(users) == 1 and users[0].endswith(":/nonexistent:/usr/sbin/nologin")
     assert any(l.startswith("ebpf-mcp:") for l in (root / "etc/group").read_text().splitlines())
@@ -56,7 +57,7 @@ def test_install_is_complete_idempotent_and_reversible(binary):
     gone = install(root, binary, "--uninstall")
     assert gone.returncode == 0, gone.stderr
     for path in ["usr/local/bin/ebpf-mcp", "etc/ebpf-mcp", "etc/systemd/system/ebpf-mcp.service",
-                 "usr/lib/sysusers.d/ebpf-mcp.conf", "usr/local/share/doc/ebpf-mcp"]:
+                 "usr/lib/sysusers.d/ebpf-mcp.conf", "usr/local/share/doc/ebpf-mcp", "etc/logrotate.d/ebpf-mcp"]:
         assert not (root / path).exists(), path
     assert "ebpf-mcp:" not in (root / "etc/passwd").read_text()
     assert (root / "var/log/ebpf-mcp/audit.log").exists()

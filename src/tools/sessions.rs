@@ -13,14 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::trace::{
-    self, CountRow, Delivery, Limits, Mode, Snapshot, StoppedBy, Tally, TraceParams,
-};
+use super::trace::{self, Delivery, Limits, Mode, Snapshot, StoppedBy, Tally, TraceParams};
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::core::Core;
 use crate::error::EbpfError;
-use crate::gadgets::hist::HistRow;
-use crate::gadgets::profile::{FunctionRow, StackRow};
 use crate::resources::{Kind, Release};
 use crate::security::Tier;
 
@@ -401,24 +397,8 @@ pub struct ReadOutput {
     /// Pass to the next trace_read to get what follows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<u64>,
-    /// count mode: the largest groups so far.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub counts: Option<Vec<CountRow>>,
-    /// count/histogram mode: distinct groups so far.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub groups: Option<usize>,
-    /// histogram mode: one per group, largest first.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub histograms: Option<Vec<HistRow>>,
-    /// profile: the functions CPU samples were in, most first.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub functions: Option<Vec<FunctionRow>>,
-    /// profile: the most sampled stacks.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stacks: Option<Vec<StackRow>>,
-    /// profile: folded stacks for flame graphs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub folded: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub aggregates: trace::Aggregates,
     pub events_total: u64,
     /// Events the kernel could not deliver (its ring buffer was full).
     pub events_dropped: u64,
@@ -522,12 +502,7 @@ fn report(core: &Core, s: &Session, p: &ReadParams) -> ReadOutput {
         state: if end.is_some() { "finished" } else { "running" }.to_owned(),
         events,
         next_cursor,
-        counts: summary.counts,
-        groups: summary.groups,
-        histograms: summary.histograms,
-        functions: summary.functions,
-        stacks: summary.stacks,
-        folded: summary.folded,
+        aggregates: summary.rows,
         events_total: st.total + st.shed + st.kernel.as_ref().map_or(0, Snapshot::total),
         events_dropped: dropped,
         events_shed: st.shed,

@@ -116,24 +116,8 @@ pub struct TraceOutput {
     /// events mode: decoded events, oldest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<Map<String, Value>>>,
-    /// count mode: the largest groups.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub counts: Option<Vec<CountRow>>,
-    /// count mode: distinct groups seen.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub groups: Option<usize>,
-    /// histogram mode: one per group, largest first.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub histograms: Option<Vec<HistRow>>,
-    /// profile: the functions CPU samples were in, most first.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub functions: Option<Vec<FunctionRow>>,
-    /// profile: the most sampled stacks.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stacks: Option<Vec<StackRow>>,
-    /// profile: folded stacks (`comm;root;...;leaf count`) for flame graphs.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub folded: Option<Vec<String>>,
+    #[serde(flatten)]
+    pub aggregates: Aggregates,
     /// Events that passed the filters and reached the server (for kernel-counted gadgets:
     /// the sum of the counts).
     pub events_total: u64,
@@ -913,15 +897,33 @@ pub fn execute(
     })
 }
 
-/// The aggregate part of a result: counts, histograms or a profile.
+/// The aggregate rows of a `trace` or `trace_read` result: counts, histograms or a profile.
+#[derive(Debug, Default, Serialize, JsonSchema)]
+pub struct Aggregates {
+    /// count mode: the largest groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Vec<CountRow>>,
+    /// count and histogram modes: distinct groups seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<usize>,
+    /// histogram mode: one per group, largest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub histograms: Option<Vec<HistRow>>,
+    /// profile: the functions CPU samples were in, most first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Vec<FunctionRow>>,
+    /// profile: the most sampled stacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<Vec<StackRow>>,
+    /// profile: folded stacks (`comm;root;...;leaf count`) for flame graphs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded: Option<Vec<String>>,
+}
+
+/// The aggregate part of a result, with how much of it fits.
 #[derive(Debug, Default)]
 pub struct Summary {
-    pub counts: Option<Vec<CountRow>>,
-    pub groups: Option<usize>,
-    pub histograms: Option<Vec<HistRow>>,
-    pub functions: Option<Vec<FunctionRow>>,
-    pub stacks: Option<Vec<StackRow>>,
-    pub folded: Option<Vec<String>>,
+    pub rows: Aggregates,
     /// Events the rows stand for.
     pub returned: usize,
     pub truncated: bool,
@@ -947,8 +949,8 @@ pub fn summarize(
         if cut {
             out.hint = Some("groups cut to fit server.max_result_bytes; lower top".into());
         }
-        out.groups = Some(tally.groups());
-        out.counts = Some(rows);
+        out.rows.groups = Some(tally.groups());
+        out.rows.counts = Some(rows);
     };
     match (mode, snapshot) {
         (Mode::Events, _) => {}
@@ -962,10 +964,10 @@ pub fn summarize(
             if cut {
                 out.hint = Some("histograms cut to fit server.max_result_bytes; lower top or group by fewer fields".into());
             }
-            out.groups = Some(groups);
-            out.histograms = Some(rows);
+            out.rows.groups = Some(groups);
+            out.rows.histograms = Some(rows);
         }
-        (Mode::Histogram, _) => out.histograms = Some(Vec::new()),
+        (Mode::Histogram, _) => out.rows.histograms = Some(Vec::new()),
         (Mode::Count, Some(Snapshot::Stacks(samples))) => {
             let mut by_process = Tally::default();
             for s in samples {
@@ -990,9 +992,9 @@ pub fn summarize(
                     folded.len()
                 ));
             }
-            out.functions = Some(functions);
-            out.stacks = Some(stacks);
-            out.folded = Some(folded);
+            out.rows.functions = Some(functions);
+            out.rows.stacks = Some(stacks);
+            out.rows.folded = Some(folded);
         }
         (Mode::Count, snap) => {
             let mut merged = tally.clone();
@@ -1148,12 +1150,7 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         hooks: prepared.hooks(),
         mode: prepared.mode,
         events: None,
-        counts: summary.counts,
-        groups: summary.groups,
-        histograms: summary.histograms,
-        functions: summary.functions,
-        stacks: summary.stacks,
-        folded: summary.folded,
+        aggregates: summary.rows,
         events_total: total,
         events_dropped: end.dropped,
         events_shed: end.shed,

@@ -65,6 +65,15 @@ pub struct ReleaseReport {
     pub failures: Vec<String>,
 }
 
+/// A number that keeps the ids of what the server creates (`ts-3-…`, `dep-1-…`) from
+/// repeating across restarts. Not a secret: ids are names, ownership is checked apart.
+pub fn id_suffix() -> u32 {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
+}
+
 #[derive(Default)]
 pub struct Tracker {
     next_id: AtomicU64,

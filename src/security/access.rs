@@ -286,8 +286,7 @@ pub fn new_secret() -> Result<String, String> {
 
 /// The tokens-file line for a secret.
 pub fn token_line(id: &str, secret: &str, tiers: &[Tier], expires: Option<SystemTime>) -> String {
-    let hash: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
-    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = super::sha256_hex(secret.as_bytes());
     let tiers: Vec<&str> = tiers.iter().map(|t| t.as_str()).collect();
     let expires = expires
         .map(|t| format!(", expires: \"{}\"", humantime::format_rfc3339_seconds(t)))
@@ -511,8 +510,7 @@ mod tests {
             Err(AuthFailure::Unknown)
         );
         // The hash is not the secret.
-        let hash: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
-        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::security::sha256_hex(secret.as_bytes());
         assert_eq!(
             t.authenticate(Some(&format!("Bearer {hex}")), now),
             Err(AuthFailure::Unknown)

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde_json::{Map, Value, json};
-use sha2::Digest;
 
 use super::Tier;
 use super::access::Identity;
@@ -93,6 +92,11 @@ impl Audit {
         if file.is_some() {
             return Ok(());
         }
+        self.open_into(&mut file)
+    }
+
+    /// Opens the file into `file` (whose lock the caller holds), recording why not.
+    fn open_into(&self, file: &mut Option<File>) -> Result<(), String> {
         let mut problem = self.problem.lock().unwrap_or_else(|p| p.into_inner());
         match open(&self.path) {
             Ok(f) => {
@@ -101,6 +105,7 @@ impl Audit {
                 Ok(())
             }
             Err(e) => {
+                *file = None;
                 *problem = Some(e.clone());
                 Err(e)
             }
@@ -129,19 +134,7 @@ impl Audit {
             return Ok(());
         }
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let mut problem = self.problem.lock().unwrap_or_else(|p| p.into_inner());
-        match open(&self.path) {
-            Ok(f) => {
-                *file = Some(f);
-                *problem = None;
-                Ok(())
-            }
-            Err(e) => {
-                *file = None;
-                *problem = Some(e.clone());
-                Err(e)
-            }
-        }
+        self.open_into(&mut file)
     }
 
     /// Appends one record as a JSON line.
@@ -176,7 +169,7 @@ pub fn redact(params: &Value) -> Value {
             let decoded = base64::engine::general_purpose::STANDARD.decode(s.trim());
             let bytes: &[u8] = decoded.as_deref().unwrap_or(s.as_bytes());
             json!({
-                "sha256": hex(&sha2::Sha256::digest(bytes)),
+                "sha256": super::sha256_hex(bytes),
                 "bytes": bytes.len(),
                 "redacted": true,
             })
@@ -191,10 +184,6 @@ pub fn redact(params: &Value) -> Value {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,7 +195,7 @@ mod tests {
         let b64 = base64::engine::general_purpose::STANDARD.encode(&object);
         let r = redact(&json!({"object": b64, "ttl_seconds": 60, "attach": [{"program": "p"}]}));
         assert_eq!(r["object"]["bytes"], 5000);
-        assert_eq!(r["object"]["sha256"], hex(&sha2::Sha256::digest(&object)));
+        assert_eq!(r["object"]["sha256"], crate::security::sha256_hex(&object));
         assert_eq!(r["ttl_seconds"], 60);
         assert_eq!(r["attach"][0]["program"], "p");
         assert!(!r.to_string().contains(&b64[..100]));

@@ -11,6 +11,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 
+/// The sha256 of `bytes` in lower-case hex: how objects appear in results and the audit log,
+/// and how token secrets are kept.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// A group of tools enabled or disabled together.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,

@@ -17,7 +17,6 @@ use aya::programs::{CgroupAttachMode, CgroupSkbAttachType, Program, TcAttachType
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::Digest;
 
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::config::LogLevel;
@@ -672,7 +671,7 @@ fn deploy(core: &Core, p: DeployParams, ctx: &CallContext) -> Result<DeployOutpu
     let all = core.config();
     let config = &all.tools.deploy;
     let bytes = object_bytes(core, &p)?;
-    let sha = hex(&sha2::Sha256::digest(&bytes));
+    let sha = crate::security::sha256_hex(&bytes);
     let policy = Policy::from_config(&all);
     ctx.progress(0.0, Some(3.0), "validating the object");
     let inspection = validate::inspect(&bytes, &policy);
@@ -765,7 +764,7 @@ fn deploy(core: &Core, p: DeployParams, ctx: &CallContext) -> Result<DeployOutpu
     }
     let ttl = ttl(config, p.ttl_seconds)?;
     let n = core.deployments.next.fetch_add(1, Ordering::Relaxed) + 1;
-    let id = format!("dep-{n}-{:08x}", suffix());
+    let id = format!("dep-{n}-{:08x}", crate::resources::id_suffix());
     let base = &core.pins_base;
     let pin_dir = pins::deployment_dir(base, &id);
     let pinning = p.pin && !p.verify_only;
@@ -1066,18 +1065,6 @@ fn describe(
         verified_insns: record.as_ref().map(|r| r.verified_insns),
         helpers: facts.helpers.clone(),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn suffix() -> u32 {
-    // Not a secret: it only keeps ids from repeating across server restarts.
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    nanos ^ std::process::id().rotate_left(16)
 }
 
 // ---------------------------------------------------------------- undeploy

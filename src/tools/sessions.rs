@@ -242,7 +242,7 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
     // In a session, max_events is how many of the newest events are kept.
     let buffer = prepared.max_events as u32;
     let n = sessions.next.fetch_add(1, Ordering::Relaxed) + 1;
-    let id = format!("ts-{n}-{:08x}", rand_suffix());
+    let id = format!("ts-{n}-{:08x}", crate::resources::id_suffix());
     let started_at = SystemTime::now();
     let session = Arc::new(Session {
         id: id.clone(),
@@ -360,14 +360,6 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
         ends_at: humantime::format_rfc3339_seconds(session.ends_at).to_string(),
         buffer_events: buffer,
     })
-}
-
-fn rand_suffix() -> u32 {
-    // Not a secret: it only keeps ids from repeating across server restarts.
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    nanos ^ std::process::id().rotate_left(16)
 }
 
 // ---------------------------------------------------------------- trace_read / trace_stop

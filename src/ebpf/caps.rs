@@ -58,10 +58,16 @@ pub fn name(bit: u32) -> String {
         .map_or_else(|| format!("CAP_{bit}"), |n| (*n).to_owned())
 }
 
-const SYS_ADMIN: u32 = 21;
-const NET_ADMIN: u32 = 12;
-const PERFMON: u32 = 38;
-const BPF: u32 = 39;
+/// Capability numbers (linux/capability.h) the server names.
+pub const DAC_OVERRIDE: u32 = 1;
+pub const DAC_READ_SEARCH: u32 = 2;
+pub const SETPCAP: u32 = 8;
+pub const NET_ADMIN: u32 = 12;
+pub const SYS_PTRACE: u32 = 19;
+pub const SYS_ADMIN: u32 = 21;
+pub const SYSLOG: u32 = 34;
+pub const PERFMON: u32 = 38;
+pub const BPF: u32 = 39;
 
 /// A capability the kernel checks for BPF work. CAP_SYS_ADMIN satisfies both, as the kernel's
 /// `bpf_capable()` and `perfmon_capable()` do.

@@ -46,16 +46,6 @@ pub struct SandboxReport {
     pub problems: Vec<String>,
 }
 
-const CAP_DAC_OVERRIDE: u32 = 1;
-const CAP_DAC_READ_SEARCH: u32 = 2;
-const CAP_SETPCAP: u32 = 8;
-const CAP_NET_ADMIN: u32 = 12;
-const CAP_SYS_PTRACE: u32 = 19;
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_SYSLOG: u32 = 34;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
 /// The capabilities the server keeps, and why each:
 /// - CAP_BPF: load programs, create maps (every tier: read-tier tools read maps through
 ///   their own fds);
@@ -74,14 +64,14 @@ const CAP_BPF: u32 = 39;
 ///   kernel frames of profile stacks).
 pub fn needed() -> Vec<u32> {
     vec![
-        CAP_DAC_OVERRIDE,
-        CAP_DAC_READ_SEARCH,
-        CAP_NET_ADMIN,
-        CAP_SYS_PTRACE,
-        CAP_SYS_ADMIN,
-        CAP_SYSLOG,
-        CAP_PERFMON,
-        CAP_BPF,
+        caps::DAC_OVERRIDE,
+        caps::DAC_READ_SEARCH,
+        caps::NET_ADMIN,
+        caps::SYS_PTRACE,
+        caps::SYS_ADMIN,
+        caps::SYSLOG,
+        caps::PERFMON,
+        caps::BPF,
     ]
 }
 
@@ -157,7 +147,7 @@ fn drop_capabilities(keep: &[u32], problems: &mut Vec<String>) -> bool {
             return false;
         }
     };
-    let mut bounding = permitted & (1 << CAP_SETPCAP) != 0;
+    let mut bounding = permitted & (1 << caps::SETPCAP) != 0;
     if bounding {
         for cap in 0..=last_cap() {
             if keep_mask & (1 << cap) != 0 {

@@ -5,6 +5,7 @@ BPF programs, maps and links are back to what they were (bpftool is the independ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -189,3 +190,26 @@ async def trace_while(url: str, args: dict, action) -> dict:
 
 def unique_marker() -> str:
     return f"ebpf-mcp-{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.contextmanager
+def veth_namespace(subnet: int):
+    """A network namespace joined to this one by a veth pair on 10.<subnet>.x.0/24:
+    `emcp<tag>` here (.1), `peer0` in the namespace (.2), loopback up in both. Yields
+    (namespace, host interface, host address, peer address); both go afterwards."""
+    tag = uuid.uuid4().hex[:6]
+    ns, host_if = f"emcp-{tag}", f"emcp{tag}"
+    net = f"10.{subnet}.{int(tag[:2], 16)}"
+    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)  # noqa: E731
+    run("ip", "netns", "add", ns)
+    try:
+        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "peer0", "netns", ns)
+        run("ip", "addr", "add", f"{net}.1/24", "dev", host_if)
+        run("ip", "link", "set", host_if, "up")
+        run("ip", "-n", ns, "addr", "add", f"{net}.2/24", "dev", "peer0")
+        run("ip", "-n", ns, "link", "set", "peer0", "up")
+        run("ip", "-n", ns, "link", "set", "lo", "up")
+        yield ns, host_if, f"{net}.1", f"{net}.2"
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)

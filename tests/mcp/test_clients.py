@@ -5,7 +5,6 @@ entry points at /mcp with a bearer header."""
 from __future__ import annotations
 
 import json
-import pathlib
 
 import pytest
 from mcp import Client, StdioServerParameters

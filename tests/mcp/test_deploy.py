@@ -7,7 +7,6 @@ the audit log has one line per call."""
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import pathlib
@@ -24,6 +23,7 @@ import anyio
 import pytest
 from mcp import Client
 
+from conftest import veth_namespace
 from conftest import ROOT, WORKLOAD, _bpf_ids, require_root, start_http_server
 
 pytestmark = pytest.mark.anyio
@@ -115,27 +115,6 @@ async def client(dep):
         yield c
 
 
-@contextlib.contextmanager
-def veth_pair():
-    """A veth pair: `emcp<tag>` here (10.232.x.1), `peer0` in a namespace (10.232.x.2)."""
-    tag = uuid.uuid4().hex[:6]
-    ns, host_if = f"emcp-{tag}", f"emcp{tag}"
-    net = f"10.232.{int(tag[:2], 16)}"
-    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)  # noqa: E731
-    run("ip", "netns", "add", ns)
-    try:
-        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "peer0", "netns", ns)
-        run("ip", "addr", "add", f"{net}.1/24", "dev", host_if)
-        run("ip", "link", "set", host_if, "up")
-        run("ip", "-n", ns, "addr", "add", f"{net}.2/24", "dev", "peer0")
-        run("ip", "-n", ns, "link", "set", "peer0", "up")
-        run("ip", "-n", ns, "link", "set", "lo", "up")
-        yield ns, host_if, f"{net}.1"
-    finally:
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-
 # ------------------------------------------------------------------------------ benign
 
 
@@ -161,7 +140,7 @@ async def test_a_tracepoint_counter_counts_and_goes_away(dep, client):
 
 
 async def test_xdp_and_tc_count_packets_on_a_veth_pair(dep, client):
-    with veth_pair() as (ns, host_if, host_ip):
+    with veth_namespace(232) as (ns, host_if, host_ip, _peer):
         xdp = await ok(client, "deploy", {"object": b64("ok_xdp"),
                                            "attach": [{"program": "count_packets", "interface": host_if}]})
         tc = await ok(client, "deploy", {"object": b64("ok_tc"),

@@ -21,6 +21,7 @@ import anyio
 import pytest
 from mcp import Client
 
+from conftest import veth_namespace
 from conftest import ROOT, WORKLOAD, require_root, start_http_server, trace_while
 
 pytestmark = pytest.mark.anyio
@@ -142,33 +143,12 @@ async def test_tcp_state_follows_a_connection_through_its_life(url):
     assert established and established[0] >= 40_000_000
 
 
-@contextlib.contextmanager
-def veth_namespace():
-    """A network namespace joined to this one by a veth pair, on 10.231.x.0/24; yields
-    (namespace, host address, peer address). Both are removed afterwards."""
-    tag = uuid.uuid4().hex[:6]
-    ns, host_if = f"emcp-{tag}", f"emcp{tag}"
-    net = f"10.231.{int(tag[:2], 16)}"
-    run = lambda *cmd: subprocess.run(cmd, check=True, capture_output=True)  # noqa: E731
-    run("ip", "netns", "add", ns)
-    try:
-        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", "peer0", "netns", ns)
-        run("ip", "addr", "add", f"{net}.1/24", "dev", host_if)
-        run("ip", "link", "set", host_if, "up")
-        run("ip", "-n", ns, "addr", "add", f"{net}.2/24", "dev", "peer0")
-        run("ip", "-n", ns, "link", "set", "peer0", "up")
-        yield ns, f"{net}.1", f"{net}.2"
-    finally:
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-
-
 async def test_tcp_retransmit_sees_segments_the_peer_drops(url):
     """The peer stops answering (its address is removed, so it drops what arrives); our
     unacknowledged data is retransmitted by the kernel's timer."""
     if subprocess.run(["which", "ip"], capture_output=True).returncode != 0:
         pytest.fail("iproute2 (ip) is missing; scripts/bootstrap installs it")
-    with veth_namespace() as (ns, _host, peer):
+    with veth_namespace(231) as (ns, _if, _host, peer):
         server = subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, "-c",
              f"import socket,time\ns=socket.socket(); s.bind(('{peer}', 7777)); s.listen(1)\n"

@@ -6,7 +6,6 @@ rest of the suite runs every tool with the sandbox on, its default.)"""
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import re
 import socket

@@ -126,19 +126,31 @@ class HttpServer:
         return self.process.wait(timeout=timeout)
 
 
-def start_http_server(binary: pathlib.Path, *args: str, config: str | None = None) -> HttpServer:
-    """Starts `ebpf-mcp serve --http 127.0.0.1:0` and waits for the URL it prints."""
+def start_http_server(
+    binary: pathlib.Path,
+    *args: str,
+    config: str | None = None,
+    addr: str = "127.0.0.1:0",
+    prefix: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> HttpServer:
+    """Starts `ebpf-mcp serve --http ADDR` and waits for the URL it prints. `prefix` runs it
+    through another command (`setpriv` for another user: the work directory and the
+    configuration are readable by all); `env` adds to the environment."""
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="ebpf-mcp-test-"))
-    cmd = [str(binary)]
+    workdir.chmod(0o755)
+    cmd = [*prefix, str(binary)]
     if config is not None:
         cfg = workdir / "config.yaml"
         cfg.write_text(config)
+        cfg.chmod(0o644)
         cmd += ["--config", str(cfg)]
-    cmd += ["serve", "--http", "127.0.0.1:0", *args]
+    cmd += ["serve", "--http", addr, *args]
     stderr_path = workdir / "stderr.log"
     with open(stderr_path, "wb") as err:
         process = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=server_env()
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+            env={**server_env(), **(env or {})},
         )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

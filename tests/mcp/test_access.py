@@ -224,25 +224,18 @@ def test_non_loopback_binds_are_allowed_with_tokens(binary):
     d = pathlib.Path(tempfile.mkdtemp(prefix="ebpf-mcp-access-"))
     secret, line = new_token(binary, "remote", "read")
     (d / "tokens.yaml").write_text(f"tokens:\n{line}\n")
-    (d / "config.yaml").write_text(
-        f'security:\n  audit_log: "{d}/audit.log"\n  access_control:\n    tokens_file: "{d}/tokens.yaml"\n'
-    )
-    proc = subprocess.Popen(
-        [str(binary), "--config", str(d / "config.yaml"), "serve", "--http", "0.0.0.0:0"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=server_env(),
+    server = start_http_server(
+        binary,
+        config=f'security:\n  audit_log: "{d}/audit.log"\n  access_control:\n    tokens_file: "{d}/tokens.yaml"\n',
+        addr="0.0.0.0:0",
     )
     try:
-        line = ""
-        while "serving MCP over HTTP" not in line:
-            line = proc.stderr.readline()
-            assert line, "server exited"
-        port = line.rsplit(":", 1)[1].split("/")[0]
-        url = f"http://127.0.0.1:{port}/mcp"
+        assert server.url.startswith("http://0.0.0.0:")
+        url = server.url.replace("0.0.0.0", "127.0.0.1")
         assert post(url, INIT).status_code == 401
         assert post(url, INIT, secret).status_code == 200
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
+        assert server.stop(timeout=20) == 0
 
 
 def test_a_broken_tokens_file_stops_the_start_with_the_line(binary):

@@ -7,7 +7,6 @@ and names its node and cluster in `info`."""
 from __future__ import annotations
 
 import pathlib
-import re
 import subprocess
 import sys
 import tempfile
@@ -17,7 +16,7 @@ import pytest
 import yaml
 
 from conftest import INITIALIZE as INIT
-from conftest import ROOT, require_root, server_env
+from conftest import ROOT, require_root, start_http_server
 from test_access import new_token
 from test_sandbox import KEPT
 
@@ -78,20 +77,13 @@ def test_the_configmaps_configuration_serves_agents_by_any_host_with_a_token(bin
     (d / "config.yaml").write_text(config)
     check = subprocess.run([str(binary), "config", "check", str(d / "config.yaml")], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    env = {**server_env(), "NODE_NAME": "node-a", "POD_NAME": "ebpf-mcp-abcde", "POD_NAMESPACE": "ebpf-mcp",
-           "CLUSTER_NAME": cm["cluster-name"]}
-    log = d / "stderr.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen([str(binary), "--config", str(d / "config.yaml"), "serve", "--http", "127.0.0.1:0"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
+    server = start_http_server(
+        binary, config=config,
+        env={"NODE_NAME": "node-a", "POD_NAME": "ebpf-mcp-abcde", "POD_NAMESPACE": "ebpf-mcp",
+             "CLUSTER_NAME": cm["cluster-name"]},
+    )
     try:
-        import time
-
-        deadline = time.monotonic() + 20
-        while not (m := re.search(r"serving MCP over HTTP at (http://\S+/mcp)", log.read_text())):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        url = m.group(1)
+        url = server.url
         port = url.rsplit(":", 1)[1].split("/")[0]
         headers = {**HEADERS, "Host": f"10.0.3.7:{port}"}  # a pod IP, as a headless Service gives
         assert httpx.post(url, headers=headers, json=INIT, timeout=10).status_code == 401
@@ -106,8 +98,7 @@ def test_the_configmaps_configuration_serves_agents_by_any_host_with_a_token(bin
         body = info.text
         assert '"node":"node-a"' in body and f'"cluster":"{cm["cluster-name"]}"' in body
     finally:
-        proc.terminate()
-        assert proc.wait(timeout=20) == 0
+        assert server.stop(timeout=20) == 0
 
 
 def test_any_host_needs_tokens(binary):

@@ -123,29 +123,19 @@ def test_ready_says_what_is_missing_for_an_unprivileged_server(binary):
     if shutil.which("setpriv") is None:
         pytest.fail("setpriv (util-linux) is needed")
     d = pathlib.Path(tempfile.mkdtemp(prefix="ebpf-mcp-metrics-"))
-    d.chmod(0o755)
-    (d / "config.yaml").write_text(
-        f'security:\n  audit_log: "{d}/audit.log"\nobservability:\n  metrics:\n    enabled: true\n'
-        '    prometheus_endpoint: "127.0.0.1:0/metrics"\n'
+    d.chmod(0o777)  # the unprivileged server's audit log goes here
+    server = start_http_server(
+        binary,
+        config=f'security:\n  audit_log: "{d}/audit.log"\nobservability:\n  metrics:\n    enabled: true\n'
+        '    prometheus_endpoint: "127.0.0.1:0/metrics"\n',
+        prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"),
     )
-    (d / "config.yaml").chmod(0o644)
-    log = d / "stderr.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-             str(binary), "--config", str(d / "config.yaml"), "serve", "--http", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-        )
     try:
-        deadline = time.monotonic() + 20
-        while not (m := re.search(r"observability at (http://\S+): ", log.read_text())):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        r = httpx.get(f"{m.group(1)}/ready", timeout=10)
+        base = observability_url(server)
+        r = httpx.get(f"{base}/ready", timeout=10)
         assert r.status_code == 503
         problem = r.json()["checks"]["capabilities"]["problem"]
         assert "CAP_BPF" in problem
-        assert httpx.get(f"{m.group(1)}/health", timeout=10).status_code == 200
+        assert httpx.get(f"{base}/health", timeout=10).status_code == 200
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        server.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -129,35 +130,22 @@ def test_forbidden_writes_exec_connect_and_mount_fail_in_the_sandbox():
 async def test_a_non_root_user_with_ambient_capabilities_serves_every_tier(binary):
     """What a service unit with User= and AmbientCapabilities= gives the server."""
     require_root()
-    import shutil as _shutil
-
-    if _shutil.which("setpriv") is None:
+    if shutil.which("setpriv") is None:
         pytest.fail("setpriv (util-linux) is needed")
     d = pathlib.Path(tempfile.mkdtemp(prefix="ebpf-mcp-sandbox-"))
     d.chmod(0o777)  # the audit log's directory, writable by the service user
     caps = ",".join(f"+{name[4:].lower()}" for name in KEPT)
-    config = d / "config.yaml"
-    config.write_text(f'security:\n  audit_log: "{d}/audit/audit.log"\n')
-    config.chmod(0o644)
-    log = d / "stderr.log"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(
-            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-             f"--inh-caps={caps}", f"--ambient-caps={caps}",
-             str(binary), "--config", str(config), "serve", "--http", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-        )
+    server = start_http_server(
+        binary,
+        config=f'security:\n  audit_log: "{d}/audit/audit.log"\n',
+        prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                f"--inh-caps={caps}", f"--ambient-caps={caps}"),
+    )
     try:
-        import time
-
-        deadline = time.monotonic() + 20
-        while not (m := re.search(r"serving MCP over HTTP at (http://\S+/mcp)", log.read_text())):
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.05)
-        st = status_of(proc.pid)
+        st = status_of(server.process.pid)
         assert st["Uid"].split()[0] == "65534"
         assert int(st["CapEff"], 16) == KEPT_MASK and int(st["CapAmb"], 16) == 0
-        async with Client(m.group(1), mode="legacy") as c:
+        async with Client(server.url, mode="legacy") as c:
             info = (await c.call_tool("info", {})).structured_content
             assert info["kernel"]["capabilities"]["bpf"] is True
             assert info["server"]["sandbox"]["bounding_set_reduced"] is False  # no CAP_SETPCAP
@@ -168,5 +156,4 @@ async def test_a_non_root_user_with_ambient_capabilities_serves_every_tier(binar
             assert not traced.is_error, traced.structured_content
         assert (d / "audit" / "audit.log").stat().st_uid == 65534
     finally:
-        proc.terminate()
-        assert proc.wait(timeout=20) == 0, log.read_text()
+        assert server.stop(timeout=20) == 0, server.stderr()

@@ -560,6 +560,23 @@ async fn call_command(core: Arc<Core>, tool: &str, args: &str, output: OutputFor
         tools::execute(&core, spec, args, ctx).await
     };
     interrupt.abort();
+    // What the call left running (a deployment, a trace session) ends with this process:
+    // say so in the result, since its expiry would suggest otherwise.
+    let held = core.tracker.counts();
+    let result = match result {
+        Ok(Value::Object(mut map)) if held.deployments + held.trace_sessions > 0 => {
+            let note = "`ebpf-mcp call` holds what it starts only while it runs: it is released \
+                as the command exits. Use a running server (`serve`) to keep it until its \
+                expiry (`verify_only` needs no server).";
+            let hint = match map.get("hint").and_then(Value::as_str) {
+                Some(h) => format!("{h} {note}"),
+                None => note.to_owned(),
+            };
+            map.insert("hint".into(), hint.into());
+            Ok(Value::Object(map))
+        }
+        other => other,
+    };
     core.shutdown();
     if result.as_ref().is_ok_and(Value::is_null) {
         return 0;

@@ -109,8 +109,8 @@ impl McpServer {
     }
 
     /// Who is calling, for the audit log and the tier check.
-    fn caller(&self, context: &RequestContext<RoleServer>) -> Caller {
-        let mut caller = Caller::new(self.transport, &self.identity(context));
+    fn caller(&self, identity: &Identity, context: &RequestContext<RoleServer>) -> Caller {
+        let mut caller = Caller::new(self.transport, identity);
         caller.client = context.client_info().map(|c| c.name);
         caller
     }
@@ -118,10 +118,9 @@ impl McpServer {
     /// Who owns what a call starts in the background (trace sessions, deployments): an
     /// authenticated principal (a token, a local user); otherwise the 2025-11-25 session,
     /// or in the sessionless 2026-07-28 protocol the name the client gives.
-    fn owner(&self, context: &RequestContext<RoleServer>) -> String {
-        let identity = self.identity(context);
+    fn owner(&self, identity: &Identity, context: &RequestContext<RoleServer>) -> String {
         if identity.authenticated {
-            return identity.id;
+            return identity.id.clone();
         }
         match (context.meta.protocol_version(), context.meta.client_info()) {
             (Some(_), Some(client)) => format!("client:{}", client.name),
@@ -139,6 +138,7 @@ impl McpServer {
         &self,
         spec: &'static ToolSpec,
         args: Value,
+        identity: &Identity,
         context: &RequestContext<RoleServer>,
     ) -> Result<Value, crate::EbpfError> {
         let threshold = context
@@ -199,12 +199,12 @@ impl McpServer {
         });
         let ctx = CallContext::new(
             context.ct.child_token(),
-            self.owner(context),
+            self.owner(identity, context),
             move |event| {
                 let _ = tx.send(event);
             },
         )
-        .with_caller(self.caller(context));
+        .with_caller(self.caller(identity, context));
         let result = tools::execute(&self.core, spec, args, ctx).await;
         let _ = done_tx.send(());
         let _ = forwarder.await;
@@ -333,12 +333,13 @@ impl ServerHandler for McpServer {
             ));
         };
         let args = request.arguments.map(Value::Object).unwrap_or(Value::Null);
+        let identity = self.identity(&context);
         let started = Instant::now();
-        let result = self.run_tool(spec, args, &context).await;
+        let result = self.run_tool(spec, args, &identity, &context).await;
         let elapsed_ms = started.elapsed().as_millis();
         // One line per call: which request, who, what, how it ended, how long. Never the
         // arguments (the audit log has them, redacted).
-        let identity = self.identity(&context).id;
+        let identity = identity.id;
         let request_id = format!("{}:{}", self.session, context.id);
         match &result {
             Ok(_) => tracing::info!(
@@ -457,12 +458,15 @@ impl McpServer {
         let spec = self.enabled_spec(tool).ok_or_else(|| {
             McpError::internal_error(format!("the {tool} tool is not registered"), None)
         })?;
-        self.run_tool(spec, args, context).await.map_err(|e| {
-            if e.code.ends_with("_NOT_FOUND") {
-                resource_missing(uri)
-            } else {
-                McpError::internal_error(e.message.clone(), Some(e.to_json()))
-            }
-        })
+        let identity = self.identity(context);
+        self.run_tool(spec, args, &identity, context)
+            .await
+            .map_err(|e| {
+                if e.code.ends_with("_NOT_FOUND") {
+                    resource_missing(uri)
+                } else {
+                    McpError::internal_error(e.message.clone(), Some(e.to_json()))
+                }
+            })
     }
 }

@@ -216,6 +216,22 @@ fn too_large(limit: u64) -> Response {
     )
 }
 
+/// What the gate decides on in a JSON-RPC message: its method and, for tools/call, the
+/// tool. The rest (a deploy object can be megabytes) is skipped, not built into a tree.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow, default)]
+    method: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<PeekParams<'a>>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct PeekParams<'a> {
+    #[serde(borrow, default)]
+    name: Option<std::borrow::Cow<'a, str>>,
+}
+
 pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
     let core = &gate.core;
     let config = core.config();
@@ -303,11 +319,8 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
                 return too_large(limit);
             }
         };
-    let message = serde_json::from_slice::<Value>(&bytes).ok();
-    let method = message
-        .as_ref()
-        .and_then(|m| m.get("method"))
-        .and_then(Value::as_str);
+    let peek = serde_json::from_slice::<Peek<'_>>(&bytes).unwrap_or_default();
+    let method = peek.method.as_deref();
 
     // How many at once.
     let counted = if parts.method == axum::http::Method::POST {
@@ -345,14 +358,16 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         }
     }
 
-    if let Some(message) = &message
-        && method == Some("tools/call")
-        && let Some(name) = message.pointer("/params/name").and_then(Value::as_str)
+    if method == Some("tools/call")
+        && let Some(name) = peek.params.as_ref().and_then(|p| p.name.as_deref())
         && let Some(spec) = core.enabled_tools().find(|t| t.name == name)
+        && !identity.allows(spec.tier)
     {
+        // Refused: only now is the whole message read, for the audit line and the reply.
+        let message: Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let mut caller = Caller::new("http", &identity);
         caller.client = message
-            .pointer("/params/_meta/io.modelcontextprotocol/clientInfo/name")
+            .pointer("/params/_meta/io.modelcontextprotocol~1clientInfo/name")
             .and_then(Value::as_str)
             .map(str::to_owned);
         if let Some(error) = tools::tier_refusal(spec, &caller) {

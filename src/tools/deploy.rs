@@ -841,14 +841,6 @@ fn deploy(core: &Core, p: DeployParams, ctx: &CallContext) -> Result<DeployOutpu
             output.expires_at.as_deref().unwrap_or("")
         ),
     );
-    if ctx.caller.transport == "cli" {
-        output.hint = Some(
-            "`ebpf-mcp call` holds a deployment only while it runs: this one is released as \
-             the command exits. Deploy through a running server (`serve`) to keep it until \
-             its expiry; `verify_only` needs no server."
-                .into(),
-        );
-    }
     Ok(output)
 }
 

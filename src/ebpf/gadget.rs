@@ -190,17 +190,12 @@ pub fn start(
             Hook::CpuClock { frequency_hz } => {
                 let p: &mut PerfEvent = program.try_into().map_err(fail_load)?;
                 p.load().map_err(fail_load)?;
-                let cpus = aya::util::online_cpus()
-                    .map_err(|(_, e)| GadgetError::Load(format!("reading the online CPUs: {e}")))?;
-                for cpu in cpus {
-                    p.attach(
-                        PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                        PerfEventScope::AllProcessesOneCpu { cpu },
-                        SamplePolicy::Frequency(*frequency_hz),
-                        false,
-                    )
-                    .map_err(fail_attach)?;
-                }
+                attach_cpu_clock(p, *frequency_hz).map_err(|e| match e {
+                    CpuClockError::OnlineCpus(e) => {
+                        GadgetError::Load(format!("reading the online CPUs: {e}"))
+                    }
+                    CpuClockError::Attach(e) => fail_attach(e),
+                })?;
             }
         }
     }
@@ -215,6 +210,38 @@ pub fn start(
     })?)
     .map_err(Box::new)?;
     Ok(Running { ring, drops, ebpf })
+}
+
+/// Why a program could not be attached to every CPU's clock.
+#[derive(Debug)]
+pub enum CpuClockError {
+    OnlineCpus(std::io::Error),
+    Attach(aya::programs::ProgramError),
+}
+
+impl std::fmt::Display for CpuClockError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OnlineCpus(e) => write!(f, "reading the online CPUs: {e}"),
+            Self::Attach(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Attaches a loaded perf_event program to the cpu-clock of every online CPU, sampling
+/// every process `hz` times a second (the profile gadget; deployed perf_event programs).
+pub fn attach_cpu_clock(p: &mut PerfEvent, hz: u64) -> Result<(), CpuClockError> {
+    let cpus = aya::util::online_cpus().map_err(|(_, e)| CpuClockError::OnlineCpus(e))?;
+    for cpu in cpus {
+        p.attach(
+            PerfEventConfig::Software(SoftwareEvent::CpuClock),
+            PerfEventScope::AllProcessesOneCpu { cpu },
+            SamplePolicy::Frequency(hz),
+            false,
+        )
+        .map_err(CpuClockError::Attach)?;
+    }
+    Ok(())
 }
 
 pub fn describe(hook: &Hook) -> String {

@@ -633,20 +633,7 @@ fn attach_program(program: &mut Program, target: &Target) -> Result<(), String> 
                 .map_err(e)
         }
         (Program::PerfEvent(p), Target::PerfEvent(hz)) => {
-            use aya::programs::perf_event::{
-                PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent,
-            };
-            let cpus = aya::util::online_cpus().map_err(|(_, err)| err.to_string())?;
-            for cpu in cpus {
-                p.attach(
-                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    SamplePolicy::Frequency(*hz),
-                    false,
-                )
-                .map_err(e)?;
-            }
-            Ok(())
+            crate::ebpf::gadget::attach_cpu_clock(p, *hz).map_err(|err| err.to_string())
         }
         (_, Target::None) => Ok(()),
         _ => Err("the program's type does not match its attach target".into()),

@@ -116,10 +116,6 @@ impl Audit {
         self.enabled
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Why nothing can be written, or `None` when the log is open.
     pub fn problem(&self) -> Option<String> {
         self.problem

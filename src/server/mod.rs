@@ -215,6 +215,13 @@ pub fn prepare(
             "the audit log cannot be written: deploy-tier calls will be refused (security.audit_log)"
         );
     }
+    let unknown = access::unknown_names(&core.config().security.access_control);
+    if !unknown.is_empty() {
+        tracing::warn!(
+            names = ?unknown,
+            "security.access_control names users or groups this host does not have: they match no one"
+        );
+    }
     let transport = match (http, unix) {
         (_, Some(path)) => Transport::Unix {
             listener: unix::bind(&path)?,

@@ -414,3 +414,17 @@ async def test_json_logs_carry_request_identity_tool_and_duration(binary):
     assert f["identity"] == "token:logger" and f["tool"] == "list_links" and f["outcome"] == "ok"
     assert f["request_id"] and "elapsed_ms" in f and f["transport"] == "http"
     assert secret not in server.stderr()
+
+
+def test_names_that_match_no_user_or_group_are_reported_at_start(binary):
+    require_root()
+    server = start_http_server(
+        binary, config='security:\n  access_control:\n    permitted_users: ["no-such-user-x"]\n'
+                       '    group_tiers: {no-such-group-y: [read]}\n',
+    )
+    try:
+        log = server.stderr()
+        assert "match no one" in log
+        assert "user `no-such-user-x`" in log and "group `no-such-group-y`" in log
+    finally:
+        assert server.stop() == 0

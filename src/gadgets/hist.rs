@@ -54,6 +54,16 @@ impl Key<'_> {
     }
 }
 
+/// Decodes a per-process key (`pid`, `comm`); pid 0 is the one key of a gadget asked for
+/// no per-process grouping, and decodes to nothing.
+pub fn decode_process_key(b: &[u8], out: &mut Map<String, Value>) {
+    let key = Key::parse(b);
+    if key.id != 0 {
+        out.insert("pid".into(), key.id.into());
+        out.insert("comm".into(), key.comm().into());
+    }
+}
+
 impl Hist {
     /// Reads struct hist.
     pub fn parse(b: &[u8]) -> Option<Self> {

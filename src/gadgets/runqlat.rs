@@ -1,8 +1,6 @@
 //! runqlat: how long runnable tasks wait for a CPU, as log2 histograms.
 
-use serde_json::{Map, Value, json};
-
-use super::hist::{KEY_SIZE, Key};
+use super::hist::{KEY_SIZE, decode_process_key};
 use super::{Field, Gadget, Output};
 use crate::ebpf::gadget::Hook;
 
@@ -29,15 +27,6 @@ pub static GADGET: Gadget = Gadget {
     output: Output::KernelHistograms,
     default_group_by: &[],
     detail_fields: &["pid", "comm"],
-    decode,
+    decode: decode_process_key,
     event_size: KEY_SIZE,
 };
-
-fn decode(b: &[u8], out: &mut Map<String, Value>) {
-    let key = Key::parse(b);
-    // Without per-process keys the kernel keeps one histogram (pid 0).
-    if key.id != 0 {
-        out.insert("pid".into(), json!(key.id));
-        out.insert("comm".into(), json!(key.comm()));
-    }
-}

@@ -3,9 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value, json};
-
-use super::hist::{KEY_SIZE, Key};
+use super::hist::{KEY_SIZE, decode_process_key};
 use super::{Field, Gadget, Output};
 
 pub const ENTRY: &str = "uprobe_entry";
@@ -28,17 +26,9 @@ pub static GADGET: Gadget = Gadget {
     output: Output::KernelCounts(COUNTS),
     default_group_by: &["pid", "comm"],
     detail_fields: &["pid", "comm"],
-    decode,
+    decode: decode_process_key,
     event_size: KEY_SIZE,
 };
-
-fn decode(b: &[u8], out: &mut Map<String, Value>) {
-    let key = Key::parse(b);
-    if key.id != 0 {
-        out.insert("pid".into(), json!(key.id));
-        out.insert("comm".into(), json!(key.comm()));
-    }
-}
 
 /// Splits `binary:symbol` and finds the binary: a path, a program on PATH, or a library
 /// name (`libc.so.6`, found by the loader's cache when attaching).

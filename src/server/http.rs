@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
@@ -35,8 +34,6 @@ pub struct Gate {
     manager: Arc<LocalSessionManager>,
     /// Session id → the identity that opened it.
     sessions: Mutex<HashMap<String, String>>,
-    /// Requests being served now (POSTs, until their response body ends).
-    in_flight: Arc<AtomicUsize>,
     /// Identity → its token bucket.
     buckets: Mutex<HashMap<String, Bucket>>,
 }
@@ -48,13 +45,13 @@ struct Bucket {
     at: Instant,
 }
 
-/// One request in flight; dropped when its response body ends.
-struct InFlight(Arc<AtomicUsize>, prometheus_client::metrics::gauge::Gauge);
+/// One request in flight, counted in `ebpf_mcp_http_requests_in_flight` (which is also
+/// what admission reads); dropped when its response body ends.
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-        self.1.dec();
+        self.0.dec();
     }
 }
 
@@ -97,7 +94,6 @@ impl Gate {
             core,
             manager,
             sessions: Mutex::new(HashMap::new()),
-            in_flight: Arc::new(AtomicUsize::new(0)),
             buckets: Mutex::new(HashMap::new()),
         })
     }
@@ -324,9 +320,10 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
 
     // How many at once.
     let counted = if parts.method == axum::http::Method::POST {
-        let max = config.server.max_concurrent_requests.get() as usize;
-        if gate.in_flight.fetch_add(1, Ordering::AcqRel) >= max {
-            gate.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let max = i64::from(config.server.max_concurrent_requests.get());
+        let in_flight = core.metrics.http_in_flight.clone();
+        if in_flight.inc() >= max {
+            in_flight.dec();
             core.metrics.refused("concurrency");
             tracing::warn!("HTTP request refused: max_concurrent_requests");
             return busy(
@@ -336,11 +333,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
                 "server.max_concurrent_requests",
             );
         }
-        core.metrics.http_in_flight.inc();
-        Some(InFlight(
-            Arc::clone(&gate.in_flight),
-            core.metrics.http_in_flight.clone(),
-        ))
+        Some(InFlight(in_flight))
     } else {
         None
     };

@@ -1,6 +1,9 @@
 """The official MCP conformance suite (@modelcontextprotocol/conformance) against
 `ebpf-mcp serve --http`, for every protocol-level scenario of both spec versions. Scenarios
-that need fixture tools (test_*) are out of scope for the product binary."""
+that need fixture tools (test_*) are out of scope for the product binary; so are the checks of
+server-stateless that the suite reports untestable for want of its diagnostic test_* tools, or
+skips because the server does not advertise the capability they test (every other check of
+that scenario must pass)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ NODE_DIR = ROOT / "tests" / "conformance" / "node_modules" / ".bin"
 SCENARIOS = {
     "2025-11-25": [
         "server-initialize",
+        "server-session-lifecycle",
         "ping",
         "logging-set-level",
         "tools-list",
@@ -28,6 +32,7 @@ SCENARIOS = {
         "dns-rebinding-protection",
     ],
     "2026-07-28": [
+        "server-stateless",
         "tools-list",
         "resources-list",
         "prompts-list",
@@ -78,10 +83,34 @@ def test_conformance_scenario(server, version, scenario):
     )
     report = proc.stdout + proc.stderr
     assert "not applicable" not in report, report
-    assert proc.returncode == 0, report
     files = glob.glob(f"{out_dir}/*/checks.json")
     assert len(files) == 1, report
     checks = json.loads(pathlib.Path(files[0]).read_text())
     assert checks, report
-    bad = [c for c in checks if c["status"] not in ("SUCCESS", "INFO")]
+    bad = [
+        c
+        for c in checks
+        if c["status"] not in ("SUCCESS", "INFO")
+        and not needs_fixture_tool(c)
+        and not skipped_for_an_unadvertised_capability(c)
+    ]
     assert not bad, json.dumps(bad, indent=2)
+    assert any(c["status"] == "SUCCESS" for c in checks), report
+    # The suite exits non-zero for any failed check, untestable ones included.
+    untestable = [c for c in checks if needs_fixture_tool(c)]
+    assert proc.returncode == (1 if untestable else 0), report
+
+
+def needs_fixture_tool(check: dict) -> bool:
+    """A check the suite itself marks untestable because the server lacks one of its
+    diagnostic tools (test_*): those belong to the suite's fixture servers, not a product."""
+    details = check.get("details") or {}
+    message = check.get("errorMessage") or ""
+    return details.get("untestable") is True and "diagnostic tool 'test_" in message
+
+
+def skipped_for_an_unadvertised_capability(check: dict) -> bool:
+    """The suite skips what a server does not claim (subscriptions/listen, listChanged): the
+    server advertises exactly what it implements, so those checks do not apply."""
+    note = (check.get("details") or {}).get("note") or ""
+    return check["status"] == "SKIPPED" and "capability" in note

@@ -1100,13 +1100,7 @@ fn undeploy(
         .filter(|d| d.owner == ctx.owner)
         .cloned();
     let Some(d) = found else {
-        return Err(EbpfError::validation(
-            "DEPLOYMENT_NOT_FOUND",
-            format!(
-                "no deployment `{}` of this client (it may have expired or been undeployed); list_deployments shows yours",
-                p.deployment_id
-            ),
-        ));
+        return Err(deployment_not_found(&p.deployment_id));
     };
     let released = core.tracker.release(d.tracked.load(Ordering::Relaxed));
     let result = match released {
@@ -1123,6 +1117,16 @@ fn undeploy(
     })
 }
 
+fn deployment_not_found(id: &str) -> EbpfError {
+    EbpfError::validation(
+        "DEPLOYMENT_NOT_FOUND",
+        format!(
+            "no deployment `{id}` of this client (it may have expired or been undeployed); list_deployments shows yours"
+        ),
+    )
+    .with_context("deployment_id", id)
+}
+
 // ---------------------------------------------------------------- list_deployments
 
 /// Arguments of `list_deployments`.
@@ -1132,6 +1136,9 @@ pub struct ListParams {
     /// Everyone's deployments, not only this client's.
     #[serde(default)]
     pub all: bool,
+    /// Only this deployment (an error when it is not there: expired, undeployed, or another
+    /// client's without `all`).
+    pub deployment_id: Option<String>,
 }
 
 /// One deployment.
@@ -1160,8 +1167,9 @@ pub fn list_spec() -> ToolSpec {
         ToolMeta {
             name: "list_deployments",
             title: "List deployments",
-            description: "Deployments of this client (`all: true`: everyone's): owner, age, \
-                expiry, programs with ids and attach points, maps with ids, memory.",
+            description: "Deployments of this client (`all: true`: everyone's; \
+                `deployment_id`: just that one): owner, age, expiry, programs with ids and attach \
+                points, maps with ids, memory.",
             tier: Tier::Deploy,
             hints: Hints::READ_ONLY,
             list_field: Some("deployments"),
@@ -1177,6 +1185,7 @@ fn list(core: &Core, p: ListParams, ctx: &CallContext) -> Result<ListOutput, Ebp
         .lock()
         .values()
         .filter(|d| p.all || d.owner == ctx.owner)
+        .filter(|d| p.deployment_id.as_ref().is_none_or(|id| *id == d.id))
         .map(|d| DeploymentRow {
             deployment_id: d.id.clone(),
             owner: d.owner.clone(),
@@ -1197,6 +1206,9 @@ fn list(core: &Core, p: ListParams, ctx: &CallContext) -> Result<ListOutput, Ebp
             .cmp(&b.created_at)
             .then(a.deployment_id.cmp(&b.deployment_id))
     });
+    if let (Some(id), true) = (&p.deployment_id, rows.is_empty()) {
+        return Err(deployment_not_found(id));
+    }
     Ok(ListOutput { deployments: rows })
 }
 

@@ -132,11 +132,16 @@ async def test_a_tracepoint_counter_counts_and_goes_away(dep, client):
     listed = await ok(client, "list_deployments", {})
     assert [d["deployment_id"] for d in listed["deployments"]] == [out["deployment_id"]]
     assert listed["deployments"][0]["expires_in_seconds"] > 100
+    one = await ok(client, "list_deployments", {"deployment_id": out["deployment_id"]})
+    assert one["deployments"] == listed["deployments"]
     gone = await ok(client, "undeploy", {"deployment_id": out["deployment_id"]})
     assert gone["programs"] == ["count_getpid"] and gone["maps"] == ["getpid_calls"]
     assert prog["id"] not in _bpf_ids()["prog"]
     again = await call(client, "undeploy", {"deployment_id": out["deployment_id"]})
     assert again.is_error and again.structured_content["code"] == "DEPLOYMENT_NOT_FOUND"
+    assert again.structured_content["context"]["deployment_id"] == out["deployment_id"]
+    missing = await call(client, "list_deployments", {"deployment_id": out["deployment_id"]})
+    assert missing.is_error and missing.structured_content["code"] == "DEPLOYMENT_NOT_FOUND"
 
 
 async def test_xdp_and_tc_count_packets_on_a_veth_pair(dep, client):

@@ -36,6 +36,9 @@ pub struct Core {
     pub metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// HTTP bearer tokens (security.access_control.tokens_file), when configured.
     tokens: RwLock<Option<Arc<Tokens>>>,
+    /// Bumped when a reload may have changed which tools clients see; every session tells
+    /// its client (`notifications/tools/list_changed`).
+    tool_list: tokio::sync::watch::Sender<u64>,
 }
 
 impl Core {
@@ -59,6 +62,7 @@ impl Core {
             active_traces: Default::default(),
             started_at: SystemTime::now(),
             tokens: RwLock::new(None),
+            tool_list: tokio::sync::watch::Sender::new(0),
             metrics: Default::default(),
             sandbox: std::sync::OnceLock::new(),
         }
@@ -85,6 +89,16 @@ impl Core {
 
     pub fn set_tokens(&self, tokens: Option<Tokens>) {
         *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = tokens.map(Arc::new);
+    }
+
+    /// Tells every session that the tools its client may see could have changed.
+    pub fn tool_list_changed(&self) {
+        self.tool_list.send_modify(|generation| *generation += 1);
+    }
+
+    /// Wakes on each [`Core::tool_list_changed`] after this call.
+    pub fn watch_tool_list(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tool_list.subscribe()
     }
 
     /// Tiers this configuration enables, in order.

@@ -14,6 +14,7 @@ use std::time::Instant;
 pub mod prompts;
 mod resources;
 
+use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, GetPromptRequestParams,
     GetPromptResponse, Implementation, ListPromptsResult, ListResourceTemplatesResult,
@@ -22,10 +23,11 @@ use rmcp::model::{
     ReadResourceResponse, ReadResourceResult, ResourceContents, ServerCapabilities, ServerConfig,
     SetLevelRequestParams, Tool, ToolAnnotations,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::config::LogLevel;
 use crate::core::Core;
@@ -51,6 +53,10 @@ pub struct McpServer {
     session: u64,
     /// stdio or http.
     transport: &'static str,
+    /// Cancelled when the last clone of this session's server is dropped (the session
+    /// ended): stops its tools/list_changed watcher.
+    ended: CancellationToken,
+    _ended_guard: Arc<DropGuard>,
 }
 
 fn next_session() -> u64 {
@@ -69,24 +75,25 @@ impl std::fmt::Debug for McpServer {
 
 impl McpServer {
     pub fn new(core: Arc<Core>, transport: &'static str, identity: Option<Identity>) -> Self {
+        let ended = CancellationToken::new();
         Self {
             core,
             identity,
             log_level: Arc::new(Mutex::new(None)),
             session: next_session(),
             transport,
+            _ended_guard: Arc::new(ended.clone().drop_guard()),
+            ended,
         }
     }
 
     /// A server for a new session: the same tools, its own logging level.
     pub fn new_session(&self) -> Self {
-        Self {
-            core: Arc::clone(&self.core),
-            identity: self.identity.clone(),
-            log_level: Arc::new(Mutex::new(None)),
-            session: next_session(),
-            transport: self.transport,
-        }
+        Self::new(
+            Arc::clone(&self.core),
+            self.transport,
+            self.identity.clone(),
+        )
     }
 
     /// Who is calling: the connection's identity (stdio, unix socket), or the one the HTTP
@@ -290,6 +297,7 @@ impl ServerHandler for McpServer {
             .enable_prompts()
             .enable_resources()
             .enable_tools()
+            .enable_tool_list_changed()
             .build();
         ServerConfig::new(capabilities)
             .with_server_info(
@@ -298,6 +306,54 @@ impl ServerHandler for McpServer {
                     .with_description("Structured, safe access to Linux eBPF"),
             )
             .with_instructions(INSTRUCTIONS)
+    }
+
+    /// A 2025-11-25 session learns of reloads that change its tools through
+    /// `notifications/tools/list_changed`, for as long as the session lasts.
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let mut changes = self.core.watch_tool_list();
+        let ended = self.ended.clone();
+        let peer = context.peer;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = ended.cancelled() => break,
+                    changed = changes.changed() => {
+                        if changed.is_err() || peer.notify_tool_list_changed().await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// 2026-07-28 clients ask for the same through `subscriptions/listen`; only tool-list
+    /// changes are offered (prompts never change; resources change with every program loaded
+    /// on the host, which `list_programs` answers better than a stream of notifications).
+    fn accepted_subscription_filter(
+        &self,
+        _requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(SubscriptionFilter::builder().tools_list_changed().build())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
+        let mut changes = self.core.watch_tool_list();
+        loop {
+            tokio::select! {
+                () = context.cancelled() => return Ok(()),
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    if let Err(e) = context.sink().notify_tool_list_changed().await {
+                        tracing::debug!(error = %e, "tools/list_changed not delivered; the listen stream ends");
+                        return Ok(());
+                    }
+                }
+            }
+        }
     }
 
     async fn list_tools(

@@ -203,6 +203,14 @@ impl Tokens {
         self.tokens.len()
     }
 
+    /// Which token gets which tiers: what decides the tools each token's client sees.
+    pub fn grants(&self) -> Vec<(&str, &BTreeSet<Tier>)> {
+        self.tokens
+            .iter()
+            .map(|t| (t.id.as_str(), &t.tiers))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tokens.is_empty()
     }

@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::config::{Config, ConfigSource};
+use crate::config::{AccessControlConfig, Config, ConfigSource};
 use crate::core::Core;
-use crate::security::access;
+use crate::security::{Tier, access};
 
 /// Copies the values that only a restart can change from `running` into `new`; returns the
 /// keys `new` wanted to change.
@@ -50,7 +50,11 @@ pub fn reload(core: &Core, why: &str) {
                 let running = core.config();
                 let kept = keep_restart_only(&running, &mut new);
                 let changed = *running != new;
+                let tools_changed = tool_view(&running) != tool_view(&new);
                 core.set_config(new);
+                if tools_changed {
+                    core.tool_list_changed();
+                }
                 core.metrics.reload(true);
                 if changed {
                     tracing::info!(file = %path.display(), trigger = why, "configuration reloaded");
@@ -77,6 +81,15 @@ pub fn reload(core: &Core, why: &str) {
     reload_tokens(core);
 }
 
+/// What decides which tools a client sees: the enabled tiers, and who gets which.
+fn tool_view(config: &Config) -> (Vec<Tier>, &AccessControlConfig) {
+    let tiers = Tier::ALL
+        .into_iter()
+        .filter(|t| t.enabled(config))
+        .collect();
+    (tiers, &config.security.access_control)
+}
+
 /// Re-reads the tokens file of an HTTP server; a file that does not load leaves the tokens
 /// in effect as they were.
 pub fn reload_tokens(core: &Core) {
@@ -93,7 +106,13 @@ pub fn reload_tokens(core: &Core) {
     match access::Tokens::load(&path) {
         Ok(tokens) => {
             tracing::info!(tokens = tokens.len(), file = %path.display(), "tokens reloaded");
+            let grants_changed = core
+                .tokens()
+                .is_none_or(|running| running.grants() != tokens.grants());
             core.set_tokens(Some(tokens));
+            if grants_changed {
+                core.tool_list_changed();
+            }
         }
         Err(e) => {
             core.metrics.reload(false);

@@ -10,15 +10,18 @@ import signal
 import tempfile
 import time
 
+import anyio
 import httpx2 as httpx
+import mcp_types
 import pytest
-from mcp import Client
+from mcp import Client, StdioServerParameters
+from mcp.client.subscriptions import ToolsListChanged
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from conftest import INITIALIZE as INIT
-from conftest import require_root, start_http_server
+from conftest import require_root, server_env, start_http_server
 from test_access import new_token
 from test_metrics import observability_url, value
 
@@ -116,3 +119,68 @@ async def test_config_and_tokens_reload_live_and_bad_files_change_nothing(binary
         wait_for(lambda: "trigger=\"SIGHUP\"" in server.stderr() or "trigger=SIGHUP" in server.stderr(), "a SIGHUP reload")
     finally:
         assert server.stop() == 0
+
+
+def tiers_config(trace: bool, max_events: int = 1000) -> str:
+    return f"""
+tools:
+  trace:
+    enabled: {"true" if trace else "false"}
+    max_events: {max_events}
+"""
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+@pytest.mark.parametrize("mode", ["legacy", "auto"], ids=["2025-11-25", "2026-07-28"])
+async def test_clients_hear_when_a_reload_changes_their_tools(binary, transport, mode):
+    """2025-11-25 sessions get notifications/tools/list_changed; 2026-07-28 clients get it on
+    a subscriptions/listen stream. A reload that leaves the tools as they were says nothing."""
+    require_root()
+    heard: list[object] = []
+    arrived = anyio.Event()
+
+    async def on_message(message) -> None:
+        if isinstance(message, mcp_types.ToolListChangedNotification):
+            heard.append(message)
+            arrived.set()
+
+    server = None
+    if transport == "stdio":
+        d = pathlib.Path(tempfile.mkdtemp(prefix="ebpf-mcp-reload-"))
+        cfg = d / "config.yaml"
+        cfg.write_text(tiers_config(trace=True))
+        target = StdioServerParameters(command=str(binary), args=["--config", str(cfg), "serve"], env=server_env())
+    else:
+        server = start_http_server(binary, config=tiers_config(trace=True))
+        cfg = next(pathlib.Path(p) for p in server.process.args if str(p).endswith("config.yaml"))
+        target = server.url
+
+    async def names(client: Client) -> set[str]:
+        return {t.name for t in (await client.list_tools()).tools}
+
+    try:
+        async with Client(target, mode=mode, message_handler=on_message) as client:
+            assert client.server_capabilities.tools.list_changed is True
+            assert "trace" in await names(client)
+            if mode == "legacy":
+                if server is not None:
+                    # A change that leaves every tool where it was: reloaded, not announced.
+                    cfg.write_text(tiers_config(trace=True, max_events=500))
+                    wait_for(lambda: "configuration reloaded" in server.stderr(), "the unrelated reload")
+                cfg.write_text(tiers_config(trace=False))
+                with anyio.fail_after(20):
+                    await arrived.wait()
+                # Notifications keep their order on the stream: one from the unrelated reload
+                # would have come first.
+                assert len(heard) == 1
+            else:
+                async with client.listen(tools_list_changed=True) as subscription:
+                    assert subscription.honored.tools_list_changed is True
+                    cfg.write_text(tiers_config(trace=False))
+                    with anyio.fail_after(20):
+                        event = await subscription.__anext__()
+                    assert isinstance(event, ToolsListChanged)
+            assert "trace" not in await names(client)
+    finally:
+        if server is not None:
+            assert server.stop() == 0, server.stderr()

@@ -219,11 +219,11 @@ fn config_comes_from_flag_or_environment() {
 
 #[test]
 fn reserved_keys_are_reported_not_ignored() {
-    let path = temp_file("reserved.yaml", "resources:\n  max_cpu_time_ms: 5\n");
+    let path = temp_file("reserved.yaml", "ebpf:\n  program_timeout: 5s\n");
     let out = run(&["config", "check", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("resources.max_cpu_time_ms"), "{text}");
+    assert!(text.contains("ebpf.program_timeout"), "{text}");
     assert!(text.contains("not in effect"), "{text}");
 }
 

@@ -219,7 +219,6 @@ impl Config {
 /// Keys accepted now whose feature arrives in a later version (see docs/configuration.md).
 pub const RESERVED_KEYS: &[&str] = &[
     "security.access_control.required_capabilities",
-    "resources.max_cpu_time_ms",
     "ebpf.enable_btf",
     "ebpf.enable_core",
     "ebpf.program_timeout",
@@ -376,10 +375,10 @@ mod tests {
 
     #[test]
     fn reserved_keys_are_reported() {
-        let text = "resources:\n  max_cpu_time_ms: 5\nserver:\n  request_timeout: 5s\n";
+        let text = "ebpf:\n  program_timeout: 5s\nserver:\n  request_timeout: 5s\n";
         assert_eq!(
             Config::reserved_keys_set(text),
-            vec!["resources.max_cpu_time_ms"]
+            vec!["ebpf.program_timeout"]
         );
     }
 }

@@ -228,6 +228,8 @@ pub struct ResourcesConfig {
     pub max_maps: u32,
     /// Map memory all deployments together may use (and the most one object may ask).
     pub max_memory_mb: u32,
+    /// CPU milliseconds per second the programs of one deployment may use together (0: no
+    /// limit, and no run-time statistics).
     pub max_cpu_time_ms: u32,
     /// How often expired deployments are released.
     pub cleanup_interval: DurationValue,

@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::io;
 use std::mem;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use aya_obj::generated::{
@@ -160,6 +160,15 @@ pub fn prog_info(
     info.run_time_ns = again.run_time_ns;
     info.run_cnt = again.run_cnt;
     Ok((info, map_ids, insns))
+}
+
+/// How often program `id` ran and for how long, as counted while the kernel's run-time
+/// statistics were on (see [`enable_stats`]).
+pub fn prog_run_stats(id: u32) -> Result<(u64, u64), SyscallError> {
+    let fd = fd_by_id(Object::Prog, id)?;
+    let mut info: bpf_prog_info = zeroed();
+    obj_info(fd.as_fd(), &mut info)?;
+    Ok((info.run_cnt, info.run_time_ns))
 }
 
 /// The BTF type id of a program's main function (its first func_info record), if any.

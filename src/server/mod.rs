@@ -73,9 +73,10 @@ pub async fn shutdown_signal() {
 }
 
 /// What every server does before serving: removes the pins a previous server left in its
-/// bpffs directory (it crashed, or was killed), and starts the task that releases expired
-/// deployments at their expiry, sweeping at least every `resources.cleanup_interval`. The
-/// task stops with `stop`.
+/// bpffs directory (it crashed, or was killed), and starts the tasks that reload on SIGHUP
+/// or file changes, release deployments over resources.max_cpu_time_ms (checked every
+/// second), and release expired deployments at their expiry, sweeping at least every
+/// `resources.cleanup_interval`. The tasks stop with `stop`.
 fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
     // SIGHUP reopens the audit log (logrotate) and reloads the configuration and tokens;
     // so does a change to either file.
@@ -116,6 +117,25 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
                     }
                     () = stop.cancelled() => return,
                 }
+            }
+        });
+    }
+    // Deployments whose programs use more CPU than resources.max_cpu_time_ms go.
+    {
+        let core = Arc::clone(core);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => return,
+                }
+                let core = Arc::clone(&core);
+                tokio::task::spawn_blocking(move || crate::tools::deploy::enforce_cpu(&core))
+                    .await
+                    .ok();
             }
         });
     }

@@ -7,10 +7,11 @@
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::os::fd::AsRawFd as _;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use aya::Ebpf;
 use aya::programs::{CgroupAttachMode, CgroupSkbAttachType, Program, TcAttachType, XdpMode};
@@ -21,7 +22,7 @@ use serde_json::json;
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::config::LogLevel;
 use crate::core::Core;
-use crate::ebpf::{btf, inventory, pins};
+use crate::ebpf::{bpf, btf, inventory, pins};
 use crate::error::{EbpfError, codes};
 use crate::resources::{Kind, Release};
 use crate::security::Tier;
@@ -177,6 +178,18 @@ struct Deployment {
     pin_dir: Option<PathBuf>,
     ebpf: Mutex<Option<Ebpf>>,
     tracked: AtomicU64,
+    cpu: Mutex<CpuWatch>,
+}
+
+/// What a deployment's programs cost in CPU, from the kernel's run-time statistics.
+#[derive(Debug, Default, Clone, Copy)]
+struct CpuWatch {
+    /// run_time_ns summed over its programs at the last sample, and when it was taken.
+    last: Option<(u64, Instant)>,
+    /// CPU milliseconds per second of wall time over the last interval.
+    ms_per_s: Option<f64>,
+    runs: u64,
+    run_time_ns: u64,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -196,6 +209,29 @@ impl Deployment {
             Some(dir) => pins::remove(dir),
             None => Ok(()),
         }
+    }
+
+    /// Runs and run time of its programs (counted while statistics are on); `None` when a
+    /// program could not be read.
+    fn run_totals(&self) -> Option<(u64, u64)> {
+        let mut totals = (0u64, 0u64);
+        for id in self.output.programs.iter().filter_map(|p| p.id) {
+            match bpf::prog_run_stats(id) {
+                Ok((runs, ns)) => {
+                    totals.0 += runs;
+                    totals.1 += ns;
+                }
+                Err(e) => {
+                    tracing::debug!(deployment = self.id, program = id, error = %e, "run statistics not read");
+                    return None;
+                }
+            }
+        }
+        Some(totals)
+    }
+
+    fn cpu(&self) -> std::sync::MutexGuard<'_, CpuWatch> {
+        self.cpu.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn released(&self) -> bool {
@@ -219,6 +255,11 @@ impl Release for DeploymentHandle {
 pub struct Deployments {
     all: Mutex<HashMap<String, Arc<Deployment>>>,
     next: AtomicU64,
+    /// Keeps the kernel's BPF run-time statistics on while deployments are watched for
+    /// resources.max_cpu_time_ms.
+    stats: Mutex<Option<OwnedFd>>,
+    /// The statistics could not be turned on (said once in the log).
+    stats_refused: AtomicBool,
 }
 
 /// Programs, maps and memory in use.
@@ -256,6 +297,39 @@ impl Deployments {
     pub fn count(&self) -> usize {
         self.purge();
         self.lock().len()
+    }
+
+    /// Turns the kernel's run-time statistics on (held until [`Self::stats_off`]).
+    fn stats_on(&self) -> bool {
+        let mut held = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_some() {
+            return true;
+        }
+        match bpf::enable_stats() {
+            Ok(fd) => {
+                *held = Some(fd);
+                self.stats_refused.store(false, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                if !self.stats_refused.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "BPF run-time statistics cannot be turned on: resources.max_cpu_time_ms is not enforced");
+                }
+                false
+            }
+        }
+    }
+
+    /// Whether this server holds the kernel's run-time statistics on.
+    pub fn stats_held(&self) -> bool {
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    fn stats_off(&self) {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 
@@ -799,6 +873,7 @@ fn deploy(core: &Core, p: DeployParams, ctx: &CallContext) -> Result<DeployOutpu
         pin_dir: pinning.then_some(pin_dir),
         ebpf: Mutex::new(Some(ebpf)),
         tracked: AtomicU64::new(0),
+        cpu: Mutex::default(),
     });
     let tracked = core.tracker.track(
         Kind::Deployment,
@@ -1121,7 +1196,7 @@ fn deployment_not_found(id: &str) -> EbpfError {
     EbpfError::validation(
         "DEPLOYMENT_NOT_FOUND",
         format!(
-            "no deployment `{id}` of this client (it may have expired or been undeployed); list_deployments shows yours"
+            "no deployment `{id}` of this client (it may have expired, been undeployed, or been released for using more CPU than resources.max_cpu_time_ms); list_deployments shows yours"
         ),
     )
     .with_context("deployment_id", id)
@@ -1154,6 +1229,25 @@ pub struct DeploymentRow {
     pub maps: Vec<DeployedMap>,
     /// Memory of its maps, in bytes.
     pub memory_bytes: u64,
+    /// What its programs cost in CPU, measured every second while resources.max_cpu_time_ms
+    /// is on (absent before the first measurement).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<DeploymentCpu>,
+}
+
+/// CPU use of a deployment's programs, from the kernel's BPF run-time statistics.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeploymentCpu {
+    /// CPU milliseconds per second over the last measured second (all CPUs together;
+    /// 1000 is one CPU's worth). Over resources.max_cpu_time_ms, the deployment is released.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ms_per_s: Option<f64>,
+    /// The limit in effect.
+    pub max_ms_per_s: u32,
+    /// Runs of its programs counted so far.
+    pub runs: u64,
+    /// Their run time so far, in milliseconds.
+    pub run_time_ms: f64,
 }
 
 /// Result of `list_deployments`.
@@ -1180,6 +1274,7 @@ pub fn list_spec() -> ToolSpec {
 
 fn list(core: &Core, p: ListParams, ctx: &CallContext) -> Result<ListOutput, EbpfError> {
     core.deployments.purge();
+    let limit = core.config().resources.max_cpu_time_ms;
     let mut rows: Vec<DeploymentRow> = core
         .deployments
         .lock()
@@ -1199,6 +1294,15 @@ fn list(core: &Core, p: ListParams, ctx: &CallContext) -> Result<ListOutput, Ebp
             programs: d.output.programs.clone(),
             maps: d.output.maps.clone(),
             memory_bytes: d.memory,
+            cpu: {
+                let cpu = *d.cpu();
+                cpu.last.map(|_| DeploymentCpu {
+                    ms_per_s: cpu.ms_per_s.map(|r| (r * 100.0).round() / 100.0),
+                    max_ms_per_s: limit,
+                    runs: cpu.runs,
+                    run_time_ms: (cpu.run_time_ns as f64 / 1e4).round() / 100.0,
+                })
+            },
         })
         .collect();
     rows.sort_by(|a, b| {
@@ -1210,6 +1314,90 @@ fn list(core: &Core, p: ListParams, ctx: &CallContext) -> Result<ListOutput, Ebp
         return Err(deployment_not_found(id));
     }
     Ok(ListOutput { deployments: rows })
+}
+
+/// Measures the CPU each deployment's programs used since the last call and releases those
+/// over resources.max_cpu_time_ms per second; returns how many it released. The server calls
+/// it every second. It keeps the kernel's run-time statistics on (host-wide) while there are
+/// deployments to watch, and off otherwise.
+pub fn enforce_cpu(core: &Core) -> usize {
+    let limit = core.config().resources.max_cpu_time_ms;
+    core.deployments.purge();
+    let all: Vec<Arc<Deployment>> = core.deployments.lock().values().cloned().collect();
+    if limit == 0 || all.is_empty() {
+        core.deployments.stats_off();
+        return 0;
+    }
+    if !core.deployments.stats_on() {
+        return 0;
+    }
+    let mut released = 0;
+    for d in all {
+        let Some((runs, ns)) = d.run_totals() else {
+            continue;
+        };
+        let now = Instant::now();
+        let over = {
+            let mut cpu = d.cpu();
+            cpu.runs = runs;
+            cpu.run_time_ns = ns;
+            match cpu.last {
+                // Too short an interval says little; measure over the next one.
+                Some((_, at)) if now.duration_since(at) < Duration::from_millis(500) => None,
+                last => {
+                    let rate = last.map(|(before, at)| {
+                        ns.saturating_sub(before) as f64
+                            / 1e6
+                            / now.duration_since(at).as_secs_f64()
+                    });
+                    cpu.last = Some((ns, now));
+                    cpu.ms_per_s = rate;
+                    rate.filter(|r| *r > f64::from(limit))
+                }
+            }
+        };
+        let Some(rate) = over else { continue };
+        let outcome = core
+            .tracker
+            .release(d.tracked.load(Ordering::Relaxed))
+            .unwrap_or_else(|| d.release());
+        tracing::warn!(
+            deployment = d.id,
+            owner = d.owner,
+            cpu_ms_per_s = rate,
+            limit,
+            "deployment released: its programs used more CPU than resources.max_cpu_time_ms"
+        );
+        if outcome.is_ok() {
+            released += 1;
+        }
+        let mut record = release_record(&d, "deployment_cpu_exceeded", &outcome);
+        record["cpu_ms_per_s"] = json!((rate * 10.0).round() / 10.0);
+        record["max_cpu_time_ms"] = json!(limit);
+        if let Err(why) = core.audit.record(&record) {
+            tracing::warn!(error = %why, deployment = d.id, "audit record of a CPU release not written");
+        }
+    }
+    core.deployments.purge();
+    released
+}
+
+/// The audit record of a deployment the server itself released.
+fn release_record(d: &Deployment, event: &str, outcome: &Result<(), String>) -> serde_json::Value {
+    let mut record = json!({
+        "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "identity": "server",
+        "event": event,
+        "deployment_id": d.id,
+        "owner": d.owner,
+        "expires_at": d.output.expires_at,
+        "program_tags": d.output.programs.iter().filter_map(|p| p.tag.clone()).collect::<Vec<_>>(),
+        "outcome": if outcome.is_ok() { "ok" } else { "error" },
+    });
+    if let Err(e) = outcome {
+        record["error"] = e.clone().into();
+    }
+    record
 }
 
 /// Releases expired deployments (and everything else the tracker holds that expired).
@@ -1232,19 +1420,7 @@ pub fn release_expired(core: &Core) -> usize {
         }
         // The server's own act goes on the record too: who deployed what, and when it went.
         if let (Some(d), Some(outcome)) = (deployment, outcome) {
-            let mut record = json!({
-                "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-                "identity": "server",
-                "event": "deployment_expired",
-                "deployment_id": d.id,
-                "owner": d.owner,
-                "expires_at": d.output.expires_at,
-                "program_tags": d.output.programs.iter().filter_map(|p| p.tag.clone()).collect::<Vec<_>>(),
-                "outcome": if outcome.is_ok() { "ok" } else { "error" },
-            });
-            if let Err(e) = outcome {
-                record["error"] = e.into();
-            }
+            let record = release_record(&d, "deployment_expired", &outcome);
             if let Err(why) = core.audit.record(&record) {
                 tracing::warn!(error = %why, deployment = d.id, "audit record of an expiry not written");
             }

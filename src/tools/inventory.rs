@@ -159,7 +159,8 @@ pub struct ListProgramsOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
     /// Where `stats` come from: "sampled" (sample_ms), "cumulative" (kernel stats already
-    /// on), or "off" (pass sample_ms to measure).
+    /// on: kernel.bpf_stats_enabled, or this server watching its deployments' CPU), or "off"
+    /// (pass sample_ms to measure).
     pub stats_source: String,
     /// With sample_ms: ids of the programs that used the most CPU, busiest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -185,8 +186,12 @@ pub fn programs_spec() -> ToolSpec {
     )
 }
 
-fn stats_enabled() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() != "0")
+/// Whether the kernel counts run time now: by its sysctl, or because this server holds the
+/// statistics on to watch deployments (which the sysctl does not show).
+fn stats_enabled(core: &Core) -> bool {
+    core.deployments.stats_held()
+        || std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+            .is_ok_and(|s| s.trim() != "0")
 }
 
 fn link_index(records: &[LinkRecord]) -> HashMap<u32, Vec<Attachment>> {
@@ -273,7 +278,7 @@ fn list_programs(
         ranked.sort_by(|a, b| b.1.run_time_ns.cmp(&a.1.run_time_ns).then(a.0.cmp(b.0)));
         busiest = ranked.into_iter().take(10).map(|(id, _)| *id).collect();
         "sampled"
-    } else if stats_enabled() {
+    } else if stats_enabled(core) {
         for prog in &programs {
             stats.insert(
                 prog.id,

@@ -46,6 +46,7 @@ security:
   audit_log: "{audit}"
 resources:
   cleanup_interval: "1h"                # expiries must not wait for the sweep
+  max_cpu_time_ms: {extra.get("max_cpu_time_ms", "1000")}
 ebpf:
   bpffs_dir: "{bpffs}"
 tools:
@@ -311,6 +312,58 @@ async def test_limits_refuse_what_would_exceed_them(binary):
                 await client.call_tool("undeploy", {"deployment_id": i})
             again = await client.call_tool("deploy", {"object": b64("ok_tracepoint")})
             assert not again.is_error
+    finally:
+        d.close()
+
+
+def bpf_stats_enabled() -> int:
+    return int(pathlib.Path("/proc/sys/kernel/bpf_stats_enabled").read_text())
+
+
+async def test_a_deployment_over_its_cpu_limit_is_released(binary):
+    require_root()
+    stats_before = bpf_stats_enabled()
+    d = Deployer(binary, max_cpu_time_ms="2")
+    try:
+        async with Client(d.url, mode="legacy") as client:
+            out = await ok(client, "deploy", {"object": b64("ok_tracepoint")})
+            prog = out["programs"][0]["id"]
+            # Idle, it is measured, listed with its cost, and kept.
+            with anyio.fail_after(20):
+                while True:
+                    (row,) = (await ok(client, "list_deployments", {}))["deployments"]
+                    if row.get("cpu", {}).get("ms_per_s") is not None:
+                        break
+                    await anyio.sleep(0.3)
+            assert row["cpu"]["max_ms_per_s"] == 2 and row["cpu"]["ms_per_s"] < 2
+            # The kernel counts its runs now (the sysctl does not show a BPF_ENABLE_STATS hold).
+            subprocess.run([sys.executable, "-c", "import os\nfor _ in range(1000): os.getpid()"], check=True)
+            listed = await ok(client, "list_programs", {"id": prog})
+            assert listed["stats_source"] == "cumulative"
+            assert listed["programs"][0]["stats"]["run_cnt"] >= 1000
+            # getpid in a loop runs the program for far more than 2 ms of CPU a second.
+            busy = subprocess.Popen([sys.executable, "-c", "import os\nwhile True: os.getpid()"])
+            try:
+                with anyio.fail_after(30):
+                    while prog in _bpf_ids()["prog"]:
+                        await anyio.sleep(0.2)
+            finally:
+                busy.kill()
+                busy.wait()
+            records = [r for r in d.audit_lines() if r.get("event") == "deployment_cpu_exceeded"]
+            assert len(records) == 1, records
+            assert records[0]["deployment_id"] == out["deployment_id"] and records[0]["outcome"] == "ok"
+            assert records[0]["cpu_ms_per_s"] > 2 and records[0]["max_cpu_time_ms"] == 2
+            assert records[0]["program_tags"] == [out["programs"][0]["tag"]]
+            gone = await call(client, "undeploy", {"deployment_id": out["deployment_id"]})
+            assert gone.is_error and "max_cpu_time_ms" in gone.structured_content["message"]
+            assert (await ok(client, "list_deployments", {}))["deployments"] == []
+            # The statistics go off with the last deployment (unless the sysctl keeps them on).
+            with anyio.fail_after(10):
+                while (await ok(client, "list_programs", {"limit": 1}))["stats_source"] != (
+                    "cumulative" if stats_before else "off"
+                ):
+                    await anyio.sleep(0.2)
     finally:
         d.close()
 

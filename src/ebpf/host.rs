@@ -55,7 +55,8 @@ pub struct KernelFacts {
     pub jit: JitFacts,
     /// kernel.unprivileged_bpf_disabled.
     pub unprivileged_bpf_disabled: SysctlFact,
-    /// kernel.bpf_stats_enabled: whether per-program run time is being counted.
+    /// Whether per-program run time is being counted: kernel.bpf_stats_enabled, or this
+    /// server holding the statistics on to watch its deployments' CPU.
     pub bpf_stats_enabled: bool,
     pub mounts: Mounts,
     /// Effective capabilities of the server process.

@@ -163,7 +163,10 @@ pub fn spec() -> ToolSpec {
 
 fn run(core: &Core, params: InfoParams, ctx: &CallContext) -> Result<InfoOutput, EbpfError> {
     ctx.progress(0.0, Some(2.0), "reading kernel facts");
-    let kernel = host::kernel_facts();
+    let mut kernel = host::kernel_facts();
+    // A BPF_ENABLE_STATS hold (this server watching deployments' CPU) counts run time too,
+    // though the sysctl does not show it.
+    kernel.bpf_stats_enabled |= core.deployments.stats_held();
     let mut problems = Vec::new();
     let setup = host::setup();
     for p in &setup.mount_problems {

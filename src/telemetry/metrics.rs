@@ -71,6 +71,8 @@ pub struct Metrics {
     pub trace_losses: Family<LossLabels, Counter>,
     pub audit_failures: Counter,
     pub config_reloads: Family<OutcomeLabel, Counter>,
+    /// Deployments the server released by itself: expired, cpu_limit.
+    deployments_released: Family<ReasonLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -147,6 +149,13 @@ impl Metrics {
             "Configuration reloads: ok, or failed (the previous configuration stays)",
             config_reloads.clone(),
         );
+        let deployments_released = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "deployments_released",
+            "Deployments the server released by itself: expired (their TTL), cpu_limit (over \
+             resources.max_cpu_time_ms)",
+            deployments_released.clone(),
+        );
         // A gauge at 1 rather than an OpenMetrics `info`: the classic text format (what
         // promtool and most scrapers read) has no info type.
         let build = Family::<BuildLabels, Gauge>::default();
@@ -168,7 +177,16 @@ impl Metrics {
             trace_losses,
             audit_failures,
             config_reloads,
+            deployments_released,
         }
+    }
+
+    pub fn deployment_released(&self, reason: &str) {
+        self.deployments_released
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
     }
 
     pub fn tool_call(&self, tool: &str, outcome: &str, seconds: f64) {
@@ -272,4 +290,36 @@ fn to_classic(open_metrics: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/security.md lists exactly the metrics the server exposes.
+    #[test]
+    fn the_documented_metrics_are_the_registered_ones() {
+        let m = Metrics::new();
+        m.tool_call("info", "ok", 0.01);
+        m.refused("tier");
+        m.auth_failure("missing");
+        m.traced("exec", 1, 1, 1);
+        m.reload(true);
+        m.deployment_released("expired");
+        m.audit_failures.inc();
+        let text = m.render(&Counts::default(), true);
+        let exposed: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        let doc = include_str!("../../docs/security.md");
+        let documented: std::collections::BTreeSet<&str> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter(|l| l.starts_with("ebpf_mcp_"))
+            .filter_map(|l| l.split(['{', '`']).next())
+            .collect();
+        assert_eq!(documented, exposed);
+    }
 }

@@ -1370,6 +1370,7 @@ pub fn enforce_cpu(core: &Core) -> usize {
         );
         if outcome.is_ok() {
             released += 1;
+            core.metrics.deployment_released("cpu_limit");
         }
         let mut record = release_record(&d, "deployment_cpu_exceeded", &outcome);
         record["cpu_ms_per_s"] = json!((rate * 10.0).round() / 10.0);
@@ -1414,6 +1415,10 @@ pub fn release_expired(core: &Core) -> usize {
             .cloned();
         let outcome = core.tracker.release(id);
         match &outcome {
+            Some(Ok(())) if deployment.is_some() => {
+                n += 1;
+                core.metrics.deployment_released("expired");
+            }
             Some(Ok(())) => n += 1,
             Some(Err(e)) => tracing::warn!(error = %e, "releasing an expired object failed"),
             None => {}

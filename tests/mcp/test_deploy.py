@@ -20,11 +20,13 @@ import time
 import uuid
 
 import anyio
+import httpx2 as httpx
 import pytest
 from mcp import Client
 
 from conftest import veth_namespace
 from conftest import ROOT, WORKLOAD, _bpf_ids, require_root, start_http_server
+from test_metrics import observability_url, value
 
 pytestmark = pytest.mark.anyio
 
@@ -41,7 +43,8 @@ def b64(name: str) -> str:
 
 def config(workdir: pathlib.Path, bpffs: pathlib.Path, **extra: str) -> str:
     audit = extra.get("audit", str(workdir / "audit.log"))
-    return f"""
+    metrics = 'observability:\n  metrics:\n    enabled: true\n    prometheus_endpoint: "127.0.0.1:0/metrics"\n'
+    return (metrics if extra.get("metrics") else "") + f"""
 security:
   audit_log: "{audit}"
 resources:
@@ -323,7 +326,7 @@ def bpf_stats_enabled() -> int:
 async def test_a_deployment_over_its_cpu_limit_is_released(binary):
     require_root()
     stats_before = bpf_stats_enabled()
-    d = Deployer(binary, max_cpu_time_ms="2")
+    d = Deployer(binary, max_cpu_time_ms="2", metrics="on")
     try:
         async with Client(d.url, mode="legacy") as client:
             out = await ok(client, "deploy", {"object": b64("ok_tracepoint")})
@@ -356,6 +359,8 @@ async def test_a_deployment_over_its_cpu_limit_is_released(binary):
             assert records[0]["deployment_id"] == out["deployment_id"] and records[0]["outcome"] == "ok"
             assert records[0]["cpu_ms_per_s"] > 2 and records[0]["max_cpu_time_ms"] == 2
             assert records[0]["program_tags"] == [out["programs"][0]["tag"]]
+            scrape = httpx.get(f"{observability_url(d.server)}/metrics", timeout=10).text
+            assert value(scrape, "ebpf_mcp_deployments_released_total", reason="cpu_limit") == 1
             gone = await call(client, "undeploy", {"deployment_id": out["deployment_id"]})
             assert gone.is_error and "max_cpu_time_ms" in gone.structured_content["message"]
             assert (await ok(client, "list_deployments", {}))["deployments"] == []

@@ -15,7 +15,7 @@ import pytest
 from mcp import Client
 
 from conftest import INITIALIZE as INIT
-from conftest import require_root, start_http_server
+from conftest import ROOT, require_root, start_http_server
 
 pytestmark = pytest.mark.anyio
 
@@ -139,3 +139,23 @@ def test_ready_says_what_is_missing_for_an_unprivileged_server(binary):
         assert httpx.get(f"{base}/health", timeout=10).status_code == 200
     finally:
         server.stop()
+
+
+def test_documented_alerts_pass_promtool_and_name_documented_metrics():
+    """The alert rules docs/operations.md suggests load in Prometheus, and every metric they
+    use is in the metrics table of docs/security.md."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool (Debian package prometheus) is needed; scripts/bootstrap installs it")
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    rules = re.search(r"```yaml\n(groups:\n.*?)```", doc, re.S)
+    assert rules, "no alert rules block in docs/operations.md"
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(rules.group(1))
+        f.flush()
+        checked = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    table = (ROOT / "docs" / "security.md").read_text()
+    documented = set(re.findall(r"^\| `(ebpf_mcp_\w+)", table, re.M))
+    used = set(re.findall(r"\bebpf_mcp_\w+", rules.group(1)))
+    assert used and used <= documented, f"not in docs/security.md: {used - documented}"

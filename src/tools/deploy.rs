@@ -1263,7 +1263,7 @@ pub fn list_spec() -> ToolSpec {
             title: "List deployments",
             description: "Deployments of this client (`all: true`: everyone's; \
                 `deployment_id`: just that one): owner, age, expiry, programs with ids and attach \
-                points, maps with ids, memory.",
+                points, maps with ids, memory, and the CPU its programs use.",
             tier: Tier::Deploy,
             hints: Hints::READ_ONLY,
             list_field: Some("deployments"),

@@ -9,6 +9,9 @@ as a ratio against the untraced workload measured in the same go:
   (`comm`), over MCP against a running server: every event crosses the ring buffer to the
   server and is decoded and counted (`events_total` must equal N, `events_dropped` 0).
   Also the server's CPU time per event and its peak RSS (VmHWM) while tracing.
+- The same ebpf-mcp trace with the kernel's BPF run-time statistics on (kernel.bpf_stats_enabled,
+  as while the server watches deployments for resources.max_cpu_time_ms): what the
+  statistics cost every BPF program on the host.
 - bpftrace printing each event (`tracepoint:syscalls:sys_enter_openat /comm == .../ {
   printf(...) }`, output to /dev/null) and bpftrace counting in the kernel (`count()`).
 - Call-to-first-event latency: from sending the `trace` call to the time stamp of the first
@@ -153,6 +156,21 @@ async def first_event_latency(server: Server) -> float:
         opener.wait()
 
 
+class bpf_stats:
+    """kernel.bpf_stats_enabled on for a block, as it was afterwards."""
+
+    PATH = "/proc/sys/kernel/bpf_stats_enabled"
+
+    def __enter__(self) -> None:
+        self.before = open(self.PATH).read().strip()
+        with open(self.PATH, "w") as f:
+            f.write("1")
+
+    def __exit__(self, *exc) -> None:
+        with open(self.PATH, "w") as f:
+            f.write(self.before)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
@@ -164,7 +182,7 @@ def main() -> None:
     n = args.opens
     workload(10_000)  # warm the page cache and the binary
 
-    base, ours, bt_print, bt_count, cpu, hwm = [], [], [], [], [], 0
+    base, ours, with_stats, bt_print, bt_count, cpu, hwm = [], [], [], [], [], [], 0
     results = []
     server = Server()
     try:
@@ -174,6 +192,10 @@ def main() -> None:
             elapsed, result, server_cpu = asyncio.run(traced_by_ebpf_mcp(server, n))
             ours.append(elapsed)
             cpu.append(server_cpu)
+            results.append(result)
+            with bpf_stats():
+                elapsed, result, _ = asyncio.run(traced_by_ebpf_mcp(server, n))
+            with_stats.append(elapsed)
             results.append(result)
             bt_print.append(traced_by_bpftrace(
                 'tracepoint:syscalls:sys_enter_openat /comm == "workload"/ '
@@ -198,6 +220,7 @@ def main() -> None:
     print("| run | workload time | vs untraced |\n|---|---|---|")
     print(row("untraced", base))
     print(row("ebpf-mcp trace open, mode count (every event to user space)", ours))
+    print(row("the same with BPF run-time statistics on", with_stats))
     print(row("bpftrace printf per event", bt_print))
     print(row("bpftrace count() in the kernel", bt_count))
     print(f"\nebpf-mcp: opens of /dev/null counted {dev_null}, events_total {[r['events_total'] for r in results]}, "

@@ -345,7 +345,7 @@ fn serve_command(
         },
     };
     host::prepare(config.ebpf.auto_mount);
-    warn_if_unprivileged();
+    warn_if_unprivileged(&config.security.access_control.required_capabilities);
     let core = Arc::new(Core::new(config, source, reserved));
     let result = crate::server::prepare(&core, addr, unix).and_then(|prepared| {
         crate::security::sandbox::enter(&core, &prepared);
@@ -373,15 +373,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))
 }
 
-/// A server without CAP_BPF/CAP_PERFMON still starts (`info` reports kernel facts), but the
-/// operator should hear why most of it will not work, and how to fix it, at once.
-fn warn_if_unprivileged() {
+/// A server without the capabilities it is configured to require
+/// (security.access_control.required_capabilities: CAP_BPF and CAP_PERFMON by default)
+/// still starts — `info` reports kernel facts and /ready says what is missing — but the
+/// operator should hear why it will not work, and how to fix it, at once.
+fn warn_if_unprivileged(required: &[String]) {
     match crate::ebpf::caps::CapSet::current() {
         Ok(caps) => {
-            if let Err(e) = caps.require(&[
-                crate::ebpf::caps::Needed::Bpf,
-                crate::ebpf::caps::Needed::Perfmon,
-            ]) {
+            if let Err(e) = caps.require_named(required) {
                 tracing::warn!("{}", e.message);
             }
         }

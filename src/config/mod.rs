@@ -144,6 +144,20 @@ impl Config {
                 ),
             ));
         }
+        if let Some(bad) = self
+            .security
+            .access_control
+            .required_capabilities
+            .iter()
+            .find(|c| crate::ebpf::caps::bit(c).is_none())
+        {
+            return Err((
+                "security.access_control.required_capabilities".into(),
+                format!(
+                    "`{bad}` is not a capability; use names as in capabilities(7), e.g. CAP_BPF"
+                ),
+            ));
+        }
         if let Err(why) = self.observability.metrics.endpoint() {
             return Err(("observability.metrics.prometheus_endpoint".into(), why));
         }
@@ -218,7 +232,6 @@ impl Config {
 
 /// Keys accepted now whose feature arrives in a later version (see docs/configuration.md).
 pub const RESERVED_KEYS: &[&str] = &[
-    "security.access_control.required_capabilities",
     "ebpf.enable_btf",
     "ebpf.enable_core",
     "ebpf.program_timeout",
@@ -371,6 +384,21 @@ mod tests {
     fn zero_limits_are_rejected() {
         let err = Config::from_yaml("server:\n  max_result_bytes: 0\n", "t").unwrap_err();
         assert!(err.to_string().contains("server.max_result_bytes"), "{err}");
+    }
+
+    #[test]
+    fn required_capabilities_must_be_capabilities() {
+        let err = Config::from_yaml(
+            "security:\n  access_control:\n    required_capabilities: [CAP_BPF, CAP_FLY]\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("security.access_control.required_capabilities")
+                && err.contains("`CAP_FLY` is not a capability"),
+            "{err}"
+        );
     }
 
     #[test]

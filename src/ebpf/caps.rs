@@ -58,6 +58,17 @@ pub fn name(bit: u32) -> String {
         .map_or_else(|| format!("CAP_{bit}"), |n| (*n).to_owned())
 }
 
+/// The number of capability `name` (`CAP_BPF`; case and the `CAP_` prefix optional).
+pub fn bit(name: &str) -> Option<u32> {
+    let upper = name.trim().to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    NAMES.iter().position(|n| *n == full).map(|i| i as u32)
+}
+
 /// Capability numbers (linux/capability.h) the server names.
 pub const DAC_OVERRIDE: u32 = 1;
 pub const DAC_READ_SEARCH: u32 = 2;
@@ -156,6 +167,28 @@ impl CapSet {
             .filter(|n| !self.allows(**n))
             .map(|n| n.name())
             .collect();
+        self.missing(&missing)
+    }
+
+    /// [`Self::require`] for capabilities named in configuration
+    /// (security.access_control.required_capabilities). CAP_SYS_ADMIN stands in for CAP_BPF
+    /// and CAP_PERFMON, as the kernel lets it; names that are not capabilities are skipped
+    /// (the configuration refuses them).
+    pub fn require_named(self, names: &[String]) -> Result<(), EbpfError> {
+        let missing: Vec<&str> = names
+            .iter()
+            .filter_map(|n| bit(n))
+            .filter(|&b| match b {
+                BPF => !self.allows(Needed::Bpf),
+                PERFMON => !self.allows(Needed::Perfmon),
+                other => !self.has(other),
+            })
+            .filter_map(|b| NAMES.get(b as usize).copied())
+            .collect();
+        self.missing(&missing)
+    }
+
+    fn missing(self, missing: &[&str]) -> Result<(), EbpfError> {
         if missing.is_empty() {
             return Ok(());
         }
@@ -174,7 +207,7 @@ impl CapSet {
                 missing.join(" ")
             ),
         )
-        .with_context("missing", &missing)
+        .with_context("missing", missing)
         .with_context("effective", self.names()))
     }
 }
@@ -204,6 +237,29 @@ mod tests {
         assert_eq!(set.names(), vec!["CAP_PERFMON", "CAP_BPF"]);
         assert!(set.allows(Needed::Bpf) && set.allows(Needed::Perfmon));
         assert!(!set.sys_admin());
+    }
+
+    #[test]
+    fn configured_names_are_required_as_the_kernel_checks_them() {
+        assert_eq!(bit("cap_net_admin"), Some(NET_ADMIN));
+        assert_eq!(bit("BPF"), Some(BPF));
+        assert_eq!(bit("CAP_NOPE"), None);
+        let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let admin = CapSet(1 << SYS_ADMIN);
+        assert!(
+            admin
+                .require_named(&names(&["CAP_BPF", "CAP_PERFMON"]))
+                .is_ok()
+        );
+        let err = admin
+            .require_named(&names(&["CAP_BPF", "CAP_NET_ADMIN"]))
+            .unwrap_err();
+        assert_eq!(err.context["missing"], serde_json::json!(["CAP_NET_ADMIN"]));
+        assert!(
+            err.message.contains("setcap cap_net_admin+ep"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

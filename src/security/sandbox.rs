@@ -542,7 +542,19 @@ pub fn apply(
             std::io::Error::last_os_error()
         ));
     }
-    report.bounding_set_reduced = drop_capabilities(&needed(), &mut report.problems);
+    // What the operator requires stays too, or /ready could never pass.
+    let mut keep = needed();
+    keep.extend(
+        config
+            .security
+            .access_control
+            .required_capabilities
+            .iter()
+            .filter_map(|c| caps::bit(c)),
+    );
+    keep.sort_unstable();
+    keep.dedup();
+    report.bounding_set_reduced = drop_capabilities(&keep, &mut report.problems);
     report.capabilities = caps::CapSet::current()
         .map(|c| c.names())
         .unwrap_or_default();

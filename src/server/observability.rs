@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::ServeError;
 use super::http::json_response;
 use crate::core::Core;
-use crate::ebpf::caps::{CapSet, Needed};
+use crate::ebpf::caps::CapSet;
 
 /// The listener, bound at start.
 #[derive(Debug)]
@@ -144,7 +144,7 @@ fn readiness(core: &Core) -> Vec<(&'static str, Result<(), String>)> {
     let capabilities = CapSet::current()
         .map_err(|e| e.to_string())
         .and_then(|caps| {
-            caps.require(&[Needed::Bpf, Needed::Perfmon])
+            caps.require_named(&core.config().security.access_control.required_capabilities)
                 .map_err(|e| e.message.clone())
         });
     let tracefs = crate::ebpf::host::tracefs_root()

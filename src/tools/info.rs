@@ -180,6 +180,12 @@ fn run(core: &Core, params: InfoParams, ctx: &CallContext) -> Result<InfoOutput,
     })?;
     let features = match caps.require(&[Needed::Bpf, Needed::Perfmon]) {
         Ok(()) => {
+            // What the operator requires beyond these (CAP_NET_ADMIN for XDP, ...).
+            if let Err(e) =
+                caps.require_named(&core.config().security.access_control.required_capabilities)
+            {
+                problems.push(e);
+            }
             ctx.progress(1.0, Some(2.0), "probing kernel eBPF features");
             if params.refresh || !probe::is_cached() {
                 ctx.log(

@@ -141,6 +141,54 @@ def test_ready_says_what_is_missing_for_an_unprivileged_server(binary):
         server.stop()
 
 
+async def test_required_capabilities_decide_readiness_and_are_kept(binary):
+    """security.access_control.required_capabilities: what /ready and info demand. A root
+    server whose bounding set lacks CAP_NET_ADMIN is not ready when the configuration requires
+    it, says so, and names the fix; one it does not require is ready; a required capability
+    the sandbox would cut stays."""
+    require_root()
+    if shutil.which("setpriv") is None:
+        pytest.fail("setpriv (util-linux) is needed")
+    metrics = 'observability:\n  metrics:\n    enabled: true\n    prometheus_endpoint: "127.0.0.1:0/metrics"\n'
+
+    def start(required: str, prefix: tuple[str, ...] = ()):
+        return start_http_server(
+            binary,
+            config=metrics + f"security:\n  access_control:\n    required_capabilities: {required}\n",
+            prefix=prefix,
+        )
+
+    no_net_admin = ("setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin")
+    server = start('["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]', no_net_admin)
+    try:
+        r = httpx.get(f"{observability_url(server)}/ready", timeout=10)
+        assert r.status_code == 503, r.text
+        problem = r.json()["checks"]["capabilities"]["problem"]
+        assert "lacks CAP_NET_ADMIN" in problem and "setcap cap_net_admin+ep" in problem, problem
+        assert "CAP_NET_ADMIN" in server.stderr(), "the start-up warning names it"
+        async with Client(server.url, mode="legacy") as c:
+            info = (await c.call_tool("info", {})).structured_content
+        missing = [p for p in info["problems"] if p["code"] == "MISSING_CAPABILITY"]
+        assert missing and missing[0]["context"]["missing"] == ["CAP_NET_ADMIN"], info["problems"]
+    finally:
+        assert server.stop() == 0, server.stderr()
+    server = start('["CAP_BPF", "CAP_PERFMON"]', no_net_admin)
+    try:
+        assert httpx.get(f"{observability_url(server)}/ready", timeout=10).status_code == 200
+    finally:
+        assert server.stop() == 0, server.stderr()
+    # CAP_WAKE_ALARM is not among what the sandbox keeps; required, it stays.
+    server = start('["CAP_BPF", "CAP_WAKE_ALARM"]')
+    try:
+        assert httpx.get(f"{observability_url(server)}/ready", timeout=10).status_code == 200
+        status = pathlib.Path(f"/proc/{server.process.pid}/status").read_text()
+        eff = int(re.search(r"CapEff:\s+([0-9a-f]+)", status).group(1), 16)
+        assert eff & (1 << 35), "CAP_WAKE_ALARM (35) kept"
+        assert not eff & (1 << 16), "CAP_SYS_MODULE (16) still cut"
+    finally:
+        assert server.stop() == 0, server.stderr()
+
+
 def test_documented_alerts_pass_promtool_and_name_documented_metrics():
     """The alert rules docs/operations.md suggests load in Prometheus, and every metric they
     use is in the metrics table of docs/security.md."""

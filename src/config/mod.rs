@@ -237,7 +237,6 @@ pub const RESERVED_KEYS: &[&str] = &[
     "ebpf.program_timeout",
     "ebpf.map_cleanup_interval",
     "observability.metrics.collection_interval",
-    "observability.health.check_interval",
 ];
 
 /// yaml errors end with "at line L column C"; the location is reported separately.

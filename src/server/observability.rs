@@ -75,6 +75,7 @@ pub fn start(core: &Arc<Core>, bound: Bound, stop: CancellationToken) -> Result<
         "observability at http://{local}: metrics {metrics_path}, health {}, ready /ready",
         observability.health.endpoint
     );
+    tokio::spawn(watch_readiness(Arc::clone(core), stop.clone()));
     tokio::spawn(async move {
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -114,11 +115,45 @@ async fn health(State(core): State<Arc<Core>>) -> Response {
     )
 }
 
-/// Whether the server can do its job now; each failed check says how to fix it.
-async fn ready(State(core): State<Arc<Core>>) -> Response {
+/// Checks readiness every observability.health.check_interval: the `ebpf_mcp_ready` gauge,
+/// and a log line when the server stops or starts being ready (a capability dropped, tracefs
+/// unmounted, the audit log's disk gone).
+async fn watch_readiness(core: Arc<Core>, stop: CancellationToken) {
+    let every = core.config().observability.health.check_interval.0;
+    let mut was_ready = None;
+    loop {
+        let checks = checked(Arc::clone(&core)).await;
+        let failed: Vec<String> = checks
+            .iter()
+            .filter_map(|(name, r)| r.as_ref().err().map(|why| format!("{name}: {why}")))
+            .collect();
+        let ready = failed.is_empty();
+        match (was_ready, ready) {
+            (None | Some(true), false) => tracing::warn!(problems = ?failed, "not ready"),
+            (Some(false), true) => tracing::info!("ready again"),
+            _ => {}
+        }
+        was_ready = Some(ready);
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// The readiness checks, run off the async threads; the gauge follows the outcome.
+async fn checked(core: Arc<Core>) -> Vec<(&'static str, Result<(), String>)> {
+    let metrics = Arc::clone(&core.metrics);
     let checks = tokio::task::spawn_blocking(move || readiness(&core))
         .await
         .unwrap_or_else(|e| vec![("checks", Err(format!("the checks failed: {e}")))]);
+    metrics.set_ready(checks.iter().all(|(_, r)| r.is_ok()));
+    checks
+}
+
+/// Whether the server can do its job now; each failed check says how to fix it.
+async fn ready(State(core): State<Arc<Core>>) -> Response {
+    let checks = checked(core).await;
     let ready = checks.iter().all(|(_, r)| r.is_ok());
     let detail: serde_json::Map<String, Value> = checks
         .into_iter()

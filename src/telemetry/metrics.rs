@@ -73,6 +73,8 @@ pub struct Metrics {
     pub config_reloads: Family<OutcomeLabel, Counter>,
     /// Deployments the server released by itself: expired, cpu_limit.
     deployments_released: Family<ReasonLabel, Counter>,
+    /// 1 when the last readiness check passed.
+    ready: Gauge,
 }
 
 impl Default for Metrics {
@@ -156,6 +158,13 @@ impl Metrics {
              resources.max_cpu_time_ms)",
             deployments_released.clone(),
         );
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when the last readiness check (/ready, and every \
+             observability.health.check_interval) passed, else 0",
+            ready.clone(),
+        );
         // A gauge at 1 rather than an OpenMetrics `info`: the classic text format (what
         // promtool and most scrapers read) has no info type.
         let build = Family::<BuildLabels, Gauge>::default();
@@ -178,7 +187,12 @@ impl Metrics {
             audit_failures,
             config_reloads,
             deployments_released,
+            ready,
         }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
     }
 
     pub fn deployment_released(&self, reason: &str) {

@@ -32,6 +32,13 @@ def observability_url(server) -> str:
         time.sleep(0.05)
 
 
+def wait_for(check, what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
 def value(text: str, name: str, **labels: str) -> float:
     """The sample `name{labels}` of an exposition (labels in any order); 0 when absent."""
     for line in text.splitlines():
@@ -166,6 +173,10 @@ async def test_required_capabilities_decide_readiness_and_are_kept(binary):
         problem = r.json()["checks"]["capabilities"]["problem"]
         assert "lacks CAP_NET_ADMIN" in problem and "setcap cap_net_admin+ep" in problem, problem
         assert "CAP_NET_ADMIN" in server.stderr(), "the start-up warning names it"
+        # The periodic check logs it and sets the gauge.
+        wait_for(lambda: "not ready" in server.stderr(), "the readiness check's log line")
+        scrape = httpx.get(f"{observability_url(server)}/metrics", timeout=10).text
+        assert "ebpf_mcp_ready 0" in scrape.splitlines(), scrape
         async with Client(server.url, mode="legacy") as c:
             info = (await c.call_tool("info", {})).structured_content
         missing = [p for p in info["problems"] if p["code"] == "MISSING_CAPABILITY"]
@@ -174,7 +185,10 @@ async def test_required_capabilities_decide_readiness_and_are_kept(binary):
         assert server.stop() == 0, server.stderr()
     server = start('["CAP_BPF", "CAP_PERFMON"]', no_net_admin)
     try:
-        assert httpx.get(f"{observability_url(server)}/ready", timeout=10).status_code == 200
+        base = observability_url(server)
+        wait_for(lambda: "ebpf_mcp_ready 1" in httpx.get(f"{base}/metrics", timeout=10).text, "ebpf_mcp_ready 1")
+        assert httpx.get(f"{base}/ready", timeout=10).status_code == 200
+        assert "not ready" not in server.stderr()
     finally:
         assert server.stop() == 0, server.stderr()
     # CAP_WAKE_ALARM is not among what the sandbox keeps; required, it stays.

@@ -23,18 +23,11 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from conftest import INITIALIZE as INIT
 from conftest import require_root, server_env, start_http_server
 from test_access import new_token
-from test_metrics import observability_url, value
+from test_metrics import observability_url, value, wait_for
 
 pytestmark = pytest.mark.anyio
 
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-
-
-def wait_for(check, what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def config_text(d: pathlib.Path, trace: bool, extra: str = "") -> str:

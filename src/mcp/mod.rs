@@ -203,19 +203,47 @@ impl McpServer {
                 }
             }
         });
-        let ctx = CallContext::new(
-            context.ct.child_token(),
-            self.owner(identity, context),
-            move |event| {
-                let _ = tx.send(event);
-            },
-        )
+        // Cancelled by the client (notifications/cancelled, or rmcp ending the request), or
+        // when the HTTP client goes away before its response is sent: a trace must not stay
+        // attached for the rest of its duration for nobody.
+        let cancel = context.ct.child_token();
+        let _call_over = client_gone(context).map(|gone| {
+            let cancel = cancel.clone();
+            let over = CancellationToken::new();
+            let call_over = over.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = gone.0.cancelled() => {
+                        tracing::info!("the HTTP client went away mid-call: cancelling the call");
+                        cancel.cancel();
+                    }
+                    () = over.cancelled() => {}
+                }
+            });
+            call_over.drop_guard()
+        });
+        let ctx = CallContext::new(cancel, self.owner(identity, context), move |event| {
+            let _ = tx.send(event);
+        })
         .with_caller(self.caller(identity, context));
         let result = tools::execute(&self.core, spec, args, ctx).await;
         let _ = done_tx.send(());
         let _ = forwarder.await;
         result
     }
+}
+
+/// Cancelled when an HTTP client goes away (its connection closes) before the response to
+/// its request has been sent. The HTTP layer attaches one to each POST.
+#[derive(Debug, Clone, Default)]
+pub struct ClientGone(pub CancellationToken);
+
+fn client_gone(context: &RequestContext<RoleServer>) -> Option<ClientGone> {
+    context
+        .extensions
+        .get::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<ClientGone>())
+        .cloned()
 }
 
 /// Every tool of the registry as MCP lists it, built once.

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
 use crate::core::Core;
+use crate::mcp::ClientGone;
 use crate::security::access::{AuthFailure, Identity};
 use crate::security::audit::Caller;
 use crate::tools;
@@ -56,10 +57,21 @@ impl Drop for InFlight {
 }
 
 /// A response body that keeps its request counted until the last byte is sent (tool calls
-/// stream their progress, so the work lasts as long as the body).
+/// stream their progress, so the work lasts as long as the body), and that tells the call
+/// the client went away when it is dropped before its end.
 struct Counted {
     inner: Body,
     _in_flight: InFlight,
+    gone: ClientGone,
+    ended: bool,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.gone.0.cancel();
+        }
+    }
 }
 
 impl http_body::Body for Counted {
@@ -70,7 +82,11 @@ impl http_body::Body for Counted {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.ended = true;
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -384,6 +400,14 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
 
     let opened_by = identity.id.clone();
     parts.extensions.insert(identity);
+    // Gone when the connection closes, or when the response is dropped before its end.
+    let gone = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<super::conn::Conn>>()
+        .map_or_else(ClientGone::default, |c| ClientGone(c.0.gone.child_token()));
+    if counted.is_some() {
+        parts.extensions.insert(gone.clone());
+    }
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
@@ -395,6 +419,8 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
                 Body::new(Counted {
                     inner: body,
                     _in_flight: in_flight,
+                    gone,
+                    ended: false,
                 }),
             )
         }

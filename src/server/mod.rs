@@ -15,6 +15,7 @@ use crate::core::Core;
 use crate::mcp::McpServer;
 use crate::security::access;
 
+mod conn;
 mod http;
 mod observability;
 mod reload;
@@ -409,15 +410,21 @@ async fn serve_http(
     match acceptor {
         Some(acceptor) => {
             let listener = tls::TlsListener::new(listener, acceptor, stop.child_token());
-            axum::serve(listener, router)
-                .with_graceful_shutdown(graceful)
-                .await
-                .map_err(ServeError::Http)?;
-        }
-        None => axum::serve(listener, router)
+            axum::serve(
+                conn::Watched(listener),
+                router.into_make_service_with_connect_info::<conn::Conn>(),
+            )
             .with_graceful_shutdown(graceful)
             .await
-            .map_err(ServeError::Http)?,
+            .map_err(ServeError::Http)?;
+        }
+        None => axum::serve(
+            conn::Watched(listener),
+            router.into_make_service_with_connect_info::<conn::Conn>(),
+        )
+        .with_graceful_shutdown(graceful)
+        .await
+        .map_err(ServeError::Http)?,
     }
     core.shutdown();
     Ok(())

@@ -14,10 +14,11 @@ import tempfile
 import time
 
 import anyio
+import httpx2 as httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
-from conftest import _bpf_ids, require_root, server_env, start_http_server, trace_while, unique_marker
+from conftest import INITIALIZE, _bpf_ids, require_root, server_env, start_http_server, trace_while, unique_marker
 
 pytestmark = pytest.mark.anyio
 
@@ -251,6 +252,58 @@ async def test_stdio_disconnect_mid_trace_detaches(binary):
             break
         time.sleep(0.2)
     assert not leftover
+
+
+def _wait_attached(before: dict[str, set[int]], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not (_bpf_ids()["prog"] - before["prog"]):
+        assert time.monotonic() < deadline, "the trace never attached"
+        time.sleep(0.1)
+
+
+def _wait_detached(before: dict[str, set[int]], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        leftover = {k: v - before[k] for k, v in _bpf_ids().items() if v - before[k]}
+        if not leftover:
+            return
+        assert time.monotonic() < deadline, f"still attached after the client left: {leftover}"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("era", ["2025-11-25", "2026-07-28"])
+def test_http_client_gone_mid_trace_detaches(binary, era):
+    """A client that closes its connection during a 30 s trace: the trace stops and detaches
+    within seconds, in both eras (2026-07-28 writes nothing on the connection before the
+    result, so only the connection's own close can tell)."""
+    require_root()
+    server = start_http_server(binary)
+    try:
+        headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        args = {"name": "trace", "arguments": {"gadget": "open", "duration_ms": 30000}}
+        before = _bpf_ids()
+        if era == "2025-11-25":
+            r = httpx.post(server.url, headers=headers, json=INITIALIZE, timeout=10)
+            headers |= {"Mcp-Session-Id": r.headers["mcp-session-id"], "MCP-Protocol-Version": era}
+            httpx.post(server.url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, timeout=10)
+            with httpx.Client(timeout=30) as c:
+                with c.stream("POST", server.url, headers=headers,
+                              json={"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": args}) as resp:
+                    assert resp.status_code == 200
+                    _wait_attached(before)
+        else:
+            meta = {"io.modelcontextprotocol/protocolVersion": era, "io.modelcontextprotocol/clientCapabilities": {}}
+            headers |= {"MCP-Protocol-Version": era, "Mcp-Method": "tools/call", "Mcp-Name": "trace"}
+            body = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {**args, "_meta": meta}}
+            with httpx.Client(timeout=30) as c:
+                # Nothing comes back before the result: the client gives up waiting.
+                with pytest.raises(httpx.ReadTimeout):
+                    c.post(server.url, headers=headers, json=body, timeout=httpx.Timeout(30, read=3))
+        # The connection is closed now; the 30 s trace must not outlive it by much.
+        _wait_detached(before, timeout=10)
+        assert "went away mid-call" in server.stderr()
+    finally:
+        assert server.stop() == 0, server.stderr()
 
 
 async def test_list_tracepoints(url):

@@ -68,7 +68,7 @@ struct Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        if !self.ended {
+        if !self.ended && !http_body::Body::is_end_stream(&self.inner) {
             self.gone.0.cancel();
         }
     }

@@ -225,6 +225,9 @@ def main() -> None:
     print(row("bpftrace count() in the kernel", bt_count))
     print(f"\nebpf-mcp: opens of /dev/null counted {dev_null}, events_total {[r['events_total'] for r in results]}, "
           f"events_dropped {[r['events_dropped'] for r in results]}, exact: {exact}")
+    # Two programs run per open (the openat entry and exit tracepoints).
+    stats_ns = (statistics.median(with_stats) - statistics.median(ours)) / (2 * n) * 1e9
+    print(f"BPF run-time statistics: {stats_ns:.0f} ns more per program run")
     per_event = statistics.median(cpu) / n * 1e9
     print(f"server CPU while tracing: median {statistics.median(cpu):.3f} s = {per_event:.0f} ns per event; "
           f"peak RSS (VmHWM) {hwm / 1024:.1f} MiB")

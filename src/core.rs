@@ -7,7 +7,6 @@ use std::time::SystemTime;
 
 use crate::config::{Config, ConfigSource};
 use crate::resources::Tracker;
-use crate::security::Tier;
 use crate::security::access::Tokens;
 use crate::tools::{self, ToolSpec};
 
@@ -99,15 +98,6 @@ impl Core {
     /// Wakes on each [`Core::tool_list_changed`] after this call.
     pub fn watch_tool_list(&self) -> tokio::sync::watch::Receiver<u64> {
         self.tool_list.subscribe()
-    }
-
-    /// Tiers this configuration enables, in order.
-    pub fn enabled_tiers(&self) -> Vec<Tier> {
-        let config = self.config();
-        Tier::ALL
-            .into_iter()
-            .filter(|t| t.enabled(&config))
-            .collect()
     }
 
     /// Tools of the enabled tiers, in registry order.

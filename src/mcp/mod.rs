@@ -233,6 +233,18 @@ impl McpServer {
     }
 }
 
+/// Waits for the next change of the tools clients may see; `false` when `stop` comes first
+/// (or no change can come any more).
+async fn tool_list_changed(
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    stop: impl Future<Output = ()>,
+) -> bool {
+    tokio::select! {
+        () = stop => false,
+        changed = changes.changed() => changed.is_ok(),
+    }
+}
+
 /// Cancelled when an HTTP client goes away (its connection closes) before the response to
 /// its request has been sent. The HTTP layer attaches one to each POST.
 #[derive(Debug, Clone, Default)]
@@ -342,14 +354,9 @@ impl ServerHandler for McpServer {
         let ended = self.ended.clone();
         let peer = context.peer;
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = ended.cancelled() => break,
-                    changed = changes.changed() => {
-                        if changed.is_err() || peer.notify_tool_list_changed().await.is_err() {
-                            break;
-                        }
-                    }
+            while tool_list_changed(&mut changes, ended.cancelled()).await {
+                if peer.notify_tool_list_changed().await.is_err() {
+                    break;
                 }
             }
         });
@@ -367,20 +374,13 @@ impl ServerHandler for McpServer {
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), McpError> {
         let mut changes = self.core.watch_tool_list();
-        loop {
-            tokio::select! {
-                () = context.cancelled() => return Ok(()),
-                changed = changes.changed() => {
-                    if changed.is_err() {
-                        return Ok(());
-                    }
-                    if let Err(e) = context.sink().notify_tool_list_changed().await {
-                        tracing::debug!(error = %e, "tools/list_changed not delivered; the listen stream ends");
-                        return Ok(());
-                    }
-                }
+        while tool_list_changed(&mut changes, context.cancelled()).await {
+            if let Err(e) = context.sink().notify_tool_list_changed().await {
+                tracing::debug!(error = %e, "tools/list_changed not delivered; the listen stream ends");
+                break;
             }
         }
+        Ok(())
     }
 
     async fn list_tools(

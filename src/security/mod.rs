@@ -55,6 +55,14 @@ impl Tier {
         }
     }
 
+    /// The tiers `config` enables, in order.
+    pub fn enabled_in(config: &Config) -> Vec<Self> {
+        Self::ALL
+            .into_iter()
+            .filter(|t| t.enabled(config))
+            .collect()
+    }
+
     /// The configuration key that enables this tier (`None` for read: always on).
     pub fn config_key(self) -> Option<&'static str> {
         match self {

@@ -203,7 +203,10 @@ fn refused(status: StatusCode, id: &Value, code: i64, message: String, data: Val
     )
 }
 
-fn busy(what: String, key: &str) -> Response {
+/// 503 for a request over `key`'s limit, counted by `reason` and logged.
+fn busy(core: &Core, reason: &str, key: &str, what: String) -> Response {
+    core.metrics.refused(reason);
+    tracing::warn!("HTTP request refused: {key}");
     let mut response = json_response(
         StatusCode::SERVICE_UNAVAILABLE,
         &json!({"error": "busy", "limit": key, "message": what}),
@@ -340,13 +343,13 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         let in_flight = core.metrics.http_in_flight.clone();
         if in_flight.inc() >= max {
             in_flight.dec();
-            core.metrics.refused("concurrency");
-            tracing::warn!("HTTP request refused: max_concurrent_requests");
             return busy(
+                core,
+                "concurrency",
+                "server.max_concurrent_requests",
                 format!(
                     "{max} requests are being served (server.max_concurrent_requests); retry shortly"
                 ),
-                "server.max_concurrent_requests",
             );
         }
         Some(InFlight(in_flight))
@@ -356,13 +359,13 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     if method == Some("initialize") && session.is_none() {
         let max = config.server.max_sessions.get() as usize;
         if gate.open_sessions().await >= max {
-            core.metrics.refused("sessions");
-            tracing::warn!("HTTP request refused: max_sessions");
             return busy(
+                core,
+                "sessions",
+                "server.max_sessions",
                 format!(
                     "{max} sessions are open (server.max_sessions); close one (HTTP DELETE) or retry later"
                 ),
-                "server.max_sessions",
             );
         }
     }

@@ -83,11 +83,7 @@ pub fn reload(core: &Core, why: &str) {
 
 /// What decides which tools a client sees: the enabled tiers, and who gets which.
 fn tool_view(config: &Config) -> (Vec<Tier>, &AccessControlConfig) {
-    let tiers = Tier::ALL
-        .into_iter()
-        .filter(|t| t.enabled(config))
-        .collect();
-    (tiers, &config.security.access_control)
+    (Tier::enabled_in(config), &config.security.access_control)
 }
 
 /// Re-reads the tokens file of an HTTP server; a file that does not load leaves the tokens

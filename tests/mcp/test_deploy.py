@@ -26,7 +26,7 @@ from mcp import Client
 
 from conftest import veth_namespace
 from conftest import ROOT, WORKLOAD, _bpf_ids, require_root, start_http_server
-from test_metrics import observability_url, value
+from test_metrics import METRICS_CONFIG, observability_url, value
 
 pytestmark = pytest.mark.anyio
 
@@ -43,8 +43,7 @@ def b64(name: str) -> str:
 
 def config(workdir: pathlib.Path, bpffs: pathlib.Path, **extra: str) -> str:
     audit = extra.get("audit", str(workdir / "audit.log"))
-    metrics = 'observability:\n  metrics:\n    enabled: true\n    prometheus_endpoint: "127.0.0.1:0/metrics"\n'
-    return (metrics if extra.get("metrics") else "") + f"""
+    return (METRICS_CONFIG if extra.get("metrics") else "") + f"""
 security:
   audit_log: "{audit}"
 resources:

@@ -22,6 +22,10 @@ pytestmark = pytest.mark.anyio
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 
 
+# The observability listener on a free loopback port; other sections go after it.
+METRICS_CONFIG = 'observability:\n  metrics:\n    enabled: true\n    prometheus_endpoint: "127.0.0.1:0/metrics"\n'
+
+
 def observability_url(server) -> str:
     deadline = time.monotonic() + 10
     while True:
@@ -58,9 +62,7 @@ async def test_metrics_count_what_the_test_did_and_pass_promtool(binary):
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool (Debian package prometheus) is needed; scripts/bootstrap installs it")
-    server = start_http_server(
-        binary, config='observability:\n  metrics:\n    enabled: true\n    prometheus_endpoint: "127.0.0.1:0/metrics"\n'
-    )
+    server = start_http_server(binary, config=METRICS_CONFIG)
     try:
         base = observability_url(server)
         before = httpx.get(f"{base}/metrics", timeout=10).text
@@ -101,14 +103,10 @@ def test_refusals_are_counted_by_reason(binary):
     d = pathlib.Path(tempfile.mkdtemp(prefix="ebpf-mcp-metrics-"))
     (d / "tokens.yaml").write_text("tokens: []\n")
     (d / "tokens.yaml").chmod(0o600)
-    server = start_http_server(binary, config=f"""
+    server = start_http_server(binary, config=METRICS_CONFIG + f"""
 security:
   access_control:
     tokens_file: "{d}/tokens.yaml"
-observability:
-  metrics:
-    enabled: true
-    prometheus_endpoint: "127.0.0.1:0/metrics"
 """)
     try:
         base = observability_url(server)
@@ -133,8 +131,7 @@ def test_ready_says_what_is_missing_for_an_unprivileged_server(binary):
     d.chmod(0o777)  # the unprivileged server's audit log goes here
     server = start_http_server(
         binary,
-        config=f'security:\n  audit_log: "{d}/audit.log"\nobservability:\n  metrics:\n    enabled: true\n'
-        '    prometheus_endpoint: "127.0.0.1:0/metrics"\n',
+        config=METRICS_CONFIG + f'security:\n  audit_log: "{d}/audit.log"\n',
         prefix=("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"),
     )
     try:
@@ -156,12 +153,10 @@ async def test_required_capabilities_decide_readiness_and_are_kept(binary):
     require_root()
     if shutil.which("setpriv") is None:
         pytest.fail("setpriv (util-linux) is needed")
-    metrics = 'observability:\n  metrics:\n    enabled: true\n    prometheus_endpoint: "127.0.0.1:0/metrics"\n'
-
     def start(required: str, prefix: tuple[str, ...] = ()):
         return start_http_server(
             binary,
-            config=metrics + f"security:\n  access_control:\n    required_capabilities: {required}\n",
+            config=METRICS_CONFIG + f"security:\n  access_control:\n    required_capabilities: {required}\n",
             prefix=prefix,
         )
 

@@ -23,7 +23,7 @@ from mcp.shared._httpx_utils import create_mcp_http_client
 from conftest import INITIALIZE as INIT
 from conftest import require_root, server_env, start_http_server
 from test_access import new_token
-from test_metrics import observability_url, value, wait_for
+from test_metrics import METRICS_CONFIG, observability_url, value, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -31,15 +31,11 @@ HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "app
 
 
 def config_text(d: pathlib.Path, trace: bool, extra: str = "") -> str:
-    return f"""
+    return METRICS_CONFIG + f"""
 security:
   audit_log: "{d}/audit.log"
   access_control:
     tokens_file: "{d}/tokens.yaml"
-observability:
-  metrics:
-    enabled: true
-    prometheus_endpoint: "127.0.0.1:0/metrics"
 tools:
   trace:
     enabled: {"true" if trace else "false"}

@@ -96,8 +96,11 @@ static __always_inline int comm_equal(const char *a, const char *b)
 	return 1;
 }
 
-/* True when the current task passes the filters; fills the header's identity fields. */
-static __always_inline int want(struct gadget_cfg *cfg, struct event_header *h)
+/* True when the current task passes the filters; fills the header's identity fields.
+ * `incidental`: the hook runs in whatever task the CPU was running (packets, timers), so
+ * that task being the server says nothing about the event: it is not dropped for it. */
+static __always_inline int filter_task(struct gadget_cfg *cfg, struct event_header *h,
+				       int incidental)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u64 uid_gid = bpf_get_current_uid_gid();
@@ -107,7 +110,7 @@ static __always_inline int want(struct gadget_cfg *cfg, struct event_header *h)
 	h->uid = (u32)uid_gid;
 	if (!cfg)
 		return 0;
-	if (cfg->self_tgid == h->pid)
+	if (!incidental && cfg->self_tgid == h->pid)
 		return 0;
 	if (cfg->tgid && cfg->tgid != h->pid)
 		return 0;
@@ -120,6 +123,18 @@ static __always_inline int want(struct gadget_cfg *cfg, struct event_header *h)
 	if (cfg->comm_set && !comm_equal(h->comm, cfg->comm))
 		return 0;
 	return 1;
+}
+
+/* Filters for an event the current task causes (a syscall, an exec, a signal it sends). */
+static __always_inline int want(struct gadget_cfg *cfg, struct event_header *h)
+{
+	return filter_task(cfg, h, 0);
+}
+
+/* Filters for an event the current task may merely be running into (see filter_task). */
+static __always_inline int want_incidental(struct gadget_cfg *cfg, struct event_header *h)
+{
+	return filter_task(cfg, h, 1);
 }
 
 /* Fills the rest of the header: time and parent. */

@@ -37,7 +37,8 @@ int oom_victim(struct trace_event_raw_mark_victim *ctx)
 	struct event_header h = {};
 	struct oom_event *e;
 
-	if (!want(config(), &h))
+	/* The allocating task, maybe the server; the victim is another matter. */
+	if (!want_incidental(config(), &h))
 		return 0;
 	e = reserve(sizeof(*e));
 	if (!e)

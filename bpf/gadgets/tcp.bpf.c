@@ -217,7 +217,8 @@ int tcp_state_change(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (BPF_CORE_READ(ctx, protocol) != IPPROTO_TCP)
 		return 0;
 	since = bpf_map_lookup_elem(&state_since, &sk);
-	if (want(config(), &h)) {
+	/* Packet- and timer-driven changes run in whichever task was on the CPU. */
+	if (want_incidental(config(), &h)) {
 		e = new_event();
 		if (e) {
 			e->h = h;
@@ -310,7 +311,8 @@ int tcp_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
 	struct tcp_event *e;
 	u16 family;
 
-	if (!want(config(), &h))
+	/* Retransmits run from timers, in whichever task was on the CPU. */
+	if (!want_incidental(config(), &h))
 		return 0;
 	e = new_event();
 	if (!e)

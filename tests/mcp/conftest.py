@@ -126,6 +126,12 @@ class HttpServer:
         return self.process.wait(timeout=timeout)
 
 
+# For a module's shared server whose tests open a session per call (about six HTTP requests
+# each): the tools are under test there, not admission, which test_access.py tests with its
+# own limits. With the default 50 requests/s a fast run can drain the burst and get 429s.
+UNLIMITED = "server:\n  rate_limit:\n    requests_per_second: 0\n"
+
+
 def start_http_server(
     binary: pathlib.Path,
     *args: str,

@@ -22,7 +22,7 @@ import pytest
 from mcp import Client
 
 from conftest import veth_namespace
-from conftest import ROOT, WORKLOAD, require_root, start_http_server, trace_while
+from conftest import ROOT, UNLIMITED, WORKLOAD, require_root, start_http_server, trace_while
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +32,7 @@ def url(binary):
     require_root()
     if not WORKLOAD.exists():
         pytest.fail(f"{WORKLOAD} missing: run `cargo build --examples` (scripts/test does)")
-    server = start_http_server(binary)
+    server = start_http_server(binary, config=UNLIMITED)
     yield server.url
     assert server.stop() == 0, server.stderr()
 

@@ -15,7 +15,7 @@ import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from conftest import ROOT, require_root, start_http_server
+from conftest import ROOT, UNLIMITED, require_root, start_http_server
 
 pytestmark = pytest.mark.anyio
 
@@ -57,7 +57,7 @@ def fixture():
 @pytest.fixture(scope="module")
 def url(binary):
     require_root()
-    server = start_http_server(binary)
+    server = start_http_server(binary, config=UNLIMITED)
     yield server.url
     assert server.stop() == 0, server.stderr()
 

@@ -10,6 +10,7 @@ pub mod core;
 pub mod ebpf;
 pub mod error;
 pub mod gadgets;
+pub mod glob;
 pub mod mcp;
 pub mod resources;
 pub mod security;

@@ -158,6 +158,17 @@ impl Config {
                 ),
             ));
         }
+        for glob in &self.tools.deploy.allowed_attach_points {
+            if let Err(e) = crate::glob::Glob::new(glob) {
+                return Err((
+                    "tools.deploy.allowed_attach_points".into(),
+                    format!(
+                        "`{glob}` is not a glob ({e}); `*` matches any run of characters, `?` \
+                         one, `[a-z]` one of a set, e.g. \"xdp:veth*\""
+                    ),
+                ));
+            }
+        }
         if let Err(why) = self.observability.metrics.endpoint() {
             return Err(("observability.metrics.prometheus_endpoint".into(), why));
         }
@@ -396,6 +407,20 @@ mod tests {
         assert!(
             err.contains("security.access_control.required_capabilities")
                 && err.contains("`CAP_FLY` is not a capability"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn attach_point_globs_must_compile() {
+        let err = Config::from_yaml(
+            "tools:\n  deploy:\n    allowed_attach_points: [\"xdp:[\"]\n",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("tools.deploy.allowed_attach_points") && err.contains("never closed"),
             "{err}"
         );
     }

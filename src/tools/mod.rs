@@ -95,6 +95,18 @@ impl CallContext {
         });
     }
 
+    /// `Err(CANCELLED)` once the call is cancelled or out of time: long loops call this
+    /// so that a call nobody waits for stops using CPU.
+    pub fn check_cancelled(&self, tool: &str) -> Result<(), EbpfError> {
+        if self.cancel.is_cancelled() {
+            return Err(EbpfError::validation(
+                codes::CANCELLED,
+                format!("`{tool}` was cancelled or ran out of time"),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn progress(&self, progress: f64, total: Option<f64>, message: impl Into<String>) {
         (self.events)(ToolEvent::Progress {
             progress,

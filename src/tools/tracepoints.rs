@@ -8,6 +8,7 @@ use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::core::Core;
 use crate::ebpf::tracefs::{self, Format};
 use crate::error::{EbpfError, codes};
+use crate::glob::Glob;
 use crate::security::Tier;
 
 const DEFAULT_LIMIT: u32 = 200;
@@ -73,31 +74,19 @@ pub fn spec() -> ToolSpec {
     )
 }
 
-/// Shell-style glob over bytes: `*` any run, `?` one character.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match (pattern.first(), text.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            glob(&pattern[1..], text) || (!text.is_empty() && glob(pattern, &text[1..]))
-        }
-        (Some(b'?'), Some(_)) => glob(&pattern[1..], &text[1..]),
-        (Some(p), Some(t)) if p == t => glob(&pattern[1..], &text[1..]),
-        _ => false,
-    }
-}
-
-fn matches(pattern: &str, full: &str) -> bool {
-    if pattern.contains(':') {
-        return glob(pattern.as_bytes(), full.as_bytes());
+/// Whether `category:name` matches `pattern` (a pattern without `:` matches either part).
+fn matches(pattern: &Glob, colon: bool, full: &str) -> bool {
+    if colon {
+        return pattern.matches(full);
     }
     let (category, name) = full.split_once(':').unwrap_or(("", full));
-    glob(pattern.as_bytes(), category.as_bytes()) || glob(pattern.as_bytes(), name.as_bytes())
+    pattern.matches(category) || pattern.matches(name)
 }
 
 fn run(
     _core: &Core,
     p: ListTracepointsParams,
-    _ctx: &CallContext,
+    ctx: &CallContext,
 ) -> Result<ListTracepointsOutput, EbpfError> {
     let all = tracefs::list()
         .map_err(|e| EbpfError::resource(codes::FILESYSTEM_NOT_MOUNTED, e.to_string()))?;
@@ -131,7 +120,21 @@ fn run(
     if pattern.len() > 256 {
         return Err(invalid("`pattern` is at most 256 bytes".into()));
     }
-    let matching: Vec<String> = all.into_iter().filter(|t| matches(pattern, t)).collect();
+    let glob = Glob::new(pattern).map_err(|e| {
+        invalid(format!(
+            "`pattern` is not a glob ({e}); use `*`, `?` and `[a-z]`, e.g. `syscalls:sys_enter_open*`"
+        ))
+    })?;
+    let colon = pattern.contains(':');
+    let mut matching = Vec::new();
+    for (i, t) in all.into_iter().enumerate() {
+        if i % 256 == 0 {
+            ctx.check_cancelled("list_tracepoints")?;
+        }
+        if matches(&glob, colon, &t) {
+            matching.push(t);
+        }
+    }
     if p.detail {
         let [one] = matching.as_slice() else {
             return Err(invalid(format!(
@@ -200,14 +203,13 @@ mod tests {
 
     #[test]
     fn globs() {
-        assert!(matches("sched:*", "sched:sched_switch"));
-        assert!(matches("*openat*", "syscalls:sys_enter_openat"));
-        assert!(matches(
-            "syscalls:sys_?nter_openat",
-            "syscalls:sys_enter_openat"
-        ));
-        assert!(!matches("sched:*", "syscalls:sys_enter_openat"));
-        assert!(matches("sched", "sched:sched_switch"));
-        assert!(!matches("sched", "syscalls:sys_enter_sched_yield"));
+        let m = |p: &str, t: &str| matches(&Glob::new(p).unwrap(), p.contains(':'), t);
+        assert!(m("sched:*", "sched:sched_switch"));
+        assert!(m("*openat*", "syscalls:sys_enter_openat"));
+        assert!(m("syscalls:sys_?nter_openat", "syscalls:sys_enter_openat"));
+        assert!(!m("sched:*", "syscalls:sys_enter_openat"));
+        assert!(m("sched", "sched:sched_switch"));
+        assert!(!m("sched", "syscalls:sys_enter_sched_yield"));
+        assert!(m("sys_enter_open[a-z]*", "syscalls:sys_enter_openat"));
     }
 }

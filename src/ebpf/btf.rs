@@ -70,3 +70,62 @@ pub fn load_deploy_object(bytes: &[u8], pin_dir: &std::path::Path) -> Result<Ebp
         Err(_) => Err("the object is malformed (the loader gave up on it)".into()),
     }
 }
+
+/// The name and kind (`func`, `var`, ...) of type `id` in the kernel's vmlinux BTF, for
+/// naming what an object refers to by a raw BTF id. Parsed on each call with the small BTF
+/// reader: only refusals need it, and keeping a second copy of vmlinux BTF would cost tens
+/// of MB for the life of the process.
+pub fn vmlinux_type_name(id: u32) -> Option<(String, &'static str)> {
+    use super::btf_reader::{Btf as Reader, Kind};
+    let data = std::fs::read("/sys/kernel/btf/vmlinux").ok()?;
+    let btf = Reader::parse(data).ok()?;
+    let ty = btf.get(id).ok()?;
+    let kind = match ty.kind {
+        Kind::Func => "function",
+        Kind::Var => "variable",
+        Kind::Datasec => "section",
+        _ => "type",
+    };
+    let name = btf.name(id);
+    (!name.is_empty()).then(|| (name.to_owned(), kind))
+}
+
+/// `obj` linked exactly as [`load_deploy_object`]'s loader links it before loading: BTF
+/// fixed up for this kernel's features, CO-RE relocated against the shared vmlinux BTF (when
+/// there is one), map references set (to placeholder descriptors: the validator needs the
+/// instructions, not the maps), then calls and function references linked. The validator
+/// checks what this returns, so it sees every instruction the kernel will be given.
+pub fn link_as_loader(obj: &aya_obj::Object) -> Result<aya_obj::Object, String> {
+    // The linker panics on some hostile relocations: that is a refusal, not a crash.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| link_inner(obj)))
+        .unwrap_or_else(|_| Err("the linker gave up on it".into()))
+}
+
+fn link_inner(obj: &aya_obj::Object) -> Result<aya_obj::Object, String> {
+    use std::collections::HashSet;
+    let mut linked = obj.clone();
+    if let Some(features) = aya::features().btf() {
+        linked
+            .fixup_and_sanitize_btf(features)
+            .map_err(|e| e.to_string())?;
+    }
+    if let Ok(btf) = vmlinux() {
+        linked.relocate_btf(btf).map_err(|e| e.to_string())?;
+    }
+    let text_sections: HashSet<usize> = linked.functions.keys().map(|(s, _)| *s).collect();
+    let maps: Vec<(String, aya_obj::Map)> = linked
+        .maps
+        .iter()
+        .map(|(n, m)| (n.clone(), m.clone()))
+        .collect();
+    linked
+        .relocate_maps(
+            maps.iter().map(|(n, m)| (n.as_str(), i32::MAX, m)),
+            &text_sections,
+        )
+        .map_err(|e| e.to_string())?;
+    linked
+        .relocate_calls(&text_sections)
+        .map_err(|e| e.to_string())?;
+    Ok(linked)
+}

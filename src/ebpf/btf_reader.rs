@@ -220,6 +220,12 @@ impl Btf {
         })
     }
 
+    /// The linkage word of a VAR type (0 static, 1 global, 2 extern), `None` for other kinds.
+    pub fn var_linkage(&self, id: u32) -> Option<u32> {
+        let t = self.get(id).ok()?;
+        (t.kind == Kind::Var).then(|| u32_at(t.extra, 0)).flatten()
+    }
+
     pub fn name(&self, id: u32) -> &str {
         self.get(id).map(|t| self.string(t.name_off)).unwrap_or("")
     }

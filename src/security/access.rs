@@ -270,22 +270,13 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 /// A new secret: 32 bytes from the kernel's CSPRNG, base64url, with [`SECRET_PREFIX`].
 pub fn new_secret() -> Result<String, String> {
     use base64::Engine;
+    use std::io::Read as _;
     let mut bytes = [0u8; 32];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `bytes`.
-        let n = unsafe {
-            libc::getrandom(bytes[filled..].as_mut_ptr().cast(), bytes.len() - filled, 0)
-        };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(format!("getrandom: {e}"));
-        }
-        filled += n as usize;
-    }
+    // The kernel's CSPRNG, as getrandom(2) reads it (urandom blocks only before boot-time
+    // seeding, which is over long before a server runs).
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("reading /dev/urandom: {e}"))?;
     Ok(format!(
         "{SECRET_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -319,39 +310,22 @@ pub struct Peer {
 impl Peer {
     /// This process's real user and groups (stdio and the command line).
     pub fn this_process() -> Self {
-        // SAFETY: getuid/getgid cannot fail.
-        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let mut groups = vec![0 as libc::gid_t; 256];
-        // SAFETY: the buffer holds `groups.len()` entries.
-        let n = unsafe { libc::getgroups(groups.len() as libc::c_int, groups.as_mut_ptr()) };
-        groups.truncate(usize::try_from(n).unwrap_or(0));
-        Self { uid, gid, groups }
+        use nix::unistd::{getgid, getgroups, getuid};
+        Self {
+            uid: getuid().as_raw(),
+            gid: getgid().as_raw(),
+            groups: getgroups()
+                .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+                .unwrap_or_default(),
+        }
     }
 
     /// The process at the other end of a unix socket, from SO_PEERCRED; its supplementary
     /// groups from /proc/PID/status (empty if it is already gone).
     pub fn of_socket(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Self> {
-        use std::os::fd::AsRawFd;
-        let mut cred = libc::ucred {
-            pid: 0,
-            uid: 0,
-            gid: 0,
-        };
-        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-        // SAFETY: `cred` and `len` are valid for writes of the sizes given.
-        let rc = unsafe {
-            libc::getsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_PEERCRED,
-                (&raw mut cred).cast(),
-                &raw mut len,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let groups = std::fs::read_to_string(format!("/proc/{}/status", cred.pid))
+        let cred = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials)
+            .map_err(std::io::Error::from)?;
+        let groups = std::fs::read_to_string(format!("/proc/{}/status", cred.pid()))
             .ok()
             .and_then(|s| {
                 s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
@@ -362,8 +336,8 @@ impl Peer {
             })
             .unwrap_or_default();
         Ok(Self {
-            uid: cred.uid,
-            gid: cred.gid,
+            uid: cred.uid(),
+            gid: cred.gid(),
             groups,
         })
     }
@@ -374,15 +348,15 @@ impl Peer {
 }
 
 /// A user name or uid from the configuration, as a uid (`None`: no such user here).
+/// Lookups use the reentrant `getpwnam_r` family: calls run on many threads at once.
 pub fn resolve_user(name: &str) -> Option<u32> {
     if let Ok(uid) = name.parse() {
         return Some(uid);
     }
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getpwnam returns a pointer into static storage or null; read it at once.
-    let pw = unsafe { libc::getpwnam(c.as_ptr()) };
-    // SAFETY: non-null `pw` points to a valid passwd entry.
-    (!pw.is_null()).then(|| unsafe { (*pw).pw_uid })
+    nix::unistd::User::from_name(name)
+        .ok()
+        .flatten()
+        .map(|u| u.uid.as_raw())
 }
 
 /// A group name or gid from the configuration, as a gid.
@@ -390,23 +364,18 @@ pub fn resolve_group(name: &str) -> Option<u32> {
     if let Ok(gid) = name.parse() {
         return Some(gid);
     }
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getgrnam returns a pointer into static storage or null; read it at once.
-    let gr = unsafe { libc::getgrnam(c.as_ptr()) };
-    // SAFETY: non-null `gr` points to a valid group entry.
-    (!gr.is_null()).then(|| unsafe { (*gr).gr_gid })
+    nix::unistd::Group::from_name(name)
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
 /// The user name of a uid, when the user database has one.
 pub fn user_name(uid: u32) -> Option<String> {
-    // SAFETY: getpwuid returns a pointer into static storage or null; copied at once.
-    let pw = unsafe { libc::getpwuid(uid) };
-    if pw.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name of a valid entry is a NUL-terminated string.
-    let name = unsafe { std::ffi::CStr::from_ptr((*pw).pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
 }
 
 /// Names in `permitted_users`/`permitted_groups`/`user_tiers`/`group_tiers` that match no
@@ -452,8 +421,7 @@ pub fn local_identity(
     let group_matches = |entry: &String| resolve_group(entry).is_some_and(|g| peer.in_group(g));
     let unlisted = config.permitted_users.is_empty() && config.permitted_groups.is_empty();
     let permitted = if unlisted {
-        // SAFETY: geteuid cannot fail.
-        open_to_all_when_unlisted || peer.uid == 0 || peer.uid == unsafe { libc::geteuid() }
+        open_to_all_when_unlisted || peer.uid == 0 || peer.uid == nix::unistd::geteuid().as_raw()
     } else {
         config.permitted_users.iter().any(user_matches)
             || config.permitted_groups.iter().any(group_matches)

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod deploy;
 pub mod ebpf;
 pub mod error;
 pub mod gadgets;

@@ -161,3 +161,19 @@ pub fn poll_readable(
     }
     Ok(rc > 0)
 }
+
+/// The device an interface name (or one of its alternative names) stands for: its primary
+/// name and index.
+pub fn interface(name: &str) -> Result<(String, u32), String> {
+    let index = nix::net::if_::if_nametoindex(name).map_err(|e| e.to_string())?;
+    let primary = nix::net::if_::if_indextoname(index).map_err(|e| e.to_string())?;
+    Ok((primary.to_string_lossy().into_owned(), index))
+}
+
+/// Whether `dir` is a directory on a cgroup v2 file system.
+pub fn is_cgroup2_dir(dir: &std::fs::File) -> bool {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    dir.metadata().is_ok_and(|m| m.is_dir())
+        && nix::sys::statfs::fstatfs(dir)
+            .is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
+}

@@ -120,6 +120,11 @@ pub fn list() -> Result<Vec<String>, TracefsError> {
     Ok(out)
 }
 
+/// Whether tracefs has tracepoint `category:name` (both plain names, checked by the caller).
+pub fn exists(category: &str, name: &str) -> bool {
+    events_dir().is_ok_and(|d| d.join(category).join(name).join("format").is_file())
+}
+
 /// The format of `category:name`.
 pub fn format(category: &str, name: &str) -> Result<Format, TracefsError> {
     let valid = |s: &str| {

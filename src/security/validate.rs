@@ -1087,7 +1087,9 @@ fn check_linked(
 /// choosing, counts and memory.
 fn check_maps(obj: &aya_obj::Object, policy: &Policy, out: &mut Inspection) {
     let mut maps: Vec<MapFacts> = Vec::new();
-    for (name, m) in &obj.maps {
+    let mut sorted: Vec<_> = obj.maps.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, m) in sorted {
         if !map_name_ok(name) {
             out.violations.push(Violation::new(
                 code::INVALID_MAP_NAME,

@@ -22,6 +22,7 @@ use serde_json::json;
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::config::LogLevel;
 use crate::core::Core;
+use crate::deploy::target::{self, Requested, Target, TargetError};
 use crate::ebpf::{bpf, btf, inventory, pins};
 use crate::error::{EbpfError, codes};
 use crate::resources::{Kind, Release};
@@ -456,157 +457,36 @@ fn object_bytes(core: &Core, p: &DeployParams) -> Result<Vec<u8>, EbpfError> {
     }
 }
 
-/// What a program attaches to, in the terms attach points are checked in.
-#[derive(Debug, Clone)]
-enum Target {
-    Tracepoint(String, String),
-    RawTp(String),
-    TpBtf(String),
-    Uprobe {
-        binary: PathBuf,
-        symbol: String,
-        pid: Option<u32>,
-    },
-    Xdp(String),
-    Tc(String, Direction),
-    CgroupSkb(PathBuf, CgroupSkbAttachType),
-    PerfEvent(u64),
-    /// verify_only: nothing.
-    None,
-}
-
-impl Target {
-    fn point(&self) -> String {
-        match self {
-            Target::Tracepoint(c, n) => format!("tracepoint:{c}:{n}"),
-            Target::RawTp(n) => format!("raw_tp:{n}"),
-            Target::TpBtf(n) => format!("tp_btf:{n}"),
-            Target::Uprobe { binary, symbol, .. } => {
-                format!("uprobe:{}:{symbol}", binary.display())
-            }
-            Target::Xdp(i) => format!("xdp:{i}"),
-            Target::Tc(i, d) => format!(
-                "tc:{i}:{}",
-                if *d == Direction::Egress {
-                    "egress"
-                } else {
-                    "ingress"
-                }
-            ),
-            Target::CgroupSkb(p, _) => format!("cgroup_skb:{}", p.display()),
-            Target::PerfEvent(hz) => format!("perf_event:cpu-clock@{hz}Hz"),
-            Target::None => String::new(),
+impl AttachSpec {
+    fn requested(&self) -> Requested {
+        Requested {
+            tracepoint: self.tracepoint.clone(),
+            raw_tp: self.raw_tp.clone(),
+            target: self.target.clone(),
+            pid: self.pid,
+            interface: self.interface.clone(),
+            direction: self.direction.map(|d| match d {
+                Direction::Ingress => target::Direction::Ingress,
+                Direction::Egress => target::Direction::Egress,
+            }),
+            cgroup: self.cgroup.clone(),
+            frequency_hz: self.frequency_hz,
         }
     }
-}
-
-fn interface(spec: Option<&AttachSpec>, program: &str, kind: &str) -> Result<String, EbpfError> {
-    let name = spec.and_then(|s| s.interface.clone()).ok_or_else(|| {
-        invalid(format!(
-            "{kind} program `{program}` needs `attach: [{{\"program\": \"{program}\", \"interface\": \"IFNAME\"}}]`"
-        ))
-    })?;
-    if name.is_empty() || name.len() > 15 || name.contains(['\0', '/']) {
-        return Err(invalid(format!(
-            "`interface` `{name}` is not an interface name (1 to 15 bytes)"
-        )));
-    }
-    Ok(name)
-}
-
-/// Where program `name` (of `kind`, in `section`) attaches: from its `attach` entry, or
-/// from its section name.
-fn target_of(
-    name: &str,
-    kind: &str,
-    section: &str,
-    spec: Option<&AttachSpec>,
-) -> Result<Target, EbpfError> {
-    let rest = section.split_once('/').map(|(_, r)| r);
-    Ok(match kind {
-        "tracepoint" => {
-            let given = spec.and_then(|s| s.tracepoint.clone());
-            let (c, n) = match (&given, rest) {
-                (Some(tp), _) => tp
-                    .split_once(':')
-                    .map(|(c, n)| (c.to_owned(), n.to_owned()))
-                    .ok_or_else(|| invalid(format!("`tracepoint` is `category:name`, not `{tp}`")))?,
-                (None, Some(r)) => r
-                    .split_once('/')
-                    .map(|(c, n)| (c.to_owned(), n.to_owned()))
-                    .ok_or_else(|| {
-                        invalid(format!(
-                            "section `{section}` names no tracepoint; give `attach: [{{\"program\": \"{name}\", \"tracepoint\": \"category:name\"}}]`"
-                        ))
-                    })?,
-                (None, None) => {
-                    return Err(invalid(format!(
-                        "program `{name}` needs `attach` with `tracepoint: \"category:name\"` (its section names none)"
-                    )));
-                }
-            };
-            Target::Tracepoint(c, n)
-        }
-        "raw_tp" => Target::RawTp(
-            spec.and_then(|s| s.raw_tp.clone())
-                .or(rest.map(str::to_owned))
-                .ok_or_else(|| invalid(format!("raw_tp program `{name}` needs `raw_tp`")))?,
-        ),
-        "tp_btf" => Target::TpBtf(
-            rest.map(str::to_owned)
-                .ok_or_else(|| invalid(format!("section `{section}` names no tracepoint")))?,
-        ),
-        "uprobe" => {
-            let target = spec.and_then(|s| s.target.clone()).ok_or_else(|| {
-                invalid(format!(
-                    "uprobe program `{name}` needs `attach: [{{\"program\": \"{name}\", \"target\": \"binary:symbol\"}}]`"
-                ))
-            })?;
-            let (binary, symbol) =
-                crate::gadgets::uprobe::parse_target(&target).map_err(invalid)?;
-            Target::Uprobe {
-                binary,
-                symbol,
-                pid: spec.and_then(|s| s.pid),
-            }
-        }
-        "xdp" => Target::Xdp(interface(spec, name, kind)?),
-        "tc" => Target::Tc(
-            interface(spec, name, kind)?,
-            spec.and_then(|s| s.direction).unwrap_or(Direction::Ingress),
-        ),
-        "cgroup_skb" => {
-            let path = spec.and_then(|s| s.cgroup.clone()).ok_or_else(|| {
-                invalid(format!(
-                    "cgroup_skb program `{name}` needs `cgroup` (a cgroup v2 directory)"
-                ))
-            })?;
-            let attach_type = if section.contains("egress") {
-                CgroupSkbAttachType::Egress
-            } else {
-                CgroupSkbAttachType::Ingress
-            };
-            Target::CgroupSkb(PathBuf::from(path), attach_type)
-        }
-        "perf_event" => {
-            Target::PerfEvent(spec.and_then(|s| s.frequency_hz).ok_or_else(|| {
-                invalid(format!("perf_event program `{name}` needs `frequency_hz`"))
-            })?)
-        }
-        other => {
-            return Err(EbpfError::validation(
-                "ATTACH_UNSUPPORTED",
-                format!(
-                    "this server cannot attach {other} programs (`{name}`); verify_only still checks them"
-                ),
-            ));
-        }
-    })
 }
 
 fn verifier_tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(VERIFIER_LOG_LINES)..].join("\n")
+}
+
+/// What the audit log and a refusal record of each program: the helpers and kernel symbols
+/// its code (subprograms and callbacks included) uses.
+fn program_summary(programs: &[validate::ProgramFacts]) -> Vec<serde_json::Value> {
+    programs
+        .iter()
+        .map(|p| json!({"name": p.name, "helpers": p.helpers, "symbols": p.symbols}))
+        .collect()
 }
 
 /// The error for a refused object: the first violation's code, all of them in context.
@@ -671,38 +551,58 @@ fn load_program(program: &mut Program, kind: &str, section: &str) -> Result<(), 
 fn attach_program(program: &mut Program, target: &Target) -> Result<(), String> {
     let e = |err: aya::programs::ProgramError| err.to_string();
     match (program, target) {
-        (Program::TracePoint(p), Target::Tracepoint(c, n)) => p.attach(c, n).map(drop).map_err(e),
+        (Program::TracePoint(p), Target::Tracepoint { category, name }) => {
+            p.attach(category, name).map(drop).map_err(e)
+        }
         (Program::RawTracePoint(p), Target::RawTp(n)) => p.attach(n).map(drop).map_err(e),
         (Program::BtfTracePoint(p), Target::TpBtf(_)) => p.attach().map(drop).map_err(e),
         (
             Program::UProbe(p),
             Target::Uprobe {
-                binary,
-                symbol,
-                pid,
+                file, symbol, pid, ..
             },
         ) => {
             let scope = match pid.and_then(std::num::NonZeroU32::new) {
                 Some(pid) => aya::programs::uprobe::UProbeScope::OneProcess(pid),
                 None => aya::programs::uprobe::UProbeScope::AllProcesses,
             };
-            p.attach(symbol.as_str(), binary, scope)
+            // The file that was checked, by its descriptor: not whatever the path names now.
+            p.attach(symbol.as_str(), Target::uprobe_path(file), scope)
                 .map(drop)
                 .map_err(e)
         }
-        (Program::Xdp(p), Target::Xdp(i)) => p.attach(i, XdpMode::Default).map(drop).map_err(e),
-        (Program::SchedClassifier(p), Target::Tc(i, d)) => {
-            let t = if *d == Direction::Egress {
-                TcAttachType::Egress
-            } else {
-                TcAttachType::Ingress
+        (Program::Xdp(p), Target::Xdp { index, .. }) => p
+            .attach_to_if_index(*index, XdpMode::Default)
+            .map(drop)
+            .map_err(e),
+        (
+            Program::SchedClassifier(p),
+            Target::Tc {
+                name,
+                index,
+                direction,
+            },
+        ) => {
+            let t = match direction {
+                target::Direction::Egress => TcAttachType::Egress,
+                target::Direction::Ingress => TcAttachType::Ingress,
             };
-            p.attach(i, t).map(drop).map_err(e)
+            p.attach(name, t).map(drop).map_err(e)?;
+            // TC attaches by name: the name must still be the device that was checked.
+            match crate::ebpf::sys::interface(name) {
+                Ok((_, now)) if now == *index => Ok(()),
+                _ => Err(format!("interface `{name}` changed while attaching")),
+            }
         }
-        (Program::CgroupSkb(p), Target::CgroupSkb(path, t)) => {
-            let cgroup = std::fs::File::open(path)
-                .map_err(|err| format!("opening cgroup {}: {err}", path.display()))?;
-            p.attach(cgroup, *t, CgroupAttachMode::Single)
+        (Program::CgroupSkb(p), Target::CgroupSkb { dir, direction, .. }) => {
+            let t = match direction {
+                target::CgroupDirection::Egress => CgroupSkbAttachType::Egress,
+                target::CgroupDirection::Ingress => CgroupSkbAttachType::Ingress,
+            };
+            let dir = dir
+                .try_clone()
+                .map_err(|err| format!("duplicating the cgroup's descriptor: {err}"))?;
+            p.attach(dir, t, CgroupAttachMode::Single)
                 .map(drop)
                 .map_err(e)
         }
@@ -783,13 +683,19 @@ fn deploy(core: &Core, p: DeployParams, ctx: &CallContext) -> Result<DeployOutpu
         let target = if p.verify_only {
             Target::None
         } else {
-            match target_of(
+            let asked = specs.get(f.name.as_str()).map(|s| s.requested());
+            match target::resolve(
                 &f.name,
                 &f.kind,
                 &f.section,
-                specs.get(f.name.as_str()).copied(),
+                asked.as_ref(),
+                &policy.allowed_attach_points,
             ) {
                 Ok(t) => t,
+                Err(TargetError::NotAllowed { point, .. }) => {
+                    violations.push(validate::attach_refusal(&f.name, &point, &policy));
+                    Target::None
+                }
                 // A type that is refused anyway says so through its violation.
                 Err(_)
                     if violations
@@ -798,19 +704,15 @@ fn deploy(core: &Core, p: DeployParams, ctx: &CallContext) -> Result<DeployOutpu
                 {
                     Target::None
                 }
-                Err(e) => return Err(e),
+                Err(TargetError::Invalid(why)) => return Err(invalid(why)),
             }
         };
         targets.push((f.name.clone(), target));
     }
-    let points: Vec<(String, String)> = targets
-        .iter()
-        .filter(|(_, t)| !matches!(t, Target::None))
-        .map(|(n, t)| (n.clone(), t.point()))
-        .collect();
-    violations.extend(validate::check_attach_points(&points, &policy));
     if !violations.is_empty() {
-        return Err(refusal(&violations));
+        return Err(
+            refusal(&violations).with_context("programs", program_summary(&inspection.programs))
+        );
     }
     // Limits: this object on top of what is already deployed, globally and for this owner.
     let est_memory: u64 = inspection.maps.iter().map(|m| m.bytes).sum();

@@ -589,6 +589,9 @@ fn audit_record(
                         .filter_map(|p| p.get("tag").cloned())
                         .collect();
                     r.insert("program_tags".into(), Value::Array(tags));
+                    if let Some(helpers) = program_helpers(programs) {
+                        r.insert("program_helpers".into(), helpers);
+                    }
                 }
             }
         }
@@ -605,6 +608,14 @@ fn audit_record(
                 r.insert("verdict".into(), "refused".into());
                 r.insert("violations".into(), Value::Array(codes));
             }
+            if let Some(helpers) = e
+                .context
+                .get("programs")
+                .and_then(Value::as_array)
+                .and_then(|p| program_helpers(p))
+            {
+                r.insert("program_helpers".into(), helpers);
+            }
         }
     }
     r.insert(
@@ -614,6 +625,21 @@ fn audit_record(
             .into(),
     );
     Value::Object(r)
+}
+
+/// `{program: [helpers]}` of a deploy result's or refusal's programs: what the code may
+/// call, callbacks included, on the record whatever the verdict.
+fn program_helpers(programs: &[Value]) -> Option<Value> {
+    let map: Map<String, Value> = programs
+        .iter()
+        .filter_map(|p| {
+            Some((
+                p.get("name")?.as_str()?.to_owned(),
+                p.get("helpers")?.clone(),
+            ))
+        })
+        .collect();
+    (!map.is_empty()).then_some(Value::Object(map))
 }
 
 /// The common envelope of a call: tier and switch checks, a blocking thread, the time

@@ -56,7 +56,7 @@ tools:
     enabled: true
     allowed_types: ["tracepoint", "xdp", "tc", "uprobe"]
     allowed_dirs: ["{workdir / 'allowed'}"]
-    allowed_attach_points: ["tracepoint:syscalls:*", "xdp:emcp*", "tc:emcp*", "uprobe:*"]
+    allowed_attach_points: {extra.get("attach", '["tracepoint:syscalls:*", "xdp:emcp*", "tc:emcp*", "uprobe:*"]').replace("WORKDIR", str(workdir))}
     max_object_bytes: 262144
 """
 
@@ -220,6 +220,13 @@ REFUSED = [
     ("bad_socket", "PROGRAM_TYPE_NOT_ALLOWED", "socket_filter"),
     ("bad_big_map", "MAPS_TOO_LARGE", "resources.max_memory_mb"),
     ("bad_no_programs", "NO_PROGRAMS", "no BPF program"),
+    # Hostile: blocked helpers only in callbacks handed to bpf_loop, for_each, timers.
+    ("bad_callback", "BLOCKED_HELPER", "bpf_send_signal"),
+    # Hostile: kernel objects named by numbers the object encodes (the server's map fds).
+    ("bad_raw_refs", "UNRESOLVED_REFERENCE", "file descriptor 3"),
+    ("bad_kfunc", "KFUNC_NOT_ALLOWED", "bpf_rcu_read_lock"),
+    ("bad_maps", "INVALID_MAP_NAME", "escape"),
+    ("bad_parser", "INVALID_ELF", "pinning 5"),
 ]
 
 
@@ -234,6 +241,51 @@ async def test_refused_objects_never_reach_the_kernel(dep, client, name, code, n
     assert all(v["code"] for v in err["context"]["violations"])
     after = _bpf_ids()
     assert after["prog"] <= before["prog"] and after["map"] <= before["map"]
+
+
+async def test_hostile_objects_are_refused_even_for_verify_only(dep, client):
+    """Validation comes before the verifier: verify_only loads nothing the validator refuses."""
+    before = _bpf_ids()
+    for name in ["bad_callback", "bad_raw_refs", "bad_kfunc", "bad_maps", "bad_parser"]:
+        r = await call(client, "deploy", {"object": b64(name), "verify_only": True})
+        assert r.is_error and r.structured_content["category"] == "validation", (name, r.structured_content)
+    after = _bpf_ids()
+    assert after["prog"] <= before["prog"] and after["map"] <= before["map"]
+
+
+async def test_callbacks_name_their_helpers_in_the_refusal_and_the_audit_log(dep, client):
+    r = await call(client, "deploy", {"object": b64("bad_callback")})
+    err = r.structured_content
+    by_program = {v["program"]: v for v in err["context"]["violations"] if v["code"] == "BLOCKED_HELPER"}
+    assert set(by_program) == {"via_loop", "via_for_each", "via_timer", "nested"}, err
+    helpers = {p["name"]: p["helpers"] for p in err["context"]["programs"]}
+    assert "send_signal" in helpers["via_loop"] and "loop" in helpers["via_loop"]
+    assert "probe_write_user" in helpers["via_for_each"]
+    assert "send_signal_thread" in helpers["via_timer"]
+    assert "send_signal" in helpers["nested"]
+    line = [a for a in dep.audit_lines() if a.get("tool") == "deploy"][-1]
+    assert line["verdict"] == "refused" and "BLOCKED_HELPER" in line["violations"]
+    assert "send_signal" in line["program_helpers"]["via_loop"], line
+
+
+async def test_raw_map_fds_cannot_reach_the_servers_own_maps(dep, client):
+    """The server holds other deployments' maps and trace sessions' configuration maps at
+    small descriptor numbers; an object that names a descriptor instead of its own map is
+    refused whichever number it picks, and the session keeps working."""
+    victim = await ok(client, "deploy", {"object": b64("ok_tracepoint"), "ttl_seconds": 120})
+    session = await ok(client, "trace_start", {"gadget": "exec", "duration_ms": 20000})
+    try:
+        before = _bpf_ids()
+        r = await call(client, "deploy", {"object": b64("bad_raw_refs")})
+        assert r.is_error and r.structured_content["code"] == "UNRESOLVED_REFERENCE"
+        assert _bpf_ids()["prog"] <= before["prog"]
+        subprocess.run(["/bin/true"], check=True)
+        await anyio.sleep(1)
+        seen = await ok(client, "trace_read", {"session_id": session["session_id"]})
+        assert any(e.get("comm") == "true" for e in seen["events"]), "the session is still served"
+    finally:
+        await ok(client, "trace_stop", {"session_id": session["session_id"]})
+        await ok(client, "undeploy", {"deployment_id": victim["deployment_id"]})
 
 
 async def test_every_violation_is_reported(dep, client):
@@ -264,6 +316,15 @@ async def test_bad_input_is_refused_with_its_code(dep, client):
          "ATTACH_POINT_NOT_ALLOWED"),
         ({"object": b64("ok_xdp"), "attach": [{"program": "count_packets", "interface": "lo"}]},
          "ATTACH_POINT_NOT_ALLOWED"),
+        # Names that would leave the allowed category, or name no tracepoint at all.
+        ({"object": b64("ok_tracepoint"),
+          "attach": [{"program": "count_getpid", "tracepoint": "syscalls:../sched/sched_switch"}]},
+         "INVALID_ARGUMENTS"),
+        ({"object": b64("ok_tracepoint"),
+          "attach": [{"program": "count_getpid", "tracepoint": "syscalls:sys_enter_nothing_here"}]},
+         "INVALID_ARGUMENTS"),
+        ({"object": b64("ok_xdp"), "attach": [{"program": "count_packets", "interface": "../lo"}]},
+         "INVALID_ARGUMENTS"),
         ({"object": b64("ok_xdp")}, "INVALID_ARGUMENTS"),
         ({"object": b64("ok_tracepoint"), "ttl_seconds": 10 ** 9}, "INVALID_ARGUMENTS"),
         ({"object": b64("ok_tracepoint"), "programs": ["nope"]}, "INVALID_ARGUMENTS"),
@@ -272,6 +333,50 @@ async def test_bad_input_is_refused_with_its_code(dep, client):
         r = await call(client, "deploy", args)
         assert r.is_error and r.structured_content["code"] == code, (list(args), r.structured_content)
     shutil.rmtree(outside.parent)
+
+
+async def test_attach_targets_are_resolved_before_policy(binary):
+    """Policy sees the real file and the real interface: `..`, a symbolic link out of an
+    allowed directory and an interface's alternative name do not get past it, and a refused
+    path reads the same whether or not it exists."""
+    require_root()
+    d = Deployer(binary, attach='["tracepoint:syscalls:*", "uprobe:WORKDIR/allowed/*:*", "xdp:emcpalt*"]')
+    try:
+        allowed = d.workdir / "allowed"
+        elsewhere = d.workdir / "elsewhere"
+        elsewhere.mkdir()
+        shutil.copy(WORKLOAD, allowed / "workload")
+        shutil.copy(WORKLOAD, elsewhere / "workload")
+        (allowed / "link").symlink_to(elsewhere / "workload")
+        async with Client(d.url, mode="legacy") as client:
+            async def deploy_uprobe(path):
+                return await call(client, "deploy", {"object": b64("ok_uprobe"), "attach": [
+                    {"program": "count_calls", "target": f"{path}:ebpf_mcp_work"}]})
+            before = _bpf_ids()
+            dotdot = await deploy_uprobe(f"{allowed}/../elsewhere/workload")
+            assert dotdot.structured_content["code"] == "ATTACH_POINT_NOT_ALLOWED", dotdot.structured_content
+            link = await deploy_uprobe(allowed / "link")
+            assert link.structured_content["code"] == "ATTACH_POINT_NOT_ALLOWED"
+            assert "elsewhere/workload" in link.structured_content["message"]
+            missing = await deploy_uprobe("/root/no-such-binary")
+            present = await deploy_uprobe("/usr/bin/true")
+            assert missing.structured_content["code"] == present.structured_content["code"] == "ATTACH_POINT_NOT_ALLOWED"
+            assert (missing.structured_content["message"].replace("/root/no-such-binary", "X")
+                    == present.structured_content["message"].replace("/usr/bin/true", "X"))
+            assert _bpf_ids()["prog"] <= before["prog"]
+            ok_dep = await ok(client, "deploy", {"object": b64("ok_uprobe"), "ttl_seconds": 60, "attach": [
+                {"program": "count_calls", "target": f"{allowed}/workload:ebpf_mcp_work"}]})
+            assert ok_dep["programs"][0]["attached_to"] == f"uprobe:{allowed}/workload:ebpf_mcp_work"
+            await ok(client, "undeploy", {"deployment_id": ok_dep["deployment_id"]})
+            # An alternative name inside the policy for a device outside it.
+            with veth_namespace(77) as (_ns, host, _addr, _peer):
+                subprocess.run(["ip", "link", "property", "add", "dev", host, "altname", "emcpalt0"], check=True)
+                alt = await call(client, "deploy", {"object": b64("ok_xdp"), "attach": [
+                    {"program": "count_packets", "interface": "emcpalt0"}]})
+                assert alt.structured_content["code"] == "ATTACH_POINT_NOT_ALLOWED", alt.structured_content
+                assert f"xdp:{host}" in alt.structured_content["message"]
+    finally:
+        d.close()
 
 
 # ------------------------------------------------------------------------------ lifetime

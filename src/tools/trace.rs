@@ -426,13 +426,17 @@ fn load_error(gadget: &str, e: &GadgetError) -> EbpfError {
     let text = shorten_verifier_log(&e.to_string());
     let verifier = text.contains("verifier log");
     match (e, e.errno()) {
-        (GadgetError::Attach { .. }, _) if gadget == "uprobe" && e.errno().is_none() => {
+        // One answer for a missing file, a file that is not ELF and a missing symbol: the
+        // trace tier must not learn which paths exist on the host.
+        (GadgetError::Attach { .. }, errno)
+            if gadget == "uprobe" && !matches!(errno, Some(libc::EPERM)) =>
+        {
             EbpfError::validation(
                 "TARGET_NOT_FOUND",
-                format!(
-                    "cannot place the uprobe ({text}); give an existing binary and a symbol in its \
-                     symbol table (`nm -D BINARY` or `nm BINARY` lists them)"
-                ),
+                "cannot place the uprobe: no such function in an ELF file at that path (the \
+                 file does not exist, is not an ELF binary or library, or has no such symbol); \
+                 give an existing binary and a symbol in its symbol table (`nm -D BINARY` or \
+                 `nm BINARY` lists them)",
             )
         }
         (_, Some(libc::EPERM) | Some(libc::EACCES)) if !verifier => EbpfError::permission(

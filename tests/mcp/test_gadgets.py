@@ -364,7 +364,7 @@ async def test_gadget_option_errors_say_how_to_fix_them(url):
         for args, needle, code in [
             ({"gadget": "uprobe"}, "binary:symbol", "INVALID_ARGUMENTS"),
             ({"gadget": "uprobe", "target": f"{WORKLOAD}:no_such_symbol"}, "nm", "TARGET_NOT_FOUND"),
-            ({"gadget": "uprobe", "target": "/no/such/binary:f"}, "not a file", "INVALID_ARGUMENTS"),
+            ({"gadget": "uprobe", "target": "/no/such/binary:f"}, "nm", "TARGET_NOT_FOUND"),
             ({"gadget": "exec", "target": "x:y"}, "uprobe gadget only", "INVALID_ARGUMENTS"),
             ({"gadget": "profile", "frequency_hz": 100000}, "between 1 and 1000", "INVALID_ARGUMENTS"),
             ({"gadget": "biolatency", "mode": "events"}, "mode `histogram`", "INVALID_ARGUMENTS"),
@@ -374,6 +374,18 @@ async def test_gadget_option_errors_say_how_to_fix_them(url):
             assert r.is_error, args
             assert r.structured_content["code"] == code, (args, r.structured_content)
             assert needle in r.structured_content["message"], (args, r.structured_content["message"])
+
+
+async def test_uprobe_errors_do_not_tell_which_paths_exist(url):
+    """A missing file, a directory, a file that is not ELF and a missing symbol get the same
+    answer: the trace tier cannot probe the host's file system through uprobe targets."""
+    async with Client(url, mode="legacy") as client:
+        messages = set()
+        for target in ["/root/no-such-file:f", "/root:f", "/etc/hostname:f", f"{WORKLOAD}:no_such_symbol"]:
+            r = await client.call_tool("trace", {"gadget": "uprobe", "target": target, "duration_ms": 300})
+            assert r.is_error and r.structured_content["code"] == "TARGET_NOT_FOUND", (target, r.structured_content)
+            messages.add(r.structured_content["message"])
+        assert len(messages) == 1, messages
 
 
 # ------------------------------------------------------------------------------ limits

@@ -58,6 +58,16 @@ pub struct ServerConfig {
     pub max_concurrent_requests: NonZeroU32,
     /// Open MCP sessions (2025-11-25) at once; one more initialize gets 503.
     pub max_sessions: NonZeroU32,
+    /// Open sessions of one identity (a token, a local user, `anonymous`); one more gets 503.
+    pub max_sessions_per_identity: NonZeroU32,
+    /// A session with no request for this long is closed.
+    pub session_idle_timeout: DurationValue,
+    /// Open HTTP connections; at the cap a new one takes the place of one that is not
+    /// serving an authenticated request, or is refused.
+    pub max_connections: NonZeroU32,
+    /// Longest a client may take to send a request's head (and, again, its body); also how
+    /// long a connection may stay idle between requests.
+    pub request_read_timeout: DurationValue,
     /// Requests per identity (a token, or `anonymous`); over it, 429 with Retry-After.
     pub rate_limit: RateLimitConfig,
     /// Upper bound on one tool call; the call fails with REQUEST_TIMEOUT after it.
@@ -79,6 +89,10 @@ impl Default for ServerConfig {
             bind_address: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_concurrent_requests: nz32(100),
             max_sessions: nz32(64),
+            max_sessions_per_identity: nz32(16),
+            session_idle_timeout: secs(300),
+            max_connections: nz32(256),
+            request_read_timeout: secs(10),
             rate_limit: RateLimitConfig::default(),
             request_timeout: secs(30),
             max_result_bytes: nz64(100 * 1024),

@@ -177,3 +177,23 @@ pub fn is_cgroup2_dir(dir: &std::fs::File) -> bool {
         && nix::sys::statfs::fstatfs(dir)
             .is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
 }
+
+/// RLIMIT_NOFILE: (soft, hard).
+pub fn nofile_limit() -> Result<(u64, u64), SyscallError> {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_err(|e| {
+        SyscallError {
+            call: "getrlimit(RLIMIT_NOFILE)",
+            source: e.into(),
+        }
+    })
+}
+
+/// Sets RLIMIT_NOFILE (a soft limit up to the hard one needs no privilege).
+pub fn set_nofile_limit(soft: u64, hard: u64) -> Result<(), SyscallError> {
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, soft, hard).map_err(
+        |e| SyscallError {
+            call: "setrlimit(RLIMIT_NOFILE)",
+            source: e.into(),
+        },
+    )
+}

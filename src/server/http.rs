@@ -61,15 +61,20 @@ impl Drop for InFlight {
 /// the client went away when it is dropped before its end.
 struct Counted {
     inner: Body,
-    _in_flight: InFlight,
-    gone: ClientGone,
+    _in_flight: Option<InFlight>,
+    /// Keeps the connection from being closed for another while this response is sent.
+    _busy: Option<super::conn::BusyGuard>,
+    gone: Option<ClientGone>,
     ended: bool,
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        if !self.ended && !http_body::Body::is_end_stream(&self.inner) {
-            self.gone.0.cancel();
+        if !self.ended
+            && !http_body::Body::is_end_stream(&self.inner)
+            && let Some(gone) = &self.gone
+        {
+            gone.0.cancel();
         }
     }
 }
@@ -137,8 +142,20 @@ impl Gate {
         }
     }
 
-    async fn open_sessions(&self) -> usize {
-        self.manager.sessions.read().await.len()
+    /// Sessions open now, and how many of them `identity` opened.
+    async fn open_sessions(&self, identity: &str) -> (usize, usize) {
+        let live: std::collections::HashSet<String> = self
+            .manager
+            .sessions
+            .read()
+            .await
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        let mut sessions = self.sessions();
+        sessions.retain(|k, _| live.contains(k));
+        let mine = sessions.values().filter(|owner| *owner == identity).count();
+        (live.len(), mine)
     }
 
     /// Records who opened `sid`, forgetting sessions rmcp no longer has.
@@ -204,7 +221,7 @@ fn refused(status: StatusCode, id: &Value, code: i64, message: String, data: Val
 }
 
 /// 503 for a request over `key`'s limit, counted by `reason` and logged.
-fn busy(core: &Core, reason: &str, key: &str, what: String) -> Response {
+fn refuse_busy(core: &Core, reason: &str, key: &str, what: String) -> Response {
     core.metrics.refused(reason);
     tracing::warn!("HTTP request refused: {key}");
     let mut response = json_response(
@@ -271,6 +288,10 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         }
         None => Identity::anonymous(&config.security.access_control),
     };
+    // From here on the connection carries an authenticated request: it is not closed for
+    // another until the response ends.
+    let connection = parts.extensions.get::<super::conn::Conn>().cloned();
+    let busy = connection.as_ref().map(|c| c.state.begin());
 
     // How often.
     let rate = &config.server.rate_limit;
@@ -326,14 +347,28 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         core.metrics.refused("body_size");
         return too_large(limit);
     }
-    let bytes: Bytes =
-        match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await {
-            Ok(b) => b,
-            Err(_) => {
-                core.metrics.refused("body_size");
-                return too_large(limit);
-            }
-        };
+    let read_timeout = config.server.request_read_timeout.0;
+    let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let bytes: Bytes = match tokio::time::timeout(read_timeout, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            core.metrics.refused("body_size");
+            return too_large(limit);
+        }
+        Err(_) => {
+            core.metrics.refused("body_timeout");
+            return json_response(
+                StatusCode::REQUEST_TIMEOUT,
+                &json!({
+                    "error": "request_timeout",
+                    "message": format!(
+                        "the request body did not arrive within server.request_read_timeout ({})",
+                        humantime::format_duration(read_timeout)
+                    ),
+                }),
+            );
+        }
+    };
     let peek = serde_json::from_slice::<Peek<'_>>(&bytes).unwrap_or_default();
     let method = peek.method.as_deref();
 
@@ -343,7 +378,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         let in_flight = core.metrics.http_in_flight.clone();
         if in_flight.inc() >= max {
             in_flight.dec();
-            return busy(
+            return refuse_busy(
                 core,
                 "concurrency",
                 "server.max_concurrent_requests",
@@ -358,8 +393,22 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     };
     if method == Some("initialize") && session.is_none() {
         let max = config.server.max_sessions.get() as usize;
-        if gate.open_sessions().await >= max {
-            return busy(
+        let per_identity = config.server.max_sessions_per_identity.get() as usize;
+        let (open, mine) = gate.open_sessions(&identity.id).await;
+        if mine >= per_identity {
+            return refuse_busy(
+                core,
+                "sessions_per_identity",
+                "server.max_sessions_per_identity",
+                format!(
+                    "{} has {mine} sessions open (server.max_sessions_per_identity is {per_identity}); \
+                     close one (HTTP DELETE) or reuse it",
+                    identity.id
+                ),
+            );
+        }
+        if open >= max {
+            return refuse_busy(
                 core,
                 "sessions",
                 "server.max_sessions",
@@ -404,30 +453,27 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     let opened_by = identity.id.clone();
     parts.extensions.insert(identity);
     // Gone when the connection closes, or when the response is dropped before its end.
-    let gone = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<super::conn::Conn>>()
-        .map_or_else(ClientGone::default, |c| ClientGone(c.0.gone.child_token()));
+    let gone = connection
+        .as_ref()
+        .map_or_else(ClientGone::default, |c| ClientGone(c.gone.child_token()));
     if counted.is_some() {
         parts.extensions.insert(gone.clone());
     }
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
-    let response = match counted {
-        Some(in_flight) => {
-            let (parts, body) = response.into_parts();
-            Response::from_parts(
-                parts,
-                Body::new(Counted {
-                    inner: body,
-                    _in_flight: in_flight,
-                    gone,
-                    ended: false,
-                }),
-            )
-        }
-        None => response,
+    let response = {
+        let (parts, body) = response.into_parts();
+        Response::from_parts(
+            parts,
+            Body::new(Counted {
+                inner: body,
+                gone: counted.is_some().then_some(gone),
+                _in_flight: counted,
+                _busy: busy,
+                ended: false,
+            }),
+        )
     };
     // Remember who opened a new session.
     if session.is_none()

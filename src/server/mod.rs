@@ -16,6 +16,7 @@ use crate::mcp::McpServer;
 use crate::security::access;
 
 mod conn;
+mod framing;
 mod http;
 mod observability;
 mod reload;
@@ -296,8 +297,13 @@ async fn serve_stdio(core: Arc<Core>, housekeeping: CancellationToken) -> Result
     tracing::info!(identity = %identity.id, tiers = ?identity.tier_names(), "stdio client");
     let server = McpServer::new(Arc::clone(&core), "stdio", Some(identity));
     tracing::info!("MCP over stdio: waiting for the client's messages on stdin");
+    let (stdin, stdout) = rmcp::transport::stdio_pipes();
+    let max_line =
+        usize::try_from(core.config().server.max_request_bytes.get()).unwrap_or(usize::MAX);
+    let (pipes, pump) = framing::guard(stdin, stdout, max_line);
+    let pump = tokio::spawn(pump);
     let started = tokio::select! {
-        started = server.serve(rmcp::transport::stdio_pipes()) => Some(started),
+        started = server.serve(pipes) => Some(started),
         () = &mut stop => None,
     };
     let outcome = match started {
@@ -320,6 +326,8 @@ async fn serve_stdio(core: Arc<Core>, housekeeping: CancellationToken) -> Result
     };
     housekeeping.cancel();
     core.shutdown();
+    // The guard has passed on the session's last words (or stdin is gone).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), pump).await;
     outcome
 }
 
@@ -388,7 +396,9 @@ async fn serve_http(
         )
         .with_cancellation_token(stop.child_token());
     let prototype = McpServer::new(Arc::clone(&core), "http", None);
-    let manager = Arc::new(LocalSessionManager::default());
+    let mut manager = LocalSessionManager::default();
+    manager.session_config.keep_alive = Some(server_config.session_idle_timeout.0);
+    let manager = Arc::new(manager);
     let service = StreamableHttpService::new(
         move || Ok(prototype.new_session()),
         Arc::clone(&manager),
@@ -399,33 +409,33 @@ async fn serve_http(
         .nest_service("/mcp", service)
         .layer(axum::middleware::from_fn_with_state(gate, http::gate));
     let scheme = if acceptor.is_some() { "https" } else { "http" };
-    tracing::info!("serving MCP over HTTP at {scheme}://{local}/mcp");
-    let graceful = {
+    let (max_connections, short) = conn::fd_budget(server_config.max_connections.get() as usize);
+    if let Some(why) = short {
+        tracing::warn!("{why}");
+    }
+    tracing::info!(
+        max_connections,
+        "serving MCP over HTTP at {scheme}://{local}/mcp"
+    );
+    let connections =
+        conn::Connections::new(max_connections, core.metrics.http_connections.clone());
+    {
         let stop = stop.clone();
-        async move {
+        tokio::spawn(async move {
             shutdown_signal().await;
             stop.cancel();
-        }
-    };
-    match acceptor {
-        Some(acceptor) => {
-            let listener = tls::TlsListener::new(listener, acceptor, stop.child_token());
-            axum::serve(
-                conn::Watched(listener),
-                router.into_make_service_with_connect_info::<conn::Conn>(),
-            )
-            .with_graceful_shutdown(graceful)
-            .await
-            .map_err(ServeError::Http)?;
-        }
-        None => axum::serve(
-            conn::Watched(listener),
-            router.into_make_service_with_connect_info::<conn::Conn>(),
-        )
-        .with_graceful_shutdown(graceful)
-        .await
-        .map_err(ServeError::Http)?,
+        });
     }
+    conn::serve(
+        listener,
+        acceptor,
+        router,
+        connections,
+        server_config.request_read_timeout.0,
+        Arc::new(Arc::clone(&core.metrics)),
+        stop.clone(),
+    )
+    .await;
     core.shutdown();
     Ok(())
 }

@@ -58,20 +58,44 @@ pub(super) async fn serve_unix(
     start_housekeeping(&core, stop.child_token());
     tracing::info!(socket = %path.display(), "serving MCP on unix socket {}", path.display());
     let mut signal = std::pin::pin!(shutdown_signal());
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
-        let stream = tokio::select! {
+        let mut stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
+                    // Out of descriptors, or a transient error: never spin on it.
                     tracing::warn!(error = %e, "accepting a unix socket connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                     continue;
                 }
             },
             () = &mut signal => break,
         };
+        // Peers here passed the socket's mode and are checked by SO_PEERCRED; the cap
+        // bounds what they cost in descriptors all the same.
+        let max = core.config().server.max_connections.get() as usize;
+        if open.load(std::sync::atomic::Ordering::Relaxed) >= max {
+            core.metrics.connection_closed("refused");
+            let line = serde_json::json!({
+                "jsonrpc": "2.0",
+                "id": null,
+                "error": {"code": -32000, "message": format!("{max} connections are open (server.max_connections); retry later"), "data": {"code": "TOO_MANY_CONNECTIONS"}},
+            });
+            tokio::spawn(async move {
+                let _ = stream.write_all(format!("{line}\n").as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+            continue;
+        }
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let core = Arc::clone(&core);
         let stop = stop.child_token();
-        tokio::spawn(async move { connection(core, stream, stop).await });
+        let open = Arc::clone(&open);
+        tokio::spawn(async move {
+            connection(core, stream, stop).await;
+            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
     }
     stop.cancel();
     let _ = std::fs::remove_file(&path);
@@ -110,8 +134,12 @@ async fn connection(core: Arc<Core>, mut stream: UnixStream, stop: CancellationT
     drop(config);
     tracing::info!(identity = %identity.id, tiers = ?identity.tier_names(), "unix socket client");
     let (read, write) = stream.into_split();
+    let max_line =
+        usize::try_from(core.config().server.max_request_bytes.get()).unwrap_or(usize::MAX);
+    let (pipes, pump) = super::framing::guard(read, write, max_line);
+    tokio::spawn(pump);
     let server = McpServer::new(core, "unix", Some(identity));
-    match server.serve((read, write)).await {
+    match server.serve(pipes).await {
         Ok(running) => {
             tokio::select! {
                 quit = running.waiting() => tracing::info!(reason = ?quit, "unix socket session ended"),

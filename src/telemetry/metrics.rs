@@ -66,6 +66,10 @@ pub struct Metrics {
     pub auth_failures: Family<ReasonLabel, Counter>,
     /// Requests refused by a limit: rate, concurrent, sessions, body, tier, session_owner.
     pub http_refused: Family<ReasonLabel, Counter>,
+    /// HTTP connections open now (server.max_connections caps them).
+    pub http_connections: Gauge,
+    /// Connections the server closed to admit others, or refused at the cap.
+    http_connections_closed: Family<ReasonLabel, Counter>,
     live: Family<KindLabel, Gauge>,
     pub trace_events: Family<GadgetLabel, Counter>,
     pub trace_losses: Family<LossLabels, Counter>,
@@ -117,8 +121,22 @@ impl Metrics {
         registry.register(
             "http_refused",
             "HTTP requests refused by a limit or policy: rate_limited, concurrency, sessions, \
-             body_size, tier, session_owner",
+             sessions_per_identity, body_size, body_timeout, tier, session_owner",
             http_refused.clone(),
+        );
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "HTTP connections open now (at most server.max_connections)",
+            http_connections.clone(),
+        );
+        let http_connections_closed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "http_connections_closed",
+            "HTTP connections closed at server.max_connections: evicted_unauthenticated (never \
+             authenticated, closed for a new one), evicted_idle (idle, closed for a new one), \
+             refused (every connection was serving an authenticated request)",
+            http_connections_closed.clone(),
         );
         let live = Family::<KindLabel, Gauge>::default();
         registry.register(
@@ -181,6 +199,8 @@ impl Metrics {
             http_in_flight,
             auth_failures,
             http_refused,
+            http_connections,
+            http_connections_closed,
             live,
             trace_events,
             trace_losses,
@@ -189,6 +209,14 @@ impl Metrics {
             deployments_released,
             ready,
         }
+    }
+
+    pub fn connection_closed(&self, reason: &str) {
+        self.http_connections_closed
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -320,6 +348,7 @@ mod tests {
         m.traced("exec", 1, 1, 1);
         m.reload(true);
         m.deployment_released("expired");
+        m.connection_closed("refused");
         m.audit_failures.inc();
         let text = m.render(&Counts::default(), true);
         let exposed: std::collections::BTreeSet<&str> = text

@@ -79,3 +79,44 @@ def test_signal_before_the_first_message_stops_cleanly(binary):
     proc, err_path = _start(binary)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0, err_path.read_text()
+
+
+def _send(proc: subprocess.Popen[bytes], message: dict | str) -> None:
+    line = message if isinstance(message, str) else json.dumps(message)
+    proc.stdin.write((line + "\n").encode())
+    proc.stdin.flush()
+
+
+def test_every_line_gets_an_answer(binary):
+    """Lines the SDK alone answered with silence: not JSON, nested past the parser's limit,
+    over server.max_request_bytes, and a request that reuses the id of one in progress."""
+    proc, err_path = _start(binary)
+    try:
+        _send(proc, INITIALIZE)
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        _send(proc, {"jsonrpc": "2.0", "method": "notifications/initialized"})
+        _send(proc, "this is not json")
+        assert json.loads(proc.stdout.readline())["error"]["code"] == -32700
+        _send(proc, "[" * 200_000 + "]" * 200_000)
+        deep = json.loads(proc.stdout.readline())
+        assert deep["error"]["code"] in (-32700, -32600), deep
+        _send(proc, '{"jsonrpc": "2.0", "id": 3, "method": "ping", "params": {"x": ' + "[" * 300 + "]" * 300 + "}}")
+        assert json.loads(proc.stdout.readline())["error"]["code"] == -32700
+        # Two requests with one id, the first still running when the second comes.
+        _send(proc, {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                     "params": {"name": "trace", "arguments": {"gadget": "exec", "duration_ms": 1500}}})
+        _send(proc, {"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                     "params": {"name": "list_tracepoints", "arguments": {}}})
+        answers = []
+        while len(answers) < 2:
+            m = json.loads(proc.stdout.readline())
+            if "id" in m and "method" not in m:
+                answers.append(m)
+        assert [a["id"] for a in answers] == [9, 9], answers
+        texts = sorted(json.dumps(a["result"]) for a in answers)
+        assert any("categories" in t for t in texts) and any("exec" in t for t in texts), texts
+        _send(proc, {"jsonrpc": "2.0", "id": 10, "method": "ping"})
+        assert json.loads(proc.stdout.readline()) == {"jsonrpc": "2.0", "id": 10, "result": {}}
+    finally:
+        proc.stdin.close()
+        assert proc.wait(timeout=15) == 0, err_path.read_text()

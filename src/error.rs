@@ -222,6 +222,46 @@ pub mod codes {
             "An attach target matches no glob of `tools.deploy.allowed_attach_points`.",
         ),
         (
+            "TOO_MANY_PROGRAMS",
+            "validation",
+            "The object holds more programs than `resources.max_programs`.",
+        ),
+        (
+            "TOO_MANY_RELOCATIONS",
+            "validation",
+            "The object has more CO-RE relocations (or types in them) than linking is allowed to look up.",
+        ),
+        (
+            "UNRESOLVED_REFERENCE",
+            "validation",
+            "A 64-bit load names a map, map value, BTF id or function by a number the object encodes itself (or an extern `__ksym`), not through a relocation the loader resolves against the object.",
+        ),
+        (
+            "KFUNC_NOT_ALLOWED",
+            "validation",
+            "A program calls a kfunc; the loader resolves none, so every kfunc call is refused.",
+        ),
+        (
+            "INVALID_RELOCATION",
+            "validation",
+            "A relocation targets an instruction that is not a 64-bit load or a call, or falls inside one.",
+        ),
+        (
+            "INVALID_INSTRUCTION",
+            "validation",
+            "A program holds a call encoding the kernel does not define.",
+        ),
+        (
+            "INVALID_MAP_NAME",
+            "validation",
+            "A map's name is not made of letters, digits, `_` and `.` (maps are pinned by name).",
+        ),
+        (
+            "MAP_PINNING_NOT_ALLOWED",
+            "validation",
+            "A map asks to be pinned by name; deploy with `pin: true` instead.",
+        ),
+        (
             "TOO_MANY_MAPS",
             "validation",
             "The object declares more maps than `resources.max_maps`.",

@@ -32,8 +32,9 @@ pub struct Holders {
 impl Holders {
     /// Scans every process's descriptors for BPF objects of `kind` (programs, maps or
     /// links). Processes that exit mid-scan, or whose fds this process may not read, are
-    /// skipped.
-    pub fn scan(kind: Object) -> Self {
+    /// skipped. `stop` is asked between processes (a host can hold hundreds of thousands
+    /// of descriptors): once it says so, the scan ends with what it has.
+    pub fn scan(kind: Object, stop: &dyn Fn() -> bool) -> Self {
         let (link_target, id_key): (&[&str], &[u8]) = match kind {
             Object::Prog => (&["anon_inode:bpf-prog"], b"prog_id:"),
             Object::Map => (&["anon_inode:bpf-map"], b"map_id:"),
@@ -50,6 +51,9 @@ impl Holders {
             return holders;
         };
         for entry in procs.flatten() {
+            if stop() {
+                break;
+            }
             let Some(pid) = entry
                 .file_name()
                 .to_str()

@@ -232,7 +232,8 @@ fn list_programs(
             "`sample_ms` must be between 1 and {MAX_SAMPLE_MS}"
         )));
     }
-    let holders = Holders::scan(Object::Prog);
+    let holders = Holders::scan(Object::Prog, &|| ctx.cancel.is_cancelled());
+    ctx.check_cancelled("list_programs")?;
     let ids = match p.id {
         Some(id) => vec![id],
         None => inventory::ids(Object::Prog).map_err(|e| kernel("listing programs", e))?,
@@ -494,7 +495,8 @@ fn list_maps(
     ctx: &CallContext,
 ) -> Result<ListMapsOutput, EbpfError> {
     type_filter(p.map_type.as_deref(), names::map_type_names(), "map")?;
-    let holders = Holders::scan(Object::Map);
+    let holders = Holders::scan(Object::Map, &|| ctx.cancel.is_cancelled());
+    ctx.check_cancelled("list_maps")?;
     let ids = match p.id {
         Some(id) => vec![id],
         None => inventory::ids(Object::Map).map_err(|e| kernel("listing maps", e))?,
@@ -629,10 +631,11 @@ pub fn links_spec() -> ToolSpec {
 fn list_links(
     core: &Core,
     p: ListLinksParams,
-    _ctx: &CallContext,
+    ctx: &CallContext,
 ) -> Result<ListLinksOutput, EbpfError> {
     type_filter(p.link_type.as_deref(), names::link_type_names(), "link")?;
-    let holders = Holders::scan(Object::Link);
+    let holders = Holders::scan(Object::Link, &|| ctx.cancel.is_cancelled());
+    ctx.check_cancelled("list_links")?;
     let ids = match p.id {
         Some(id) => vec![id],
         None => inventory::ids(Object::Link).map_err(|e| kernel("listing links", e))?,

@@ -265,7 +265,7 @@ fn token_command(action: &TokenAction) -> u8 {
     parsed.sort();
     let expires = match expires_in.as_deref().map(humantime::parse_duration) {
         None => None,
-        Some(Ok(d)) => Some(std::time::SystemTime::now() + d),
+        Some(Ok(d)) => Some(crate::time::add(std::time::SystemTime::now(), d)),
         Some(Err(e)) => {
             eprintln!("ebpf-mcp: --expires-in: {e}; write e.g. 90d or 12h");
             return EXIT_USAGE;

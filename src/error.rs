@@ -114,7 +114,7 @@ pub mod codes {
         (
             "PIN_PATH_NOT_ON_BPFFS",
             "validation",
-            "`pin_path` is not under a bpffs mount.",
+            "No BPF object is pinned at `pin_path` on a bpffs mount (the same answer whether the path exists elsewhere or not).",
         ),
         (
             "MAP_NOT_DUMPABLE",
@@ -427,7 +427,7 @@ impl std::error::Error for EbpfError {}
 
 /// The current time as RFC 3339 with milliseconds, UTC.
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+    crate::time::rfc3339_millis(std::time::SystemTime::now())
 }
 
 #[cfg(test)]

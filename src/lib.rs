@@ -10,6 +10,7 @@ pub mod core;
 pub mod deploy;
 pub mod ebpf;
 pub mod error;
+pub mod fault;
 pub mod gadgets;
 pub mod glob;
 pub mod mcp;
@@ -17,6 +18,7 @@ pub mod resources;
 pub mod security;
 pub mod server;
 pub mod telemetry;
+pub mod time;
 pub mod tools;
 
 pub use error::{EbpfError, ErrorCategory};

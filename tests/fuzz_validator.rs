@@ -141,7 +141,13 @@ fn apply(object: &mut Vec<u8>, frac: f64, m: &Mutation) {
 }
 
 /// Runs the validator on its own thread so that a hang fails the case instead of the suite.
+/// The kernel's BTF, parsed once for the whole run: the validator links against it, and
+/// would parse it for every case if no one held it.
+static VMLINUX: std::sync::LazyLock<Option<std::sync::Arc<ebpf_mcp::ebpf::btf::Vmlinux>>> =
+    std::sync::LazyLock::new(|| ebpf_mcp::ebpf::btf::vmlinux().ok());
+
 fn inspect_bounded(object: Vec<u8>) -> Result<Inspection, String> {
+    std::sync::LazyLock::force(&VMLINUX);
     let (tx, rx) = mpsc::channel();
     let len = object.len();
     std::thread::spawn(move || {

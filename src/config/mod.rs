@@ -5,6 +5,7 @@
 mod types;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -115,8 +116,117 @@ impl Config {
         Ok(config)
     }
 
+    /// Every duration with its bounds: zero would make the server useless (every call
+    /// timing out, a busy loop) and a huge value would overflow the times derived from it.
+    fn durations(&self) -> Vec<(&'static str, Duration, Duration, Duration)> {
+        const MS: Duration = Duration::from_millis(1);
+        const S: Duration = Duration::from_secs(1);
+        const H: Duration = Duration::from_secs(3600);
+        const D: Duration = Duration::from_secs(86_400);
+        vec![
+            // Not zero (every call would fail); a millisecond is allowed for tests of it.
+            (
+                "server.request_timeout",
+                self.server.request_timeout.0,
+                MS,
+                D,
+            ),
+            (
+                "server.session_idle_timeout",
+                self.server.session_idle_timeout.0,
+                S,
+                7 * D,
+            ),
+            (
+                "server.request_read_timeout",
+                self.server.request_read_timeout.0,
+                100 * MS,
+                H,
+            ),
+            (
+                "resources.cleanup_interval",
+                self.resources.cleanup_interval.0,
+                S,
+                D,
+            ),
+            ("ebpf.program_timeout", self.ebpf.program_timeout.0, S, D),
+            (
+                "ebpf.map_cleanup_interval",
+                self.ebpf.map_cleanup_interval.0,
+                S,
+                D,
+            ),
+            (
+                "observability.metrics.collection_interval",
+                self.observability.metrics.collection_interval.0,
+                S,
+                H,
+            ),
+            (
+                "observability.health.check_interval",
+                self.observability.health.check_interval.0,
+                S,
+                H,
+            ),
+            (
+                "tools.map_dump.timeout",
+                self.tools.map_dump.timeout.0,
+                100 * MS,
+                H,
+            ),
+            (
+                "tools.trace.max_duration",
+                self.tools.trace.max_duration.0,
+                S,
+                D,
+            ),
+            (
+                "tools.trace.session_max_duration",
+                self.tools.trace.session_max_duration.0,
+                S,
+                7 * D,
+            ),
+            (
+                "tools.deploy.default_ttl",
+                self.tools.deploy.default_ttl.0,
+                S,
+                30 * D,
+            ),
+            (
+                "tools.deploy.max_ttl",
+                self.tools.deploy.max_ttl.0,
+                S,
+                30 * D,
+            ),
+        ]
+    }
+
     /// Cross-field rules that a single value's type cannot express.
     fn validate(&self) -> Result<(), (String, String)> {
+        for (key, value, min, max) in self.durations() {
+            if value < min || value > max {
+                return Err((
+                    key.into(),
+                    format!(
+                        "`{}` is out of range: give a duration from {} to {}",
+                        humantime::format_duration(value),
+                        humantime::format_duration(min),
+                        humantime::format_duration(max)
+                    ),
+                ));
+            }
+        }
+        let deploy = &self.tools.deploy;
+        if deploy.default_ttl.0 > deploy.max_ttl.0 {
+            return Err((
+                "tools.deploy.default_ttl".into(),
+                format!(
+                    "`{}` is longer than tools.deploy.max_ttl ({}); a deployment could never get it",
+                    humantime::format_duration(deploy.default_ttl.0),
+                    humantime::format_duration(deploy.max_ttl.0)
+                ),
+            ));
+        }
         let bv = &self.security.bytecode_validation;
         if let Some(bad) = bv
             .allowed_opcodes
@@ -409,6 +519,40 @@ mod tests {
                 && err.contains("`CAP_FLY` is not a capability"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        for (text, key) in [
+            ("server:\n  request_timeout: 0s\n", "server.request_timeout"),
+            (
+                "tools:\n  trace:\n    session_max_duration: \"100000000h\"\n",
+                "tools.trace.session_max_duration",
+            ),
+            (
+                "tools:\n  deploy:\n    max_ttl: \"100000000h\"\n",
+                "tools.deploy.max_ttl",
+            ),
+            (
+                "resources:\n  cleanup_interval: 0s\n",
+                "resources.cleanup_interval",
+            ),
+            (
+                "observability:\n  health:\n    check_interval: 0s\n",
+                "observability.health.check_interval",
+            ),
+            (
+                "tools:\n  deploy:\n    default_ttl: 2h\n    max_ttl: 1h\n",
+                "tools.deploy.default_ttl",
+            ),
+        ] {
+            let err = Config::from_yaml(text, "t").unwrap_err();
+            let ConfigError::Invalid { key: got, line, .. } = &err else {
+                panic!("{err}")
+            };
+            assert_eq!(got, key, "{err}");
+            assert!(line.is_some(), "{err}");
+        }
     }
 
     #[test]

@@ -449,6 +449,8 @@ pub struct TraceConfig {
     pub session_max_duration: DurationValue,
     /// Most events a session keeps for trace_read.
     pub session_buffer: NonZeroU32,
+    /// Most bytes (of JSON text) the events a session keeps may take.
+    pub session_buffer_bytes: NonZeroU64,
     /// Most sessions running at once.
     pub max_sessions: NonZeroU32,
     /// Most `trace` calls running at once (sessions count separately).
@@ -463,6 +465,7 @@ impl Default for TraceConfig {
             max_events: nz32(10_000),
             session_max_duration: secs(600),
             session_buffer: nz32(10_000),
+            session_buffer_bytes: nz64(1024 * 1024),
             max_sessions: nz32(4),
             max_concurrent: nz32(4),
         }

@@ -10,9 +10,9 @@
 //! `uprobe:/REAL/PATH:SYMBOL`, `xdp:IFNAME`, `tc:IFNAME:ingress|egress`,
 //! `cgroup_skb:/REAL/CGROUP/DIR`, `perf_event:cpu-clock@HZHz`.
 
-use std::os::fd::AsRawFd as _;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
+use crate::ebpf::sys::PinnedFile;
 use crate::glob::Glob;
 
 /// Highest sampling rate a perf_event deployment may ask for.
@@ -42,8 +42,8 @@ pub enum Target {
     RawTp(String),
     TpBtf(String),
     Uprobe {
-        /// The binary, open: the attach names it as `/proc/self/fd/N`.
-        file: std::fs::File,
+        /// The binary, pinned: the attach names it as `/proc/self/fd/N`.
+        file: PinnedFile,
         /// Its real path (no links, no `..`).
         path: PathBuf,
         symbol: String,
@@ -59,8 +59,8 @@ pub enum Target {
         direction: Direction,
     },
     CgroupSkb {
-        /// The cgroup directory, open: the attach uses this descriptor.
-        dir: std::fs::File,
+        /// The cgroup directory, pinned: the attach opens it through this descriptor.
+        dir: PinnedFile,
         path: PathBuf,
         direction: CgroupDirection,
     },
@@ -93,19 +93,22 @@ impl Target {
         }
     }
 
-    /// The path the kernel should be given for a uprobe's binary: the open descriptor, so
+    /// The path the kernel should be given for a uprobe's binary: the pinned descriptor, so
     /// the file checked is the file probed.
-    pub fn uprobe_path(file: &std::fs::File) -> PathBuf {
-        PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()))
+    pub fn uprobe_path(file: &PinnedFile) -> PathBuf {
+        file.proc_path()
     }
 }
 
 /// Why a target was not resolved.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    /// Outside the policy (also when the caller's path does not exist: a refusal does not
-    /// tell whether a path exists outside what the caller may probe).
-    #[error("`{point}` matches none of tools.deploy.allowed_attach_points ({allowed})")]
+    /// Outside the policy as the kernel resolves it, or naming nothing that exists: one
+    /// answer for both, so a refusal never tells whether a path exists or where it leads.
+    #[error(
+        "`{point}` matches none of tools.deploy.allowed_attach_points ({allowed}) as the kernel \
+         resolves it (links and `..` followed; a path that names no regular file matches none)"
+    )]
     NotAllowed { point: String, allowed: String },
     /// The target is malformed or does not exist (inside the policy).
     #[error("{0}")]
@@ -289,22 +292,6 @@ fn plain_name(what: &str, s: &str) -> Result<(), TargetError> {
     }
 }
 
-/// `path` with `.` and `..` resolved by the text alone (no file system access), for a
-/// policy check of a path that cannot be opened.
-fn lexical(path: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::Normal(n) => out.push(n),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    out
-}
-
 fn uprobe(spec: &str, pid: Option<u32>, allowed: &[Glob]) -> Result<Target, TargetError> {
     let (binary, symbol) = spec
         .split_once(':')
@@ -330,39 +317,21 @@ fn uprobe(spec: &str, pid: Option<u32>, allowed: &[Glob]) -> Result<Target, Targ
             "`{binary}` is a relative path; give the binary's absolute path"
         )));
     }
-    // Outside the policy as the caller spelled it, every failure reads the same: the
-    // caller learns nothing about what exists there or where it leads.
-    let spelled = format!("uprobe:{}:{symbol}", lexical(&named).display());
-    let spelled_allowed = allow(&spelled, allowed);
-    let fail = |why: String| match &spelled_allowed {
-        Ok(()) => TargetError::Invalid(why),
-        Err(_) => not_allowed(&spelled, allowed),
-    };
-    let opened = std::fs::File::open(&named).and_then(|f| {
-        let real = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
-        Ok((f, real))
-    });
-    let (file, real) = opened.map_err(|e| fail(format!("`{}`: {e}", named.display())))?;
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return Err(fail(format!("`{}` is not a regular file", named.display())));
-    }
-    if real.as_os_str().as_encoded_bytes().contains(&b':') {
-        return Err(fail(format!(
-            "`{}` has a `:` in its path, which an attach point cannot name",
-            real.display()
-        )));
+    // Every failure reads the same as a path outside the policy: the caller learns nothing
+    // about what exists on the host or where it leads, only whether it may probe it.
+    let spelled = format!("uprobe:{}:{symbol}", named.display());
+    let refused = || not_allowed(&spelled, allowed);
+    let file = PinnedFile::open(&named).map_err(|_| refused())?;
+    if !file.is_regular() || file.real.as_os_str().as_encoded_bytes().contains(&b':') {
+        return Err(refused());
     }
     let target = Target::Uprobe {
+        path: file.real.clone(),
         file,
-        path: real,
         symbol: symbol.to_owned(),
         pid,
     };
-    // Where it really leads is said only to a caller allowed to look there.
-    allow(&target.point(), allowed).map_err(|e| match &spelled_allowed {
-        Ok(()) => e,
-        Err(_) => not_allowed(&spelled, allowed),
-    })?;
+    allow(&target.point(), allowed).map_err(|_| refused())?;
     Ok(target)
 }
 
@@ -410,31 +379,18 @@ fn cgroup(path: &str, direction: CgroupDirection, allowed: &[Glob]) -> Result<Ta
             "`cgroup` is an absolute path of a cgroup v2 directory, not `{path}`"
         )));
     }
-    let spelled = format!("cgroup_skb:{}", lexical(asked).display());
-    let spelled_allowed = allow(&spelled, allowed);
-    let fail = |why: String| match &spelled_allowed {
-        Ok(()) => TargetError::Invalid(why),
-        Err(_) => not_allowed(&spelled, allowed),
-    };
-    let opened = std::fs::File::open(asked).and_then(|f| {
-        let real = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
-        Ok((f, real))
-    });
-    let (dir, real) = opened.map_err(|e| fail(format!("cgroup `{path}`: {e}")))?;
-    if !crate::ebpf::sys::is_cgroup2_dir(&dir) {
-        return Err(fail(format!(
-            "`{path}` is not a directory of the cgroup v2 hierarchy"
-        )));
+    let spelled = format!("cgroup_skb:{path}");
+    let refused = || not_allowed(&spelled, allowed);
+    let dir = PinnedFile::open(asked).map_err(|_| refused())?;
+    if !dir.is_cgroup2_dir() {
+        return Err(refused());
     }
     let target = Target::CgroupSkb {
+        path: dir.real.clone(),
         dir,
-        path: real,
         direction,
     };
-    allow(&target.point(), allowed).map_err(|e| match &spelled_allowed {
-        Ok(()) => e,
-        Err(_) => not_allowed(&spelled, allowed),
-    })?;
+    allow(&target.point(), allowed).map_err(|_| refused())?;
     Ok(target)
 }
 
@@ -513,12 +469,28 @@ mod tests {
             up(&dotdot, &allowed),
             Err(TargetError::NotAllowed { .. })
         ));
-        // A link inside that points outside.
+        // A link inside that points outside: refused without saying where it leads.
         let link = p(&inside.join("link").display().to_string());
         let Err(TargetError::NotAllowed { point, .. }) = up(&link, &allowed) else {
             panic!()
         };
-        assert!(point.contains("/other/bin"), "{point}");
+        assert!(!point.contains("/other/"), "{point}");
+        // Links that make the text look inside while the kernel goes elsewhere.
+        let _ = std::fs::remove_file(inside.join("up"));
+        std::os::unix::fs::symlink(&dir, inside.join("up")).unwrap();
+        let trick = p(&format!("{}/up/other/bin", inside.display()));
+        assert!(matches!(
+            up(&trick, &allowed),
+            Err(TargetError::NotAllowed { .. })
+        ));
+        // A FIFO inside the policy neither blocks nor passes.
+        let fifo = inside.join("fifo");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(
+            up(&p(&fifo.display().to_string()), &allowed),
+            Err(TargetError::NotAllowed { .. })
+        ));
         // A missing file outside the policy is refused exactly like an existing one.
         let missing = up(&p("/root/no-such-file"), &allowed)
             .unwrap_err()
@@ -574,11 +546,5 @@ mod tests {
             ),
             Err(TargetError::NotAllowed { .. })
         ));
-    }
-
-    #[test]
-    fn lexical_paths() {
-        assert_eq!(lexical(Path::new("/a/b/../c/./d")), Path::new("/a/c/d"));
-        assert_eq!(lexical(Path::new("/../../etc")), Path::new("/etc"));
     }
 }

@@ -1,33 +1,123 @@
-//! The kernel's vmlinux BTF, parsed once per process and shared, and the one BPF object
-//! loader that uses it. Parsing costs ~20-50 ms and tens of MB, and aya 0.14's
-//! `EbpfLoader::new()` parses it again on every call, so nothing else may create loaders.
+//! The kernel's vmlinux BTF, parsed while some work needs it and shared by everything
+//! running at that time, and the BPF object loaders that use it. A parse costs ~20 ms and
+//! ~15 MB: held for the life of the process it would be most of an idle server's memory,
+//! so it is dropped (and the memory given back) as soon as the last user is done, and
+//! parsed again by the next. aya 0.14's `EbpfLoader::new()` parses it too, so loaders are
+//! made once each and handed the shared copy for each load.
 
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use aya::{Btf, Ebpf, EbpfError, EbpfLoader};
 
-static VMLINUX: OnceLock<Result<Btf, String>> = OnceLock::new();
-static LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
+/// The parsed vmlinux BTF; freed, and the heap trimmed, when the last holder drops it.
+#[derive(Debug)]
+pub struct Vmlinux(Option<Btf>);
 
-/// The parsed /sys/kernel/btf/vmlinux, or why it could not be parsed (the error is cached
-/// too: the file does not appear at run time).
-pub fn vmlinux() -> Result<&'static Btf, String> {
-    VMLINUX
-        .get_or_init(|| {
-            let started = std::time::Instant::now();
-            let btf = Btf::from_sys_fs().map_err(|e| format!("reading vmlinux BTF: {e}"))?;
+impl std::ops::Deref for Vmlinux {
+    type Target = Btf;
+
+    fn deref(&self) -> &Btf {
+        self.0
+            .as_ref()
+            .expect("set at construction, taken only when dropped")
+    }
+}
+
+impl Drop for Vmlinux {
+    fn drop(&mut self) {
+        drop(self.0.take());
+        super::sys::trim_heap();
+    }
+}
+
+/// Whoever holds the parse now (a weak reference: it goes with its last user).
+static SHARED: Mutex<Weak<Vmlinux>> = Mutex::new(Weak::new());
+/// Why vmlinux BTF cannot be parsed, once known (it does not appear at run time).
+static MISSING: OnceLock<String> = OnceLock::new();
+
+/// The parsed /sys/kernel/btf/vmlinux: the copy in use if there is one, else a new parse.
+/// Hold the `Arc` for the whole piece of work that needs it.
+pub fn vmlinux() -> Result<Arc<Vmlinux>, String> {
+    if let Some(why) = MISSING.get() {
+        return Err(why.clone());
+    }
+    let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(btf) = shared.upgrade() {
+        return Ok(btf);
+    }
+    let started = std::time::Instant::now();
+    match Btf::from_sys_fs() {
+        Ok(btf) => {
             tracing::debug!(
                 elapsed_ms = started.elapsed().as_millis(),
                 "parsed vmlinux BTF"
             );
+            let btf = Arc::new(Vmlinux(Some(btf)));
+            *shared = Arc::downgrade(&btf);
             Ok(btf)
-        })
-        .as_ref()
-        .map_err(Clone::clone)
+        }
+        Err(e) => {
+            let why = format!("reading vmlinux BTF: {e}");
+            let _ = MISSING.set(why.clone());
+            Err(why)
+        }
+    }
+}
+
+static LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
+static DEPLOY_LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
+
+/// A loader made once: `new()` parses BTF of its own, dropped at once (and the heap
+/// trimmed); each load is then given the shared parse.
+fn loader(
+    slot: &'static OnceLock<Mutex<EbpfLoader<'static>>>,
+) -> &'static Mutex<EbpfLoader<'static>> {
+    slot.get_or_init(|| {
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        super::sys::trim_heap();
+        Mutex::new(loader)
+    })
+}
+
+/// Makes both loaders now, one after the other, so that their own BTF parses never overlap
+/// with each other or with the shared one (memory).
+pub fn prepare_loaders() {
+    loader(&LOADER);
+    loader(&DEPLOY_LOADER);
+}
+
+/// Runs `load` with the loader's BTF set to the shared vmlinux parse (when there is one) for
+/// exactly that call.
+fn with_btf<T>(
+    loader: &mut EbpfLoader<'static>,
+    load: impl FnOnce(&mut EbpfLoader<'static>) -> T,
+) -> T {
+    let Ok(btf) = vmlinux() else {
+        loader.btf(None);
+        return load(loader);
+    };
+    let raw: *const Vmlinux = Arc::into_raw(btf);
+    // SAFETY: `raw` comes from `Arc::into_raw` just above, so it points to a live `Vmlinux`
+    // for as long as that reference is not released; it is released below, after the loader
+    // was told to forget it (`btf(None)`) and the load returned. The `Ebpf` a load returns
+    // has no lifetime, so it cannot keep the reference either: nothing reads through it
+    // after the release.
+    let btf: &'static Btf = unsafe { &*raw };
+    loader.btf(Some(btf));
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| load(loader)));
+    loader.btf(None);
+    // SAFETY: `raw` came from `Arc::into_raw` above and is turned back exactly once; the
+    // loader no longer refers to it.
+    drop(unsafe { Arc::from_raw(raw) });
+    match out {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 /// Loads a BPF object (maps created, programs not yet loaded) with CO-RE relocations
-/// against the shared vmlinux BTF. Loads are serialized; they take milliseconds.
+/// against vmlinux BTF. Loads are serialized; they take milliseconds.
 pub fn load_object(bytes: &[u8]) -> Result<Ebpf, EbpfError> {
     load_object_with(bytes, |_| {})
 }
@@ -38,34 +128,25 @@ pub fn load_object_with(
     bytes: &[u8],
     configure: impl FnOnce(&mut EbpfLoader<'static>),
 ) -> Result<Ebpf, EbpfError> {
-    let loader = LOADER.get_or_init(|| {
-        // `new()` parses BTF once here; it is replaced by the shared copy at once.
-        let mut loader = EbpfLoader::new();
-        loader.btf(vmlinux().ok());
-        Mutex::new(loader)
-    });
-    let mut loader = loader.lock().unwrap_or_else(|p| p.into_inner());
+    let mut loader = loader(&LOADER).lock().unwrap_or_else(|p| p.into_inner());
     configure(&mut loader);
-    loader.load(bytes)
+    with_btf(&mut loader, |l| l.load(bytes))
 }
-
-static DEPLOY_LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
 
 /// Loads an agent's object with a loader of its own: the gadgets' loader carries their map
 /// settings (sizes by map name), which must never apply to someone else's maps. Maps the
 /// object asks to pin go under `pin_dir` only. Errors are the loader's, as text.
 pub fn load_deploy_object(bytes: &[u8], pin_dir: &std::path::Path) -> Result<Ebpf, String> {
-    let loader = DEPLOY_LOADER.get_or_init(|| {
-        let mut loader = EbpfLoader::new();
-        loader.btf(vmlinux().ok());
-        Mutex::new(loader)
-    });
-    let mut loader = loader.lock().unwrap_or_else(|p| p.into_inner());
+    let mut loader = loader(&DEPLOY_LOADER)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     loader.default_map_pin_directory(pin_dir);
     // The validator has parsed these bytes already, but the loader goes further (BTF fix-ups,
     // relocations) in code that can panic on hostile input: a panic is a refusal, never a
     // crash. Whatever it had created is dropped, so closed, during unwinding.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loader.load(bytes))) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        with_btf(&mut loader, |l| l.load(bytes))
+    })) {
         Ok(loaded) => loaded.map_err(|e| e.to_string()),
         Err(_) => Err("the object is malformed (the loader gave up on it)".into()),
     }
@@ -110,7 +191,7 @@ fn link_inner(obj: &aya_obj::Object) -> Result<aya_obj::Object, String> {
             .map_err(|e| e.to_string())?;
     }
     if let Ok(btf) = vmlinux() {
-        linked.relocate_btf(btf).map_err(|e| e.to_string())?;
+        linked.relocate_btf(&btf).map_err(|e| e.to_string())?;
     }
     let text_sections: HashSet<usize> = linked.functions.keys().map(|(s, _)| *s).collect();
     let maps: Vec<(String, aya_obj::Map)> = linked

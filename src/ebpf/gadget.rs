@@ -28,6 +28,9 @@ pub enum Hook {
     /// `binary` or only in `pid`.
     Uprobe {
         binary: std::path::PathBuf,
+        /// The binary pinned when it was checked: attached through its descriptor, so the
+        /// path cannot be swapped in between. `None`: attach by `binary`.
+        file: Option<super::sys::PinnedFile>,
         symbol: String,
         ret: bool,
         pid: Option<u32>,
@@ -174,6 +177,7 @@ pub fn start(
             }
             Hook::Uprobe {
                 binary,
+                file,
                 symbol,
                 pid,
                 ..
@@ -184,7 +188,10 @@ pub fn start(
                     Some(pid) => UProbeScope::OneProcess(pid),
                     None => UProbeScope::AllProcesses,
                 };
-                p.attach(symbol.as_str(), binary, scope)
+                let path = file
+                    .as_ref()
+                    .map_or_else(|| binary.clone(), |f| f.proc_path());
+                p.attach(symbol.as_str(), path, scope)
                     .map_err(fail_attach)?;
             }
             Hook::CpuClock { frequency_hz } => {

@@ -586,3 +586,34 @@ mod tests {
         assert_eq!(parse_release("garbage"), None);
     }
 }
+
+/// A running process, told apart from a later one that reuses its pid by its start time
+/// (field 22 of /proc/PID/stat, in clock ticks since boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId {
+    pub pid: u32,
+    start: u64,
+}
+
+impl ProcessId {
+    /// The process `pid` if it is alive now (not a zombie).
+    pub fn alive(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The name (field 2) is in parentheses and may hold spaces: fields follow the last `)`.
+        let rest = stat.rsplit_once(')')?.1;
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?;
+        if matches!(state, "Z" | "X" | "x") {
+            return None;
+        }
+        // After the state: ppid, pgrp, session, tty, tpgid, flags, minflt, cminflt, majflt,
+        // cmajflt, utime, stime, cutime, cstime, priority, nice, threads, itrealvalue, start.
+        let start = fields.nth(18)?.parse().ok()?;
+        Some(Self { pid, start })
+    }
+
+    /// Whether this very process still runs.
+    pub fn still_alive(&self) -> bool {
+        Self::alive(self.pid).is_some_and(|now| now == *self)
+    }
+}

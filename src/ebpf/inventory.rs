@@ -216,8 +216,10 @@ pub fn read_program(id: u32) -> Result<(Program, OwnedFd), SyscallError> {
     let fd = bpf::fd_by_id(Object::Prog, id)?;
     let (info, map_ids, _) = bpf::prog_info(fd.as_fd(), false)?;
     let loaded_at = if info.load_time > 0 {
-        humantime::format_rfc3339_seconds(boot_time() + Duration::from_nanos(info.load_time))
-            .to_string()
+        crate::time::rfc3339_seconds(crate::time::add(
+            boot_time(),
+            Duration::from_nanos(info.load_time),
+        ))
     } else {
         String::new()
     };
@@ -317,6 +319,10 @@ pub struct LinkRecord {
     /// Offset within the probed function or file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// Why the link no longer acts, when it does not: its interface was deleted (the
+    /// kernel keeps the link until its holder closes it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detached: Option<String>,
 }
 
 fn if_name(ifindex: u32) -> Option<String> {
@@ -377,6 +383,7 @@ pub fn read_link(id: u32) -> Result<LinkRecord, SyscallError> {
         cgroup_path: None,
         name: info.name,
         offset: None,
+        detached: None,
     };
     match info.target {
         LinkTarget::Device {
@@ -386,6 +393,10 @@ pub fn read_link(id: u32) -> Result<LinkRecord, SyscallError> {
             rec.ifindex = Some(ifindex);
             rec.ifname = if_name(ifindex);
             rec.attach_type = attach_type.map(names::attach_type);
+            // The kernel reports index 0 once the device the link was on is gone.
+            if ifindex == 0 {
+                rec.detached = Some("its interface was deleted".into());
+            }
         }
         LinkTarget::Cgroup {
             cgroup_id,
@@ -442,6 +453,7 @@ fn describe(r: &LinkRecord) -> String {
     let at = r.attach_type.as_deref().unwrap_or("");
     let dev = |ifindex: Option<u32>, ifname: &Option<String>| match (ifname, ifindex) {
         (Some(n), Some(i)) => format!("{n} (ifindex {i})"),
+        (None, Some(0)) => "(detached: its interface was deleted)".to_owned(),
         (None, Some(i)) => format!("ifindex {i} (other network namespace)"),
         _ => String::new(),
     };

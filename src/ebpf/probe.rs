@@ -104,11 +104,13 @@ pub fn features(facts: &KernelFacts, refresh: bool) -> Arc<Features> {
     }
     let started = Instant::now();
     let probed_at = crate::error::now_rfc3339();
-    // Parse the shared BTF once up front rather than racing several threads into it.
-    let _ = btf::vmlinux();
-    let (attach, program_types, map_types, helpers) = std::thread::scope(|s| {
+    // Memory: one vmlinux BTF parse at a time. The loader's own parse (made once) comes
+    // first; then one parse shared by every attach probe, held until they are done; then,
+    // with it given back, the program-type probes, for two of which aya parses its own.
+    btf::prepare_loaders();
+    let held = btf::vmlinux();
+    let (attach, map_types, helpers) = std::thread::scope(|s| {
         let attach = s.spawn(|| probe_attach_kinds(facts));
-        let program_types = s.spawn(|| probe_program_types(facts));
         let map_types = s.spawn(|| probe_map_types(facts));
         let helpers = probe_helpers(facts);
         // Each probe inside a group already turns its own panic into `unknown`; a group
@@ -119,8 +121,11 @@ pub fn features(facts: &KernelFacts, refresh: bool) -> Arc<Features> {
                 BTreeMap::new()
             })
         };
-        (join(attach), join(program_types), join(map_types), helpers)
+        (join(attach), join(map_types), helpers)
     });
+    drop(held);
+    let program_types = probe_program_types(facts);
+    crate::ebpf::sys::trim_heap();
     let features = Arc::new(Features {
         attach,
         program_types,
@@ -387,7 +392,7 @@ fn load_probe_object() -> Result<Ebpf, String> {
     btf::load_object(PROBES_OBJ).map_err(|e| format!("loading the probe object: {e}"))
 }
 
-fn vmlinux_for(what: &str) -> Result<&'static aya::Btf, Probe> {
+fn vmlinux_for(what: &str) -> Result<std::sync::Arc<btf::Vmlinux>, Probe> {
     btf::vmlinux().map_err(|e| Probe::Skipped(format!("{what} needs vmlinux BTF: {e}")))
 }
 
@@ -485,7 +490,7 @@ fn probe_tp_btf(facts: &KernelFacts) -> Support {
         let btf = vmlinux_for("tp_btf")?;
         step(
             "loading a tp_btf program for sched_process_exec",
-            p.load("sched_process_exec", btf),
+            p.load("sched_process_exec", &btf),
         )?;
         step("attaching a tp_btf program", p.attach())?;
         Ok(())
@@ -509,7 +514,7 @@ fn probe_fentry(facts: &KernelFacts) -> Support {
         let btf = vmlinux_for("fentry")?;
         step(
             "loading an fentry program for do_nanosleep",
-            p.load("do_nanosleep", btf),
+            p.load("do_nanosleep", &btf),
         )?;
         step("attaching an fentry program", p.attach())?;
         Ok(())
@@ -521,7 +526,7 @@ fn probe_fexit(facts: &KernelFacts) -> Support {
         let btf = vmlinux_for("fexit")?;
         step(
             "loading an fexit program for do_nanosleep",
-            p.load("do_nanosleep", btf),
+            p.load("do_nanosleep", &btf),
         )?;
         step("attaching an fexit program", p.attach())?;
         Ok(())
@@ -533,7 +538,7 @@ fn probe_lsm(facts: &KernelFacts) -> Support {
         let btf = vmlinux_for("lsm")?;
         step(
             "loading an LSM program for the bpf hook",
-            p.load("bpf", btf),
+            p.load("bpf", &btf),
         )?;
         step("attaching an LSM program", p.attach())?;
         Ok(())

@@ -170,14 +170,6 @@ pub fn interface(name: &str) -> Result<(String, u32), String> {
     Ok((primary.to_string_lossy().into_owned(), index))
 }
 
-/// Whether `dir` is a directory on a cgroup v2 file system.
-pub fn is_cgroup2_dir(dir: &std::fs::File) -> bool {
-    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-    dir.metadata().is_ok_and(|m| m.is_dir())
-        && nix::sys::statfs::fstatfs(dir)
-            .is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
-}
-
 /// RLIMIT_NOFILE: (soft, hard).
 pub fn nofile_limit() -> Result<(u64, u64), SyscallError> {
     nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_err(|e| {
@@ -196,4 +188,112 @@ pub fn set_nofile_limit(soft: u64, hard: u64) -> Result<(), SyscallError> {
             source: e.into(),
         },
     )
+}
+
+/// A file opened only to name it (O_PATH): opening never blocks (a FIFO) and never acts (a
+/// device), and whatever the path names later, this is the inode that was checked. Reads
+/// and attaches go through [`PinnedFile::proc_path`], the descriptor's own path.
+#[derive(Debug, Clone)]
+pub struct PinnedFile {
+    fd: std::sync::Arc<std::os::fd::OwnedFd>,
+    /// Its path with every link and `..` resolved, as the kernel names the descriptor.
+    pub real: std::path::PathBuf,
+    mode: u32,
+}
+
+impl PartialEq for PinnedFile {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.fd, &other.fd)
+    }
+}
+
+impl Eq for PinnedFile {}
+
+impl PinnedFile {
+    /// Opens `path` (following links) without reading it.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        use nix::fcntl::{OFlag, open};
+        use std::os::fd::AsRawFd;
+        let fd = open(
+            path,
+            OFlag::O_PATH | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        let stat = nix::sys::stat::fstat(&fd)?;
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+        Ok(Self {
+            fd: std::sync::Arc::new(fd),
+            real,
+            mode: stat.st_mode,
+        })
+    }
+
+    pub fn is_regular(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// `/proc/self/fd/N`: opening it opens this very file.
+    pub fn proc_path(&self) -> std::path::PathBuf {
+        use std::os::fd::AsRawFd;
+        std::path::PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+
+    /// This file opened for reading (regular files and directories only, so the open can
+    /// neither block nor act).
+    pub fn reopen(&self) -> io::Result<std::fs::File> {
+        if !self.is_regular() && !self.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file or directory",
+            ));
+        }
+        std::fs::File::open(self.proc_path())
+    }
+
+    /// Whether it is a directory of a cgroup v2 hierarchy.
+    pub fn is_cgroup2_dir(&self) -> bool {
+        const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+        self.is_dir()
+            && nix::sys::statfs::fstatfs(&*self.fd)
+                .is_ok_and(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
+    }
+
+    /// Whether it lives on a bpffs (where pinned programs, maps and links are).
+    pub fn is_on_bpffs(&self) -> bool {
+        const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+        nix::sys::statfs::fstatfs(&*self.fd).is_ok_and(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+    }
+
+    /// Its inode number (a cgroup directory's is the cgroup's id).
+    pub fn inode(&self) -> io::Result<u64> {
+        Ok(nix::sys::stat::fstat(&*self.fd)?.st_ino)
+    }
+}
+
+/// Gives the heap's free memory back to the kernel (glibc keeps freed small blocks for
+/// reuse): called after a large transient structure, such as a vmlinux BTF parse, is gone.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim has no preconditions; it only releases free pages of the heap.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Tunes glibc's allocator so that transient peaks (a BTF parse, a storm of events) are
+/// given back once over: at most two arenas (by default every thread that allocates gets
+/// one, up to 8 per core, and memory freed in one stays with it), and fixed mmap and trim
+/// thresholds (by default freeing one large block raises both, up to 32 MiB, after which
+/// the freed tops of the arenas are kept). Call before any thread is started.
+pub fn tune_allocator() {
+    // SAFETY: mallopt only sets allocator parameters; called before other threads exist,
+    // so no allocation races with it.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 * 1024);
+    }
 }

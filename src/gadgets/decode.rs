@@ -28,7 +28,7 @@ impl Clock {
     }
 
     pub fn wall(&self, boot_ns: u64) -> String {
-        humantime::format_rfc3339_nanos(self.boot + Duration::from_nanos(boot_ns)).to_string()
+        crate::time::rfc3339_nanos(crate::time::add(self.boot, Duration::from_nanos(boot_ns)))
     }
 }
 

@@ -410,6 +410,8 @@ impl ServerHandler for McpServer {
     ) -> Result<CallToolResponse, McpError> {
         let name = request.name.as_ref();
         let Some(spec) = self.enabled_spec(name) else {
+            let identity = self.identity(&context);
+            tools::audit_unknown_tool(&self.core, name, &self.caller(&identity, &context));
             return Err(McpError::invalid_params(
                 format!("unknown tool `{name}`; tools/list shows the tools this server offers"),
                 Some(json!({"tool": name})),

@@ -288,7 +288,7 @@ pub fn token_line(id: &str, secret: &str, tiers: &[Tier], expires: Option<System
     let hex = super::sha256_hex(secret.as_bytes());
     let tiers: Vec<&str> = tiers.iter().map(|t| t.as_str()).collect();
     let expires = expires
-        .map(|t| format!(", expires: \"{}\"", humantime::format_rfc3339_seconds(t)))
+        .map(|t| format!(", expires: \"{}\"", crate::time::rfc3339_seconds(t)))
         .unwrap_or_default();
     format!(
         "  - {{id: {id}, sha256: \"{hex}\", tiers: [{}]{expires}}}",

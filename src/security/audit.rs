@@ -2,9 +2,13 @@
 //! transport, client), which tool with which parameters (large values such as an object's
 //! bytes replaced by their sha256 and size), the outcome and error code, how long it took,
 //! and for deploy the validator's verdict and the loaded programs' tags. A line is written
-//! before the response is sent. Deploy-tier calls fail closed when the log cannot be
-//! written; other calls go on (or fail too, with `security.audit_required_for_reads`).
-//! SIGHUP reopens the file, for logrotate.
+//! before the response is sent, and for calls that change state (deploy, undeploy,
+//! trace_start, trace_stop) a `begin` line before they act: they do not run when it cannot
+//! be written. Lines are written whole or not at all. Deploy-tier calls fail closed when the
+//! log cannot be written; other calls go on (or fail too, with
+//! `security.audit_required_for_reads`). The server's own releases are retried until the
+//! log takes them; refusals before a tool (HTTP 401, 429, ...) are rate-limited per kind.
+//! SIGHUP reopens the file, for logrotate; a deleted file is created again.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -47,13 +51,34 @@ impl Caller {
     }
 }
 
+/// Records of the server's own acts (expiries, CPU-limit releases) kept for a retry while
+/// the log cannot be written; beyond this the oldest are dropped, and that is logged.
+const MAX_PENDING: usize = 10_000;
+/// Free space below which the log is reported as not writable (a record is a few hundred
+/// bytes; this leaves room for a burst).
+const MIN_FREE_BYTES: u64 = 64 * 1024;
+/// Refusals of one kind written at most this often; the ones in between are counted into
+/// the next line (`suppressed`), so a flood of refused requests cannot fill the disk.
+const REFUSAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 #[derive(Debug)]
 pub struct Audit {
     enabled: bool,
     path: PathBuf,
-    file: Mutex<Option<File>>,
-    /// Why the file is not open, when it is not.
-    problem: Mutex<Option<String>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    file: Option<File>,
+    /// Why the last open or write failed, until one succeeds.
+    problem: Option<String>,
+    /// Server records waiting for the log to be writable again.
+    pending: std::collections::VecDeque<Vec<u8>>,
+    /// Server records dropped because `pending` was full.
+    lost: u64,
+    /// Per refusal kind: when one was last written, and how many were not since.
+    refusals: std::collections::HashMap<String, (std::time::Instant, u64)>,
 }
 
 fn open(path: &Path) -> Result<File, String> {
@@ -70,6 +95,89 @@ fn open(path: &Path) -> Result<File, String> {
         .map_err(|e| format!("opening {}: {e}", path.display()))
 }
 
+/// Appends `line` whole or not at all: after a failed or short write the file is cut back
+/// to where it ended, on a line boundary, so the next record never continues a torn one.
+fn write_whole(f: &mut File, line: &[u8]) -> std::io::Result<()> {
+    let before = f.metadata()?.len();
+    match f.write_all(line) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = f.set_len(before);
+            Err(e)
+        }
+    }
+}
+
+impl Inner {
+    /// The open file, reopened when it was deleted or never opened.
+    fn file(&mut self, path: &Path) -> Result<&mut File, String> {
+        use std::os::unix::fs::MetadataExt;
+        let deleted = self
+            .file
+            .as_ref()
+            .is_some_and(|f| f.metadata().is_ok_and(|m| m.nlink() == 0));
+        if deleted || self.file.is_none() {
+            match open(path) {
+                Ok(f) => self.file = Some(f),
+                Err(e) => {
+                    self.file = None;
+                    self.problem = Some(e.clone());
+                    return Err(e);
+                }
+            }
+        }
+        self.file
+            .as_mut()
+            .ok_or_else(|| "the audit log is not open".to_owned())
+    }
+
+    /// Writes the server records waiting for a retry, oldest first.
+    fn flush(&mut self, path: &Path) -> Result<(), String> {
+        self.file(path)?;
+        let Inner {
+            file: Some(f),
+            pending,
+            problem,
+            ..
+        } = self
+        else {
+            return Err("the audit log is not open".into());
+        };
+        while let Some(old) = pending.front() {
+            if let Err(e) = write_whole(f, old) {
+                let why = format!("writing {}: {e}", path.display());
+                *problem = Some(why.clone());
+                return Err(why);
+            }
+            pending.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Writes the pending server records, then `line`.
+    fn write(&mut self, path: &Path, line: &[u8]) -> Result<(), String> {
+        self.flush(path)?;
+        let f = self.file.as_mut().ok_or("the audit log is not open")?;
+        match write_whole(f, line) {
+            Ok(()) => {
+                self.problem = None;
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!("writing {}: {e}", path.display());
+                self.problem = Some(why.clone());
+                Err(why)
+            }
+        }
+    }
+}
+
+fn line_of(record: &Value) -> Result<Vec<u8>, String> {
+    let mut line = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    Ok(line)
+}
+
 impl Audit {
     /// The log at `path`, opened on first use (so commands that make no tool call never
     /// create it). A log that cannot be opened is not fatal: the calls that require it
@@ -78,38 +186,45 @@ impl Audit {
         Self {
             enabled,
             path: path.to_path_buf(),
-            file: Mutex::new(None),
-            problem: Mutex::new(None),
+            inner: Mutex::new(Inner::default()),
         }
     }
 
-    /// Opens the file if it is not open yet; `Err` says why it cannot be.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens the file if it is not open yet (or was deleted); `Err` says why it cannot be.
     pub fn ensure_open(&self) -> Result<(), String> {
         if !self.enabled {
             return Ok(());
         }
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if file.is_some() {
-            return Ok(());
-        }
-        self.open_into(&mut file)
+        self.lock().file(&self.path).map(drop)
     }
 
-    /// Opens the file into `file` (whose lock the caller holds), recording why not.
-    fn open_into(&self, file: &mut Option<File>) -> Result<(), String> {
-        let mut problem = self.problem.lock().unwrap_or_else(|p| p.into_inner());
-        match open(&self.path) {
-            Ok(f) => {
-                *file = Some(f);
-                *problem = None;
-                Ok(())
-            }
-            Err(e) => {
-                *file = None;
-                *problem = Some(e.clone());
-                Err(e)
-            }
+    /// Whether records can be written now: the file is there (reopened if it was deleted),
+    /// its disk has room, and the server's own records waiting for a retry went out.
+    /// `/ready` and the readiness gauge follow this.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
         }
+        let mut inner = self.lock();
+        inner.file(&self.path)?;
+        let free = nix::sys::statvfs::statvfs(&self.path)
+            .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
+            .map_err(|e| format!("statvfs {}: {e}", self.path.display()))?;
+        if free < MIN_FREE_BYTES {
+            let why = format!(
+                "the file system of {} has {free} bytes free; records need room (free space there)",
+                self.path.display()
+            );
+            inner.problem = Some(why.clone());
+            return Err(why);
+        }
+        inner.flush(&self.path)?;
+        inner.problem = None;
+        Ok(())
     }
 
     pub fn enabled(&self) -> bool {
@@ -118,10 +233,7 @@ impl Audit {
 
     /// Why nothing can be written, or `None` when the log is open.
     pub fn problem(&self) -> Option<String> {
-        self.problem
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.lock().problem.clone()
     }
 
     /// Closes and opens the file again (after logrotate moved it).
@@ -129,30 +241,75 @@ impl Audit {
         if !self.enabled {
             return Ok(());
         }
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        self.open_into(&mut file)
+        let mut inner = self.lock();
+        inner.file = None;
+        inner.file(&self.path).map(drop)
     }
 
-    /// Appends one record as a JSON line.
+    /// Appends one record as a whole JSON line.
     pub fn record(&self, record: &Value) -> Result<(), String> {
         if !self.enabled {
             return Ok(());
         }
-        self.ensure_open()?;
-        let mut line = serde_json::to_vec(record).map_err(|e| e.to_string())?;
-        line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(f) = file.as_mut() else {
-            return Err(self
-                .problem()
-                .unwrap_or_else(|| "the audit log is not open".into()));
+        let line = line_of(record)?;
+        self.lock().write(&self.path, &line)
+    }
+
+    /// Appends a record of the server's own act; when the log cannot take it now, keeps it
+    /// to write before the next record (at most [`MAX_PENDING`]). `Err` says it was queued.
+    pub fn record_or_retry(&self, record: &Value) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let line = line_of(record)?;
+        let mut inner = self.lock();
+        match inner.write(&self.path, &line) {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                inner.pending.push_back(line);
+                if inner.pending.len() > MAX_PENDING {
+                    inner.pending.pop_front();
+                    inner.lost += 1;
+                    tracing::error!(
+                        lost = inner.lost,
+                        "audit records of the server's own acts dropped: the log has been unwritable for too long"
+                    );
+                }
+                Err(format!(
+                    "{why}; the record is kept and written when the log can take it"
+                ))
+            }
+        }
+    }
+
+    /// Records a request refused before it reached a tool (HTTP 401/403/408/413/429/503),
+    /// at most one line per `kind` a second: the ones in between are counted into the next
+    /// line's `suppressed`, so a flood of refusals cannot fill the disk.
+    pub fn record_refusal(&self, kind: &str, mut record: Value) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let mut inner = self.lock();
+        let now = std::time::Instant::now();
+        let suppressed = match inner.refusals.get_mut(kind) {
+            Some((at, n)) if now.duration_since(*at) < REFUSAL_INTERVAL => {
+                *n += 1;
+                return Ok(());
+            }
+            Some((at, n)) => {
+                *at = now;
+                std::mem::take(n)
+            }
+            None => {
+                inner.refusals.insert(kind.to_owned(), (now, 0));
+                0
+            }
         };
-        // One write per line, append mode: lines of concurrent calls never interleave.
-        f.write_all(&line).map_err(|e| {
-            let why = format!("writing {}: {e}", self.path.display());
-            *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.clone());
-            why
-        })
+        if suppressed > 0 {
+            record["suppressed"] = suppressed.into();
+        }
+        let line = line_of(&record)?;
+        inner.write(&self.path, &line)
     }
 }
 

@@ -46,6 +46,8 @@ const EM_BPF: u16 = 247;
 /// among the kernel's ~100k BTF types. Real programs use a few dozen.
 const MAX_CORE_RELOCATIONS: usize = 16_384;
 const MAX_CORE_TYPES: usize = 1024;
+/// Functions (programs and subprograms) one object may hold: the kernel's BPF_MAX_SUBPROGS.
+const MAX_FUNCTIONS: usize = 256;
 const INSN: usize = 8;
 
 /// `BPF_LD | BPF_IMM | BPF_DW`: the two-slot 64-bit immediate load.
@@ -70,6 +72,10 @@ pub mod code {
     pub const PROGRAM_TYPE_NOT_ALLOWED: &str = "PROGRAM_TYPE_NOT_ALLOWED";
     pub const TOO_MANY_INSTRUCTIONS: &str = "TOO_MANY_INSTRUCTIONS";
     pub const TOO_MANY_PROGRAMS: &str = "TOO_MANY_PROGRAMS";
+    /// More functions than the kernel allows subprograms.
+    pub const TOO_MANY_FUNCTIONS: &str = "TOO_MANY_FUNCTIONS";
+    /// A call or function reference to a program's entry, not a subprogram.
+    pub const INVALID_CALL: &str = "INVALID_CALL";
     /// More CO-RE relocations (or distinct types in them) than the bound on linking work.
     pub const TOO_MANY_RELOCATIONS: &str = "TOO_MANY_RELOCATIONS";
     pub const OPCODE_NOT_ALLOWED: &str = "OPCODE_NOT_ALLOWED";
@@ -315,6 +321,8 @@ struct Reloc {
 
 /// A function of the object (a program's own code or a subprogram), as the loader parses it.
 struct Function<'a> {
+    /// The loader's key for it: (section, address).
+    key: (usize, u64),
     name: &'a str,
     /// The program it is, if it is one.
     program: Option<&'a str>,
@@ -502,6 +510,7 @@ fn inspect_inner(bytes: &[u8], policy: &Policy) -> Inspection {
         .functions
         .iter()
         .map(|(key, f)| Function {
+            key: *key,
             name: &f.name,
             program: program_of.get(key).copied(),
             section: key.0,
@@ -509,6 +518,40 @@ fn inspect_inner(bytes: &[u8], policy: &Policy) -> Inspection {
             insns: &f.instructions,
         })
         .collect();
+    // The loader links each program by copying in every function it calls or refers to,
+    // recursively, and writes each linked program back over its entry: a call into another
+    // program's entry would get that program linked or not depending on the order the
+    // loader happens to take programs in (a hash map's), so what the kernel got could
+    // differ from what was checked. Only subprograms may be called. And the linker
+    // recurses once per function in a call chain: bound the chain before it runs.
+    if obj.functions.len() > MAX_FUNCTIONS {
+        out.violations.push(Violation::new(
+            code::TOO_MANY_FUNCTIONS,
+            None,
+            None,
+            format!(
+                "{} functions; an object may hold at most {MAX_FUNCTIONS} (the kernel's limit \
+                 on subprograms)",
+                obj.functions.len()
+            ),
+        ));
+        return out;
+    }
+    for f in &functions {
+        for (at, target) in model.callees(f.key) {
+            if let Some(callee) = program_of.get(&target) {
+                out.violations.push(Violation::in_function(
+                    code::INVALID_CALL,
+                    f,
+                    at,
+                    format!(
+                        "calls or refers to program `{callee}`'s entry; only subprograms (in \
+                         .text) may be called"
+                    ),
+                ));
+            }
+        }
+    }
     // 1. Provenance, in every function the loader may link: before linking, offsets still
     //    match the ELF's relocations.
     let mut externs: HashMap<(usize, usize), BTreeSet<String>> = HashMap::new();
@@ -970,44 +1013,56 @@ impl Model<'_> {
             || self.map_sections.contains(&section)
     }
 
+    /// The calls and function references of function `key`, as the loader resolves them:
+    /// (instruction index, the function key it names).
+    fn callees(&self, key: (usize, u64)) -> Vec<(usize, (usize, u64))> {
+        let Some(f) = self.obj.functions.get(&key) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, insn) in f.instructions.iter().enumerate() {
+            let offset = f.section_offset + i * INSN;
+            let any = self.relocs.get(&(key.0, offset as u64));
+            // A call of an extern is a kfunc call (reported as such), not a link.
+            if any.is_some_and(|r| r.section.is_none()) {
+                continue;
+            }
+            let rel = any.filter(|r| {
+                r.kind == SymbolKind::Text
+                    || r.section.is_some_and(|s| self.text_sections.contains(&s))
+            });
+            let is_call = insn.code == CALL && insn_src(insn) == PSEUDO_CALL;
+            let target = match rel {
+                Some(r) => {
+                    let Some(section) = r.section else { continue };
+                    let address = match (r.kind, r.size) {
+                        (SymbolKind::Text, _) => r.address,
+                        (_, 32) => r
+                            .address
+                            .wrapping_add((i64::from(insn.imm) + 1) as u64 * INSN as u64),
+                        _ => r.address.wrapping_add(i64::from(insn.imm) as u64),
+                    };
+                    (section, address)
+                }
+                None if is_call => (
+                    key.0,
+                    (offset as i64 + (i64::from(insn.imm) + 1) * INSN as i64) as u64,
+                ),
+                None => continue,
+            };
+            out.push((i, target));
+        }
+        out
+    }
+
     /// Functions reachable from `start` by calls and function references, as the loader
     /// follows them (its own key included).
     fn reachable(&self, start: (usize, u64)) -> BTreeSet<(usize, u64)> {
         let mut seen = BTreeSet::new();
         let mut queue = VecDeque::from([start]);
         while let Some(key) = queue.pop_front() {
-            if !seen.insert(key) {
-                continue;
-            }
-            let Some(f) = self.obj.functions.get(&key) else {
-                continue;
-            };
-            for (i, insn) in f.instructions.iter().enumerate() {
-                let offset = f.section_offset + i * INSN;
-                let rel = self.relocs.get(&(key.0, offset as u64)).filter(|r| {
-                    r.kind == SymbolKind::Text
-                        || r.section.is_some_and(|s| self.text_sections.contains(&s))
-                });
-                let is_call = insn.code == CALL && insn_src(insn) == PSEUDO_CALL;
-                let target = match rel {
-                    Some(r) => {
-                        let Some(section) = r.section else { continue };
-                        let address = match (r.kind, r.size) {
-                            (SymbolKind::Text, _) => r.address,
-                            (_, 32) => r
-                                .address
-                                .wrapping_add((i64::from(insn.imm) + 1) as u64 * INSN as u64),
-                            _ => r.address.wrapping_add(i64::from(insn.imm) as u64),
-                        };
-                        (section, address)
-                    }
-                    None if is_call => (
-                        key.0,
-                        (offset as i64 + (i64::from(insn.imm) + 1) * INSN as i64) as u64,
-                    ),
-                    None => continue,
-                };
-                queue.push_back(target);
+            if seen.insert(key) {
+                queue.extend(self.callees(key).into_iter().map(|(_, t)| t));
             }
         }
         seen

@@ -2,10 +2,11 @@
 //! what a connection costs is bounded before any request on it is parsed.
 //!
 //! - At most `server.max_connections` are open. When a new one arrives at the cap, the
-//!   connection that has waited longest without an authenticated request in progress is
-//!   closed for it (one that never authenticated first); only when every connection is
-//!   busy with an authenticated request is the new one refused. A local process without a
-//!   token can hold connections, but never the ones that authenticated clients need.
+//!   connection idle longest (no admitted request in progress: authenticated, its body read,
+//!   within the concurrency cap) is closed for it; only when every connection is serving an
+//!   admitted request is the new one refused. A process that holds connections half-open,
+//!   with or without a token, displaces only its own: a client's fresh connection is always
+//!   the newest, and an admitted request is never displaced.
 //! - A request's head must arrive within `server.request_read_timeout` (hyper's header
 //!   timer, which also closes connections idle between requests for that long), its body
 //!   within the same time again (the HTTP gate).
@@ -51,9 +52,9 @@ pub struct Conn {
 /// What admission needs to know of an open connection.
 #[derive(Debug, Default)]
 pub struct ConnState {
-    /// A request on it presented valid credentials.
+    /// A request on it was admitted.
     authenticated: AtomicBool,
-    /// Authenticated requests in progress on it.
+    /// Admitted requests in progress on it.
     busy: AtomicUsize,
     /// Cancelled to close the connection (evicted, or the server stops).
     close: CancellationToken,
@@ -63,8 +64,8 @@ pub struct ConnState {
 }
 
 impl ConnState {
-    /// An authenticated request started on this connection; it stays busy until the
-    /// returned guard goes (when the response's body ends).
+    /// An admitted request started on this connection; it stays busy until the returned
+    /// guard goes (when the response's body ends).
     pub fn begin(self: &Arc<Self>) -> BusyGuard {
         self.authenticated.store(true, Ordering::Relaxed);
         self.busy.fetch_add(1, Ordering::Relaxed);
@@ -136,12 +137,13 @@ impl Connections {
                 let opened = *s.opened.lock().unwrap_or_else(|p| p.into_inner());
                 now.duration_since(since.or(opened).unwrap_or(now))
             };
-            // Never an authenticated request in progress; among the rest, the ones that
-            // never authenticated first, then whichever has been idle longest.
+            // Never one serving an admitted request; among the rest, whichever has done
+            // nothing for longest. A client's fresh connection is the newest, so a flood of
+            // connections displaces its own before it.
             let victim = open
                 .iter()
                 .filter(|(_, s)| s.busy.load(Ordering::Relaxed) == 0)
-                .max_by_key(|(_, s)| (!s.authenticated.load(Ordering::Relaxed), idle_for(s)))
+                .max_by_key(|(id, s)| (idle_for(s), std::cmp::Reverse(**id)))
                 .map(|(id, s)| (*id, !s.authenticated.load(Ordering::Relaxed)));
             match victim {
                 Some((id, unauthenticated)) => {
@@ -437,15 +439,16 @@ mod tests {
     }
 
     #[test]
-    fn a_full_table_closes_an_unauthenticated_connection_first() {
+    fn a_full_table_closes_the_connection_idle_longest() {
         let c = Connections::new(3, Default::default());
         let (_, a) = c.admit();
+        std::thread::sleep(Duration::from_millis(5));
         let (_, b) = c.admit();
+        std::thread::sleep(Duration::from_millis(5));
         let (_, d) = c.admit();
         let (a, b, d) = (a.unwrap(), b.unwrap(), d.unwrap());
-        // a: authenticated and idle; b: never authenticated; d: serving a request.
-        c.mark(a.0, true, false);
-        let _busy = c.mark(d.0, true, true);
+        // a: oldest but serving a request; b: idle since it opened; d: newest, idle.
+        let _busy = c.mark(a.0, true, true);
         let (admission, e) = c.admit();
         assert_eq!(
             admission,
@@ -453,19 +456,16 @@ mod tests {
                 unauthenticated: true
             }
         );
-        assert!(b.1.close.is_cancelled() && !a.1.close.is_cancelled());
-        // Next: the idle authenticated one goes before the busy one.
-        let e = e.unwrap();
-        std::mem::forget(c.mark(e.0, true, true));
+        assert!(b.1.close.is_cancelled() && !a.1.close.is_cancelled() && !d.1.close.is_cancelled());
+        // Next: d has been idle longer than the newcomer e.
         let (admission, _) = c.admit();
         assert_eq!(
             admission,
             Admission::Evicted {
-                unauthenticated: false
+                unauthenticated: true
             }
         );
-        assert!(a.1.close.is_cancelled() && !d.1.close.is_cancelled());
-        // Every connection busy: the new one is refused.
+        assert!(d.1.close.is_cancelled() && !e.unwrap().1.close.is_cancelled());
         assert_eq!(c.len(), 3);
     }
 

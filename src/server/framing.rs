@@ -5,9 +5,11 @@
 //!   parse error (-32700), where the SDK alone would drop it in silence.
 //! - A line over `server.max_request_bytes` gets an invalid-request error (-32600) and is
 //!   skipped to its end without being held in memory.
-//! - A request that reuses the id of one still in progress is passed on under a private id
-//!   and its answer given back the id the client used, where the SDK alone would answer
-//!   only one of the two.
+//! - A request that reuses the id of one still in progress (ids compared as the SDK does:
+//!   `1` and `1.0` are one id) is passed on under a private id and its answer given back
+//!   the id the client used, where the SDK alone would answer only one of the two.
+//! - A "notification" that carries an id (a request, then) gets an invalid-request error,
+//!   where the SDK alone drops it.
 
 use std::collections::{HashMap, HashSet};
 
@@ -137,20 +139,36 @@ async fn inbound<R: AsyncRead + Unpin>(
         };
         let forward = match message.as_object() {
             Some(m) if m.contains_key("method") => {
-                if m.get("method").and_then(Value::as_str) == Some("notifications/cancelled")
+                let method = m.get("method").and_then(Value::as_str).unwrap_or_default();
+                if method == "notifications/cancelled"
                     && let Some(id) = m.get("params").and_then(|p| p.get("requestId"))
                 {
-                    lock(&state).done(&id.to_string());
+                    lock(&state).done(&id_key(id));
+                }
+                // The SDK drops a "notification" that carries an id without a word; a request
+                // is owed an answer.
+                if method.starts_with("notifications/")
+                    && let Some(id) = m.get("id")
+                {
+                    let _ = replies.send(error_line(
+                        id,
+                        -32600,
+                        format!(
+                            "Invalid Request: `{method}` is a notification, which carries no \
+                             `id`; send it without one"
+                        ),
+                    ));
+                    continue;
                 }
                 match m.get("id") {
                     Some(id) => {
-                        let key = id.to_string();
+                        let key = id_key(id);
                         let mut ids = lock(&state);
                         if ids.in_progress.contains(&key) {
                             ids.next += 1;
                             let private = Value::String(format!("emcp-dup-{}", ids.next));
-                            ids.renamed.insert(private.to_string(), id.clone());
-                            ids.track(private.to_string());
+                            ids.renamed.insert(id_key(&private), id.clone());
+                            ids.track(id_key(&private));
                             if let Some(obj) = message.as_object_mut() {
                                 obj.insert("id".into(), private);
                             }
@@ -238,7 +256,7 @@ fn restore(line: &str, state: &std::sync::Arc<std::sync::Mutex<Ids>>) -> String 
     if obj.contains_key("method") {
         return line.to_owned();
     }
-    let Some(id) = obj.get("id").map(Value::to_string) else {
+    let Some(id) = obj.get("id").map(id_key) else {
         return line.to_owned();
     };
     let mut ids = lock(state);
@@ -249,6 +267,21 @@ fn restore(line: &str, state: &std::sync::Arc<std::sync::Mutex<Ids>>) -> String 
             message.to_string()
         }
         None => line.to_owned(),
+    }
+}
+
+/// A request id as the SDK compares ids: numbers by value (`1`, `1.0` and `1e0` are one id),
+/// strings as strings.
+fn id_key(id: &Value) -> String {
+    match id {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                format!("n:{}", f as i64)
+            }
+            _ => format!("n:{n}"),
+        },
+        Value::String(s) => format!("s:{s}"),
+        other => format!("o:{other}"),
     }
 }
 
@@ -386,6 +419,27 @@ mod tests {
         assert!(
             out.iter()
                 .any(|v| v["id"] == 7 && v.get("result").is_some())
+        );
+    }
+
+    #[tokio::test]
+    async fn ids_compare_by_value_and_notifications_with_ids_are_answered() {
+        let input = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"a\"}\n{\"jsonrpc\":\"2.0\",\"id\":1.0,\"method\":\"b\"}\n{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"notifications/zzz\"}\n";
+        let (out, seen) = exchange(input, 2).await;
+        assert_eq!(
+            seen.len(),
+            2,
+            "the notification with an id never reaches the SDK"
+        );
+        assert_ne!(seen[1]["id"], 1.0, "1.0 is the same id as 1: renamed");
+        assert_eq!(
+            out.iter().filter(|v| v.get("result").is_some()).count(),
+            2,
+            "{out:?}"
+        );
+        assert!(
+            out.iter()
+                .any(|v| v["id"] == 7 && v.pointer("/error/code") == Some(&(-32600).into()))
         );
     }
 

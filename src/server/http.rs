@@ -220,9 +220,35 @@ fn refused(status: StatusCode, id: &Value, code: i64, message: String, data: Val
     )
 }
 
+/// The audit line of a request refused before it reached a tool (at most one a second per
+/// reason: a flood of refusals cannot fill the disk). Never the credentials.
+fn audit_refusal(core: &Core, reason: &str, status: StatusCode, identity: &str, method: &str) {
+    let record = json!({
+        "timestamp": crate::time::rfc3339_millis(SystemTime::now()),
+        "identity": identity,
+        "transport": "http",
+        "event": "http_refused",
+        "reason": reason,
+        "status": status.as_u16(),
+        "method": method,
+        "outcome": "error",
+    });
+    if let Err(why) = core.audit.record_refusal(&format!("http:{reason}"), record) {
+        core.metrics.audit_failures.inc();
+        tracing::warn!(error = %why, "audit record of a refused request not written");
+    }
+}
+
 /// 503 for a request over `key`'s limit, counted by `reason` and logged.
-fn refuse_busy(core: &Core, reason: &str, key: &str, what: String) -> Response {
+fn refuse_busy(core: &Core, reason: &str, key: &str, what: String, identity: &str) -> Response {
     core.metrics.refused(reason);
+    audit_refusal(
+        core,
+        reason,
+        StatusCode::SERVICE_UNAVAILABLE,
+        identity,
+        "POST",
+    );
     tracing::warn!("HTTP request refused: {key}");
     let mut response = json_response(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -280,6 +306,13 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
                 Ok(identity) => identity,
                 Err(failure) => {
                     core.metrics.auth_failure(failure.label());
+                    audit_refusal(
+                        core,
+                        &format!("unauthorized_{}", failure.label()),
+                        StatusCode::UNAUTHORIZED,
+                        "unauthenticated",
+                        parts.method.as_str(),
+                    );
                     // Never the header itself: it may hold a secret.
                     tracing::warn!(reason = failure.label(), method = %parts.method, "HTTP request refused: authentication");
                     return unauthorized(failure);
@@ -288,15 +321,19 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         }
         None => Identity::anonymous(&config.security.access_control),
     };
-    // From here on the connection carries an authenticated request: it is not closed for
-    // another until the response ends.
     let connection = parts.extensions.get::<super::conn::Conn>().cloned();
-    let busy = connection.as_ref().map(|c| c.state.begin());
 
     // How often.
     let rate = &config.server.rate_limit;
     if let Err(retry) = gate.admit(&identity.id, rate.requests_per_second, rate.burst) {
         core.metrics.refused("rate_limited");
+        audit_refusal(
+            core,
+            "rate_limited",
+            StatusCode::TOO_MANY_REQUESTS,
+            &identity.id,
+            parts.method.as_str(),
+        );
         tracing::warn!(identity = %identity.id, "HTTP request refused: rate limit");
         let mut response = json_response(
             StatusCode::TOO_MANY_REQUESTS,
@@ -325,6 +362,13 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         && *owner != identity.id
     {
         core.metrics.refused("session_owner");
+        audit_refusal(
+            core,
+            "session_owner",
+            StatusCode::FORBIDDEN,
+            &identity.id,
+            parts.method.as_str(),
+        );
         tracing::warn!(identity = %identity.id, "HTTP request refused: another identity's session");
         return refused(
             StatusCode::FORBIDDEN,
@@ -345,6 +389,13 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         .is_some_and(|n| n > limit)
     {
         core.metrics.refused("body_size");
+        audit_refusal(
+            core,
+            "body_size",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &identity.id,
+            parts.method.as_str(),
+        );
         return too_large(limit);
     }
     let read_timeout = config.server.request_read_timeout.0;
@@ -353,10 +404,24 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         Ok(Ok(b)) => b,
         Ok(Err(_)) => {
             core.metrics.refused("body_size");
+            audit_refusal(
+                core,
+                "body_size",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &identity.id,
+                parts.method.as_str(),
+            );
             return too_large(limit);
         }
         Err(_) => {
             core.metrics.refused("body_timeout");
+            audit_refusal(
+                core,
+                "body_timeout",
+                StatusCode::REQUEST_TIMEOUT,
+                &identity.id,
+                parts.method.as_str(),
+            );
             return json_response(
                 StatusCode::REQUEST_TIMEOUT,
                 &json!({
@@ -385,12 +450,17 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
                 format!(
                     "{max} requests are being served (server.max_concurrent_requests); retry shortly"
                 ),
+                &identity.id,
             );
         }
         Some(InFlight(in_flight))
     } else {
         None
     };
+    // From here on the connection carries an admitted request (authenticated, its body
+    // read, within the concurrency cap): it is not closed for another until the response
+    // ends. A slow body or a refused request leaves it evictable.
+    let busy = connection.as_ref().map(|c| c.state.begin());
     if method == Some("initialize") && session.is_none() {
         let max = config.server.max_sessions.get() as usize;
         let per_identity = config.server.max_sessions_per_identity.get() as usize;
@@ -405,6 +475,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
                      close one (HTTP DELETE) or reuse it",
                     identity.id
                 ),
+                &identity.id,
             );
         }
         if open >= max {
@@ -415,6 +486,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
                 format!(
                     "{max} sessions are open (server.max_sessions); close one (HTTP DELETE) or retry later"
                 ),
+                &identity.id,
             );
         }
     }

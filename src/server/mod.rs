@@ -122,6 +122,31 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
             }
         });
     }
+    // Finished trace sessions go after their time for a last read, or when newer ones
+    // finished: what they hold is bounded even when no one starts or reads a session. The
+    // audit records the log could not take are retried on the same beat.
+    {
+        let core = Arc::clone(core);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = stop.cancelled() => return,
+                }
+                let core = Arc::clone(&core);
+                tokio::task::spawn_blocking(move || {
+                    core.sessions.purge(&core);
+                    // Retries the server's own records the log could not take.
+                    let _ = core.audit.check();
+                })
+                .await
+                .ok();
+            }
+        });
+    }
     // Deployments whose programs use more CPU than resources.max_cpu_time_ms go.
     {
         let core = Arc::clone(core);

@@ -197,8 +197,8 @@ fn readiness(core: &Core) -> Vec<(&'static str, Result<(), String>)> {
         ("tracefs", tracefs),
         ("btf", btf),
     ];
-    if core.config().tools.deploy.enabled {
-        checks.push(("audit_log", core.audit.ensure_open()));
+    if core.audit.enabled() {
+        checks.push(("audit_log", core.audit.check()));
     }
     checks
 }

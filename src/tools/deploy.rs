@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::io::Read as _;
-use std::os::fd::AsRawFd as _;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -125,6 +124,10 @@ pub struct DeployedProgram {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified_insns: Option<u32>,
     pub helpers: Vec<String>,
+    /// list_deployments: why it no longer acts although it is still loaded (its interface
+    /// was deleted, ...); absent while it is attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detached: Option<String>,
 }
 
 /// One map of a deployment.
@@ -406,42 +409,32 @@ fn object_bytes(core: &Core, p: &DeployParams) -> Result<Vec<u8>, EbpfError> {
                     "`path` is disabled: tools.deploy.allowed_dirs is empty; send the object as base64 `object`".into(),
                 ));
             }
-            // Resolve every link, then require the real path inside a real allowed dir: a
-            // symlink pointing out of the directory resolves outside and is refused.
-            let real = std::fs::canonicalize(path).map_err(|e| {
-                EbpfError::validation(codes::INVALID_ARGUMENTS, format!("`path` {path}: {e}"))
-            })?;
-            let inside = dirs
-                .iter()
-                .any(|d| std::fs::canonicalize(d).is_ok_and(|d| real.starts_with(d)));
-            if !inside {
-                return Err(refused(format!(
-                    "`{path}` resolves to {}, outside tools.deploy.allowed_dirs ({})",
-                    real.display(),
-                    dirs.iter()
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
+            // The file is pinned (opened without being read: a FIFO cannot block it, a
+            // device cannot act) and judged by the path the kernel resolves it to, links and
+            // `..` followed. Every failure reads the same, so a refusal tells nothing about
+            // what exists outside the allowed directories or where a link leads.
+            let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            let not_here = || {
+                refused(format!(
+                    "`{path}` names no regular file inside tools.deploy.allowed_dirs ({}) once \
+                     links are followed",
+                    shown.join(", ")
+                ))
+            };
+            let pinned = crate::ebpf::sys::PinnedFile::open(std::path::Path::new(path))
+                .map_err(|_| not_here())?;
+            let inside = dirs.iter().any(|d| {
+                crate::ebpf::sys::PinnedFile::open(d)
+                    .is_ok_and(|d| d.is_dir() && pinned.real.starts_with(&d.real))
+            });
+            if !inside || !pinned.is_regular() {
+                return Err(not_here());
             }
-            // A link swapped in after the check must not lead elsewhere: what counts is the
-            // file actually opened, as the kernel names it.
-            let file = std::fs::File::open(&real)
-                .map_err(|e| invalid(format!("`path` {}: {e}", real.display())))?;
-            let opened = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-                .map_err(|e| invalid(format!("`path` {}: {e}", real.display())))?;
-            if opened != real {
-                return Err(refused(format!(
-                    "`{path}` changed while it was opened (now {}); try again",
-                    opened.display()
-                )));
-            }
+            let file = pinned.reopen().map_err(|_| not_here())?;
+            let real = pinned.real.clone();
             let meta = file
                 .metadata()
                 .map_err(|e| invalid(format!("`path` {}: {e}", real.display())))?;
-            if !meta.is_file() {
-                return Err(invalid(format!("`path` {} is not a file", real.display())));
-            }
             if meta.len() > cap {
                 return Err(too_big(meta.len()));
             }
@@ -530,7 +523,7 @@ fn load_program(program: &mut Program, kind: &str, section: &str) -> Result<(), 
             let btf = btf::vmlinux().map_err(|e| {
                 LoadFailure::Unsupported(format!("tp_btf programs need vmlinux BTF: {e}"))
             })?;
-            p.load(tp, btf)
+            p.load(tp, &btf)
         }
         Program::UProbe(p) => p.load(),
         Program::Xdp(p) => p.load(),
@@ -600,8 +593,8 @@ fn attach_program(program: &mut Program, target: &Target) -> Result<(), String> 
                 target::CgroupDirection::Ingress => CgroupSkbAttachType::Ingress,
             };
             let dir = dir
-                .try_clone()
-                .map_err(|err| format!("duplicating the cgroup's descriptor: {err}"))?;
+                .reopen()
+                .map_err(|err| format!("opening the cgroup's directory: {err}"))?;
             p.attach(dir, t, CgroupAttachMode::Single)
                 .map(drop)
                 .map_err(e)
@@ -632,6 +625,8 @@ fn deploy(core: &Core, p: DeployParams, ctx: &CallContext) -> Result<DeployOutpu
     let all = core.config();
     let config = &all.tools.deploy;
     let bytes = object_bytes(core, &p)?;
+    // One parse of vmlinux BTF for the validator's link and the loader's.
+    let _btf = btf::vmlinux();
     let sha = crate::security::sha256_hex(&bytes);
     let policy = Policy::from_config(&all);
     ctx.progress(0.0, Some(3.0), "validating the object");
@@ -761,9 +756,9 @@ fn deploy(core: &Core, p: DeployParams, ctx: &CallContext) -> Result<DeployOutpu
     }
     ctx.progress(2.0, Some(3.0), "attached");
     let created_at = SystemTime::now();
-    let expires_at = created_at + ttl;
+    let expires_at = crate::time::add(created_at, ttl);
     output.deployment_id = Some(id.clone());
-    output.expires_at = Some(humantime::format_rfc3339_seconds(expires_at).to_string());
+    output.expires_at = Some(crate::time::rfc3339_seconds(expires_at));
     let memory = output.maps.iter().map(|m| m.bytes).sum::<u64>();
     let deployment = Arc::new(Deployment {
         id: id.clone(),
@@ -936,17 +931,19 @@ fn load(
         }
         let info = program.info().ok();
         if !verify_only {
-            attach_program(program, target).map_err(|why| {
-                EbpfError::kernel(
-                    "ATTACH_FAILED",
-                    format!(
-                        "attaching `{}` to {} failed: {why}",
-                        facts.name,
-                        target.point()
-                    ),
-                )
-                .with_context("program", &facts.name)
-            })?;
+            attach_program(program, target)
+                .and_then(|()| crate::fault::hit("deploy.after_attach"))
+                .map_err(|why| {
+                    EbpfError::kernel(
+                        "ATTACH_FAILED",
+                        format!(
+                            "attaching `{}` to {} failed: {why}",
+                            facts.name,
+                            target.point()
+                        ),
+                    )
+                    .with_context("program", &facts.name)
+                })?;
         }
         let record = info.and_then(|i| inventory::read_program(i.id()).ok().map(|(p, _)| p));
         let attached = (!verify_only).then(|| target.point());
@@ -1020,6 +1017,7 @@ fn describe(
         instructions: facts.instructions,
         verified_insns: record.as_ref().map(|r| r.verified_insns),
         helpers: facts.helpers.clone(),
+        detached: None,
     }
 }
 
@@ -1174,9 +1172,22 @@ pub fn list_spec() -> ToolSpec {
     )
 }
 
+/// Programs whose links no longer act, by program id, with why (read from the kernel's
+/// links: a deleted interface leaves its XDP or TC link detached).
+fn detached_programs() -> HashMap<u32, String> {
+    let Ok(ids) = inventory::ids(crate::ebpf::bpf::Object::Link) else {
+        return HashMap::new();
+    };
+    ids.into_iter()
+        .filter_map(|id| inventory::read_link(id).ok())
+        .filter_map(|l| l.detached.map(|why| (l.prog_id, why)))
+        .collect()
+}
+
 fn list(core: &Core, p: ListParams, ctx: &CallContext) -> Result<ListOutput, EbpfError> {
     core.deployments.purge();
     let limit = core.config().resources.max_cpu_time_ms;
+    let detached = detached_programs();
     let mut rows: Vec<DeploymentRow> = core
         .deployments
         .lock()
@@ -1186,14 +1197,23 @@ fn list(core: &Core, p: ListParams, ctx: &CallContext) -> Result<ListOutput, Ebp
         .map(|d| DeploymentRow {
             deployment_id: d.id.clone(),
             owner: d.owner.clone(),
-            created_at: humantime::format_rfc3339_seconds(d.created_at).to_string(),
+            created_at: crate::time::rfc3339_seconds(d.created_at),
             age_seconds: d.created_at.elapsed().map_or(0, |a| a.as_secs()),
-            expires_at: humantime::format_rfc3339_seconds(d.expires_at).to_string(),
+            expires_at: crate::time::rfc3339_seconds(d.expires_at),
             expires_in_seconds: d
                 .expires_at
                 .duration_since(SystemTime::now())
                 .map_or(0, |r| r.as_secs()),
-            programs: d.output.programs.clone(),
+            programs: d
+                .output
+                .programs
+                .iter()
+                .map(|p| {
+                    let mut p = p.clone();
+                    p.detached = p.id.and_then(|id| detached.get(&id).cloned());
+                    p
+                })
+                .collect(),
             maps: d.output.maps.clone(),
             memory_bytes: d.memory,
             cpu: {
@@ -1277,7 +1297,7 @@ pub fn enforce_cpu(core: &Core) -> usize {
         let mut record = release_record(&d, "deployment_cpu_exceeded", &outcome);
         record["cpu_ms_per_s"] = json!((rate * 10.0).round() / 10.0);
         record["max_cpu_time_ms"] = json!(limit);
-        if let Err(why) = core.audit.record(&record) {
+        if let Err(why) = core.audit.record_or_retry(&record) {
             tracing::warn!(error = %why, deployment = d.id, "audit record of a CPU release not written");
         }
     }
@@ -1288,7 +1308,7 @@ pub fn enforce_cpu(core: &Core) -> usize {
 /// The audit record of a deployment the server itself released.
 fn release_record(d: &Deployment, event: &str, outcome: &Result<(), String>) -> serde_json::Value {
     let mut record = json!({
-        "timestamp": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "timestamp": crate::time::rfc3339_millis(SystemTime::now()),
         "identity": "server",
         "event": event,
         "deployment_id": d.id,
@@ -1328,7 +1348,7 @@ pub fn release_expired(core: &Core) -> usize {
         // The server's own act goes on the record too: who deployed what, and when it went.
         if let (Some(d), Some(outcome)) = (deployment, outcome) {
             let record = release_record(&d, "deployment_expired", &outcome);
-            if let Err(why) = core.audit.record(&record) {
+            if let Err(why) = core.audit.record_or_retry(&record) {
                 tracing::warn!(error = %why, deployment = d.id, "audit record of an expiry not written");
             }
         }

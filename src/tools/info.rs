@@ -284,7 +284,7 @@ fn server_facts(core: &Core) -> ServerFacts {
         name: env!("CARGO_PKG_NAME").into(),
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
-        started_at: humantime::format_rfc3339_seconds(core.started_at).to_string(),
+        started_at: crate::time::rfc3339_seconds(core.started_at),
         uptime_seconds: core.started_at.elapsed().map_or(0, |d| d.as_secs()),
         config_source: core.config_source.to_string(),
         config_keys_not_in_effect: core.reserved_keys.iter().map(|k| (*k).to_owned()).collect(),

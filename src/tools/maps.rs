@@ -5,7 +5,7 @@
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use schemars::JsonSchema;
@@ -278,33 +278,31 @@ fn join_ids(ids: &[u32]) -> String {
 }
 
 fn open_pinned(path: &Path) -> Result<OpenMap, EbpfError> {
-    let canonical: PathBuf = path.canonicalize().map_err(|e| {
-        not_found(format!("pin_path {}: {e}", path.display())).with_context("pin_path", path)
-    })?;
-    let mounts = crate::ebpf::host::read_mounts().unwrap_or_default();
-    let on_bpffs = mounts
-        .iter()
-        .filter(|m| m.fstype == "bpf")
-        .any(|m| canonical.starts_with(&m.path));
-    if !on_bpffs {
-        return Err(EbpfError::validation(
+    // One answer for a path that does not exist, is not on a bpffs or leads elsewhere: the
+    // read tier must not learn what exists on the host outside bpffs.
+    let none = || {
+        EbpfError::validation(
             "PIN_PATH_NOT_ON_BPFFS",
             format!(
-                "{} is not on a bpffs mount; pinned maps live under /sys/fs/bpf",
-                canonical.display()
+                "no BPF object is pinned at {} (pinned maps live on a bpffs mount, /sys/fs/bpf)",
+                path.display()
             ),
         )
-        .with_context("pin_path", &canonical));
+        .with_context("pin_path", path)
+    };
+    let pinned = crate::ebpf::sys::PinnedFile::open(path).map_err(|_| none())?;
+    if !pinned.is_on_bpffs() || pinned.is_dir() {
+        return Err(none());
     }
-    OpenMap::by_pin(&canonical).map_err(|e| match e.errno() {
+    OpenMap::by_pin(&pinned.proc_path()).map_err(|e| match e.errno() {
         Some(libc::EINVAL) => EbpfError::validation(
             "NOT_A_MAP",
             format!(
                 "{} is not a pinned map (a program or link?)",
-                canonical.display()
+                pinned.real.display()
             ),
         ),
-        _ => kernel_err(&format!("opening {}", canonical.display()), e),
+        _ => kernel_err(&format!("opening {}", pinned.real.display()), e),
     })
 }
 

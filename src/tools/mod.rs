@@ -167,6 +167,9 @@ pub struct ToolSpec {
     timeout: Option<fn(&Config) -> Duration>,
     /// Streams the rows of `list_field` instead of collecting them (command-line jsonl).
     stream: Option<StreamFn>,
+    /// Changes what the server holds (deploy, undeploy, trace_start, trace_stop): audited
+    /// before it acts.
+    pub changes_state: bool,
 }
 
 /// Runs a tool writing each row of its list as JSON text to the sink (which returns false
@@ -221,6 +224,7 @@ impl ToolSpec {
             switch: None,
             timeout: None,
             stream: None,
+            changes_state: false,
             run: Box::new(move |core, args, ctx| {
                 let params = parse_args::<P>(name, args)?;
                 let out = run(core, params, ctx)?;
@@ -252,6 +256,14 @@ impl ToolSpec {
     #[must_use]
     pub fn with_brief_input(mut self) -> Self {
         self.listed_input_schema = schema::without_descriptions(&self.listed_input_schema);
+        self
+    }
+
+    /// Marks the tool as changing what the server holds: its audit record is begun before
+    /// it acts.
+    #[must_use]
+    pub fn with_state_change(mut self) -> Self {
+        self.changes_state = true;
         self
     }
 
@@ -366,11 +378,11 @@ static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Reg
         maps::lookup_spec(),
         tracepoints::spec(),
         trace::spec(),
-        sessions::start_spec(),
+        sessions::start_spec().with_state_change(),
         sessions::read_spec(),
-        sessions::stop_spec(),
-        deploy::deploy_spec(),
-        deploy::undeploy_spec(),
+        sessions::stop_spec().with_state_change(),
+        deploy::deploy_spec().with_state_change(),
+        deploy::undeploy_spec().with_state_change(),
         deploy::list_spec(),
     ],
 });
@@ -435,9 +447,11 @@ pub async fn execute_stream(
     .await
 }
 
-/// [`guarded`], recorded in the audit log before the result goes back. Deploy-tier calls
-/// (and, with security.audit_required_for_reads, all calls) do not run when the log cannot
-/// be written, and a deployment whose record cannot be written is undone.
+/// [`guarded`], recorded in the audit log before the result goes back. A call that changes
+/// state (deploy, undeploy, trace_start, trace_stop) first writes a `begin` record and does
+/// not run when it cannot: a refusal never follows the act. Deploy-tier calls (and, with
+/// security.audit_required_for_reads, all calls) fail closed when the log cannot be
+/// written, and a deployment whose closing record cannot be written is undone.
 async fn audited(
     core: &Arc<Core>,
     tool: &'static ToolSpec,
@@ -445,26 +459,42 @@ async fn audited(
     params: Value,
     work: impl FnOnce(&Core, &CallContext) -> Result<Value, EbpfError> + Send + 'static,
 ) -> Result<Value, EbpfError> {
-    let required = core.audit.enabled()
-        && (tool.tier == Tier::Deploy || core.config().security.audit_required_for_reads);
+    let enabled = core.audit.enabled();
+    let required = enabled
+        && (tool.tier == Tier::Deploy
+            || tool.changes_state
+            || core.config().security.audit_required_for_reads);
     let unavailable = |why: String| {
         EbpfError::resource(
             "AUDIT_UNAVAILABLE",
             format!(
                 "the audit log cannot be written ({why}); `{}` is refused until it can \
-                 (security.audit_log)",
+                 (security.audit_log; docs/operations.md says how to recover)",
                 tool.name
             ),
         )
     };
-    if required && let Err(why) = core.audit.ensure_open() {
+    let caller = ctx.caller.clone();
+    let owner = ctx.owner.clone();
+    let call_id = format!(
+        "c-{}-{:08x}",
+        CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+        crate::resources::id_suffix()
+    );
+    if enabled && tool.changes_state {
+        // Room for the closing record too, not only for this one.
+        let begin = begin_record(tool, &caller, &owner, &params, &call_id);
+        if let Err(why) = core.audit.check().and_then(|()| core.audit.record(&begin)) {
+            core.metrics.audit_failures.inc();
+            core.metrics.tool_call(tool.name, "AUDIT_UNAVAILABLE", 0.0);
+            return Err(unavailable(why));
+        }
+    } else if required && let Err(why) = core.audit.check() {
         core.metrics.audit_failures.inc();
         core.metrics.tool_call(tool.name, "AUDIT_UNAVAILABLE", 0.0);
         return Err(unavailable(why));
     }
     let started = std::time::Instant::now();
-    let caller = ctx.caller.clone();
-    let owner = ctx.owner.clone();
     let result = guarded(core, tool, ctx, work).await;
     let elapsed = started.elapsed();
     core.metrics.tool_call(
@@ -475,25 +505,90 @@ async fn audited(
         },
         elapsed.as_secs_f64(),
     );
-    let record = audit_record(tool, &caller, &owner, params, &result, elapsed);
+    let mut record = audit_record(tool, &caller, &owner, params, &result, elapsed);
+    if tool.changes_state {
+        record["call_id"] = call_id.clone().into();
+        record["phase"] = "end".into();
+    }
     let written = core.audit.record(&record);
     if written.is_err() {
         core.metrics.audit_failures.inc();
     }
     match written {
         Ok(()) => result,
-        Err(why) if required => {
-            if let Ok(value) = &result
-                && let Some(id) = value.get("deployment_id").and_then(Value::as_str)
+        // A deployment runs only on the record: its programs' tags are in this line.
+        Err(why)
+            if required
+                && result
+                    .as_ref()
+                    .is_ok_and(|v| v.get("deployment_id").and_then(Value::as_str).is_some()) =>
+        {
+            if let Some(id) = result
+                .as_ref()
+                .ok()
+                .and_then(|v| v.get("deployment_id"))
+                .and_then(Value::as_str)
             {
                 deploy::rollback(core, id);
             }
             Err(unavailable(why))
         }
+        // Done, and its `begin` line is on the record: answer with what happened.
+        Err(why) if tool.changes_state => {
+            tracing::error!(error = %why, tool = tool.name, call_id, "the closing audit record of a call was not written (its begin record was)");
+            result
+        }
+        Err(why) if required => Err(unavailable(why)),
         Err(why) => {
             tracing::warn!(error = %why, tool = tool.name, "audit record not written");
             result
         }
+    }
+}
+
+/// Calls so far, for audit call ids.
+static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The record a state-changing call writes before it acts.
+fn begin_record(
+    tool: &ToolSpec,
+    caller: &Caller,
+    owner: &str,
+    params: &Value,
+    call_id: &str,
+) -> Value {
+    serde_json::json!({
+        "timestamp": crate::time::rfc3339_millis(std::time::SystemTime::now()),
+        "identity": caller.identity,
+        "transport": caller.transport,
+        "client": caller.client,
+        "owner": owner,
+        "tool": tool.name,
+        "tier": tool.tier.as_str(),
+        "parameters": params,
+        "call_id": call_id,
+        "phase": "begin",
+    })
+}
+
+/// Records a call the MCP layer turned away before any tool ran: a tool that this server
+/// does not offer to the caller (its tier disabled, or no such tool).
+pub fn audit_unknown_tool(core: &Core, name: &str, caller: &Caller) {
+    // A client chooses the name: keep the record small whatever it sends.
+    let name: String = name.chars().take(128).collect();
+    let name = name.as_str();
+    let record = serde_json::json!({
+        "timestamp": crate::time::rfc3339_millis(std::time::SystemTime::now()),
+        "identity": caller.identity,
+        "transport": caller.transport,
+        "client": caller.client,
+        "tool": name,
+        "outcome": "error",
+        "error_code": if registry().get(name).is_some() { codes::TOOL_DISABLED } else { "UNKNOWN_TOOL" },
+    });
+    if let Err(why) = core.audit.record_refusal(&format!("tool:{name}"), record) {
+        core.metrics.audit_failures.inc();
+        tracing::warn!(error = %why, tool = name, "audit record not written");
     }
 }
 
@@ -560,9 +655,7 @@ fn audit_record(
     let mut r = Map::new();
     r.insert(
         "timestamp".into(),
-        humantime::format_rfc3339_millis(std::time::SystemTime::now())
-            .to_string()
-            .into(),
+        crate::time::rfc3339_millis(std::time::SystemTime::now()).into(),
     );
     r.insert("identity".into(), caller.identity.clone().into());
     r.insert("transport".into(), caller.transport.into());
@@ -675,7 +768,13 @@ async fn guarded(
     let cancel = ctx.cancel.clone();
     let mut worker = {
         let core = Arc::clone(core);
-        tokio::task::spawn_blocking(move || work(&core, &ctx))
+        tokio::task::spawn_blocking(move || {
+            let out = work(&core, &ctx);
+            // What the call allocated and freed (a trace's events, a BTF parse) goes back
+            // to the kernel now rather than staying in the allocator's arenas.
+            crate::ebpf::sys::trim_heap();
+            out
+        })
     };
     tokio::select! {
         joined = &mut worker => joined.unwrap_or_else(|e| {

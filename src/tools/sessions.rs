@@ -26,7 +26,10 @@ const DEFAULT_READ: u32 = 1000;
 
 #[derive(Debug, Default)]
 struct State {
-    events: VecDeque<(u64, Map<String, Value>)>,
+    /// The newest events, as JSON text (a decoded event costs several times its text).
+    events: VecDeque<(u64, Box<str>)>,
+    /// Bytes of text in `events`.
+    bytes: usize,
     next_seq: u64,
     /// Events pushed out of the buffer before anyone read them.
     overwritten: u64,
@@ -130,8 +133,8 @@ impl Sessions {
                     "running"
                 }
                 .to_owned(),
-                started_at: humantime::format_rfc3339_seconds(s.started_at).to_string(),
-                ends_at: humantime::format_rfc3339_seconds(s.ends_at).to_string(),
+                started_at: crate::time::rfc3339_seconds(s.started_at),
+                ends_at: crate::time::rfc3339_seconds(s.ends_at),
             })
             .collect();
         out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
@@ -145,23 +148,32 @@ impl Sessions {
             .count()
     }
 
-    /// Forgets sessions that ended long ago and were never stopped.
-    fn purge(&self, core: &Core) {
+    /// Forgets finished sessions that were never stopped: those that ended over
+    /// [`KEEP_FINISHED`] ago, and beyond the newest `tools.trace.max_sessions` of them, so
+    /// what finished sessions hold is bounded whatever clients do. The server calls it on a
+    /// timer, and every session call first.
+    pub fn purge(&self, core: &Core) {
         let now = SystemTime::now();
-        let stale: Vec<Arc<Session>> = self
+        let keep = core.config().tools.trace.max_sessions.get() as usize;
+        let mut finished: Vec<(SystemTime, Arc<Session>)> = self
             .lock()
             .values()
-            .filter(|s| {
-                s.lock()
-                    .end
-                    .as_ref()
-                    .is_some_and(|e| e.at + KEEP_FINISHED < now)
-            })
-            .cloned()
+            .filter_map(|s| s.lock().end.as_ref().map(|e| (e.at, Arc::clone(s))))
             .collect();
-        for s in stale {
-            self.remove(core, &s);
+        finished.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        for (i, (at, s)) in finished.into_iter().enumerate() {
+            let old = at
+                .checked_add(KEEP_FINISHED)
+                .is_none_or(|until| until < now);
+            if old || i >= keep {
+                self.remove(core, &s);
+            }
         }
+    }
+
+    /// Bytes of events the sessions hold now.
+    pub fn buffered_bytes(&self) -> usize {
+        self.lock().values().map(|s| s.lock().bytes).sum()
     }
 
     fn remove(&self, core: &Core, s: &Session) {
@@ -178,7 +190,7 @@ impl Sessions {
             .ok_or_else(|| {
                 EbpfError::validation(
                     "SESSION_NOT_FOUND",
-                    format!("no trace session `{id}` of this client (it may have been stopped, or ended over 10 minutes ago); trace_start starts one"),
+                    format!("no trace session `{id}` of this client (it may have been stopped, or have ended over 10 minutes ago or before the newest tools.trace.max_sessions finished ones); trace_start starts one"),
                 )
                 .with_context("session_id", id)
             })
@@ -239,8 +251,10 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
         &Limits::of_session(config),
         all.resources.max_events_per_second,
     )?;
-    // In a session, max_events is how many of the newest events are kept.
+    // In a session, max_events is how many of the newest events are kept, and
+    // session_buffer_bytes how much text they may take.
     let buffer = prepared.max_events as u32;
+    let buffer_bytes = usize::try_from(config.session_buffer_bytes.get()).unwrap_or(usize::MAX);
     let n = sessions.next.fetch_add(1, Ordering::Relaxed) + 1;
     let id = format!("ts-{n}-{:08x}", crate::resources::id_suffix());
     let started_at = SystemTime::now();
@@ -253,7 +267,7 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
         group_by: prepared.group_by.clone(),
         top: prepared.top,
         started_at,
-        ends_at: started_at + prepared.duration,
+        ends_at: crate::time::add(started_at, prepared.duration),
         cancel: CancellationToken::new(),
         state: Mutex::new(State::default()),
         thread: Mutex::new(None),
@@ -267,37 +281,51 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
         .name(format!("trace-{n}"))
         .spawn(move || {
             let failed = ready_tx.clone();
-            let result = trace::execute(
-                &prepared,
-                &worker.cancel,
-                true,
-                |delivery| {
-                    let mut st = worker.lock();
-                    st.total += 1;
-                    match delivery {
-                        Delivery::Event(record) if prepared.mode == Mode::Events => {
-                            let seq = st.next_seq;
-                            st.next_seq += 1;
-                            st.events.push_back((seq, record));
-                            if st.events.len() > buffer as usize {
-                                st.events.pop_front();
-                                st.overwritten += 1;
+            // A panic in the run ends the session with an error rather than leaving it
+            // "running" for ever: what it attached is released while unwinding.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                trace::execute(
+                    &prepared,
+                    &worker.cancel,
+                    true,
+                    |delivery| {
+                        let mut st = worker.lock();
+                        st.total += 1;
+                        match delivery {
+                            Delivery::Event(record) if prepared.mode == Mode::Events => {
+                                let text = Value::Object(record).to_string().into_boxed_str();
+                                let seq = st.next_seq;
+                                st.next_seq += 1;
+                                st.bytes += text.len();
+                                st.events.push_back((seq, text));
+                                while st.events.len() > buffer as usize || st.bytes > buffer_bytes {
+                                    let Some((_, old)) = st.events.pop_front() else {
+                                        break;
+                                    };
+                                    st.bytes -= old.len();
+                                    st.overwritten += 1;
+                                }
                             }
+                            Delivery::Event(record) => st.tally.add(&prepared.group_by, &record, 1),
+                            Delivery::Group(group) => st.tally.add_group(group, 1),
                         }
-                        Delivery::Event(record) => st.tally.add(&prepared.group_by, &record, 1),
-                        Delivery::Group(group) => st.tally.add_group(group, 1),
-                    }
-                    true
-                },
-                |_, _, snapshot| {
-                    if snapshot.is_some() {
-                        worker.lock().kernel = snapshot;
-                    }
-                },
-                move || {
-                    let _ = ready_tx.send(Ok(()));
-                },
-            );
+                        true
+                    },
+                    |_, _, snapshot| {
+                        if snapshot.is_some() {
+                            worker.lock().kernel = snapshot;
+                        }
+                    },
+                    move || {
+                        let _ = ready_tx.send(Ok(()));
+                    },
+                )
+            }))
+            .unwrap_or_else(|_| {
+                Err(EbpfError::internal(
+                    "the trace failed unexpectedly (a panic); what it attached was released",
+                ))
+            });
             let mut st = worker.lock();
             let end = match result {
                 Ok(run) => {
@@ -357,7 +385,7 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
         gadget: session.gadget.to_owned(),
         hooks: session.hooks.clone(),
         mode: session.mode,
-        ends_at: humantime::format_rfc3339_seconds(session.ends_at).to_string(),
+        ends_at: crate::time::rfc3339_seconds(session.ends_at),
         buffer_events: buffer,
     })
 }
@@ -452,16 +480,27 @@ fn report(core: &Core, s: &Session, p: &ReadParams) -> ReadOutput {
     let (events, next_cursor, truncated) = match s.mode {
         Mode::Events => {
             let after = p.cursor;
-            let mut page: Vec<(u64, Map<String, Value>)> = st
+            // Only the page is decoded, and only as much of it as fits a result.
+            let budget = super::row_budget(core);
+            let mut used = 0usize;
+            let mut page: Vec<(u64, &str)> = Vec::new();
+            let mut more = false;
+            for (seq, text) in st
                 .events
                 .iter()
                 .filter(|(seq, _)| after.is_none_or(|c| *seq > c))
-                .take(max + 1)
-                .cloned()
+            {
+                if page.len() == max || (used + text.len() + 1 > budget && !page.is_empty()) {
+                    more = true;
+                    break;
+                }
+                used += text.len() + 1;
+                page.push((*seq, text));
+            }
+            let mut rows: Vec<Map<String, Value>> = page
+                .iter()
+                .filter_map(|(_, t)| serde_json::from_str(t).ok())
                 .collect();
-            let mut more = page.len() > max;
-            page.truncate(max);
-            let mut rows: Vec<Map<String, Value>> = page.iter().map(|(_, e)| e.clone()).collect();
             if super::fit_rows(&mut rows, super::row_budget(core)) {
                 more = true;
             }

@@ -27,11 +27,18 @@ const DEFAULT_MAX_EVENTS: u32 = 1000;
 const DEFAULT_TOP: u32 = 20;
 /// Ring buffer per trace: room for bursts of several thousand events between reads.
 const RING_BYTES: u32 = 4 * 1024 * 1024;
+/// Ring buffer per background session: several run at once for minutes, so each gets a
+/// quarter of a trace's (its memory is the kernel's, charged to the server's cgroup).
+const SESSION_RING_BYTES: u32 = 1024 * 1024;
 /// Longest wait for events before reading the ring buffer again. Gadgets do not wake the
 /// reader for every event (that would cost the traced task more than the event): they wake
 /// it when 128 KiB are pending, and otherwise the reader looks every POLL. So an event
 /// reaches the server at most POLL after it happened, at ~100 idle wakeups a second.
 const POLL: Duration = Duration::from_millis(10);
+/// How often a `pid`-scoped trace looks whether its process still runs.
+const PROCESS_LOOK: Duration = Duration::from_millis(250);
+/// Distinct groups a count keeps; events of further groups are counted in `other`.
+pub const MAX_GROUPS: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -48,9 +55,14 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StoppedBy {
+    /// Its `duration_ms` passed.
     Duration,
+    /// `max_events` events were seen.
     MaxEvents,
+    /// The client cancelled it (or went away), or `trace_stop` stopped it.
     Cancelled,
+    /// The process the trace was scoped to (`pid`) exited.
+    ProcessExited,
 }
 
 /// Arguments of `trace`.
@@ -152,7 +164,13 @@ pub fn spec() -> ToolSpec {
         },
         run,
     )
-    .with_timeout(|c| c.tools.trace.max_duration.0 + Duration::from_secs(30))
+    .with_timeout(|c| {
+        c.tools
+            .trace
+            .max_duration
+            .0
+            .saturating_add(Duration::from_secs(30))
+    })
 }
 
 fn invalid(message: impl Into<String>) -> EbpfError {
@@ -188,9 +206,9 @@ fn filters(p: &TraceParams) -> Result<GadgetCfg, EbpfError> {
     Ok(cfg)
 }
 
-/// The cgroup v2 id of a directory: its inode number.
+/// The cgroup v2 id of a directory: its inode number. Any failure reads the same, so the
+/// argument cannot be used to learn what exists elsewhere on the host.
 fn cgroup_id(path: &str) -> Result<u64, EbpfError> {
-    use std::os::unix::fs::MetadataExt;
     let root = crate::ebpf::host::cgroup2_root()
         .ok_or_else(|| invalid("`cgroup` needs a cgroup v2 hierarchy, and none is mounted"))?;
     let given = std::path::Path::new(path);
@@ -199,20 +217,18 @@ fn cgroup_id(path: &str) -> Result<u64, EbpfError> {
     } else {
         root.join(given)
     };
-    let meta = std::fs::metadata(&full).map_err(|e| {
+    let not_one = || {
         invalid(format!(
-            "cgroup {}: {e}; give a directory under {}",
-            full.display(),
+            "`cgroup` names no directory of the cgroup v2 hierarchy at {}; give a path under \
+             it (absolute, or relative to it)",
             root.display()
         ))
-    })?;
-    if !meta.is_dir() || !full.starts_with(&root) {
-        return Err(invalid(format!(
-            "`cgroup` must be a directory under {}",
-            root.display()
-        )));
+    };
+    let dir = crate::ebpf::sys::PinnedFile::open(&full).map_err(|_| not_one())?;
+    if !dir.is_cgroup2_dir() {
+        return Err(not_one());
     }
-    Ok(meta.ino())
+    dir.inode().map_err(|_| not_one())
 }
 
 /// Turns one record from the kernel into an event (or one key of a kernel table into the
@@ -363,9 +379,17 @@ fn uprobe_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
         )
     })?;
     let (binary, symbol) = uprobe::parse_target(target).map_err(invalid)?;
+    // Pinned before anything reads it: a FIFO cannot block the call, a device cannot act,
+    // and the file attached is the file checked. Not a regular file: the same answer as a
+    // missing symbol.
+    let file = crate::ebpf::sys::PinnedFile::open(&binary)
+        .ok()
+        .filter(crate::ebpf::sys::PinnedFile::is_regular)
+        .ok_or_else(target_not_found)?;
     let mut plan = Plan::of(&uprobe::GADGET);
     let hook = |ret| Hook::Uprobe {
-        binary: binary.clone(),
+        binary: file.real.clone(),
+        file: Some(file.clone()),
         symbol: symbol.clone(),
         ret,
         pid: p.pid,
@@ -422,6 +446,19 @@ fn shorten_verifier_log(text: &str) -> String {
     }
 }
 
+/// One answer for a uprobe target that is missing, not a regular file, not ELF, or lacks
+/// the symbol: the trace tier must not learn which paths exist on the host.
+fn target_not_found() -> EbpfError {
+    EbpfError::validation(
+        "TARGET_NOT_FOUND",
+        "cannot place the uprobe: no such function in an ELF file at that path (the file does \
+         not exist, is not a regular ELF binary or library, or has no such symbol); give an \
+         existing binary and a symbol in its symbol table (`nm -D BINARY` or `nm BINARY` \
+         lists them)",
+    )
+    .with_context("gadget", "uprobe")
+}
+
 fn load_error(gadget: &str, e: &GadgetError) -> EbpfError {
     let text = shorten_verifier_log(&e.to_string());
     let verifier = text.contains("verifier log");
@@ -431,13 +468,7 @@ fn load_error(gadget: &str, e: &GadgetError) -> EbpfError {
         (GadgetError::Attach { .. }, errno)
             if gadget == "uprobe" && !matches!(errno, Some(libc::EPERM)) =>
         {
-            EbpfError::validation(
-                "TARGET_NOT_FOUND",
-                "cannot place the uprobe: no such function in an ELF file at that path (the \
-                 file does not exist, is not an ELF binary or library, or has no such symbol); \
-                 give an existing binary and a symbol in its symbol table (`nm -D BINARY` or \
-                 `nm BINARY` lists them)",
-            )
+            target_not_found()
         }
         (_, Some(libc::EPERM) | Some(libc::EACCES)) if !verifier => EbpfError::permission(
             codes::MISSING_CAPABILITY,
@@ -480,6 +511,8 @@ pub struct Prepared {
     pub top: usize,
     /// Events decoded per second at most (0: no limit).
     pub max_rate: u64,
+    /// The process a `pid`-scoped trace follows: the trace ends when it exits.
+    pub process: Option<crate::ebpf::host::ProcessId>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -610,6 +643,18 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
     }
     let mut cfg = filters(p)?;
     (cfg.arg0, cfg.arg1, cfg.arg2) = plan.args;
+    let process = match p.pid {
+        Some(pid) => Some(crate::ebpf::host::ProcessId::alive(pid).ok_or_else(|| {
+            EbpfError::validation(
+                "PROCESS_NOT_FOUND",
+                format!(
+                    "no process {pid} is running; give the pid of a live process (thread group id)"
+                ),
+            )
+            .with_context("pid", pid)
+        })?),
+        None => None,
+    };
     CapSet::current()
         .map_err(|e| EbpfError::internal(format!("cannot read this process's capabilities: {e}")))?
         .require(&[Needed::Bpf, Needed::Perfmon])?;
@@ -622,6 +667,7 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
         max_events: max_events as usize,
         top: p.top.unwrap_or(DEFAULT_TOP).max(1) as usize,
         max_rate: u64::from(max_rate),
+        process,
     })
 }
 
@@ -647,6 +693,8 @@ const MEMO_ENTRIES: usize = 16_384;
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
     groups: HashMap<String, (Map<String, Value>, u64)>,
+    /// Events of groups beyond [`MAX_GROUPS`]: counted, not kept apart.
+    other: u64,
 }
 
 impl Tally {
@@ -665,8 +713,10 @@ impl Tally {
     }
 
     pub fn add_group(&mut self, group: &Group, n: u64) {
+        let full = self.groups.len() >= MAX_GROUPS;
         match self.groups.get_mut(&group.id) {
             Some(entry) => entry.1 += n,
+            None if full => self.other += n,
             None => {
                 self.groups.insert(group.id.clone(), (group.key.clone(), n));
             }
@@ -675,6 +725,16 @@ impl Tally {
 
     pub fn groups(&self) -> usize {
         self.groups.len()
+    }
+
+    /// Events counted in groups past [`MAX_GROUPS`].
+    pub fn other(&self) -> u64 {
+        self.other
+    }
+
+    /// Every event counted, in kept groups or not.
+    pub fn total(&self) -> u64 {
+        self.groups.values().map(|(_, n)| n).sum::<u64>() + self.other
     }
 
     /// The `n` largest groups, largest first (ties in key order).
@@ -804,12 +864,22 @@ pub fn execute(
     ready: impl FnOnce(),
 ) -> Result<RunEnd, EbpfError> {
     let plan = &prepared.plan;
-    let mut running = runner::start(plan.object, RING_BYTES, prepared.cfg, &plan.programs)
+    let ring = if live { SESSION_RING_BYTES } else { RING_BYTES };
+    let mut running = runner::start(plan.object, ring, prepared.cfg, &plan.programs)
         .map_err(|e| load_error(plan.name, &e))?;
+    crate::fault::hit(if live {
+        "session.after_attach"
+    } else {
+        "trace.after_attach"
+    })
+    .map_err(EbpfError::internal)?;
     ready();
     let clock = Clock::now();
     let started = Instant::now();
-    let deadline = started + prepared.duration;
+    // A duration past what an Instant can hold is as good as forever.
+    let deadline = started
+        .checked_add(prepared.duration)
+        .unwrap_or(started + Duration::from_secs(86_400 * 365));
     let mut total: u64 = 0;
     let mut malformed: u64 = 0;
     let mut shed: u64 = 0;
@@ -821,6 +891,9 @@ pub fn execute(
     // Not when grouping by time, the one field those bytes hold.
     let memoize = prepared.mode == Mode::Count && !prepared.group_by.iter().any(|f| f == "time");
     let mut memo: HashMap<Box<[u8]>, Group> = HashMap::new();
+    let mut last_look = Instant::now();
+    // Set once the followed process is gone: one more read takes what it left in the ring.
+    let mut exited = false;
     let stopped_by = loop {
         if cancel.is_cancelled() {
             break StoppedBy::Cancelled;
@@ -829,41 +902,75 @@ pub fn execute(
         if now >= deadline {
             break StoppedBy::Duration;
         }
+        if exited {
+            running
+                .poll(Duration::ZERO, |bytes| {
+                    total += 1;
+                    match (plan.decode)(bytes, &clock) {
+                        Some(record) => on_event(Delivery::Event(record)),
+                        None => {
+                            total -= 1;
+                            malformed += 1;
+                            true
+                        }
+                    }
+                })
+                .map_err(|e| EbpfError::kernel("GADGET_FAILED", format!("reading events: {e}")))?;
+            break StoppedBy::ProcessExited;
+        }
+        if let Some(process) = &prepared.process
+            && last_look.elapsed() >= PROCESS_LOOK
+        {
+            last_look = Instant::now();
+            exited = !process.still_alive();
+        }
         let mut full = false;
+        let mut drained: u32 = 0;
+        let mut handle = |bytes: &[u8]| -> bool {
+            total += 1;
+            if prepared.max_rate > 0 {
+                if window.0.elapsed() >= Duration::from_secs(1) {
+                    window = (Instant::now(), 0);
+                }
+                if window.1 >= prepared.max_rate {
+                    shed += 1;
+                    return true;
+                }
+                window.1 += 1;
+            }
+            if memoize {
+                let tail = bytes.get(8..).unwrap_or_default();
+                if let Some(group) = memo.get(tail) {
+                    return on_event(Delivery::Group(group));
+                }
+            }
+            let Some(record) = (plan.decode)(bytes, &clock) else {
+                total -= 1;
+                malformed += 1;
+                return true;
+            };
+            if memoize {
+                if memo.len() >= MEMO_ENTRIES {
+                    memo.clear();
+                }
+                let group = Tally::key_of(&prepared.group_by, &record);
+                let tail: Box<[u8]> = bytes.get(8..).unwrap_or_default().into();
+                return on_event(Delivery::Group(memo.entry(tail).or_insert(group)));
+            }
+            full = !on_event(Delivery::Event(record));
+            !full
+        };
         running
             .poll(POLL.min(deadline - now), |bytes| {
-                total += 1;
-                if prepared.max_rate > 0 {
-                    if window.0.elapsed() >= Duration::from_secs(1) {
-                        window = (Instant::now(), 0);
-                    }
-                    if window.1 >= prepared.max_rate {
-                        shed += 1;
-                        return true;
-                    }
-                    window.1 += 1;
-                }
-                if memoize {
-                    let tail = bytes.get(8..).unwrap_or_default();
-                    if let Some(group) = memo.get(tail) {
-                        return on_event(Delivery::Group(group));
-                    }
-                }
-                let Some(record) = (plan.decode)(bytes, &clock) else {
-                    total -= 1;
-                    malformed += 1;
-                    return true;
-                };
-                if memoize {
-                    if memo.len() >= MEMO_ENTRIES {
-                        memo.clear();
-                    }
-                    let group = Tally::key_of(&prepared.group_by, &record);
-                    let tail: Box<[u8]> = bytes.get(8..).unwrap_or_default().into();
-                    return on_event(Delivery::Group(memo.entry(tail).or_insert(group)));
-                }
-                full = !on_event(Delivery::Event(record));
-                !full
+                let more = handle(bytes);
+                // Under a storm the ring never empties: stop reading at the deadline, a
+                // cancellation or the next progress tick, so the run ends on time however
+                // slow decoding is.
+                drained = drained.wrapping_add(1);
+                more && !(drained.is_multiple_of(1024)
+                    && (cancel.is_cancelled()
+                        || Instant::now() >= deadline
+                        || last_tick.elapsed() >= Duration::from_secs(1)))
             })
             .map_err(|e| EbpfError::kernel("GADGET_FAILED", format!("reading events: {e}")))?;
         if full {
@@ -949,9 +1056,19 @@ pub fn summarize(
         let mut rows = tally.top(top);
         let cut = super::fit_rows(&mut rows, budget);
         out.returned = rows.iter().map(|r| r.count as usize).sum();
-        out.truncated = rows.len() < tally.groups();
+        out.truncated = rows.len() < tally.groups() || tally.other() > 0;
         if cut {
             out.hint = Some("groups cut to fit server.max_result_bytes; lower top".into());
+        }
+        if tally.other() > 0 {
+            note(
+                &mut out.hint,
+                format!(
+                    "over {MAX_GROUPS} distinct groups: {} events of further groups were \
+                     counted but not kept apart; group by fewer fields or add filters",
+                    tally.other()
+                ),
+            );
         }
         out.rows.groups = Some(tally.groups());
         out.rows.counts = Some(rows);
@@ -1084,7 +1201,13 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
     )?;
     let _slot = Slot::take(core)?;
     let duration_ms = prepared.duration.as_millis() as f64;
-    let mut events: Vec<Map<String, Value>> = Vec::new();
+    // Events are kept as JSON text, and only as many as fit the result: the size bound
+    // holds while collecting, so a storm costs at most one result's worth of memory.
+    let budget = super::row_budget(core);
+    let mut kept: Vec<Box<str>> = Vec::new();
+    let mut kept_bytes = 0usize;
+    let mut seen: u64 = 0;
+    let mut cut_by_size = false;
     let mut tally = Tally::default();
     let unit = if prepared.gadget() == "profile" {
         "samples"
@@ -1097,8 +1220,17 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         false,
         |delivery| match delivery {
             Delivery::Event(record) if prepared.mode == Mode::Events => {
-                events.push(record);
-                events.len() < prepared.max_events
+                seen += 1;
+                if !cut_by_size {
+                    let text = Value::Object(record).to_string();
+                    if kept_bytes + text.len() + 1 > budget && !kept.is_empty() {
+                        cut_by_size = true;
+                    } else {
+                        kept_bytes += text.len() + 1;
+                        kept.push(text.into_boxed_str());
+                    }
+                }
+                seen < prepared.max_events as u64
             }
             Delivery::Event(record) => {
                 tally.add(&prepared.group_by, &record, 1);
@@ -1135,8 +1267,8 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         );
     }
     let decoded = match prepared.mode {
-        Mode::Events => events.len() as u64,
-        _ => tally.groups.values().map(|(_, n)| n).sum(),
+        Mode::Events => seen,
+        _ => tally.total(),
     };
     let total = decoded + end.shed + end.snapshot.as_ref().map_or(0, Snapshot::total);
     core.metrics
@@ -1165,7 +1297,12 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         hint: summary.hint,
     };
     if prepared.mode == Mode::Events {
-        let cut = super::fit_rows(&mut events, super::row_budget(core));
+        let mut events: Vec<Map<String, Value>> = kept
+            .iter()
+            .filter_map(|t| serde_json::from_str(t).ok())
+            .collect();
+        drop(kept);
+        let cut = cut_by_size | super::fit_rows(&mut events, budget);
         out.events_returned = events.len();
         out.truncated = (events.len() as u64) < total;
         if cut {

@@ -170,6 +170,25 @@ async def test_xdp_and_tc_count_packets_on_a_veth_pair(dep, client):
             await ok(client, "undeploy", {"deployment_id": d["deployment_id"]})
 
 
+async def test_a_deleted_interface_is_reported_as_such(dep, client):
+    """The interface goes while the deployment stays: list_deployments says the program no
+    longer acts, and list_links names the interface as deleted (not "another namespace")."""
+    with veth_namespace(233) as (_ns, host_if, _ip, _peer):
+        xdp = await ok(client, "deploy", {"object": b64("ok_xdp"),
+                                           "attach": [{"program": "count_packets", "interface": host_if}]})
+        prog = xdp["programs"][0]["id"]
+        listed = await ok(client, "list_deployments", {"deployment_id": xdp["deployment_id"]})
+        assert "detached" not in listed["deployments"][0]["programs"][0]
+        subprocess.run(["ip", "link", "del", host_if], check=True)
+        listed = await ok(client, "list_deployments", {"deployment_id": xdp["deployment_id"]})
+        assert "interface was deleted" in listed["deployments"][0]["programs"][0]["detached"], listed
+        links = await ok(client, "list_links", {"prog_id": prog})
+        (link,) = links["links"]
+        assert "deleted" in link["target"] and "other network namespace" not in link["target"], link
+        assert link["detached"] == "its interface was deleted"
+        await ok(client, "undeploy", {"deployment_id": xdp["deployment_id"]})
+
+
 async def test_a_uprobe_counter_counts_every_call(dep, client):
     calls = 777
     proc = subprocess.Popen([str(WORKLOAD), "calls", str(calls)], stdin=subprocess.PIPE,
@@ -310,6 +329,8 @@ async def test_bad_input_is_refused_with_its_code(dep, client):
         ({"object": base64.b64encode(os.urandom(300_000)).decode()}, "OBJECT_TOO_LARGE"),
         ({"path": str(outside)}, "PATH_NOT_ALLOWED"),
         ({"path": str(link)}, "PATH_NOT_ALLOWED"),
+        ({"path": "/root/no/such/object.o"}, "PATH_NOT_ALLOWED"),
+        ({"path": "/etc/shadow"}, "PATH_NOT_ALLOWED"),
         ({"object": b64("ok_tracepoint"), "path": str(outside)}, "INVALID_ARGUMENTS"),
         ({"object": b64("ok_tracepoint"),
           "attach": [{"program": "count_getpid", "tracepoint": "sched:sched_switch"}]},
@@ -332,6 +353,12 @@ async def test_bad_input_is_refused_with_its_code(dep, client):
     for args, code in cases:
         r = await call(client, "deploy", args)
         assert r.is_error and r.structured_content["code"] == code, (list(args), r.structured_content)
+    # A refused path reads the same whether it exists, is elsewhere, or leads out by a link.
+    said = set()
+    for path in [str(outside), str(link), "/root/no/such/object.o", "/etc/shadow"]:
+        r = await call(client, "deploy", {"path": path})
+        said.add(r.structured_content["message"].replace(path, "X"))
+    assert len(said) == 1, said
     shutil.rmtree(outside.parent)
 
 
@@ -357,12 +384,22 @@ async def test_attach_targets_are_resolved_before_policy(binary):
             assert dotdot.structured_content["code"] == "ATTACH_POINT_NOT_ALLOWED", dotdot.structured_content
             link = await deploy_uprobe(allowed / "link")
             assert link.structured_content["code"] == "ATTACH_POINT_NOT_ALLOWED"
-            assert "elsewhere/workload" in link.structured_content["message"]
-            missing = await deploy_uprobe("/root/no-such-binary")
-            present = await deploy_uprobe("/usr/bin/true")
-            assert missing.structured_content["code"] == present.structured_content["code"] == "ATTACH_POINT_NOT_ALLOWED"
-            assert (missing.structured_content["message"].replace("/root/no-such-binary", "X")
-                    == present.structured_content["message"].replace("/usr/bin/true", "X"))
+            assert "elsewhere" not in link.structured_content["message"], "where a link leads is not said"
+            # A path whose text stays inside while its links lead out.
+            (allowed / "up").symlink_to(d.workdir)
+            trick = await deploy_uprobe(f"{allowed}/up/elsewhere/workload")
+            assert trick.structured_content["code"] == "ATTACH_POINT_NOT_ALLOWED"
+            # A FIFO inside the policy: refused at once, not a hang.
+            os.mkfifo(allowed / "fifo")
+            fifo = await deploy_uprobe(allowed / "fifo")
+            assert fifo.structured_content["code"] == "ATTACH_POINT_NOT_ALLOWED"
+            # Missing, present elsewhere, missing inside: one answer.
+            answers = {}
+            for path in ["/root/no-such-binary", "/usr/bin/true", f"{allowed}/nothing", f"{allowed}/fifo"]:
+                r = await deploy_uprobe(path)
+                assert r.structured_content["code"] == "ATTACH_POINT_NOT_ALLOWED", r.structured_content
+                answers[path] = r.structured_content["message"].replace(path, "X")
+            assert len(set(answers.values())) == 1, answers
             assert _bpf_ids()["prog"] <= before["prog"]
             ok_dep = await ok(client, "deploy", {"object": b64("ok_uprobe"), "ttl_seconds": 60, "attach": [
                 {"program": "count_calls", "target": f"{allowed}/workload:ebpf_mcp_work"}]})
@@ -553,7 +590,17 @@ async def test_the_audit_log_has_one_line_per_call_without_object_bytes(binary):
             await client.call_tool("deploy", {"object": b64("bad_write_user")})
             await client.call_tool("info", {})
             await client.call_tool("undeploy", {"deployment_id": did})
-        lines = d.audit_lines()
+        all_lines = d.audit_lines()
+        # Calls that change state are on the record before they act: a `begin` line, then
+        # the outcome under the same call id.
+        begins = [line for line in all_lines if line.get("phase") == "begin"]
+        assert [line["tool"] for line in begins] == ["deploy", "deploy", "undeploy"]
+        for b in begins:
+            ends = [e for e in all_lines if e.get("call_id") == b["call_id"] and e.get("phase") == "end"]
+            assert len(ends) == 1 and all_lines.index(ends[0]) > all_lines.index(b), b
+            assert b["identity"] == "anonymous" and "outcome" not in b
+        assert begins[0]["parameters"]["object"]["redacted"] is True
+        lines = [line for line in all_lines if line.get("phase") != "begin"]
         assert [line["tool"] for line in lines] == ["deploy", "deploy", "info", "undeploy"]
         ok_line, refused, info, gone = lines
         assert ok_line["outcome"] == "ok" and ok_line["deployment_id"] == did
@@ -574,6 +621,11 @@ async def test_the_audit_log_has_one_line_per_call_without_object_bytes(binary):
         async with Client(d.url, mode="legacy") as client:
             await client.call_tool("list_deployments", {})
         assert [line["tool"] for line in d.audit_lines()] == ["list_deployments"]
+        # A deleted log is created again, and the record goes there.
+        d.audit.unlink()
+        async with Client(d.url, mode="legacy") as client:
+            await client.call_tool("info", {})
+        assert [line["tool"] for line in d.audit_lines()] == ["info"]
     finally:
         d.close()
 

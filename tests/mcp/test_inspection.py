@@ -315,6 +315,7 @@ async def test_map_lookup(url, fixture):
         ({"map_name": "no_such_map_x"}, "MAP_NOT_FOUND", "list_maps"),
         ({"map_id": 4_000_000_000}, "MAP_NOT_FOUND", "list_maps"),
         ({"pin_path": "/etc/passwd"}, "PIN_PATH_NOT_ON_BPFFS", "/sys/fs/bpf"),
+        ({"pin_path": "/root/no/such/file"}, "PIN_PATH_NOT_ON_BPFFS", "/sys/fs/bpf"),
         ({"map_name": "fixture_events"}, "MAP_NOT_DUMPABLE", "trace"),
         ({"map_name": "fixture_big", "sort_by": "nope"}, "INVALID_ARGUMENTS", "packets, bytes"),
         ({"map_name": "fixture_big", "max_entries": 0}, "INVALID_ARGUMENTS", "at least 1"),

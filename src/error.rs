@@ -127,6 +127,11 @@ pub mod codes {
             "The cursor is not one a previous page returned.",
         ),
         (
+            "PROCESS_NOT_FOUND",
+            "validation",
+            "No process with the given `pid` is running.",
+        ),
+        (
             "TARGET_NOT_FOUND",
             "validation",
             "The uprobe `target` binary or symbol does not exist.",
@@ -225,6 +230,16 @@ pub mod codes {
             "TOO_MANY_PROGRAMS",
             "validation",
             "The object holds more programs than `resources.max_programs`.",
+        ),
+        (
+            "TOO_MANY_FUNCTIONS",
+            "validation",
+            "The object holds more than 256 functions (the kernel's limit on subprograms).",
+        ),
+        (
+            "INVALID_CALL",
+            "validation",
+            "A call or function reference names a program's entry; only subprograms may be called.",
         ),
         (
             "TOO_MANY_RELOCATIONS",

@@ -729,6 +729,17 @@ fn dump_rows(
         None => 0,
     } as usize;
     let keep = offset.saturating_add(limit);
+    // A sorted page keeps every entry before it in order: bound how deep that goes, so a
+    // cursor far into a huge map cannot make the server hold most of it.
+    if sort.is_some() && keep > MAX_SORTED_DEPTH {
+        return Err(EbpfError::validation(
+            codes::INVALID_ARGUMENTS,
+            format!(
+                "a sorted dump pages at most {MAX_SORTED_DEPTH} entries deep; narrow it with \
+                 `filter`, or reverse `order` to page from the other end"
+            ),
+        ));
+    }
     let ks = map.key_size();
     let vs = map.value_stride;
     let desc = p.order == Order::Desc;
@@ -817,6 +828,9 @@ fn dump_rows(
         hint,
     })
 }
+
+/// How deep sorted paging goes: the entries a sorted page keeps (it and all before it).
+const MAX_SORTED_DEPTH: usize = 100_000;
 
 fn dump(core: &Core, p: MapDumpParams, ctx: &CallContext) -> Result<MapDumpOutput, EbpfError> {
     let mut entries = Vec::new();

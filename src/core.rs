@@ -19,7 +19,7 @@ pub struct Core {
     pub reserved_keys: Vec<&'static str>,
     pub tracker: Tracker,
     /// Background trace sessions (trace_start).
-    pub sessions: crate::tools::sessions::Sessions,
+    pub sessions: crate::trace::sessions::Sessions,
     /// Agents' own objects (deploy).
     pub deployments: crate::tools::deploy::Deployments,
     /// `trace` calls running now (bounded by tools.trace.max_concurrent).

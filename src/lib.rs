@@ -15,10 +15,12 @@ pub mod gadgets;
 pub mod glob;
 pub mod mcp;
 pub mod resources;
+pub mod rows;
 pub mod security;
 pub mod server;
 pub mod telemetry;
 pub mod time;
 pub mod tools;
+pub mod trace;
 
 pub use error::{EbpfError, ErrorCategory};

@@ -63,7 +63,7 @@ fn gadgets_section(out: &mut String) {
          `info` says which gadgets this kernel supports.\n",
     );
     for g in crate::gadgets::catalogue() {
-        let modes: Vec<String> = super::trace::gadget_modes(g)
+        let modes: Vec<String> = crate::trace::gadget_modes(g)
             .iter()
             .map(|m| {
                 serde_json::to_value(m)

@@ -16,7 +16,7 @@ use crate::error::{EbpfError, codes};
 use crate::gadgets::{self, Field};
 use crate::resources::Counts;
 use crate::security::Tier;
-use crate::tools::trace::{self, Mode};
+use crate::trace::{self, Mode};
 
 /// Arguments of `info`.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
@@ -66,7 +66,7 @@ pub struct ServerFacts {
     /// Kernel objects this server created and still holds.
     pub live_objects: Counts,
     /// Background trace sessions (trace_start).
-    pub trace_sessions: Vec<crate::tools::sessions::SessionInfo>,
+    pub trace_sessions: Vec<crate::trace::sessions::SessionInfo>,
     /// The confinement in force (absent for the command line, which is not sandboxed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<crate::security::sandbox::SandboxReport>,

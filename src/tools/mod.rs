@@ -345,22 +345,7 @@ pub fn row_budget(core: &Core) -> usize {
         .max(1)
 }
 
-/// Keeps the leading rows that fit `budget` bytes of JSON (at least one). Returns whether
-/// rows were dropped; the caller then sets its cursor after the last row kept.
-pub fn fit_rows<T: Serialize>(rows: &mut Vec<T>, budget: usize) -> bool {
-    let mut used = 0;
-    let keep = rows
-        .iter()
-        .take_while(|row| {
-            used += serde_json::to_vec(row).map_or(0, |v| v.len()) + 1;
-            used <= budget
-        })
-        .count()
-        .max(1);
-    let cut = keep < rows.len();
-    rows.truncate(keep);
-    cut
-}
+pub use crate::rows::fit_rows;
 
 /// Every tool this build has, in the order they are listed.
 #[derive(Debug)]

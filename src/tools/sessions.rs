@@ -3,7 +3,6 @@
 //! `trace_stop` ends it and returns the totals. A session belongs to the client that started
 //! it, ends by itself at its duration, and is released at shutdown through the tracker.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, SystemTime};
@@ -13,189 +12,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::trace::{self, Delivery, Limits, Mode, Snapshot, StoppedBy, Tally, TraceParams};
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::core::Core;
 use crate::error::EbpfError;
-use crate::resources::{Kind, Release};
+use crate::resources::Kind;
 use crate::security::Tier;
-
-/// A finished session is kept this long for a last read.
-const KEEP_FINISHED: Duration = Duration::from_secs(600);
-const DEFAULT_READ: u32 = 1000;
-
-#[derive(Debug, Default)]
-struct State {
-    /// The newest events, as JSON text (a decoded event costs several times its text).
-    events: VecDeque<(u64, Box<str>)>,
-    /// Bytes of text in `events`.
-    bytes: usize,
-    next_seq: u64,
-    /// Events pushed out of the buffer before anyone read them.
-    overwritten: u64,
-    tally: Tally,
-    /// What the kernel aggregated, as of the last second (aggregating gadgets).
-    kernel: Option<Snapshot>,
-    /// Events decoded (events and user-space counts).
-    total: u64,
-    /// Events over resources.max_events_per_second, counted but not decoded.
-    shed: u64,
-    end: Option<End>,
-}
-
-#[derive(Debug, Clone)]
-struct End {
-    stopped_by: StoppedBy,
-    elapsed: Duration,
-    dropped: u64,
-    error: Option<EbpfError>,
-    at: SystemTime,
-}
-
-/// One background trace.
-#[derive(Debug)]
-struct Session {
-    id: String,
-    owner: String,
-    gadget: &'static str,
-    hooks: Vec<String>,
-    mode: Mode,
-    group_by: Vec<String>,
-    top: usize,
-    started_at: SystemTime,
-    ends_at: SystemTime,
-    cancel: CancellationToken,
-    state: Mutex<State>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// The resource tracker's id for it.
-    tracked: AtomicU64,
-}
-
-impl Session {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Stops the gadget and waits for its thread (which releases everything it attached).
-    fn stop(&self) {
-        self.cancel.cancel();
-        let handle = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
-    }
-}
-
-/// The tracker's handle: releasing it stops the session.
-struct SessionHandle(Arc<Session>);
-
-impl Release for SessionHandle {
-    fn release(self: Box<Self>) -> Result<(), String> {
-        self.0.stop();
-        Ok(())
-    }
-}
-
-/// Every session of this server.
-#[derive(Debug, Default)]
-pub struct Sessions {
-    all: Mutex<HashMap<String, Arc<Session>>>,
-    next: AtomicU64,
-}
-
-/// A session as `info` lists it.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct SessionInfo {
-    pub session_id: String,
-    pub owner: String,
-    pub gadget: String,
-    pub state: String,
-    pub started_at: String,
-    pub ends_at: String,
-}
-
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Session>>> {
-        self.all.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn list(&self) -> Vec<SessionInfo> {
-        let mut out: Vec<SessionInfo> = self
-            .lock()
-            .values()
-            .map(|s| SessionInfo {
-                session_id: s.id.clone(),
-                owner: s.owner.clone(),
-                gadget: s.gadget.to_owned(),
-                state: if s.lock().end.is_some() {
-                    "finished"
-                } else {
-                    "running"
-                }
-                .to_owned(),
-                started_at: crate::time::rfc3339_seconds(s.started_at),
-                ends_at: crate::time::rfc3339_seconds(s.ends_at),
-            })
-            .collect();
-        out.sort_by(|a, b| a.session_id.cmp(&b.session_id));
-        out
-    }
-
-    fn running(&self) -> usize {
-        self.lock()
-            .values()
-            .filter(|s| s.lock().end.is_none())
-            .count()
-    }
-
-    /// Forgets finished sessions that were never stopped: those that ended over
-    /// [`KEEP_FINISHED`] ago, and beyond the newest `tools.trace.max_sessions` of them, so
-    /// what finished sessions hold is bounded whatever clients do. The server calls it on a
-    /// timer, and every session call first.
-    pub fn purge(&self, core: &Core) {
-        let now = SystemTime::now();
-        let keep = core.config().tools.trace.max_sessions.get() as usize;
-        let mut finished: Vec<(SystemTime, Arc<Session>)> = self
-            .lock()
-            .values()
-            .filter_map(|s| s.lock().end.as_ref().map(|e| (e.at, Arc::clone(s))))
-            .collect();
-        finished.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-        for (i, (at, s)) in finished.into_iter().enumerate() {
-            let old = at
-                .checked_add(KEEP_FINISHED)
-                .is_none_or(|until| until < now);
-            if old || i >= keep {
-                self.remove(core, &s);
-            }
-        }
-    }
-
-    /// Bytes of events the sessions hold now.
-    pub fn buffered_bytes(&self) -> usize {
-        self.lock().values().map(|s| s.lock().bytes).sum()
-    }
-
-    fn remove(&self, core: &Core, s: &Session) {
-        self.lock().remove(&s.id);
-        core.tracker.release(s.tracked.load(Ordering::Relaxed));
-    }
-
-    /// The caller's session, or an error that does not reveal other clients' sessions.
-    fn get(&self, id: &str, owner: &str) -> Result<Arc<Session>, EbpfError> {
-        self.lock()
-            .get(id)
-            .filter(|s| s.owner == owner)
-            .cloned()
-            .ok_or_else(|| {
-                EbpfError::validation(
-                    "SESSION_NOT_FOUND",
-                    format!("no trace session `{id}` of this client (it may have been stopped, or have ended over 10 minutes ago or before the newest tools.trace.max_sessions finished ones); trace_start starts one"),
-                )
-                .with_context("session_id", id)
-            })
-    }
-}
+use crate::trace::sessions::{DEFAULT_READ, End, Session, SessionHandle, State};
+use crate::trace::{self, Delivery, Limits, Mode, Snapshot, StoppedBy, TraceParams};
 
 // ---------------------------------------------------------------- trace_start
 

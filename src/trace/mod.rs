@@ -1,0 +1,104 @@
+//! The trace engine: what a `trace` or `trace_start` call asks for (`TraceParams`), how it
+//! becomes a plan of programs and hooks checked against the gadget and the limits
+//! (`plan`), the run that attaches it and reads what the kernel reports until its end
+//! (`run`), the counts, histograms and profiles built from that (`tally`), and the registry
+//! of background sessions (`sessions`). Filters are applied in the kernel; every event the
+//! kernel delivers is consumed, so totals are exact and drops are counted. Everything a run
+//! attached is released when it ends, however it ends.
+
+mod plan;
+mod run;
+pub mod sessions;
+mod tally;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use plan::{Limits, Prepared, gadget_modes, prepare};
+pub use run::{RunEnd, execute};
+pub use tally::{
+    Aggregates, Delivery, Group, MAX_GROUPS, Snapshot, Summary, Tally, note_losses, summarize,
+};
+
+pub(crate) const DEFAULT_DURATION_MS: u64 = 5000;
+pub(crate) const DEFAULT_MAX_EVENTS: u32 = 1000;
+pub(crate) const DEFAULT_TOP: u32 = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Decoded events, oldest first.
+    #[default]
+    Events,
+    /// Counts grouped by `group_by`, largest first.
+    Count,
+    /// Latency histograms (log2 µs) grouped by `group_by`.
+    Histogram,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StoppedBy {
+    /// Its `duration_ms` passed.
+    Duration,
+    /// `max_events` events were seen.
+    MaxEvents,
+    /// The client cancelled it (or went away), or `trace_stop` stopped it.
+    Cancelled,
+    /// The process the trace was scoped to (`pid`) exited.
+    ProcessExited,
+}
+
+/// Arguments of `trace`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TraceParams {
+    /// Which gadget (listed in the description).
+    pub gadget: String,
+    /// How long to trace (default 5000; at most tools.trace.max_duration).
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// events mode: stop after this many events (default 1000; at most
+    /// tools.trace.max_events).
+    #[serde(default)]
+    pub max_events: Option<u32>,
+    /// Only this process (thread group id).
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// Only processes with this name (15 characters at most, exact).
+    #[serde(default)]
+    pub comm: Option<String>,
+    /// Only this user id.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// Only processes in this cgroup v2 directory (a path under the cgroup2 mount).
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// events, count or histogram (default: the gadget's).
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// count/histogram mode: fields to group by (default: the gadget's).
+    #[serde(default)]
+    pub group_by: Option<Vec<String>>,
+    /// count/histogram mode: groups to return, largest first (default 20).
+    #[serde(default)]
+    pub top: Option<u32>,
+    /// gadget tracepoint: `category:name` (list_tracepoints finds them).
+    #[serde(default)]
+    pub tracepoint: Option<String>,
+    /// gadget uprobe: `binary:symbol`, e.g. `libc.so.6:malloc`.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// gadget profile: samples per second per CPU (default 49, at most 1000).
+    #[serde(default)]
+    pub frequency_hz: Option<u32>,
+}
+
+/// One group of a count.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CountRow {
+    /// The group's field values.
+    pub key: Map<String, Value>,
+    pub count: u64,
+}

@@ -1,0 +1,511 @@
+//! From a call's arguments to a plan: the gadget's programs and hooks, kernel-side
+//! filters, the mode and grouping, checked against the gadget and the limits.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::{DEFAULT_DURATION_MS, DEFAULT_MAX_EVENTS, DEFAULT_TOP, Mode, TraceParams};
+use crate::ebpf::caps::{CapSet, Needed};
+use crate::ebpf::gadget::{GadgetCfg, GadgetError, Hook};
+use crate::ebpf::tracefs;
+use crate::error::{EbpfError, codes};
+use crate::gadgets::{self, Clock, Output, profile};
+
+pub(crate) fn invalid(message: impl Into<String>) -> EbpfError {
+    EbpfError::validation(codes::INVALID_ARGUMENTS, message)
+}
+
+/// The kernel-side filter configuration for these arguments.
+pub(crate) fn filters(p: &TraceParams) -> Result<GadgetCfg, EbpfError> {
+    let mut cfg = GadgetCfg {
+        self_tgid: std::process::id(),
+        ..GadgetCfg::default()
+    };
+    if let Some(pid) = p.pid {
+        cfg.tgid = pid;
+    }
+    if let Some(uid) = p.uid {
+        cfg.uid_set = 1;
+        cfg.uid = uid;
+    }
+    if let Some(comm) = &p.comm {
+        if comm.is_empty() || comm.len() > 15 {
+            return Err(invalid(format!(
+                "`comm` must be 1 to 15 bytes (the kernel keeps 15 of a process name); `{comm}` is {}",
+                comm.len()
+            )));
+        }
+        cfg.comm_set = 1;
+        cfg.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+    }
+    if let Some(path) = &p.cgroup {
+        cfg.cgroup_id = cgroup_id(path)?;
+    }
+    Ok(cfg)
+}
+
+/// The cgroup v2 id of a directory: its inode number. Any failure reads the same, so the
+/// argument cannot be used to learn what exists elsewhere on the host.
+pub(crate) fn cgroup_id(path: &str) -> Result<u64, EbpfError> {
+    let root = crate::ebpf::host::cgroup2_root()
+        .ok_or_else(|| invalid("`cgroup` needs a cgroup v2 hierarchy, and none is mounted"))?;
+    let given = std::path::Path::new(path);
+    let full = if given.is_absolute() {
+        given.to_path_buf()
+    } else {
+        root.join(given)
+    };
+    let not_one = || {
+        invalid(format!(
+            "`cgroup` names no directory of the cgroup v2 hierarchy at {}; give a path under \
+             it (absolute, or relative to it)",
+            root.display()
+        ))
+    };
+    let dir = crate::ebpf::sys::PinnedFile::open(&full).map_err(|_| not_one())?;
+    if !dir.is_cgroup2_dir() {
+        return Err(not_one());
+    }
+    dir.inode().map_err(|_| not_one())
+}
+
+/// Turns one record from the kernel into an event (or one key of a kernel table into the
+/// fields it stands for).
+pub(crate) type Decoder = Box<dyn Fn(&[u8], &Clock) -> Option<Map<String, Value>> + Send + Sync>;
+
+/// What to load and how to read it: a built-in gadget, or one fitted to the call (a
+/// tracepoint's format, a uprobe's target, a profile's frequency).
+pub(crate) struct Plan {
+    pub(crate) name: &'static str,
+    pub(crate) object: &'static [u8],
+    pub(crate) programs: Vec<(&'static str, Hook)>,
+    pub(crate) output: Output,
+    pub(crate) fields: Vec<String>,
+    pub(crate) default_group_by: Vec<String>,
+    /// Fields the kernel keys by only when grouped by (sets arg0).
+    pub(crate) detail_fields: &'static [&'static str],
+    /// Gadget-specific settings for the kernel side (arg0..arg2 of gadget_cfg).
+    pub(crate) args: (u32, u32, u32),
+    pub(crate) decode: Decoder,
+}
+
+impl Plan {
+    pub(crate) fn hooks(&self) -> Vec<String> {
+        self.programs.iter().map(|(_, h)| h.to_string()).collect()
+    }
+
+    pub(crate) fn of(gadget: &'static gadgets::Gadget) -> Self {
+        Plan {
+            name: gadget.name,
+            object: gadget.object,
+            programs: gadget.programs.to_vec(),
+            output: gadget.output,
+            fields: gadget.all_fields().map(|f| f.name.to_owned()).collect(),
+            default_group_by: gadget
+                .default_group_by
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect(),
+            detail_fields: gadget.detail_fields,
+            args: (0, 0, 0),
+            decode: Box::new(move |bytes, clock| gadget.record(bytes, clock)),
+        }
+    }
+}
+
+/// Says which option belongs to which gadget when one is given to another.
+pub(crate) fn check_options(p: &TraceParams) -> Result<(), EbpfError> {
+    for (given, option, owner) in [
+        (p.tracepoint.is_some(), "tracepoint", "tracepoint"),
+        (p.target.is_some(), "target", "uprobe"),
+        (p.frequency_hz.is_some(), "frequency_hz", "profile"),
+    ] {
+        if given && p.gadget != owner {
+            return Err(invalid(format!(
+                "`{option}` applies to the {owner} gadget only"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn plan(p: &TraceParams) -> Result<Plan, EbpfError> {
+    check_options(p)?;
+    match p.gadget.as_str() {
+        "tracepoint" => tracepoint_plan(p),
+        "uprobe" => uprobe_plan(p),
+        "profile" => {
+            let hz = p.frequency_hz.unwrap_or(profile::DEFAULT_HZ);
+            if hz == 0 || hz > profile::MAX_HZ {
+                return Err(invalid(format!(
+                    "`frequency_hz` must be between 1 and {}",
+                    profile::MAX_HZ
+                )));
+            }
+            let mut plan = Plan::of(&profile::GADGET);
+            plan.programs = vec![(
+                profile::PROGRAM,
+                Hook::CpuClock {
+                    frequency_hz: u64::from(hz),
+                },
+            )];
+            Ok(plan)
+        }
+        name => {
+            let gadget = gadgets::find(name).ok_or_else(|| {
+                let known: Vec<&str> = gadgets::catalogue().iter().map(|g| g.name).collect();
+                invalid(format!(
+                    "unknown gadget `{name}`; one of: {}",
+                    known.join(", ")
+                ))
+                .with_context("gadget", name)
+            })?;
+            Ok(Plan::of(gadget))
+        }
+    }
+}
+
+pub(crate) fn tracepoint_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
+    let spec = p.tracepoint.as_deref().ok_or_else(|| {
+        invalid("the tracepoint gadget needs `tracepoint`: \"category:name\" (list_tracepoints finds them)")
+    })?;
+    let (category, name) = spec.split_once(':').ok_or_else(|| {
+        invalid(format!(
+            "`tracepoint` is `category:name`, e.g. \"sched:sched_switch\"; got `{spec}`"
+        ))
+    })?;
+    let format = tracefs::format(category, name).map_err(|e| match e {
+        tracefs::TracefsError::NoSuchTracepoint(_) => invalid(format!(
+            "no tracepoint `{spec}` on this kernel; list_tracepoints with a pattern finds the right name"
+        ))
+        .with_context("tracepoint", spec),
+        other => EbpfError::resource(codes::FILESYSTEM_NOT_MOUNTED, other.to_string()),
+    })?;
+    let (args, strings) = gadgets::tracepoint::config(&format);
+    let fields: Vec<String> = gadgets::COMMON_FIELDS
+        .iter()
+        .map(|f| f.name.to_owned())
+        .chain(
+            format
+                .fields
+                .iter()
+                .map(|f| gadgets::tracepoint::field_name(&f.name)),
+        )
+        .collect();
+    let hook = Hook::Tracepoint(category.to_owned().into(), name.to_owned().into());
+    let mut plan = Plan::of(&gadgets::tracepoint::GADGET);
+    plan.programs = vec![(gadgets::tracepoint::PROGRAM, hook)];
+    plan.fields = fields;
+    plan.args = args;
+    plan.decode = Box::new(move |bytes, clock| {
+        if bytes.len() < gadgets::tracepoint::EVENT_SIZE {
+            return None;
+        }
+        let mut out = Map::new();
+        let rest = gadgets::header(bytes, clock, &mut out)?;
+        gadgets::tracepoint::decode(&format, &strings, rest, &mut out);
+        Some(out)
+    });
+    Ok(plan)
+}
+
+pub(crate) fn uprobe_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
+    use gadgets::uprobe;
+    let target = p.target.as_deref().ok_or_else(|| {
+        invalid(
+            "the uprobe gadget needs `target`: \"binary:symbol\", e.g. \"/usr/bin/bash:readline\"",
+        )
+    })?;
+    let (binary, symbol) = uprobe::parse_target(target).map_err(invalid)?;
+    // Pinned before anything reads it: a FIFO cannot block the call, a device cannot act,
+    // and the file attached is the file checked. Not a regular file: the same answer as a
+    // missing symbol.
+    let file = crate::ebpf::sys::PinnedFile::open(&binary)
+        .ok()
+        .filter(crate::ebpf::sys::PinnedFile::is_regular)
+        .ok_or_else(target_not_found)?;
+    let mut plan = Plan::of(&uprobe::GADGET);
+    let hook = |ret| Hook::Uprobe {
+        binary: file.real.clone(),
+        file: Some(file.clone()),
+        symbol: symbol.clone(),
+        ret,
+        pid: p.pid,
+    };
+    plan.programs = vec![(uprobe::ENTRY, hook(false))];
+    if p.mode == Some(Mode::Histogram) {
+        // Latency: entry stamps the time, return adds it to a histogram (arg1).
+        plan.programs.push((uprobe::RETURN, hook(true)));
+        plan.output = Output::KernelHistograms;
+        plan.default_group_by = Vec::new();
+        plan.args.1 = 1;
+    }
+    Ok(plan)
+}
+
+/// The mode a gadget produces when the call names none, and the modes it allows.
+pub(crate) fn modes(output: Output) -> (Mode, &'static [Mode]) {
+    match output {
+        Output::Events => (Mode::Events, &[Mode::Events, Mode::Count]),
+        Output::KernelCounts(_) => (Mode::Count, &[Mode::Count]),
+        Output::KernelHistograms => (Mode::Histogram, &[Mode::Histogram]),
+        Output::Stacks => (Mode::Count, &[Mode::Count]),
+    }
+}
+
+/// The modes a gadget offers, its default first.
+pub fn gadget_modes(gadget: &gadgets::Gadget) -> Vec<Mode> {
+    if gadget.name == "uprobe" {
+        return vec![Mode::Count, Mode::Histogram];
+    }
+    modes(gadget.output).1.to_vec()
+}
+
+pub(crate) fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Events => "events",
+        Mode::Count => "count",
+        Mode::Histogram => "histogram",
+    }
+}
+
+/// Lines of a verifier log an error keeps: the end, where the reason is.
+pub(crate) const VERIFIER_TAIL: usize = 8;
+
+/// `text` with a verifier log cut to its last lines.
+pub(crate) fn shorten_verifier_log(text: &str) -> String {
+    match text.split_once("Verifier output:") {
+        Some((head, log)) => {
+            let lines: Vec<&str> = log.trim().lines().collect();
+            let tail = &lines[lines.len().saturating_sub(VERIFIER_TAIL)..];
+            format!("{head}verifier log (last lines): {}", tail.join(" | "))
+        }
+        None => text.to_owned(),
+    }
+}
+
+/// One answer for a uprobe target that is missing, not a regular file, not ELF, or lacks
+/// the symbol: the trace tier must not learn which paths exist on the host.
+pub(crate) fn target_not_found() -> EbpfError {
+    EbpfError::validation(
+        "TARGET_NOT_FOUND",
+        "cannot place the uprobe: no such function in an ELF file at that path (the file does \
+         not exist, is not a regular ELF binary or library, or has no such symbol); give an \
+         existing binary and a symbol in its symbol table (`nm -D BINARY` or `nm BINARY` \
+         lists them)",
+    )
+    .with_context("gadget", "uprobe")
+}
+
+pub(crate) fn load_error(gadget: &str, e: &GadgetError) -> EbpfError {
+    let text = shorten_verifier_log(&e.to_string());
+    let verifier = text.contains("verifier log");
+    match (e, e.errno()) {
+        // One answer for a missing file, a file that is not ELF and a missing symbol: the
+        // trace tier must not learn which paths exist on the host.
+        (GadgetError::Attach { .. }, errno)
+            if gadget == "uprobe" && !matches!(errno, Some(libc::EPERM)) =>
+        {
+            target_not_found()
+        }
+        (_, Some(libc::EPERM) | Some(libc::EACCES)) if !verifier => EbpfError::permission(
+            codes::MISSING_CAPABILITY,
+            format!(
+                "the kernel refused to run the `{gadget}` gadget ({text}); the server needs CAP_BPF \
+                 and CAP_PERFMON, and `info` shows what this kernel allows"
+            ),
+        ),
+        (_, Some(libc::ENOENT)) => EbpfError::kernel(
+            "HOOK_NOT_FOUND",
+            format!(
+                "this kernel lacks a hook the `{gadget}` gadget needs ({text}); list_tracepoints \
+                 shows the tracepoints it has, info which gadgets this kernel supports"
+            ),
+        ),
+        _ if verifier => EbpfError::kernel(
+            "VERIFIER_REJECTED",
+            format!(
+                "this kernel's verifier rejected the `{gadget}` gadget ({text}); info shows which \
+                 gadgets this kernel supports"
+            ),
+        ),
+        _ => EbpfError::kernel(
+            "GADGET_FAILED",
+            format!("the `{gadget}` gadget could not start: {text}"),
+        ),
+    }
+    .with_context("gadget", gadget)
+}
+
+/// A validated request, ready to run (by `trace`, or in the background by `trace_start`).
+pub struct Prepared {
+    pub(crate) plan: Plan,
+    pub(crate) cfg: GadgetCfg,
+    pub mode: Mode,
+    pub group_by: Vec<String>,
+    pub duration: Duration,
+    /// events mode: stop after this many (`trace`); sessions keep the newest instead.
+    pub max_events: usize,
+    pub top: usize,
+    /// Events decoded per second at most (0: no limit).
+    pub max_rate: u64,
+    /// The process a `pid`-scoped trace follows: the trace ends when it exits.
+    pub process: Option<crate::ebpf::host::ProcessId>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("gadget", &self.plan.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    pub fn gadget(&self) -> &'static str {
+        self.plan.name
+    }
+
+    pub fn hooks(&self) -> Vec<String> {
+        self.plan.hooks()
+    }
+
+    /// Whether results come from tables the kernel keeps rather than from events.
+    pub fn kernel_aggregated(&self) -> bool {
+        self.plan.output != Output::Events
+    }
+}
+
+/// The bounds a run must stay within, and the configuration keys that set them.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_duration: Duration,
+    pub duration_key: &'static str,
+    pub max_events: u32,
+    pub events_key: &'static str,
+    /// Used when the call gives none (each capped by its maximum).
+    pub default_duration: Duration,
+    pub default_events: u32,
+}
+
+impl Limits {
+    /// A `trace` call's: `tools.trace.max_duration` and `max_events`.
+    pub fn of_trace(config: &crate::config::TraceConfig) -> Self {
+        Self {
+            max_duration: config.max_duration.0,
+            duration_key: "tools.trace.max_duration",
+            max_events: config.max_events.get(),
+            events_key: "tools.trace.max_events",
+            default_duration: Duration::from_millis(DEFAULT_DURATION_MS),
+            default_events: DEFAULT_MAX_EVENTS,
+        }
+    }
+
+    /// A background session's: it runs until stopped or `session_max_duration`, keeping
+    /// the newest `session_buffer` events.
+    pub fn of_session(config: &crate::config::TraceConfig) -> Self {
+        Self {
+            max_duration: config.session_max_duration.0,
+            duration_key: "tools.trace.session_max_duration",
+            max_events: config.session_buffer.get(),
+            events_key: "tools.trace.session_buffer",
+            default_duration: config.session_max_duration.0,
+            default_events: config.session_buffer.get(),
+        }
+    }
+}
+
+/// Checks the arguments against the gadget and the limits.
+pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepared, EbpfError> {
+    let (max_duration, max_events_cap) = (limits.max_duration, limits.max_events);
+    let mut plan = plan(p)?;
+    let (default_mode, allowed) = modes(plan.output);
+    let mode = p.mode.unwrap_or(default_mode);
+    if !allowed.contains(&mode) {
+        let names: Vec<String> = allowed
+            .iter()
+            .map(|m| format!("`{}`", mode_name(*m)))
+            .collect();
+        let extra = if plan.name == "uprobe" {
+            " (or `histogram` for latency)"
+        } else {
+            ""
+        };
+        return Err(invalid(format!(
+            "the `{}` gadget gives mode {}{extra}, not `{}`",
+            plan.name,
+            names.join(" or "),
+            mode_name(mode)
+        )));
+    }
+    let group_by: Vec<String> = match &p.group_by {
+        Some(fields) => fields.clone(),
+        None => plan.default_group_by.clone(),
+    };
+    if mode == Mode::Events {
+        if p.group_by.is_some() || p.top.is_some() {
+            return Err(invalid(
+                "`group_by` and `top` apply to modes `count` and `histogram`",
+            ));
+        }
+    } else if let Some(bad) = group_by.iter().find(|f| !plan.fields.contains(f)) {
+        return Err(invalid(format!(
+            "`{bad}` is not a field of `{}` results; fields: {}",
+            plan.name,
+            plan.fields.join(", ")
+        )));
+    }
+    if group_by
+        .iter()
+        .any(|f| plan.detail_fields.contains(&f.as_str()))
+    {
+        plan.args.0 = 1;
+    }
+    let max_ms = u64::try_from(max_duration.as_millis()).unwrap_or(u64::MAX);
+    let default_ms = u64::try_from(limits.default_duration.as_millis()).unwrap_or(u64::MAX);
+    let duration_ms = p.duration_ms.unwrap_or(default_ms.min(max_ms));
+    if duration_ms == 0 || duration_ms > max_ms {
+        return Err(invalid(format!(
+            "`duration_ms` must be between 1 and {max_ms} ({})",
+            limits.duration_key
+        )));
+    }
+    let max_events = p
+        .max_events
+        .unwrap_or(limits.default_events.min(max_events_cap));
+    if max_events == 0 || max_events > max_events_cap {
+        return Err(invalid(format!(
+            "`max_events` must be between 1 and {max_events_cap} ({})",
+            limits.events_key
+        )));
+    }
+    let mut cfg = filters(p)?;
+    (cfg.arg0, cfg.arg1, cfg.arg2) = plan.args;
+    let process = match p.pid {
+        Some(pid) => Some(crate::ebpf::host::ProcessId::alive(pid).ok_or_else(|| {
+            EbpfError::validation(
+                "PROCESS_NOT_FOUND",
+                format!(
+                    "no process {pid} is running; give the pid of a live process (thread group id)"
+                ),
+            )
+            .with_context("pid", pid)
+        })?),
+        None => None,
+    };
+    CapSet::current()
+        .map_err(|e| EbpfError::internal(format!("cannot read this process's capabilities: {e}")))?
+        .require(&[Needed::Bpf, Needed::Perfmon])?;
+    Ok(Prepared {
+        plan,
+        cfg,
+        mode,
+        group_by,
+        duration: Duration::from_millis(duration_ms),
+        max_events: max_events as usize,
+        top: p.top.unwrap_or(DEFAULT_TOP).max(1) as usize,
+        max_rate: u64::from(max_rate),
+        process,
+    })
+}

@@ -1,0 +1,264 @@
+//! What a run's events add up to: counts grouped by fields (bounded in groups), what the
+//! kernel aggregated, and the result rows built from both within a byte budget.
+
+use std::collections::HashMap;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{CountRow, Mode};
+use crate::gadgets::hist::{self, Hist, HistRow};
+use crate::gadgets::profile::{self, FunctionRow, Sample, StackRow};
+
+/// Distinct groups a count keeps; events of further groups are counted in `other`.
+pub const MAX_GROUPS: usize = 10_000;
+
+/// A group of a count: its identity (the values as JSON text) and its field values.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub id: String,
+    pub key: Map<String, Value>,
+}
+
+/// What the reader hands over: a decoded event (events mode), or the group an event falls
+/// in (count mode, where repeated records are not decoded again).
+#[derive(Debug)]
+pub enum Delivery<'a> {
+    Event(Map<String, Value>),
+    Group(&'a Group),
+}
+
+/// Count mode remembers the group of this many distinct records (then starts afresh).
+pub(crate) const MEMO_ENTRIES: usize = 16_384;
+
+/// Counts of events grouped by fields.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub(crate) groups: HashMap<String, (Map<String, Value>, u64)>,
+    /// Events of groups beyond [`MAX_GROUPS`]: counted, not kept apart.
+    pub(crate) other: u64,
+}
+
+impl Tally {
+    /// The group a record falls in: its identity and its field values.
+    pub fn key_of(group_by: &[String], record: &Map<String, Value>) -> Group {
+        let key: Map<String, Value> = group_by
+            .iter()
+            .map(|f| (f.clone(), record.get(f).cloned().unwrap_or(Value::Null)))
+            .collect();
+        let id = Value::Object(key.clone()).to_string();
+        Group { id, key }
+    }
+
+    pub fn add(&mut self, group_by: &[String], record: &Map<String, Value>, n: u64) {
+        self.add_group(&Self::key_of(group_by, record), n);
+    }
+
+    pub fn add_group(&mut self, group: &Group, n: u64) {
+        let full = self.groups.len() >= MAX_GROUPS;
+        match self.groups.get_mut(&group.id) {
+            Some(entry) => entry.1 += n,
+            None if full => self.other += n,
+            None => {
+                self.groups.insert(group.id.clone(), (group.key.clone(), n));
+            }
+        }
+    }
+
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Events counted in groups past [`MAX_GROUPS`].
+    pub fn other(&self) -> u64 {
+        self.other
+    }
+
+    /// Every event counted, in kept groups or not.
+    pub fn total(&self) -> u64 {
+        self.groups.values().map(|(_, n)| n).sum::<u64>() + self.other
+    }
+
+    /// The `n` largest groups, largest first (ties in key order).
+    pub fn top(&self, n: usize) -> Vec<CountRow> {
+        let mut rows: Vec<_> = self.groups.iter().collect();
+        rows.sort_by(|a, b| b.1.1.cmp(&a.1.1).then_with(|| a.0.cmp(b.0)));
+        rows.into_iter()
+            .take(n)
+            .map(|(_, (key, count))| CountRow {
+                key: key.clone(),
+                count: *count,
+            })
+            .collect()
+    }
+}
+
+/// What the kernel has aggregated so far (its tables are cumulative: a later snapshot
+/// replaces an earlier one).
+#[derive(Debug, Clone)]
+pub enum Snapshot {
+    Counts(Vec<(Map<String, Value>, u64)>),
+    Histograms(Vec<(Map<String, Value>, Hist)>),
+    Stacks(Vec<Sample>),
+}
+
+impl Snapshot {
+    /// Events it stands for: counts, observations or samples.
+    pub fn total(&self) -> u64 {
+        match self {
+            Snapshot::Counts(rows) => rows.iter().map(|(_, n)| n).sum(),
+            Snapshot::Histograms(rows) => rows.iter().map(|(_, h)| h.count).sum(),
+            Snapshot::Stacks(samples) => samples.iter().map(|s| s.count).sum(),
+        }
+    }
+}
+
+/// The aggregate rows of a `trace` or `trace_read` result: counts, histograms or a profile.
+#[derive(Debug, Default, Serialize, JsonSchema)]
+pub struct Aggregates {
+    /// count mode: the largest groups.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Vec<CountRow>>,
+    /// count and histogram modes: distinct groups seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<usize>,
+    /// histogram mode: one per group, largest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub histograms: Option<Vec<HistRow>>,
+    /// profile: the functions CPU samples were in, most first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Vec<FunctionRow>>,
+    /// profile: the most sampled stacks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stacks: Option<Vec<StackRow>>,
+    /// profile: folded stacks (`comm;root;...;leaf count`) for flame graphs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folded: Option<Vec<String>>,
+}
+
+/// The aggregate part of a result, with how much of it fits.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub rows: Aggregates,
+    /// Events the rows stand for.
+    pub returned: usize,
+    pub truncated: bool,
+    pub hint: Option<String>,
+}
+
+/// Builds the aggregate part of a result from what user space counted (`tally`) and what
+/// the kernel aggregated (`snapshot`), within `budget` bytes of rows.
+pub fn summarize(
+    mode: Mode,
+    group_by: &[String],
+    top: usize,
+    tally: &Tally,
+    snapshot: Option<&Snapshot>,
+    budget: usize,
+) -> Summary {
+    let mut out = Summary::default();
+    let counted = |tally: &Tally, out: &mut Summary| {
+        let mut rows = tally.top(top);
+        let cut = crate::rows::fit_rows(&mut rows, budget);
+        out.returned = rows.iter().map(|r| r.count as usize).sum();
+        out.truncated = rows.len() < tally.groups() || tally.other() > 0;
+        if cut {
+            out.hint = Some("groups cut to fit server.max_result_bytes; lower top".into());
+        }
+        if tally.other() > 0 {
+            note(
+                &mut out.hint,
+                format!(
+                    "over {MAX_GROUPS} distinct groups: {} events of further groups were \
+                     counted but not kept apart; group by fewer fields or add filters",
+                    tally.other()
+                ),
+            );
+        }
+        out.rows.groups = Some(tally.groups());
+        out.rows.counts = Some(rows);
+    };
+    match (mode, snapshot) {
+        (Mode::Events, _) => {}
+        (Mode::Histogram, Some(Snapshot::Histograms(entries))) => {
+            let mut rows = hist::grouped(entries, group_by);
+            let groups = rows.len();
+            rows.truncate(top);
+            let cut = crate::rows::fit_rows(&mut rows, budget);
+            out.returned = rows.iter().map(|r| r.count as usize).sum();
+            out.truncated = rows.len() < groups;
+            if cut {
+                out.hint = Some("histograms cut to fit server.max_result_bytes; lower top or group by fewer fields".into());
+            }
+            out.rows.groups = Some(groups);
+            out.rows.histograms = Some(rows);
+        }
+        (Mode::Histogram, _) => out.rows.histograms = Some(Vec::new()),
+        (Mode::Count, Some(Snapshot::Stacks(samples))) => {
+            let mut by_process = Tally::default();
+            for s in samples {
+                let mut record = Map::new();
+                record.insert("pid".into(), s.pid.into());
+                record.insert("comm".into(), s.comm.clone().into());
+                by_process.add(group_by, &record, s.count);
+            }
+            counted(&by_process, &mut out);
+            let report = profile::report(samples, top);
+            // Functions and stacks are small; folded stacks get the rest of the budget.
+            let (mut functions, mut stacks, mut folded) =
+                (report.functions, report.stacks, report.folded);
+            let all_folded = folded.len();
+            let mut cut = crate::rows::fit_rows(&mut functions, budget / 5);
+            cut |= crate::rows::fit_rows(&mut stacks, budget * 2 / 5);
+            cut |= crate::rows::fit_rows(&mut folded, budget / 5);
+            if folded.len() < all_folded || cut {
+                out.truncated = true;
+                out.hint = Some(format!(
+                    "{} of {all_folded} folded stacks fit server.max_result_bytes; the largest are kept",
+                    folded.len()
+                ));
+            }
+            out.rows.functions = Some(functions);
+            out.rows.stacks = Some(stacks);
+            out.rows.folded = Some(folded);
+        }
+        (Mode::Count, snap) => {
+            let mut merged = tally.clone();
+            if let Some(Snapshot::Counts(rows)) = snap {
+                for (record, n) in rows {
+                    merged.add(group_by, record, *n);
+                }
+            }
+            counted(&merged, &mut out);
+        }
+    }
+    out
+}
+
+pub(crate) fn note(out: &mut Option<String>, note: String) {
+    *out = Some(match out.take() {
+        Some(h) => format!("{h}; {note}"),
+        None => note,
+    });
+}
+
+/// Adds to the hint what the kernel dropped and what the server shed.
+pub fn note_losses(out: &mut Option<String>, dropped: u64, shed: u64) {
+    if dropped > 0 {
+        note(
+            out,
+            format!(
+                "{dropped} events were dropped in the kernel (ring buffer or table full); add filters or shorten the trace"
+            ),
+        );
+    }
+    if shed > 0 {
+        note(
+            out,
+            format!(
+                "{shed} events were counted but not decoded: over resources.max_events_per_second; add filters or raise it"
+            ),
+        );
+    }
+}

@@ -21,7 +21,7 @@ pub struct Core {
     /// Background trace sessions (trace_start).
     pub sessions: crate::trace::sessions::Sessions,
     /// Agents' own objects (deploy).
-    pub deployments: crate::tools::deploy::Deployments,
+    pub deployments: crate::deploy::Deployments,
     /// `trace` calls running now (bounded by tools.trace.max_concurrent).
     pub active_traces: std::sync::atomic::AtomicU32,
     /// One line per tool call (security.audit_log).

@@ -1,4 +1,29 @@
-//! The deploy engine: what an agent's object may attach to and how that is resolved.
-//! The `deploy` tools (tools/deploy.rs) are its adapters.
+//! The deploy engine: an agent's own compiled BPF object, loaded only after it passed
+//! validation (security/validate.rs) and the resource limits, always with an expiry, and
+//! released by `undeploy`, by expiry, by the CPU watchdog or at shutdown. Every program, map
+//! and link is fd-owned: a killed server leaves nothing attached. Pins are made under the
+//! server's own bpffs directory only and removed at the next start. The tools in
+//! tools/deploy.rs are its adapters.
 
+mod flow;
+mod intake;
+mod loader;
+pub mod registry;
 pub mod target;
+mod types;
+pub mod watchdog;
+
+pub(crate) use flow::deploy;
+pub(crate) use flow::{describe, verifier_tail};
+pub(crate) use intake::object_bytes;
+pub(crate) use loader::load;
+pub use registry::Deployments;
+pub(crate) use registry::{Deployment, DeploymentHandle, check_limits};
+pub(crate) use registry::{deployment_not_found, detached_programs};
+pub use types::*;
+
+use crate::error::{EbpfError, codes};
+
+pub(crate) fn invalid(message: impl Into<String>) -> EbpfError {
+    EbpfError::validation(codes::INVALID_ARGUMENTS, message)
+}

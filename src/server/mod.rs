@@ -160,7 +160,7 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
                     () = stop.cancelled() => return,
                 }
                 let core = Arc::clone(&core);
-                tokio::task::spawn_blocking(move || crate::tools::deploy::enforce_cpu(&core))
+                tokio::task::spawn_blocking(move || crate::deploy::watchdog::enforce_cpu(&core))
                     .await
                     .ok();
             }
@@ -183,10 +183,11 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
                 () = stop.cancelled() => return,
             }
             let core = Arc::clone(&core);
-            let released =
-                tokio::task::spawn_blocking(move || crate::tools::deploy::release_expired(&core))
-                    .await
-                    .unwrap_or(0);
+            let released = tokio::task::spawn_blocking(move || {
+                crate::deploy::watchdog::release_expired(&core)
+            })
+            .await
+            .unwrap_or(0);
             if released > 0 {
                 tracing::info!(released, "released expired deployments");
             }

@@ -514,7 +514,7 @@ async fn audited(
                 .and_then(|v| v.get("deployment_id"))
                 .and_then(Value::as_str)
             {
-                deploy::rollback(core, id);
+                crate::deploy::watchdog::rollback(core, id);
             }
             Err(unavailable(why))
         }

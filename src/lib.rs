@@ -13,6 +13,7 @@ pub mod error;
 pub mod fault;
 pub mod gadgets;
 pub mod glob;
+pub mod maps;
 pub mod mcp;
 pub mod resources;
 pub mod rows;

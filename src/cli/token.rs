@@ -23,7 +23,7 @@ pub(super) fn token_command(action: &TokenAction) -> u8 {
     }
     let mut parsed = Vec::new();
     for t in tiers {
-        match crate::security::Tier::ALL
+        match crate::config::Tier::ALL
             .into_iter()
             .find(|tier| tier.as_str() == t.trim())
         {

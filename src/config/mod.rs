@@ -2,6 +2,7 @@
 //! `observability`, `tools`), every key optional with a safe default, unknown keys and bad
 //! values rejected with the key path and line.
 
+mod tier;
 mod types;
 
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use tier::Tier;
 pub use types::*;
 
 /// The documented default configuration; `Config::default()` equals what it parses to.
@@ -231,20 +233,20 @@ impl Config {
         if let Some(bad) = bv
             .allowed_opcodes
             .iter()
-            .find(|o| !crate::security::validate::OPCODE_CLASSES.contains(&o.as_str()))
+            .find(|o| !crate::ebpf::names::OPCODE_CLASSES.contains(&o.as_str()))
         {
             return Err((
                 "security.bytecode_validation.allowed_opcodes".into(),
                 format!(
                     "`{bad}` is not an instruction class; use {}",
-                    crate::security::validate::OPCODE_CLASSES.join(", ")
+                    crate::ebpf::names::OPCODE_CLASSES.join(", ")
                 ),
             ));
         }
         if let Some(bad) = bv
             .blocked_helpers
             .iter()
-            .find(|h| crate::security::validate::helper_id(h).is_none())
+            .find(|h| crate::ebpf::names::helper_id(h).is_none())
         {
             return Err((
                 "security.bytecode_validation.blocked_helpers".into(),

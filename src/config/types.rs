@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::security::Tier;
+use super::Tier;
 
 /// A duration written as text with a unit ("30s", "500ms", "5m").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

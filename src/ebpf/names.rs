@@ -220,6 +220,29 @@ pub fn helper(id: i32) -> Option<String> {
     )
 }
 
+/// BPF instruction classes by the names the configuration uses (`code & 0x07`).
+pub const OPCODE_CLASSES: [&str; 8] = [
+    "BPF_LD",
+    "BPF_LDX",
+    "BPF_ST",
+    "BPF_STX",
+    "BPF_ALU",
+    "BPF_JMP",
+    "BPF_JMP32",
+    "BPF_ALU64",
+];
+
+/// `bpf_probe_write_user` and `probe_write_user` name the same helper.
+pub fn helper_key(name: &str) -> String {
+    name.trim_start_matches("bpf_").to_owned()
+}
+
+/// The helper id of a name, if the kernel headers this build knows define it.
+pub fn helper_id(name: &str) -> Option<i32> {
+    let key = helper_key(name);
+    (1..512).find(|id| helper(*id).is_some_and(|n| n == key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

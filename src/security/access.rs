@@ -16,8 +16,8 @@ use std::time::SystemTime;
 use serde::Deserialize;
 use sha2::Digest;
 
-use super::Tier;
 use crate::config::AccessControlConfig;
+use crate::config::Tier;
 
 /// Prefix of every secret `token new` makes, so that leaked secrets are easy to recognise
 /// (and to scan for).

@@ -19,8 +19,8 @@ use std::sync::Mutex;
 
 use serde_json::{Map, Value, json};
 
-use super::Tier;
 use super::access::Identity;
+use crate::config::Tier;
 
 /// Parameter values longer than this are logged as their sha256 and size.
 const MAX_LOGGED_VALUE: usize = 1024;

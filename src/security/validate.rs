@@ -22,20 +22,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::ebpf::names;
+use crate::ebpf::names::{self, OPCODE_CLASSES, helper_id, helper_key};
 use crate::glob::Glob;
-
-/// BPF instruction classes by the names the configuration uses (`code & 0x07`).
-pub const OPCODE_CLASSES: [&str; 8] = [
-    "BPF_LD",
-    "BPF_LDX",
-    "BPF_ST",
-    "BPF_STX",
-    "BPF_ALU",
-    "BPF_JMP",
-    "BPF_JMP32",
-    "BPF_ALU64",
-];
 
 /// Program types that change what the kernel does beyond observing it or judging packets:
 /// refused unless `tools.deploy.allowed_types` names them.
@@ -210,17 +198,6 @@ pub struct Policy {
     pub max_map_bytes: u64,
     /// Programs one object may hold.
     pub max_programs: usize,
-}
-
-/// `bpf_probe_write_user` and `probe_write_user` name the same helper.
-fn helper_key(name: &str) -> String {
-    name.trim_start_matches("bpf_").to_owned()
-}
-
-/// The helper id of a name, if the kernel headers this build knows define it.
-pub fn helper_id(name: &str) -> Option<i32> {
-    let key = helper_key(name);
-    (1..512).find(|id| names::helper(*id).is_some_and(|n| n == key))
 }
 
 impl Policy {

@@ -11,9 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::config::Tier;
 use crate::config::{AccessControlConfig, Config, ConfigSource};
 use crate::core::Core;
-use crate::security::{Tier, access};
+use crate::security::access;
 
 /// Copies the values that only a restart can change from `running` into `new`; returns the
 /// keys `new` wanted to change.

@@ -8,10 +8,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
+use crate::config::Tier;
 use crate::core::Core;
 use crate::deploy::{DeployedMap, DeployedProgram, deployment_not_found, detached_programs};
 use crate::error::EbpfError;
-use crate::security::Tier;
 
 pub fn deploy_spec() -> ToolSpec {
     ToolSpec::new(

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::config::LogLevel;
+use crate::config::Tier;
 use crate::core::Core;
 use crate::ebpf::caps::{CapSet, Needed};
 use crate::ebpf::gadget::Hook;
@@ -15,7 +16,6 @@ use crate::ebpf::tracefs;
 use crate::error::{EbpfError, codes};
 use crate::gadgets::{self, Field};
 use crate::resources::Counts;
-use crate::security::Tier;
 use crate::trace::{self, Mode};
 
 /// Arguments of `info`.

@@ -9,12 +9,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
+use crate::config::Tier;
 use crate::core::Core;
 use crate::ebpf::bpf::{self, Object};
 use crate::ebpf::inventory::{self, Holder, Holders, LinkRecord, MapRecord, Program};
 use crate::ebpf::{disasm, maps, names};
 use crate::error::{EbpfError, codes};
-use crate::security::Tier;
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;

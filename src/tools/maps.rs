@@ -4,10 +4,10 @@
 use serde_json::Value;
 
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
+use crate::config::Tier;
 use crate::core::Core;
 use crate::error::EbpfError;
 use crate::maps::*;
-use crate::security::Tier;
 
 pub fn dump_spec() -> ToolSpec {
     ToolSpec::new(

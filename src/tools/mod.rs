@@ -24,10 +24,10 @@ use tokio_util::sync::CancellationToken;
 
 use std::time::Duration;
 
+use crate::config::Tier;
 use crate::config::{Config, LogLevel};
 use crate::core::Core;
 use crate::error::{EbpfError, codes};
-use crate::security::Tier;
 use crate::security::audit::{self, Caller};
 
 pub use bound::{bound_result, json_len};

@@ -13,10 +13,10 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
+use crate::config::Tier;
 use crate::core::Core;
 use crate::error::EbpfError;
 use crate::resources::Kind;
-use crate::security::Tier;
 use crate::trace::sessions::{DEFAULT_READ, End, Session, SessionHandle, State};
 use crate::trace::{self, Delivery, Limits, Mode, Snapshot, StoppedBy, TraceParams};
 

@@ -9,9 +9,9 @@ use serde_json::{Map, Value};
 
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::config::LogLevel;
+use crate::config::Tier;
 use crate::core::Core;
 use crate::error::EbpfError;
-use crate::security::Tier;
 use crate::trace::{
     Aggregates, Delivery, Limits, Mode, Snapshot, StoppedBy, Tally, TraceParams, execute,
     note_losses, prepare, summarize,

@@ -5,11 +5,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
+use crate::config::Tier;
 use crate::core::Core;
 use crate::ebpf::tracefs::{self, Format};
 use crate::error::{EbpfError, codes};
 use crate::glob::Glob;
-use crate::security::Tier;
 
 const DEFAULT_LIMIT: u32 = 200;
 const MAX_LIMIT: u32 = 2000;

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod deploy;
+pub mod docs;
 pub mod ebpf;
 pub mod error;
 pub mod fault;

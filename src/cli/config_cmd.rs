@@ -72,6 +72,6 @@ pub(super) fn tools_command(config: &Config, output: ToolsFormat) -> u8 {
                 .collect();
             write_stdout(&format!("{}\n", pretty(&Value::Array(list))))
         }
-        ToolsFormat::Markdown => write_stdout(&tools::docs::markdown(registry)),
+        ToolsFormat::Markdown => write_stdout(&crate::docs::markdown(registry)),
     }
 }

@@ -5,7 +5,7 @@
 
 mod bound;
 pub mod deploy;
-pub mod docs;
+
 pub mod info;
 pub mod inventory;
 pub mod maps;

@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use serde_json::{Map, Value};
 
-use super::{Registry, ToolSpec};
 use crate::error::codes;
+use crate::tools::{Registry, ToolSpec};
 
 /// Field nesting shown for results: deeper levels are in the JSON itself.
 const RESULT_DEPTH: usize = 4;

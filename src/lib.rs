@@ -4,6 +4,7 @@
 //! Data flows top to bottom once: `server` (transports) → `mcp` (protocol edge) → `tools`
 //! (plain Rust actions) → `ebpf` (the only module that talks to the kernel).
 
+pub mod call;
 pub mod cli;
 pub mod config;
 pub mod core;

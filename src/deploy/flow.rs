@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::json;
 
 use super::*;
+use crate::call::CallContext;
 use crate::config::LogLevel;
 use crate::core::Core;
 use crate::deploy::target::{self, Target, TargetError};
@@ -15,7 +16,6 @@ use crate::ebpf::{btf, inventory, pins};
 use crate::error::{EbpfError, codes};
 use crate::resources::Kind;
 use crate::security::validate::{self, Policy, Violation};
-use crate::tools::CallContext;
 
 /// Lines of a verifier log kept in a result (the end, where the reason is).
 pub(crate) const VERIFIER_LOG_LINES: usize = 60;

@@ -7,10 +7,10 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::*;
+use crate::call::CallContext;
 use crate::core::Core;
 use crate::ebpf::maps::OpenMap;
 use crate::error::{EbpfError, codes};
-use crate::tools::CallContext;
 
 /// Everything `map_dump` returns except the entries themselves.
 #[derive(Debug)]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::LogLevel;
+use crate::config::{Config, LogLevel};
 use crate::error::{EbpfError, codes};
 use crate::security::audit::Caller;
 
@@ -29,6 +29,9 @@ type EventSink = Arc<dyn Fn(ToolEvent) + Send + Sync>;
 /// What a tool gets besides its arguments: a way to report and a way to be stopped.
 #[derive(Clone)]
 pub struct CallContext {
+    /// The configuration the whole call works with: one snapshot taken as it starts, so a
+    /// reload never mixes old and new values inside one call.
+    pub config: Arc<Config>,
     pub cancel: CancellationToken,
     /// Who is calling: background work (trace sessions) belongs to it.
     pub owner: String,
@@ -47,11 +50,13 @@ impl std::fmt::Debug for CallContext {
 
 impl CallContext {
     pub fn new(
+        config: Arc<Config>,
         cancel: CancellationToken,
         owner: impl Into<String>,
         events: impl Fn(ToolEvent) + Send + Sync + 'static,
     ) -> Self {
         Self {
+            config,
             cancel,
             owner: owner.into(),
             caller: Caller::default(),

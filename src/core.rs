@@ -8,7 +8,6 @@ use std::time::SystemTime;
 use crate::config::{Config, ConfigSource};
 use crate::resources::Tracker;
 use crate::security::access::Tokens;
-use crate::tools::{self, ToolSpec};
 
 #[derive(Debug)]
 pub struct Core {
@@ -100,13 +99,15 @@ impl Core {
         self.tool_list.subscribe()
     }
 
-    /// Tools of the enabled tiers, in registry order.
-    pub fn enabled_tools(&self) -> impl Iterator<Item = &'static ToolSpec> + use<> {
-        let config = self.config();
-        tools::registry()
-            .all()
-            .iter()
-            .filter(move |t| t.enabled(&config))
+    /// What the deploy engine works with.
+    pub fn deploy_env(&self) -> crate::deploy::Env<'_> {
+        crate::deploy::Env {
+            deployments: &self.deployments,
+            tracker: &self.tracker,
+            audit: &self.audit,
+            metrics: &self.metrics,
+            pins_base: &self.pins_base,
+        }
     }
 
     /// Releases every kernel object the server created; logs what could not be released.

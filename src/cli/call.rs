@@ -60,6 +60,7 @@ pub(super) async fn call_command(
     };
     let cancel = CancellationToken::new();
     let ctx = CallContext::new(
+        core.config(),
         cancel.clone(),
         format!("cli:{}", std::process::id()),
         |event| match event {

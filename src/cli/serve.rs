@@ -34,7 +34,12 @@ pub(super) fn serve_command(
     warn_if_unprivileged(&config.security.access_control.required_capabilities);
     let core = Arc::new(Core::new(config, source, reserved));
     let result = crate::server::prepare(&core, addr, unix).and_then(|prepared| {
-        crate::security::sandbox::enter(&core, &prepared);
+        let file = match &core.config_source {
+            crate::config::ConfigSource::File(p) => Some(p.as_path()),
+            crate::config::ConfigSource::Defaults => None,
+        };
+        let report = crate::security::sandbox::enter(&core.config(), file, prepared.socket_dir());
+        let _ = core.sandbox.set(report);
         // The runtime's threads start after the sandbox: they inherit it.
         let runtime = runtime().map_err(crate::server::ServeError::Runtime)?;
         let served = runtime.block_on(crate::server::serve(core, prepared));

@@ -10,7 +10,6 @@ use serde_json::json;
 use super::*;
 use crate::call::CallContext;
 use crate::config::LogLevel;
-use crate::core::Core;
 use crate::deploy::target::{self, Target, TargetError};
 use crate::ebpf::{btf, inventory, pins};
 use crate::error::{EbpfError, codes};
@@ -61,17 +60,17 @@ pub(crate) fn refusal(violations: &[Violation]) -> EbpfError {
 }
 
 pub(crate) fn deploy(
-    core: &Core,
+    env: &Env<'_>,
     p: DeployParams,
     ctx: &CallContext,
 ) -> Result<DeployOutput, EbpfError> {
-    let all = core.config();
+    let all = &ctx.config;
     let config = &all.tools.deploy;
-    let bytes = object_bytes(core, &p)?;
+    let bytes = object_bytes(all, &p)?;
     // One parse of vmlinux BTF for the validator's link and the loader's.
     let _btf = btf::vmlinux();
     let sha = crate::security::sha256_hex(&bytes);
-    let policy = Policy::from_config(&all);
+    let policy = Policy::from_config(all);
     ctx.progress(0.0, Some(3.0), "validating the object");
     let inspection = validate::inspect(&bytes, &policy);
     // Which programs, and where they attach (part of validation: attach points are policy).
@@ -156,7 +155,8 @@ pub(crate) fn deploy(
     let est_memory: u64 = inspection.maps.iter().map(|m| m.bytes).sum();
     if !p.verify_only {
         check_limits(
-            core,
+            all,
+            env.deployments,
             &ctx.owner,
             selected.len(),
             inspection.maps.len(),
@@ -164,9 +164,9 @@ pub(crate) fn deploy(
         )?;
     }
     let ttl = ttl(config, p.ttl_seconds)?;
-    let n = core.deployments.next.fetch_add(1, Ordering::Relaxed) + 1;
+    let n = env.deployments.next.fetch_add(1, Ordering::Relaxed) + 1;
     let id = format!("dep-{n}-{:08x}", crate::resources::id_suffix());
-    let base = &core.pins_base;
+    let base = env.pins_base;
     let pin_dir = pins::deployment_dir(base, &id);
     let pinning = p.pin && !p.verify_only;
     if pinning {
@@ -215,7 +215,7 @@ pub(crate) fn deploy(
         tracked: AtomicU64::new(0),
         cpu: Mutex::default(),
     });
-    let tracked = core.tracker.track(
+    let tracked = env.tracker.track(
         Kind::Deployment,
         &ctx.owner,
         &format!("deployment {id} ({} programs)", output.programs.len()),
@@ -223,7 +223,7 @@ pub(crate) fn deploy(
         Box::new(DeploymentHandle(Arc::clone(&deployment))),
     );
     deployment.tracked.store(tracked, Ordering::Relaxed);
-    core.deployments
+    env.deployments
         .lock()
         .insert(id.clone(), Arc::clone(&deployment));
     ctx.log(

@@ -4,13 +4,13 @@
 use std::io::Read as _;
 
 use super::*;
-use crate::core::Core;
+use crate::config::Config;
 use crate::error::EbpfError;
 
 /// The object's bytes: decoded from base64, or read from a file inside an allowed directory.
-pub(crate) fn object_bytes(core: &Core, p: &DeployParams) -> Result<Vec<u8>, EbpfError> {
+pub(crate) fn object_bytes(config: &Config, p: &DeployParams) -> Result<Vec<u8>, EbpfError> {
     use base64::Engine;
-    let cap = core.config().tools.deploy.max_object_bytes.get();
+    let cap = config.tools.deploy.max_object_bytes.get();
     let too_big = |n: u64| {
         EbpfError::validation(
             "OBJECT_TOO_LARGE",
@@ -42,7 +42,6 @@ pub(crate) fn object_bytes(core: &Core, p: &DeployParams) -> Result<Vec<u8>, Ebp
             Ok(bytes)
         }
         (None, Some(path)) => {
-            let config = core.config();
             let dirs = &config.tools.deploy.allowed_dirs;
             let refused = |why: String| EbpfError::permission("PATH_NOT_ALLOWED", why);
             if dirs.is_empty() {

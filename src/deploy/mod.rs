@@ -22,7 +22,26 @@ pub(crate) use registry::{Deployment, DeploymentHandle, check_limits};
 pub(crate) use registry::{deployment_not_found, detached_programs};
 pub use types::*;
 
+use std::path::Path;
+
 use crate::error::{EbpfError, codes};
+use crate::resources::Tracker;
+use crate::security::audit::Audit;
+use crate::telemetry::metrics::Metrics;
+
+/// The server's shared state the engine reads and changes. It takes these explicitly (not
+/// the server's `Core`) so that it sits below the tools and the server that call it.
+#[derive(Debug, Clone, Copy)]
+pub struct Env<'a> {
+    pub deployments: &'a Deployments,
+    /// Every kernel object the server made (shutdown and expiry release through it).
+    pub tracker: &'a Tracker,
+    /// Releases the server makes on its own (CPU limit, expiry) are recorded here.
+    pub audit: &'a Audit,
+    pub metrics: &'a Metrics,
+    /// ebpf.bpffs_dir as the server started.
+    pub pins_base: &'a Path,
+}
 
 pub(crate) fn invalid(message: impl Into<String>) -> EbpfError {
     EbpfError::validation(codes::INVALID_ARGUMENTS, message)

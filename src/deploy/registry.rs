@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 use aya::Ebpf;
 
 use super::*;
-use crate::core::Core;
+use crate::config::Config;
 use crate::ebpf::{bpf, inventory, pins};
 use crate::error::EbpfError;
 use crate::resources::Release;
@@ -185,26 +185,26 @@ impl Deployments {
 }
 
 pub(crate) fn check_limits(
-    core: &Core,
+    config: &Config,
+    deployments: &Deployments,
     owner: &str,
     programs: usize,
     maps: usize,
     memory: u64,
 ) -> Result<(), EbpfError> {
-    let config = core.config();
     let r = &config.resources;
     let per = &r.per_owner;
     let mb = |b: u64| b.div_ceil(1024 * 1024);
     for (scope, used, (max_p, max_m, max_mb), keys) in [
         (
             "on this server",
-            core.deployments.usage(None),
+            deployments.usage(None),
             (r.max_programs, r.max_maps, r.max_memory_mb),
             "resources.max_programs, max_maps, max_memory_mb",
         ),
         (
             "for this client",
-            core.deployments.usage(Some(owner)),
+            deployments.usage(Some(owner)),
             (per.max_programs, per.max_maps, per.max_memory_mb),
             "resources.per_owner",
         ),

@@ -8,21 +8,19 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::json;
 
 use super::*;
-use crate::core::Core;
 
 /// Measures the CPU each deployment's programs used since the last call and releases those
 /// over resources.max_cpu_time_ms per second; returns how many it released. The server calls
 /// it every second. It keeps the kernel's run-time statistics on (host-wide) while there are
 /// deployments to watch, and off otherwise.
-pub fn enforce_cpu(core: &Core) -> usize {
-    let limit = core.config().resources.max_cpu_time_ms;
-    core.deployments.purge();
-    let all: Vec<Arc<Deployment>> = core.deployments.lock().values().cloned().collect();
+pub fn enforce_cpu(env: &Env<'_>, limit: u32) -> usize {
+    env.deployments.purge();
+    let all: Vec<Arc<Deployment>> = env.deployments.lock().values().cloned().collect();
     if limit == 0 || all.is_empty() {
-        core.deployments.stats_off();
+        env.deployments.stats_off();
         return 0;
     }
-    if !core.deployments.stats_on() {
+    if !env.deployments.stats_on() {
         return 0;
     }
     let mut released = 0;
@@ -51,7 +49,7 @@ pub fn enforce_cpu(core: &Core) -> usize {
             }
         };
         let Some(rate) = over else { continue };
-        let outcome = core
+        let outcome = env
             .tracker
             .release(d.tracked.load(Ordering::Relaxed))
             .unwrap_or_else(|| d.release());
@@ -64,16 +62,16 @@ pub fn enforce_cpu(core: &Core) -> usize {
         );
         if outcome.is_ok() {
             released += 1;
-            core.metrics.deployment_released("cpu_limit");
+            env.metrics.deployment_released("cpu_limit");
         }
         let mut record = release_record(&d, "deployment_cpu_exceeded", &outcome);
         record["cpu_ms_per_s"] = json!((rate * 10.0).round() / 10.0);
         record["max_cpu_time_ms"] = json!(limit);
-        if let Err(why) = core.audit.record_or_retry(&record) {
+        if let Err(why) = env.audit.record_or_retry(&record) {
             tracing::warn!(error = %why, deployment = d.id, "audit record of a CPU release not written");
         }
     }
-    core.deployments.purge();
+    env.deployments.purge();
     released
 }
 
@@ -101,21 +99,21 @@ pub(crate) fn release_record(
 
 /// Releases expired deployments (and everything else the tracker holds that expired).
 /// Run by the cleanup task every resources.cleanup_interval.
-pub fn release_expired(core: &Core) -> usize {
-    let expired = core.tracker.expired(SystemTime::now());
+pub fn release_expired(env: &Env<'_>) -> usize {
+    let expired = env.tracker.expired(SystemTime::now());
     let mut n = 0;
     for id in expired {
-        let deployment = core
+        let deployment = env
             .deployments
             .lock()
             .values()
             .find(|d| d.tracked.load(Ordering::Relaxed) == id)
             .cloned();
-        let outcome = core.tracker.release(id);
+        let outcome = env.tracker.release(id);
         match &outcome {
             Some(Ok(())) if deployment.is_some() => {
                 n += 1;
-                core.metrics.deployment_released("expired");
+                env.metrics.deployment_released("expired");
             }
             Some(Ok(())) => n += 1,
             Some(Err(e)) => tracing::warn!(error = %e, "releasing an expired object failed"),
@@ -124,20 +122,20 @@ pub fn release_expired(core: &Core) -> usize {
         // The server's own act goes on the record too: who deployed what, and when it went.
         if let (Some(d), Some(outcome)) = (deployment, outcome) {
             let record = release_record(&d, "deployment_expired", &outcome);
-            if let Err(why) = core.audit.record_or_retry(&record) {
+            if let Err(why) = env.audit.record_or_retry(&record) {
                 tracing::warn!(error = %why, deployment = d.id, "audit record of an expiry not written");
             }
         }
     }
-    core.deployments.purge();
+    env.deployments.purge();
     n
 }
 
 /// Undoes a deployment whose audit record could not be written: nothing runs unrecorded.
-pub fn rollback(core: &Core, deployment_id: &str) {
-    let found = core.deployments.lock().remove(deployment_id);
+pub fn rollback(env: &Env<'_>, deployment_id: &str) {
+    let found = env.deployments.lock().remove(deployment_id);
     if let Some(d) = found {
-        let released = core.tracker.release(d.tracked.load(Ordering::Relaxed));
+        let released = env.tracker.release(d.tracked.load(Ordering::Relaxed));
         if let Err(e) = released.unwrap_or_else(|| d.release()) {
             tracing::error!(deployment = deployment_id, error = %e, "rolling back a deployment failed");
         }

@@ -8,7 +8,6 @@ use serde_json::Value;
 
 use super::*;
 use crate::call::CallContext;
-use crate::core::Core;
 use crate::ebpf::maps::OpenMap;
 use crate::error::{EbpfError, codes};
 
@@ -48,13 +47,12 @@ impl DumpSummary {
 /// (which returns false to stop), and returns the totals. Unsorted pages are written while
 /// the map is scanned; sorted ones keep only the best `offset + max_entries` entries.
 pub(crate) fn dump_rows(
-    core: &Core,
     p: &MapDumpParams,
     ctx: &CallContext,
     row: &mut dyn FnMut(&str) -> bool,
 ) -> Result<DumpSummary, EbpfError> {
     let started = Instant::now();
-    let cap = core.config().tools.map_dump.max_entries.get();
+    let cap = ctx.config.tools.map_dump.max_entries.get();
     let asked = p.max_entries.unwrap_or(1000);
     if asked == 0 {
         return Err(EbpfError::validation(

@@ -11,6 +11,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+pub mod admission;
 pub mod prompts;
 mod resources;
 
@@ -135,7 +136,9 @@ impl McpServer {
     }
 
     fn enabled_spec(&self, name: &str) -> Option<&'static ToolSpec> {
-        self.core.enabled_tools().find(|t| t.name == name)
+        tools::registry()
+            .enabled(&self.core.config())
+            .find(|t| t.name == name)
     }
 
     /// Runs a tool for a request, forwarding its events as notifications that all reach the
@@ -222,9 +225,14 @@ impl McpServer {
             });
             call_over.drop_guard()
         });
-        let ctx = CallContext::new(cancel, self.owner(identity, context), move |event| {
-            let _ = tx.send(event);
-        })
+        let ctx = CallContext::new(
+            self.core.config(),
+            cancel,
+            self.owner(identity, context),
+            move |event| {
+                let _ = tx.send(event);
+            },
+        )
         .with_caller(self.caller(identity, context));
         let result = tools::execute(&self.core, spec, args, ctx).await;
         let _ = done_tx.send(());
@@ -390,9 +398,9 @@ impl ServerHandler for McpServer {
     ) -> Result<ListToolsResult, McpError> {
         // Only what this caller may call, of what the configuration enables now.
         let identity = self.identity(&context);
-        let tools = self
-            .core
-            .enabled_tools()
+        let config = self.core.config();
+        let tools = tools::registry()
+            .enabled(&config)
             .filter(|t| identity.allows(t.tier))
             .filter_map(|t| mcp_tool(t.name))
             .collect();

@@ -493,16 +493,16 @@ fn seccomp(problems: &mut Vec<String>) -> String {
     )
 }
 
-/// Applies the sandbox the configuration asks for, records what is in force in `core`, and
-/// says so in the log. Call with one thread only (before the async runtime starts).
-pub fn enter(core: &crate::core::Core, prepared: &crate::server::Prepared) {
-    let config = core.config();
+/// Applies the sandbox `config` asks for, says so in the log and returns what is in force.
+/// `config_file` stays readable (reloads) and `socket_dir` writable (a Unix socket's
+/// directory). Call with one thread only (before the async runtime starts).
+pub fn enter(
+    config: &Config,
+    config_file: Option<&Path>,
+    socket_dir: Option<&Path>,
+) -> SandboxReport {
     let report = if config.security.enable_sandboxing {
-        let file = match &core.config_source {
-            crate::config::ConfigSource::File(p) => Some(p.as_path()),
-            crate::config::ConfigSource::Defaults => None,
-        };
-        apply(&config, file, prepared.socket_dir())
+        apply(config, config_file, socket_dir)
     } else {
         tracing::warn!(
             "security.enable_sandboxing is false: the process keeps all its capabilities and \
@@ -521,7 +521,7 @@ pub fn enter(core: &crate::core::Core, prepared: &crate::server::Prepared) {
             tracing::warn!("sandbox: {problem}");
         }
     }
-    let _ = core.sandbox.set(report);
+    report
 }
 
 /// Applies the whole sandbox to this process. Call with one thread only.

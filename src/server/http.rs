@@ -23,10 +23,8 @@ use serde_json::{Value, json};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 
 use crate::core::Core;
-use crate::mcp::ClientGone;
+use crate::mcp::{ClientGone, admission};
 use crate::security::access::{AuthFailure, Identity};
-use crate::security::audit::Caller;
-use crate::tools;
 
 /// What the gate needs across requests.
 pub struct Gate {
@@ -274,22 +272,6 @@ fn too_large(limit: u64) -> Response {
     )
 }
 
-/// What the gate decides on in a JSON-RPC message: its method and, for tools/call, the
-/// tool. The rest (a deploy object can be megabytes) is skipped, not built into a tree.
-#[derive(Debug, Default, serde::Deserialize)]
-struct Peek<'a> {
-    #[serde(borrow, default)]
-    method: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    params: Option<PeekParams<'a>>,
-}
-
-#[derive(Debug, Default, serde::Deserialize)]
-struct PeekParams<'a> {
-    #[serde(borrow, default)]
-    name: Option<std::borrow::Cow<'a, str>>,
-}
-
 pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
     let core = &gate.core;
     let config = core.config();
@@ -434,8 +416,8 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             );
         }
     };
-    let peek = serde_json::from_slice::<Peek<'_>>(&bytes).unwrap_or_default();
-    let method = peek.method.as_deref();
+    let peek = admission::Peek::of(&bytes);
+    let method = peek.method();
 
     // How many at once.
     let counted = if parts.method == axum::http::Method::POST {
@@ -491,35 +473,14 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         }
     }
 
-    if method == Some("tools/call")
-        && let Some(name) = peek.params.as_ref().and_then(|p| p.name.as_deref())
-        && let Some(spec) = core.enabled_tools().find(|t| t.name == name)
-        && !identity.allows(spec.tier)
-    {
-        // Refused: only now is the whole message read, for the audit line and the reply.
-        let message: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let mut caller = Caller::new("http", &identity);
-        caller.client = message
-            .pointer("/params/_meta/io.modelcontextprotocol~1clientInfo/name")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        if let Some(error) = tools::tier_refusal(spec, &caller) {
-            let args = message
-                .pointer("/params/arguments")
-                .cloned()
-                .unwrap_or(Value::Null);
-            tools::audit_refused(core, spec, &caller, &args, &error);
-            core.metrics.refused("tier");
-            tracing::warn!(identity = %identity.id, tool = name, "HTTP request refused: tier");
-            let id = message.get("id").cloned().unwrap_or(Value::Null);
-            return refused(
-                StatusCode::FORBIDDEN,
-                &id,
-                -32003,
-                error.message.clone(),
-                error.to_json(),
-            );
-        }
+    if let Some(refusal) = admission::tier_refusal(core, &config, &identity, &peek, &bytes) {
+        return refused(
+            StatusCode::FORBIDDEN,
+            &refusal.id,
+            -32003,
+            refusal.error.message.clone(),
+            refusal.error.to_json(),
+        );
     }
 
     let opened_by = identity.id.clone();

@@ -138,7 +138,10 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
                 }
                 let core = Arc::clone(&core);
                 tokio::task::spawn_blocking(move || {
-                    core.sessions.purge(&core);
+                    core.sessions.purge(
+                        core.config().tools.trace.max_sessions.get() as usize,
+                        &core.tracker,
+                    );
                     // Retries the server's own records the log could not take.
                     let _ = core.audit.check();
                 })
@@ -160,9 +163,12 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
                     () = stop.cancelled() => return,
                 }
                 let core = Arc::clone(&core);
-                tokio::task::spawn_blocking(move || crate::deploy::watchdog::enforce_cpu(&core))
-                    .await
-                    .ok();
+                tokio::task::spawn_blocking(move || {
+                    let limit = core.config().resources.max_cpu_time_ms;
+                    crate::deploy::watchdog::enforce_cpu(&core.deploy_env(), limit)
+                })
+                .await
+                .ok();
             }
         });
     }
@@ -184,7 +190,7 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
             }
             let core = Arc::clone(&core);
             let released = tokio::task::spawn_blocking(move || {
-                crate::deploy::watchdog::release_expired(&core)
+                crate::deploy::watchdog::release_expired(&core.deploy_env())
             })
             .await
             .unwrap_or(0);

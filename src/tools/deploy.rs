@@ -32,7 +32,7 @@ pub fn deploy_spec() -> ToolSpec {
             },
             list_field: Some("programs"),
         },
-        crate::deploy::deploy,
+        |core, p, ctx| crate::deploy::deploy(&core.deploy_env(), p, ctx),
     )
 }
 
@@ -179,7 +179,7 @@ pub fn list_spec() -> ToolSpec {
 
 fn list(core: &Core, p: ListParams, ctx: &CallContext) -> Result<ListOutput, EbpfError> {
     core.deployments.purge();
-    let limit = core.config().resources.max_cpu_time_ms;
+    let limit = ctx.config.resources.max_cpu_time_ms;
     let detached = detached_programs();
     let mut rows: Vec<DeploymentRow> = core
         .deployments

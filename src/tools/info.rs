@@ -182,7 +182,7 @@ fn run(core: &Core, params: InfoParams, ctx: &CallContext) -> Result<InfoOutput,
         Ok(()) => {
             // What the operator requires beyond these (CAP_NET_ADMIN for XDP, ...).
             if let Err(e) =
-                caps.require_named(&core.config().security.access_control.required_capabilities)
+                caps.require_named(&ctx.config.security.access_control.required_capabilities)
             {
                 problems.push(e);
             }
@@ -207,7 +207,7 @@ fn run(core: &Core, params: InfoParams, ctx: &CallContext) -> Result<InfoOutput,
         gadget_common_fields: gadgets::COMMON_FIELDS.to_vec(),
         kernel,
         features,
-        server: server_facts(core),
+        server: server_facts(core, &ctx.config),
         problems,
     })
 }
@@ -278,7 +278,7 @@ fn gadget_facts(features: Option<&Features>) -> Vec<GadgetFacts> {
         .collect()
 }
 
-fn server_facts(core: &Core) -> ServerFacts {
+fn server_facts(core: &Core, config: &crate::config::Config) -> ServerFacts {
     let registry = super::registry();
     ServerFacts {
         name: env!("CARGO_PKG_NAME").into(),
@@ -292,7 +292,7 @@ fn server_facts(core: &Core) -> ServerFacts {
             .into_iter()
             .map(|tier| TierFacts {
                 tier,
-                enabled: tier.enabled(&core.config()),
+                enabled: tier.enabled(config),
                 tools: registry
                     .all()
                     .iter()
@@ -303,9 +303,9 @@ fn server_facts(core: &Core) -> ServerFacts {
             })
             .collect(),
         limits: Limits {
-            request_timeout_ms: u64::try_from(core.config().server.request_timeout.0.as_millis())
+            request_timeout_ms: u64::try_from(config.server.request_timeout.0.as_millis())
                 .unwrap_or(u64::MAX),
-            max_result_bytes: core.config().server.max_result_bytes.get(),
+            max_result_bytes: config.server.max_result_bytes.get(),
         },
         live_objects: core.tracker.counts(),
         trace_sessions: core.sessions.list(),

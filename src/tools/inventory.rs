@@ -316,7 +316,7 @@ fn list_programs(
         })
         .collect();
     let mut entries: Vec<ProgramEntry> = entries;
-    let cut = super::fit_rows(&mut entries, super::row_budget(core));
+    let cut = super::fit_rows(&mut entries, super::row_budget(&ctx.config));
     let more = more || cut;
     let returned = entries.len();
     Ok(ListProgramsOutput {
@@ -490,7 +490,7 @@ pub fn maps_spec() -> ToolSpec {
 }
 
 fn list_maps(
-    core: &Core,
+    _core: &Core,
     p: ListMapsParams,
     ctx: &CallContext,
 ) -> Result<ListMapsOutput, EbpfError> {
@@ -555,7 +555,7 @@ fn list_maps(
             map,
         });
     }
-    let cut = super::fit_rows(&mut out, super::row_budget(core));
+    let cut = super::fit_rows(&mut out, super::row_budget(&ctx.config));
     let more = more || cut;
     Ok(ListMapsOutput {
         hint: cut.then(|| CUT_HINT.to_owned()),
@@ -629,7 +629,7 @@ pub fn links_spec() -> ToolSpec {
 }
 
 fn list_links(
-    core: &Core,
+    _core: &Core,
     p: ListLinksParams,
     ctx: &CallContext,
 ) -> Result<ListLinksOutput, EbpfError> {
@@ -667,7 +667,7 @@ fn list_links(
             link,
         })
         .collect();
-    let cut = super::fit_rows(&mut links, super::row_budget(core));
+    let cut = super::fit_rows(&mut links, super::row_budget(&ctx.config));
     let more = more || cut;
     Ok(ListLinksOutput {
         hint: cut.then(|| CUT_HINT.to_owned()),

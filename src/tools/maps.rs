@@ -49,14 +49,14 @@ pub fn lookup_spec() -> ToolSpec {
     .with_timeout(|c| c.tools.map_dump.timeout.0.min(c.server.request_timeout.0))
 }
 
-fn dump(core: &Core, p: MapDumpParams, ctx: &CallContext) -> Result<MapDumpOutput, EbpfError> {
+fn dump(_core: &Core, p: MapDumpParams, ctx: &CallContext) -> Result<MapDumpOutput, EbpfError> {
     let mut entries = Vec::new();
     let mut bad = None;
     // The page ends early, at an exact cursor, when its rows would not fit the result size.
-    let budget = super::row_budget(core);
+    let budget = super::row_budget(&ctx.config);
     let mut used = 0usize;
     let mut cut = false;
-    let mut summary = dump_rows(core, &p, ctx, &mut |row| {
+    let mut summary = dump_rows(&p, ctx, &mut |row| {
         used += row.len() + 1;
         if used > budget && !entries.is_empty() {
             cut = true;
@@ -90,13 +90,13 @@ fn dump(core: &Core, p: MapDumpParams, ctx: &CallContext) -> Result<MapDumpOutpu
 
 /// `map_dump` for `--output jsonl`: entries go to `row` as they are decoded, never held.
 fn dump_stream(
-    core: &Core,
+    _core: &Core,
     args: Value,
     ctx: &CallContext,
     row: &mut dyn FnMut(&str) -> bool,
 ) -> Result<Value, EbpfError> {
     let p: MapDumpParams = super::parse_args("map_dump", args)?;
-    let summary = dump_rows(core, &p, ctx, row)?;
+    let summary = dump_rows(&p, ctx, row)?;
     serde_json::to_value(summary.into_output(Vec::new()))
         .map_err(|e| EbpfError::internal(e.to_string()))
 }

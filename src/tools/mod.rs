@@ -255,8 +255,8 @@ const ENVELOPE_BYTES: usize = 4096;
 
 /// How many bytes of rows a paged result may carry, so that the page itself fits
 /// `server.max_result_bytes` and its cursor continues exactly after the last row shown.
-pub fn row_budget(core: &Core) -> usize {
-    usize::try_from(core.config().server.max_result_bytes.get())
+pub fn row_budget(config: &Config) -> usize {
+    usize::try_from(config.server.max_result_bytes.get())
         .unwrap_or(usize::MAX)
         .saturating_sub(ENVELOPE_BYTES)
         .max(1)
@@ -299,6 +299,14 @@ impl Registry {
         &self.tools
     }
 
+    /// Tools of the tiers (and switches) `config` enables, in registry order.
+    pub fn enabled<'r, 'c>(
+        &'r self,
+        config: &'c Config,
+    ) -> impl Iterator<Item = &'r ToolSpec> + use<'r, 'c> {
+        self.tools.iter().filter(move |t| t.enabled(config))
+    }
+
     pub fn get(&self, name: &str) -> Option<&ToolSpec> {
         self.tools.iter().find(|t| t.name == name)
     }
@@ -313,11 +321,11 @@ pub async fn execute(
     ctx: CallContext,
 ) -> Result<Value, EbpfError> {
     let params = audit::redact(&args);
+    let cap = ctx.config.server.max_result_bytes.get();
     let mut value = audited(core, tool, ctx, params, move |core, ctx| {
         (tool.run)(core, args, ctx)
     })
     .await?;
-    let cap = core.config().server.max_result_bytes.get();
     bound_result(
         &mut value,
         &tool.output_schema,
@@ -365,7 +373,7 @@ async fn audited(
     let required = enabled
         && (tool.tier == Tier::Deploy
             || tool.changes_state
-            || core.config().security.audit_required_for_reads);
+            || ctx.config.security.audit_required_for_reads);
     let unavailable = |why: String| {
         EbpfError::resource(
             "AUDIT_UNAVAILABLE",
@@ -431,7 +439,7 @@ async fn audited(
                 .and_then(|v| v.get("deployment_id"))
                 .and_then(Value::as_str)
             {
-                crate::deploy::watchdog::rollback(core, id);
+                crate::deploy::watchdog::rollback(&core.deploy_env(), id);
             }
             Err(unavailable(why))
         }
@@ -645,7 +653,7 @@ async fn guarded(
     ctx: CallContext,
     work: impl FnOnce(&Core, &CallContext) -> Result<Value, EbpfError> + Send + 'static,
 ) -> Result<Value, EbpfError> {
-    let config = core.config();
+    let config = Arc::clone(&ctx.config);
     if let Some(refusal) = tier_refusal(tool, &ctx.caller) {
         return Err(refusal);
     }

@@ -57,11 +57,11 @@ pub fn start_spec() -> ToolSpec {
 }
 
 fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, EbpfError> {
-    let all = core.config();
+    let all = &ctx.config;
     let config = &all.tools.trace;
     let sessions = &core.sessions;
-    sessions.purge(core);
     let max_sessions = config.max_sessions.get() as usize;
+    sessions.purge(max_sessions, &core.tracker);
     if sessions.running() >= max_sessions {
         return Err(EbpfError::resource(
             "TOO_MANY_SESSIONS",
@@ -297,14 +297,13 @@ pub fn stop_spec() -> ToolSpec {
     )
 }
 
-fn report(core: &Core, s: &Session, p: &ReadParams) -> ReadOutput {
+fn report(budget: usize, s: &Session, p: &ReadParams) -> ReadOutput {
     let st = s.lock();
     let max = p.max_events.unwrap_or(DEFAULT_READ).max(1) as usize;
     let (events, next_cursor, truncated) = match s.mode {
         Mode::Events => {
             let after = p.cursor;
             // Only the page is decoded, and only as much of it as fits a result.
-            let budget = super::row_budget(core);
             let mut used = 0usize;
             let mut page: Vec<(u64, &str)> = Vec::new();
             let mut more = false;
@@ -324,7 +323,7 @@ fn report(core: &Core, s: &Session, p: &ReadParams) -> ReadOutput {
                 .iter()
                 .filter_map(|(_, t)| serde_json::from_str(t).ok())
                 .collect();
-            if super::fit_rows(&mut rows, super::row_budget(core)) {
+            if super::fit_rows(&mut rows, budget) {
                 more = true;
             }
             let last = page
@@ -341,7 +340,7 @@ fn report(core: &Core, s: &Session, p: &ReadParams) -> ReadOutput {
         s.top,
         &st.tally,
         st.kernel.as_ref(),
-        super::row_budget(core),
+        budget,
     );
     let end = st.end.clone();
     let dropped = end.as_ref().map_or(0, |e| e.dropped);
@@ -373,16 +372,19 @@ fn report(core: &Core, s: &Session, p: &ReadParams) -> ReadOutput {
 }
 
 fn read(core: &Core, p: ReadParams, ctx: &CallContext) -> Result<ReadOutput, EbpfError> {
-    core.sessions.purge(core);
+    core.sessions.purge(
+        ctx.config.tools.trace.max_sessions.get() as usize,
+        &core.tracker,
+    );
     let s = core.sessions.get(&p.session_id, &ctx.owner)?;
-    Ok(report(core, &s, &p))
+    Ok(report(super::row_budget(&ctx.config), &s, &p))
 }
 
 fn stop(core: &Core, p: ReadParams, ctx: &CallContext) -> Result<ReadOutput, EbpfError> {
     let s = core.sessions.get(&p.session_id, &ctx.owner)?;
     s.stop();
-    let out = report(core, &s, &p);
-    core.sessions.remove(core, &s);
+    let out = report(super::row_budget(&ctx.config), &s, &p);
+    core.sessions.remove(&core.tracker, &s);
     Ok(out)
 }
 

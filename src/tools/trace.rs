@@ -76,9 +76,9 @@ pub fn spec() -> ToolSpec {
 struct Slot<'a>(&'a std::sync::atomic::AtomicU32);
 
 impl<'a> Slot<'a> {
-    fn take(core: &'a Core) -> Result<Self, EbpfError> {
+    fn take(core: &'a Core, config: &crate::config::Config) -> Result<Self, EbpfError> {
         use std::sync::atomic::Ordering;
-        let limit = core.config().tools.trace.max_concurrent.get();
+        let limit = config.tools.trace.max_concurrent.get();
         core.active_traces
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < limit).then_some(n + 1)
@@ -103,18 +103,18 @@ impl Drop for Slot<'_> {
 }
 
 fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, EbpfError> {
-    let all = core.config();
+    let all = &ctx.config;
     let config = &all.tools.trace;
     let prepared = prepare(
         &p,
         &Limits::of_trace(config),
         all.resources.max_events_per_second,
     )?;
-    let _slot = Slot::take(core)?;
+    let _slot = Slot::take(core, &ctx.config)?;
     let duration_ms = prepared.duration.as_millis() as f64;
     // Events are kept as JSON text, and only as many as fit the result: the size bound
     // holds while collecting, so a storm costs at most one result's worth of memory.
-    let budget = super::row_budget(core);
+    let budget = super::row_budget(&ctx.config);
     let mut kept: Vec<Box<str>> = Vec::new();
     let mut kept_bytes = 0usize;
     let mut seen: u64 = 0;
@@ -190,7 +190,7 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         prepared.top,
         &tally,
         end.snapshot.as_ref(),
-        super::row_budget(core),
+        super::row_budget(&ctx.config),
     );
     let mut out = TraceOutput {
         gadget: prepared.gadget().to_owned(),

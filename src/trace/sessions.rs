@@ -13,9 +13,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{Mode, Snapshot, StoppedBy, Tally};
-use crate::core::Core;
 use crate::error::EbpfError;
-use crate::resources::Release;
+use crate::resources::{Release, Tracker};
 
 /// A finished session is kept this long for a last read.
 pub(crate) const KEEP_FINISHED: Duration = Duration::from_secs(600);
@@ -149,9 +148,8 @@ impl Sessions {
     /// [`KEEP_FINISHED`] ago, and beyond the newest `tools.trace.max_sessions` of them, so
     /// what finished sessions hold is bounded whatever clients do. The server calls it on a
     /// timer, and every session call first.
-    pub fn purge(&self, core: &Core) {
+    pub fn purge(&self, keep: usize, tracker: &Tracker) {
         let now = SystemTime::now();
-        let keep = core.config().tools.trace.max_sessions.get() as usize;
         let mut finished: Vec<(SystemTime, Arc<Session>)> = self
             .lock()
             .values()
@@ -163,7 +161,7 @@ impl Sessions {
                 .checked_add(KEEP_FINISHED)
                 .is_none_or(|until| until < now);
             if old || i >= keep {
-                self.remove(core, &s);
+                self.remove(tracker, &s);
             }
         }
     }
@@ -173,9 +171,9 @@ impl Sessions {
         self.lock().values().map(|s| s.lock().bytes).sum()
     }
 
-    pub(crate) fn remove(&self, core: &Core, s: &Session) {
+    pub(crate) fn remove(&self, tracker: &Tracker, s: &Session) {
         self.lock().remove(&s.id);
-        core.tracker.release(s.tracked.load(Ordering::Relaxed));
+        tracker.release(s.tracked.load(Ordering::Relaxed));
     }
 
     /// The caller's session, or an error that does not reveal other clients' sessions.

@@ -8,8 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-use aya::Ebpf;
-
 use super::*;
 use crate::config::Config;
 use crate::ebpf::{bpf, inventory, pins};
@@ -27,7 +25,7 @@ pub(crate) struct Deployment {
     pub(crate) output: DeployOutput,
     pub(crate) memory: u64,
     pub(crate) pin_dir: Option<PathBuf>,
-    pub(crate) ebpf: Mutex<Option<Ebpf>>,
+    pub(crate) ebpf: Mutex<Option<crate::ebpf::object::AgentObject>>,
     pub(crate) tracked: AtomicU64,
     pub(crate) cpu: Mutex<CpuWatch>,
 }

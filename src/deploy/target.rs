@@ -92,12 +92,6 @@ impl Target {
             Target::None => String::new(),
         }
     }
-
-    /// The path the kernel should be given for a uprobe's binary: the pinned descriptor, so
-    /// the file checked is the file probed.
-    pub fn uprobe_path(file: &PinnedFile) -> PathBuf {
-        file.proc_path()
-    }
 }
 
 /// Why a target was not resolved.

@@ -1,6 +1,11 @@
-//! The raw bpf(2) commands aya 0.14 does not expose: walking every object on the system by
-//! id, their full info (map BTF ids, link targets, translated instructions), batch map
-//! reads and run-time statistics. Every `unsafe` of this kind lives here.
+//! The bpf(2) commands aya 0.14 does not expose in the form the inventory needs, made raw.
+//! aya's `loaded_programs`, `loaded_maps` and `loaded_links` walk the same ids, but their
+//! info types leave out what the tools report: a program's translated instructions and
+//! BTF function info, a map's BTF key and value type ids and its memory, a link's target
+//! (interface, cgroup, tracepoint, probed function), and run-time statistics by program id.
+//! aya has no call for a BTF object's bytes, batch map reads, get-next-key on any map type
+//! by descriptor, or getting the descriptor of an arbitrary pin. What aya does offer in
+//! full is used through aya (turning statistics on). Every raw `unsafe` bpf(2) call is here.
 
 use std::ffi::CString;
 use std::io;
@@ -9,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use aya_obj::generated::{
-    bpf_attr, bpf_btf_info, bpf_cmd, bpf_link_info, bpf_map_info, bpf_prog_info, bpf_stats_type,
+    bpf_attr, bpf_btf_info, bpf_cmd, bpf_link_info, bpf_map_info, bpf_prog_info,
 };
 
 use super::sys::SyscallError;
@@ -375,11 +380,13 @@ pub fn obj_get(path: &Path) -> Result<OwnedFd, SyscallError> {
 }
 
 /// Turns on kernel run-time statistics for every program while the returned descriptor is
-/// open (BPF_ENABLE_STATS); closing it turns them off again unless someone else holds one.
+/// open (BPF_ENABLE_STATS, through aya); closing it turns them off again unless someone else
+/// holds one.
 pub fn enable_stats() -> Result<OwnedFd, SyscallError> {
-    let mut attr = zeroed_attr();
-    attr.enable_stats.type_ = bpf_stats_type::BPF_STATS_RUN_TIME as u32;
-    sys_bpf(bpf_cmd::BPF_ENABLE_STATS, &mut attr, "BPF_ENABLE_STATS").map(owned_fd)
+    aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| SyscallError {
+        call: "BPF_ENABLE_STATS",
+        source: e.io_error,
+    })
 }
 
 /// One BPF_MAP_LOOKUP_BATCH call. `token` is the opaque position: empty for the first call,

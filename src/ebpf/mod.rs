@@ -11,6 +11,7 @@ pub mod host;
 pub mod inventory;
 pub mod maps;
 pub mod names;
+pub mod object;
 pub mod pins;
 pub mod probe;
 pub mod sys;

@@ -17,13 +17,15 @@ pub struct Clock {
 
 impl Clock {
     pub fn now() -> Self {
-        // SAFETY: timespec is plain data; clock_gettime only writes it.
-        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid clock id and a valid, writable timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-        let since_boot = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+        use nix::time::{ClockId, clock_gettime};
+        // CLOCK_BOOTTIME always exists on Linux; were it to fail, boot is "now".
+        let since_boot = clock_gettime(ClockId::CLOCK_BOOTTIME)
+            .map(Duration::from)
+            .unwrap_or_default();
         Self {
-            boot: SystemTime::now() - since_boot,
+            boot: SystemTime::now()
+                .checked_sub(since_boot)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
         }
     }
 

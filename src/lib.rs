@@ -2,7 +2,9 @@
 //! audited access to Linux eBPF. The binary in `main.rs` is a thin shell around [`cli`].
 //!
 //! Data flows top to bottom once: `server` (transports) → `mcp` (protocol edge) → `tools`
-//! (plain Rust actions) → `ebpf` (the only module that talks to the kernel).
+//! (thin adapters) → the engines `trace`, `maps`, `deploy` → `ebpf` (the only layer that
+//! talks to the kernel). docs/architecture.md draws every layer; tests/layers.rs fails when
+//! a module imports one that is not below it.
 
 pub mod call;
 pub mod cli;

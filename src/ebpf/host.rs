@@ -617,3 +617,16 @@ impl ProcessId {
         Self::alive(self.pid).is_some_and(|now| now == *self)
     }
 }
+
+/// When the machine booted, as wall-clock time: the kernel stamps BPF events and load
+/// times in nanoseconds since boot (CLOCK_BOOTTIME, which counts suspend too).
+pub fn boot_time() -> std::time::SystemTime {
+    use nix::time::{ClockId, clock_gettime};
+    // CLOCK_BOOTTIME always exists on Linux; were it to fail, boot would be "now".
+    let since_boot = clock_gettime(ClockId::CLOCK_BOOTTIME)
+        .map(std::time::Duration::from)
+        .unwrap_or_default();
+    std::time::SystemTime::now()
+        .checked_sub(since_boot)
+        .unwrap_or(std::time::SystemTime::UNIX_EPOCH)
+}

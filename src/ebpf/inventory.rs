@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -151,15 +151,7 @@ fn c_name(raw: &[std::ffi::c_char]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// Boot time as wall-clock time, to turn the kernel's load times (ns since boot) into dates.
-fn boot_time() -> SystemTime {
-    // SAFETY: timespec is plain data; clock_gettime only writes it.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid clock id and a valid, writable timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-    let since_boot = Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
-    SystemTime::now() - since_boot
-}
+use super::host::boot_time;
 
 /// A loaded program, as the kernel reports it.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -326,10 +318,9 @@ pub struct LinkRecord {
 }
 
 fn if_name(ifindex: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `buf` has IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    (!p.is_null()).then(|| c_name(&buf))
+    nix::net::if_::if_indextoname(ifindex)
+        .ok()
+        .map(|name| name.to_string_lossy().into_owned())
 }
 
 /// The cgroup v2 directory whose inode is `id` (cgroup ids are cgroupfs inode numbers).

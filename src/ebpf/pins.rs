@@ -4,20 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-/// statfs(2) magic number of bpffs.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
 /// Whether `path` is on a bpffs mount.
 pub fn on_bpffs(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs is plain data; statfs(2) only writes it.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid NUL-terminated path and a valid, writable statfs.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    rc == 0 && st.f_type == BPF_FS_MAGIC
+    use nix::sys::statfs::{BPF_FS_MAGIC, statfs};
+    statfs(path).is_ok_and(|st| st.filesystem_type() == BPF_FS_MAGIC)
 }
 
 /// This server's directory under `base`: several servers may run at once (a desktop client

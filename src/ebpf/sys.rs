@@ -1,5 +1,8 @@
-//! Raw system calls the rest of the crate needs and neither std nor aya offers: mount,
-//! memlock limits, uname and a private network namespace. Every `unsafe` block lives here.
+//! Raw system calls the rest of the crate needs and neither std, nix nor aya offers in the
+//! form needed: mount, memlock limits, uname, a private network namespace, malloc tuning.
+//! With bpf.rs (raw bpf(2)) and two spots where aya's types force it (btf.rs, names.rs),
+//! this is where the kernel layer's `unsafe` is; outside ebpf/ only the sandbox has any
+//! (tests/layers.rs checks both).
 
 use std::ffi::{CStr, CString};
 use std::io;

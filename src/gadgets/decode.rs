@@ -17,15 +17,8 @@ pub struct Clock {
 
 impl Clock {
     pub fn now() -> Self {
-        use nix::time::{ClockId, clock_gettime};
-        // CLOCK_BOOTTIME always exists on Linux; were it to fail, boot is "now".
-        let since_boot = clock_gettime(ClockId::CLOCK_BOOTTIME)
-            .map(Duration::from)
-            .unwrap_or_default();
         Self {
-            boot: SystemTime::now()
-                .checked_sub(since_boot)
-                .unwrap_or(SystemTime::UNIX_EPOCH),
+            boot: crate::ebpf::host::boot_time(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LogLevel};
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 use crate::security::audit::Caller;
 
 /// Something a running tool tells its caller before it finishes.
@@ -81,8 +81,8 @@ impl CallContext {
     /// so that a call nobody waits for stops using CPU.
     pub fn check_cancelled(&self, tool: &str) -> Result<(), EbpfError> {
         if self.cancel.is_cancelled() {
-            return Err(EbpfError::validation(
-                codes::CANCELLED,
+            return Err(EbpfError::new(
+                Code::Cancelled,
                 format!("`{tool}` was cancelled or ran out of time"),
             ));
         }

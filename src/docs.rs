@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde_json::{Map, Value};
 
-use crate::error::codes;
+use crate::error::Code;
 use crate::tools::{Registry, ToolSpec};
 
 /// Field nesting shown for results: deeper levels are in the JSON itself.
@@ -48,8 +48,13 @@ pub fn markdown(registry: &Registry) -> String {
          (the facts involved) and `timestamp`. An unknown tool is a JSON-RPC error -32602.\n\n\
          | code | category | meaning |\n|---|---|---|\n",
     );
-    for (code, category, meaning) in codes::CATALOGUE {
-        let _ = writeln!(out, "| `{code}` | {category} | {meaning} |");
+    for code in Code::ALL {
+        let _ = writeln!(
+            out,
+            "| `{code}` | {} | {} |",
+            code.category().as_str(),
+            code.meaning()
+        );
     }
     out
 }

@@ -23,315 +23,146 @@ pub enum ErrorCategory {
     Internal,
 }
 
-/// Stable error codes. Clients match on these; never rename one.
-pub mod codes {
-    /// Arguments do not match the tool's input schema.
-    pub const INVALID_ARGUMENTS: &str = "INVALID_ARGUMENTS";
-    /// The tool exists but its tier is disabled by configuration.
-    pub const TOOL_DISABLED: &str = "TOOL_DISABLED";
-    /// The local user is not in security.access_control.permitted_users/groups.
-    pub const USER_NOT_PERMITTED: &str = "USER_NOT_PERMITTED";
-    /// The caller's identity does not grant the tool's tier.
-    pub const TIER_NOT_PERMITTED: &str = "TIER_NOT_PERMITTED";
-    /// The process lacks a Linux capability the operation needs.
-    pub const MISSING_CAPABILITY: &str = "MISSING_CAPABILITY";
-    /// The call ran longer than `server.request_timeout`.
-    pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
-    /// The client cancelled the call.
-    pub const CANCELLED: &str = "CANCELLED";
-    /// Even a cut-down result does not fit `server.max_result_bytes`.
-    pub const RESULT_TOO_LARGE: &str = "RESULT_TOO_LARGE";
-    /// A pseudo filesystem the server needs (tracefs, bpffs, securityfs) is not mounted.
-    pub const FILESYSTEM_NOT_MOUNTED: &str = "FILESYSTEM_NOT_MOUNTED";
-    /// The server failed in a way that is a defect.
-    pub const INTERNAL: &str = "INTERNAL";
+/// Defines [`Code`] from one table: variant, wire name, category, meaning.
+macro_rules! codes {
+    ($($variant:ident = $name:literal, $category:ident, $meaning:literal;)*) => {
+        /// Stable error codes. Clients match on their names; never rename one. Each knows
+        /// its category, so a call site cannot pick another, and its meaning, which is the
+        /// catalogue in docs/tools.md.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $(
+                #[doc = $meaning]
+                $variant,
+            )*
+        }
 
-    /// Every code with its category and meaning, for docs/tools.md.
-    pub const CATALOGUE: &[(&str, &str, &str)] = &[
-        (
-            INVALID_ARGUMENTS,
-            "validation",
-            "Arguments do not match the tool's input schema.",
-        ),
-        (CANCELLED, "validation", "The client cancelled the call."),
-        (
-            TOOL_DISABLED,
-            "permission",
-            "The tool's tier is disabled by configuration.",
-        ),
-        (
-            USER_NOT_PERMITTED,
-            "permission",
-            "The local user is not in `security.access_control.permitted_users` or a permitted group.",
-        ),
-        (
-            TIER_NOT_PERMITTED,
-            "permission",
-            "The caller's token or user mapping does not grant the tool's tier.",
-        ),
-        (
-            MISSING_CAPABILITY,
-            "permission",
-            "The server lacks CAP_BPF/CAP_PERFMON; the message says how to grant them.",
-        ),
-        (
-            REQUEST_TIMEOUT,
-            "resource",
-            "The call ran longer than `server.request_timeout`.",
-        ),
-        (
-            RESULT_TOO_LARGE,
-            "resource",
-            "Even a cut-down result does not fit `server.max_result_bytes`.",
-        ),
-        (
-            FILESYSTEM_NOT_MOUNTED,
-            "resource",
-            "tracefs, bpffs or securityfs is missing and could not be mounted.",
-        ),
-        (
-            INTERNAL,
-            "internal",
-            "A defect in the server; please report it.",
-        ),
-        (
-            "PROGRAM_NOT_FOUND",
-            "validation",
-            "No BPF program has this id.",
-        ),
-        (
-            "MAP_NOT_FOUND",
-            "validation",
-            "No BPF map has this id, name or pin.",
-        ),
-        (
-            "AMBIGUOUS_MAP_NAME",
-            "validation",
-            "Several maps have this name; use `map_id`.",
-        ),
-        ("LINK_NOT_FOUND", "validation", "No BPF link has this id."),
-        ("NOT_A_MAP", "validation", "The pinned object is not a map."),
-        (
-            "PIN_PATH_NOT_ON_BPFFS",
-            "validation",
-            "No BPF object is pinned at `pin_path` on a bpffs mount (the same answer whether the path exists elsewhere or not).",
-        ),
-        (
-            "MAP_NOT_DUMPABLE",
-            "validation",
-            "This map type has no entries to read (ring buffers, perf arrays...).",
-        ),
-        (
-            "INVALID_CURSOR",
-            "validation",
-            "The cursor is not one a previous page returned.",
-        ),
-        (
-            "PROCESS_NOT_FOUND",
-            "validation",
-            "No process with the given `pid` is running.",
-        ),
-        (
-            "TARGET_NOT_FOUND",
-            "validation",
-            "The uprobe `target` binary or symbol does not exist.",
-        ),
-        (
-            "SESSION_NOT_FOUND",
-            "validation",
-            "No trace session with this id belongs to this client.",
-        ),
-        (
-            "TOO_MANY_TRACES",
-            "resource",
-            "`tools.trace.max_concurrent` traces are running.",
-        ),
-        (
-            "TOO_MANY_SESSIONS",
-            "resource",
-            "`tools.trace.max_sessions` sessions are running.",
-        ),
-        (
-            "HOOK_NOT_FOUND",
-            "kernel",
-            "This kernel lacks a tracepoint or hook the gadget needs.",
-        ),
-        (
-            "VERIFIER_REJECTED",
-            "kernel",
-            "The kernel verifier refused a program (a gadget's, or a deployed one: its log is in the error).",
-        ),
-        (
-            "GADGET_FAILED",
-            "kernel",
-            "The gadget could not be loaded, attached or read.",
-        ),
-        (
-            "TRACEFS_READ_FAILED",
-            "kernel",
-            "A tracefs file could not be read.",
-        ),
-        (
-            "BPF_SYSCALL_FAILED",
-            "kernel",
-            "A bpf(2) call failed unexpectedly.",
-        ),
-        (
-            "BPF_ENABLE_STATS",
-            "kernel",
-            "Kernel BPF run-time statistics could not be turned on.",
-        ),
-        (
-            "INVALID_ELF",
-            "validation",
-            "The object is not a BPF ELF the validator can read (truncated, not ELF, not BPF).",
-        ),
-        (
-            "NO_PROGRAMS",
-            "validation",
-            "The object holds no program (or none of the names in `programs`).",
-        ),
-        (
-            "OBJECT_TOO_LARGE",
-            "validation",
-            "The object is larger than `tools.deploy.max_object_bytes`.",
-        ),
-        (
-            "TOO_MANY_INSTRUCTIONS",
-            "validation",
-            "A program is longer than `security.bytecode_validation.max_instructions`.",
-        ),
-        (
-            "OPCODE_NOT_ALLOWED",
-            "validation",
-            "A program uses an instruction class outside `security.bytecode_validation.allowed_opcodes`.",
-        ),
-        (
-            "BLOCKED_HELPER",
-            "validation",
-            "A program calls a helper in `security.bytecode_validation.blocked_helpers`.",
-        ),
-        (
-            "BLOCKED_SYMBOL",
-            "validation",
-            "A program calls a kfunc or reads a ksym in `security.bytecode_validation.blocked_symbols`.",
-        ),
-        (
-            "PROGRAM_TYPE_NOT_ALLOWED",
-            "validation",
-            "A program's type is not in `tools.deploy.allowed_types` (fmod_ret, lsm, struct_ops, freplace and kprobe only when listed there).",
-        ),
-        (
-            "ATTACH_POINT_NOT_ALLOWED",
-            "validation",
-            "An attach target matches no glob of `tools.deploy.allowed_attach_points`.",
-        ),
-        (
-            "TOO_MANY_PROGRAMS",
-            "validation",
-            "The object holds more programs than `resources.max_programs`.",
-        ),
-        (
-            "TOO_MANY_FUNCTIONS",
-            "validation",
-            "The object holds more than 256 functions (the kernel's limit on subprograms).",
-        ),
-        (
-            "INVALID_CALL",
-            "validation",
-            "A call or function reference names a program's entry; only subprograms may be called.",
-        ),
-        (
-            "TOO_MANY_RELOCATIONS",
-            "validation",
-            "The object has more CO-RE relocations (or types in them) than linking is allowed to look up.",
-        ),
-        (
-            "UNRESOLVED_REFERENCE",
-            "validation",
-            "A 64-bit load names a map, map value, BTF id or function by a number the object encodes itself (or an extern `__ksym`), not through a relocation the loader resolves against the object.",
-        ),
-        (
-            "KFUNC_NOT_ALLOWED",
-            "validation",
-            "A program calls a kfunc; the loader resolves none, so every kfunc call is refused.",
-        ),
-        (
-            "INVALID_RELOCATION",
-            "validation",
-            "A relocation targets an instruction that is not a 64-bit load or a call, or falls inside one.",
-        ),
-        (
-            "INVALID_INSTRUCTION",
-            "validation",
-            "A program holds a call encoding the kernel does not define.",
-        ),
-        (
-            "INVALID_MAP_NAME",
-            "validation",
-            "A map's name is not made of letters, digits, `_` and `.` (maps are pinned by name).",
-        ),
-        (
-            "MAP_PINNING_NOT_ALLOWED",
-            "validation",
-            "A map asks to be pinned by name; deploy with `pin: true` instead.",
-        ),
-        (
-            "TOO_MANY_MAPS",
-            "validation",
-            "The object declares more maps than `resources.max_maps`.",
-        ),
-        (
-            "MAPS_TOO_LARGE",
-            "validation",
-            "The object's maps would take more than `resources.max_memory_mb`.",
-        ),
-        (
-            "ATTACH_UNSUPPORTED",
-            "validation",
-            "The server cannot attach this program type; `verify_only` still checks it.",
-        ),
-        (
-            "DEPLOYMENT_NOT_FOUND",
-            "validation",
-            "No deployment with this id belongs to this client.",
-        ),
-        (
-            "PATH_NOT_ALLOWED",
-            "permission",
-            "`path` is not a file under `tools.deploy.allowed_dirs` (links out of them are not followed).",
-        ),
-        (
-            "RESOURCE_LIMIT",
-            "resource",
-            "Deployments would exceed `resources.max_*` or `resources.per_owner.*`; the error names the limit and current use.",
-        ),
-        (
-            "AUDIT_UNAVAILABLE",
-            "resource",
-            "The audit log cannot be written, so deploy-tier calls are refused (fail closed).",
-        ),
-        (
-            "LOAD_FAILED",
-            "kernel",
-            "The kernel refused to create the object's maps or load a program.",
-        ),
-        (
-            "ATTACH_FAILED",
-            "kernel",
-            "The kernel refused to attach a program to its target.",
-        ),
-        (
-            "PIN_FAILED",
-            "kernel",
-            "A map could not be pinned under the server's bpffs directory.",
-        ),
-        (
-            "RELEASE_FAILED",
-            "kernel",
-            "Detaching or unpinning part of a deployment failed; the error names what and why.",
-        ),
-    ];
+        impl Code {
+            /// Every code, in catalogue order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant),*];
+
+            /// The name on the wire (`MAP_NOT_FOUND`).
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $name,)*
+                }
+            }
+
+            pub const fn category(self) -> ErrorCategory {
+                match self {
+                    $(Code::$variant => ErrorCategory::$category,)*
+                }
+            }
+
+            /// What the code means, for the catalogue.
+            pub const fn meaning(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $meaning,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    InvalidArguments = "INVALID_ARGUMENTS", Validation, "Arguments do not match the tool's input schema.";
+    Cancelled = "CANCELLED", Validation, "The client cancelled the call (or it reached its time limit while it could still stop on its own).";
+    ToolDisabled = "TOOL_DISABLED", Permission, "The tool's tier is disabled by configuration.";
+    UserNotPermitted = "USER_NOT_PERMITTED", Permission, "The local user is not in `security.access_control.permitted_users` or a permitted group.";
+    TierNotPermitted = "TIER_NOT_PERMITTED", Permission, "The caller's token or user mapping does not grant the tool's tier.";
+    MissingCapability = "MISSING_CAPABILITY", Permission, "The server lacks CAP_BPF/CAP_PERFMON; the message says how to grant them.";
+    RequestTimeout = "REQUEST_TIMEOUT", Resource, "The call ran longer than `server.request_timeout`.";
+    ResultTooLarge = "RESULT_TOO_LARGE", Resource, "Even a cut-down result does not fit `server.max_result_bytes`.";
+    FilesystemNotMounted = "FILESYSTEM_NOT_MOUNTED", Resource, "tracefs, bpffs or securityfs is missing and could not be mounted.";
+    Internal = "INTERNAL", Internal, "A defect in the server; please report it.";
+    ProgramNotFound = "PROGRAM_NOT_FOUND", Validation, "No BPF program has this id.";
+    MapNotFound = "MAP_NOT_FOUND", Validation, "No BPF map has this id, name or pin.";
+    AmbiguousMapName = "AMBIGUOUS_MAP_NAME", Validation, "Several maps have this name; use `map_id`.";
+    LinkNotFound = "LINK_NOT_FOUND", Validation, "No BPF link has this id.";
+    NotAMap = "NOT_A_MAP", Validation, "The pinned object is not a map.";
+    PinPathNotOnBpffs = "PIN_PATH_NOT_ON_BPFFS", Validation, "No BPF object is pinned at `pin_path` on a bpffs mount (the same answer whether the path exists elsewhere or not).";
+    MapNotDumpable = "MAP_NOT_DUMPABLE", Validation, "This map type has no entries to read (ring buffers, perf arrays...).";
+    InvalidCursor = "INVALID_CURSOR", Validation, "The cursor is not one a previous page returned.";
+    ProcessNotFound = "PROCESS_NOT_FOUND", Validation, "No process with the given `pid` is running.";
+    TargetNotFound = "TARGET_NOT_FOUND", Validation, "The uprobe `target` binary or symbol does not exist.";
+    SessionNotFound = "SESSION_NOT_FOUND", Validation, "No trace session with this id belongs to this client.";
+    TooManyTraces = "TOO_MANY_TRACES", Resource, "`tools.trace.max_concurrent` traces are running.";
+    TooManySessions = "TOO_MANY_SESSIONS", Resource, "`tools.trace.max_sessions` sessions are running.";
+    HookNotFound = "HOOK_NOT_FOUND", Kernel, "This kernel lacks a tracepoint or hook the gadget needs.";
+    VerifierRejected = "VERIFIER_REJECTED", Kernel, "The kernel verifier refused a program (a gadget's, or a deployed one: its log is in the error).";
+    GadgetFailed = "GADGET_FAILED", Kernel, "The gadget could not be loaded, attached or read.";
+    TracefsReadFailed = "TRACEFS_READ_FAILED", Kernel, "A tracefs file could not be read.";
+    BpfSyscallFailed = "BPF_SYSCALL_FAILED", Kernel, "A bpf(2) call failed unexpectedly.";
+    BpfEnableStats = "BPF_ENABLE_STATS", Kernel, "Kernel BPF run-time statistics could not be turned on.";
+    InvalidElf = "INVALID_ELF", Validation, "The object is not a BPF ELF the validator can read (truncated, not ELF, not BPF).";
+    NoPrograms = "NO_PROGRAMS", Validation, "The object holds no program (or none of the names in `programs`).";
+    ObjectTooLarge = "OBJECT_TOO_LARGE", Validation, "The object is larger than `tools.deploy.max_object_bytes`.";
+    TooManyInstructions = "TOO_MANY_INSTRUCTIONS", Validation, "A program is longer than `security.bytecode_validation.max_instructions`.";
+    OpcodeNotAllowed = "OPCODE_NOT_ALLOWED", Validation, "A program uses an instruction class outside `security.bytecode_validation.allowed_opcodes`.";
+    BlockedHelper = "BLOCKED_HELPER", Validation, "A program calls a helper in `security.bytecode_validation.blocked_helpers`.";
+    BlockedSymbol = "BLOCKED_SYMBOL", Validation, "A program calls a kfunc or reads a ksym in `security.bytecode_validation.blocked_symbols`.";
+    ProgramTypeNotAllowed = "PROGRAM_TYPE_NOT_ALLOWED", Validation, "A program's type is not in `tools.deploy.allowed_types` (fmod_ret, lsm, struct_ops, freplace and kprobe only when listed there).";
+    AttachPointNotAllowed = "ATTACH_POINT_NOT_ALLOWED", Validation, "An attach target matches no glob of `tools.deploy.allowed_attach_points`.";
+    TooManyPrograms = "TOO_MANY_PROGRAMS", Validation, "The object holds more programs than `resources.max_programs`.";
+    TooManyFunctions = "TOO_MANY_FUNCTIONS", Validation, "The object holds more than 256 functions (the kernel's limit on subprograms).";
+    InvalidCall = "INVALID_CALL", Validation, "A call or function reference names a program's entry; only subprograms may be called.";
+    TooManyRelocations = "TOO_MANY_RELOCATIONS", Validation, "The object has more CO-RE relocations (or types in them) than linking is allowed to look up.";
+    UnresolvedReference = "UNRESOLVED_REFERENCE", Validation, "A 64-bit load names a map, map value, BTF id or function by a number the object encodes itself (or an extern `__ksym`), not through a relocation the loader resolves against the object.";
+    KfuncNotAllowed = "KFUNC_NOT_ALLOWED", Validation, "A program calls a kfunc; the loader resolves none, so every kfunc call is refused.";
+    InvalidRelocation = "INVALID_RELOCATION", Validation, "A relocation targets an instruction that is not a 64-bit load or a call, or falls inside one.";
+    InvalidInstruction = "INVALID_INSTRUCTION", Validation, "A program holds a call encoding the kernel does not define.";
+    InvalidMapName = "INVALID_MAP_NAME", Validation, "A map's name is not made of letters, digits, `_` and `.` (maps are pinned by name).";
+    MapPinningNotAllowed = "MAP_PINNING_NOT_ALLOWED", Validation, "A map asks to be pinned by name; deploy with `pin: true` instead.";
+    TooManyMaps = "TOO_MANY_MAPS", Validation, "The object declares more maps than `resources.max_maps`.";
+    MapsTooLarge = "MAPS_TOO_LARGE", Validation, "The object's maps would take more than `resources.max_memory_mb`.";
+    DeploymentNotFound = "DEPLOYMENT_NOT_FOUND", Validation, "No deployment with this id belongs to this client.";
+    UnknownTool = "UNKNOWN_TOOL", Validation, "No tool has this name (as the audit log records a call to one; clients get JSON-RPC error -32602).";
+    ValidationFailed = "VALIDATION_FAILED", Validation, "The object was refused before loading; `context.violations` lists every reason (the code is the first violation's when there is one).";
+    PathNotAllowed = "PATH_NOT_ALLOWED", Permission, "`path` is not a file under `tools.deploy.allowed_dirs` (links out of them are not followed).";
+    SessionNotYours = "SESSION_NOT_YOURS", Permission, "An HTTP request named an MCP session opened by another identity (HTTP 403).";
+    ResourceLimit = "RESOURCE_LIMIT", Resource, "Deployments would exceed `resources.max_*` or `resources.per_owner.*`; the error names the limit and current use.";
+    AuditUnavailable = "AUDIT_UNAVAILABLE", Resource, "The audit log cannot be written, so deploy-tier calls are refused (fail closed).";
+    TooManyConnections = "TOO_MANY_CONNECTIONS", Resource, "`server.max_connections` connections are open on the Unix socket; retry later.";
+    LoadFailed = "LOAD_FAILED", Kernel, "The kernel refused to create the object's maps or load a program.";
+    AttachFailed = "ATTACH_FAILED", Kernel, "The kernel refused to attach a program to its target.";
+    PinFailed = "PIN_FAILED", Kernel, "A map could not be pinned under the server's bpffs directory.";
+    ReleaseFailed = "RELEASE_FAILED", Kernel, "Detaching or unpinning part of a deployment failed; the error names what and why.";
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<Code> for String {
+    fn eq(&self, other: &Code) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Code> for str {
+    fn eq(&self, other: &Code) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl ErrorCategory {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Validation => "validation",
+            Self::Permission => "permission",
+            Self::Resource => "resource",
+            Self::Kernel => "kernel",
+            Self::Internal => "internal",
+        }
+    }
 }
 
 /// The error every failed tool call returns, in `structuredContent` and as text. Boxed so
@@ -358,15 +189,17 @@ pub struct ErrorObject {
 }
 
 impl EbpfError {
-    /// An error of `category` with `code` and a message that says how to fix the call.
-    pub fn new(category: ErrorCategory, code: &str, message: impl Into<String>) -> Self {
+    /// An error with `code` (which decides its category) and a message that says how to
+    /// fix the call.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        let category = code.category();
         let recoverable = matches!(
             category,
             ErrorCategory::Validation | ErrorCategory::Resource
         );
         Self(Box::new(ErrorObject {
             category,
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             message: message.into(),
             recoverable,
             context: Map::new(),
@@ -374,24 +207,8 @@ impl EbpfError {
         }))
     }
 
-    pub fn validation(code: &str, message: impl Into<String>) -> Self {
-        Self::new(ErrorCategory::Validation, code, message)
-    }
-
-    pub fn permission(code: &str, message: impl Into<String>) -> Self {
-        Self::new(ErrorCategory::Permission, code, message)
-    }
-
-    pub fn resource(code: &str, message: impl Into<String>) -> Self {
-        Self::new(ErrorCategory::Resource, code, message)
-    }
-
-    pub fn kernel(code: &str, message: impl Into<String>) -> Self {
-        Self::new(ErrorCategory::Kernel, code, message)
-    }
-
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(ErrorCategory::Internal, codes::INTERNAL, message)
+        Self::new(Code::Internal, message)
     }
 
     /// Adds one fact to `context`. Values that cannot be serialized are recorded as their
@@ -413,7 +230,7 @@ impl EbpfError {
     /// The error as a JSON object (what `structuredContent` carries).
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).unwrap_or_else(|e| {
-            serde_json::json!({"category": "internal", "code": codes::INTERNAL,
+            serde_json::json!({"category": "internal", "code": Code::Internal.as_str(),
                 "message": format!("error could not be serialized: {e}")})
         })
     }
@@ -451,7 +268,7 @@ mod tests {
 
     #[test]
     fn serializes_the_seed_fields() {
-        let err = EbpfError::validation(codes::INVALID_ARGUMENTS, "bad `x`: use an integer")
+        let err = EbpfError::new(Code::InvalidArguments, "bad `x`: use an integer")
             .with_context("argument", "x");
         let v = err.to_json();
         assert_eq!(v["category"], "validation");
@@ -464,8 +281,26 @@ mod tests {
 
     #[test]
     fn kernel_and_permission_errors_are_not_recoverable_by_default() {
-        assert!(!EbpfError::kernel("X", "m").recoverable);
-        assert!(!EbpfError::permission("X", "m").recoverable);
-        assert!(EbpfError::resource("X", "m").recoverable);
+        assert!(!EbpfError::new(Code::LoadFailed, "m").recoverable);
+        assert!(!EbpfError::new(Code::PathNotAllowed, "m").recoverable);
+        assert!(EbpfError::new(Code::ResourceLimit, "m").recoverable);
+    }
+
+    #[test]
+    fn codes_are_unique_screaming_snake_with_a_meaning() {
+        let mut seen = std::collections::BTreeSet::new();
+        for code in Code::ALL {
+            let name = code.as_str();
+            assert!(seen.insert(name), "{name} twice");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+                "{name}"
+            );
+            assert!(code.meaning().ends_with('.'), "{name}: {}", code.meaning());
+            let e = EbpfError::new(*code, "m");
+            assert_eq!(e.category, code.category());
+            assert_eq!(e.code, *code);
+        }
     }
 }

@@ -12,7 +12,7 @@ use super::table::table_view;
 use super::{EXIT_TOOL_ERROR, EXIT_USAGE, write_stdout};
 use crate::config::LogLevel;
 use crate::core::Core;
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 use crate::security::access;
 use crate::security::audit::Caller;
 use crate::tools::{self, CallContext, ToolEvent};
@@ -121,7 +121,7 @@ pub(super) async fn call_command(
                 Value::Null
             })
     } else if let Err(refused) = identity {
-        Err(EbpfError::permission(codes::USER_NOT_PERMITTED, refused.0))
+        Err(EbpfError::new(Code::UserNotPermitted, refused.0))
     } else {
         tools::execute(&core, spec, args, ctx).await
     };

@@ -12,7 +12,7 @@ use crate::call::CallContext;
 use crate::config::LogLevel;
 use crate::deploy::target::{self, Target, TargetError};
 use crate::ebpf::{btf, inventory, pins};
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 use crate::resources::Kind;
 use crate::security::validate::{self, Policy, Violation};
 
@@ -48,8 +48,8 @@ pub(crate) fn refusal(violations: &[Violation]) -> EbpfError {
         .collect();
     let code = violations
         .first()
-        .map_or("VALIDATION_FAILED", |v| v.code.as_str());
-    EbpfError::validation(
+        .map_or(Code::ValidationFailed, |v| v.code);
+    EbpfError::new(
         code,
         format!(
             "the object was refused before loading: {}",
@@ -170,8 +170,7 @@ pub(crate) fn deploy(
     let pin_dir = pins::deployment_dir(base, &id);
     let pinning = p.pin && !p.verify_only;
     if pinning {
-        pins::create(base, &pin_dir)
-            .map_err(|e| EbpfError::resource(codes::FILESYSTEM_NOT_MOUNTED, e))?;
+        pins::create(base, &pin_dir).map_err(|e| EbpfError::new(Code::FilesystemNotMounted, e))?;
     }
     ctx.progress(1.0, Some(3.0), "loading through the kernel verifier");
     let loaded = load(

@@ -5,15 +5,15 @@ use std::io::Read as _;
 
 use super::*;
 use crate::config::Config;
-use crate::error::EbpfError;
+use crate::error::{Code, EbpfError};
 
 /// The object's bytes: decoded from base64, or read from a file inside an allowed directory.
 pub(crate) fn object_bytes(config: &Config, p: &DeployParams) -> Result<Vec<u8>, EbpfError> {
     use base64::Engine;
     let cap = config.tools.deploy.max_object_bytes.get();
     let too_big = |n: u64| {
-        EbpfError::validation(
-            "OBJECT_TOO_LARGE",
+        EbpfError::new(
+            Code::ObjectTooLarge,
             format!("the object is {n} bytes; the limit is {cap} (tools.deploy.max_object_bytes)"),
         )
     };
@@ -31,8 +31,8 @@ pub(crate) fn object_bytes(config: &Config, p: &DeployParams) -> Result<Vec<u8>,
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .map_err(|e| {
-                    EbpfError::validation(
-                        "INVALID_ELF",
+                    EbpfError::new(
+                        Code::InvalidElf,
                         format!("`object` is not valid base64 ({e}); encode the .o file with `base64 -w0`"),
                     )
                 })?;
@@ -43,7 +43,7 @@ pub(crate) fn object_bytes(config: &Config, p: &DeployParams) -> Result<Vec<u8>,
         }
         (None, Some(path)) => {
             let dirs = &config.tools.deploy.allowed_dirs;
-            let refused = |why: String| EbpfError::permission("PATH_NOT_ALLOWED", why);
+            let refused = |why: String| EbpfError::new(Code::PathNotAllowed, why);
             if dirs.is_empty() {
                 return Err(refused(
                     "`path` is disabled: tools.deploy.allowed_dirs is empty; send the object as base64 `object`".into(),

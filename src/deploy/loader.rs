@@ -7,7 +7,7 @@ use super::*;
 use crate::deploy::target::{self, Target};
 use crate::ebpf::inventory;
 use crate::ebpf::object::{AgentObject, Attach, LoadFailure};
-use crate::error::EbpfError;
+use crate::error::{Code, EbpfError};
 use crate::security::validate::{self, Inspection};
 
 /// Where the kernel attaches a program resolved to `target`; `None`: nowhere (verify_only).
@@ -64,8 +64,8 @@ pub(crate) fn load(
     verify_only: bool,
 ) -> Result<(AgentObject, DeployOutput), EbpfError> {
     let mut object = AgentObject::create(&inspection.normalized, pin_dir).map_err(|e| {
-        EbpfError::kernel(
-            "LOAD_FAILED",
+        EbpfError::new(
+            Code::LoadFailed,
             format!("creating the object's maps failed: {e}"),
         )
     })?;
@@ -93,11 +93,11 @@ pub(crate) fn load(
                     out.programs.push(describe(facts, None, None));
                     continue;
                 }
-                let mut e = EbpfError::kernel(
+                let mut e = EbpfError::new(
                     if log.is_some() {
-                        "VERIFIER_REJECTED"
+                        Code::VerifierRejected
                     } else {
-                        "LOAD_FAILED"
+                        Code::LoadFailed
                     },
                     format!("{message}; deploy with `verify_only: true` to see the whole verdict"),
                 )
@@ -113,8 +113,8 @@ pub(crate) fn load(
                 .attach(&facts.name, to)
                 .and_then(|()| crate::fault::hit("deploy.after_attach"))
                 .map_err(|why| {
-                    EbpfError::kernel(
-                        "ATTACH_FAILED",
+                    EbpfError::new(
+                        Code::AttachFailed,
                         format!(
                             "attaching `{}` to {} failed: {why}",
                             facts.name,
@@ -133,8 +133,8 @@ pub(crate) fn load(
         let pinned_at = if pinning {
             let path = pin_dir.join(&m.name);
             object.pin_map(&m.name, &path).map_err(|e| {
-                EbpfError::kernel(
-                    "PIN_FAILED",
+                EbpfError::new(
+                    Code::PinFailed,
                     format!("pinning map `{}` at {}: {e}", m.name, path.display()),
                 )
             })?;

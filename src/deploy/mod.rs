@@ -24,7 +24,7 @@ pub use types::*;
 
 use std::path::Path;
 
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 use crate::resources::Tracker;
 use crate::security::audit::Audit;
 use crate::telemetry::metrics::Metrics;
@@ -44,5 +44,5 @@ pub struct Env<'a> {
 }
 
 pub(crate) fn invalid(message: impl Into<String>) -> EbpfError {
-    EbpfError::validation(codes::INVALID_ARGUMENTS, message)
+    EbpfError::new(Code::InvalidArguments, message)
 }

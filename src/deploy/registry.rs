@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime};
 use super::*;
 use crate::config::Config;
 use crate::ebpf::{bpf, inventory, pins};
-use crate::error::EbpfError;
+use crate::error::{Code, EbpfError};
 use crate::resources::Release;
 
 // ---------------------------------------------------------------- the registry
@@ -227,8 +227,8 @@ pub(crate) fn check_limits(
             None
         };
         if let Some(why) = over {
-            return Err(EbpfError::resource(
-                "RESOURCE_LIMIT",
+            return Err(EbpfError::new(
+                Code::ResourceLimit,
                 format!(
                     "deploying this would exceed a limit ({why}; {keys}); undeploy something first"
                 ),
@@ -242,8 +242,8 @@ pub(crate) fn check_limits(
 }
 
 pub(crate) fn deployment_not_found(id: &str) -> EbpfError {
-    EbpfError::validation(
-        "DEPLOYMENT_NOT_FOUND",
+    EbpfError::new(
+        Code::DeploymentNotFound,
         format!(
             "no deployment `{id}` of this client (it may have expired, been undeployed, or been released for using more CPU than resources.max_cpu_time_ms); list_deployments shows yours"
         ),

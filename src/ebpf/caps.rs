@@ -4,7 +4,7 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 
 /// Capability names by bit number (linux/capability.h).
 const NAMES: [&str; 41] = [
@@ -198,8 +198,8 @@ impl CapSet {
             .map(|c| c.to_ascii_lowercase())
             .collect::<Vec<_>>()
             .join(",");
-        Err(EbpfError::permission(
-            codes::MISSING_CAPABILITY,
+        Err(EbpfError::new(
+            Code::MissingCapability,
             format!(
                 "the server process lacks {list}; run it as root, or grant the capabilities: \
                  `sudo setcap {caps_lower}+ep $(command -v ebpf-mcp)`, or in a systemd unit \
@@ -273,7 +273,7 @@ mod tests {
         let err = CapSet(0)
             .require(&[Needed::Bpf, Needed::Perfmon])
             .unwrap_err();
-        assert_eq!(err.code, codes::MISSING_CAPABILITY);
+        assert_eq!(err.code, Code::MissingCapability.as_str());
         assert!(
             err.message.contains("CAP_BPF, CAP_PERFMON"),
             "{}",

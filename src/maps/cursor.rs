@@ -1,7 +1,7 @@
 //! Cursors: where the next page starts, bound to the map and to the query that made it.
 
 use super::*;
-use crate::error::EbpfError;
+use crate::error::{Code, EbpfError};
 
 /// Cursor: "<map id>:<offset>:<query fingerprint>".
 pub(crate) fn fingerprint(p: &MapDumpParams) -> u64 {
@@ -17,8 +17,8 @@ pub(crate) fn fingerprint(p: &MapDumpParams) -> u64 {
 
 pub(crate) fn parse_cursor(cursor: &str, map_id: u32, fp: u64) -> Result<u64, EbpfError> {
     let bad = || {
-        EbpfError::validation(
-            "INVALID_CURSOR",
+        EbpfError::new(
+            Code::InvalidCursor,
             "`cursor` does not belong to this query; pass the `next_cursor` of the previous page of the same map, filter and sort, or drop it to start over",
         )
         .with_context("cursor", cursor)

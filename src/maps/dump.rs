@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::*;
 use crate::call::CallContext;
 use crate::ebpf::maps::OpenMap;
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 
 /// Everything `map_dump` returns except the entries themselves.
 #[derive(Debug)]
@@ -55,8 +55,8 @@ pub(crate) fn dump_rows(
     let cap = ctx.config.tools.map_dump.max_entries.get();
     let asked = p.max_entries.unwrap_or(1000);
     if asked == 0 {
-        return Err(EbpfError::validation(
-            codes::INVALID_ARGUMENTS,
+        return Err(EbpfError::new(
+            Code::InvalidArguments,
             "`max_entries` must be at least 1",
         ));
     }
@@ -87,8 +87,8 @@ pub(crate) fn dump_rows(
     // A sorted page keeps every entry before it in order: bound how deep that goes, so a
     // cursor far into a huge map cannot make the server hold most of it.
     if sort.is_some() && keep > MAX_SORTED_DEPTH {
-        return Err(EbpfError::validation(
-            codes::INVALID_ARGUMENTS,
+        return Err(EbpfError::new(
+            Code::InvalidArguments,
             format!(
                 "a sorted dump pages at most {MAX_SORTED_DEPTH} entries deep; narrow it with \
                  `filter`, or reverse `order` to page from the other end"
@@ -152,10 +152,7 @@ pub(crate) fn dump_rows(
         })
         .map_err(|e| kernel_err(&format!("reading map {}", map.record.id), e))?;
     if ctx.cancel.is_cancelled() {
-        return Err(EbpfError::validation(
-            codes::CANCELLED,
-            "map_dump was cancelled",
-        ));
+        return Err(EbpfError::new(Code::Cancelled, "map_dump was cancelled"));
     }
     if sort.is_some() {
         for r in heap.into_sorted_vec().into_iter().skip(offset) {
@@ -194,8 +191,7 @@ pub(crate) fn key_bytes(
     key: &Value,
 ) -> Result<Vec<u8>, EbpfError> {
     let size = map.key_size();
-    let bad =
-        |m: String| EbpfError::validation(codes::INVALID_ARGUMENTS, m).with_context("key", key);
+    let bad = |m: String| EbpfError::new(Code::InvalidArguments, m).with_context("key", key);
     if let Some(text) = key.as_str().and_then(|s| s.strip_prefix("0x"))
         && text.len() == size * 2
         && text.chars().all(|c| c.is_ascii_hexdigit())

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::ebpf::btf_reader::Located;
 use crate::ebpf::maps::{self};
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 
 /// A field reference compiled against the map's BTF.
 #[derive(Debug, Clone)]
@@ -21,9 +21,7 @@ pub(crate) struct Field {
 
 impl Field {
     pub(crate) fn compile(path: &str, dec: &Decoder<'_>) -> Result<Self, EbpfError> {
-        let bad = |m: String| {
-            EbpfError::validation(codes::INVALID_ARGUMENTS, m).with_context("field", path)
-        };
+        let bad = |m: String| EbpfError::new(Code::InvalidArguments, m).with_context("field", path);
         let Some(btf) = dec.btf else {
             return Err(bad(format!(
                 "map {} has no BTF, so its fields have no names; filter and sort need a map with BTF",

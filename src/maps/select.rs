@@ -7,14 +7,14 @@ use super::*;
 use crate::ebpf::bpf::Object;
 use crate::ebpf::inventory;
 use crate::ebpf::maps::{self, OpenMap};
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 
 pub(crate) fn not_found(message: String) -> EbpfError {
-    EbpfError::validation("MAP_NOT_FOUND", message)
+    EbpfError::new(Code::MapNotFound, message)
 }
 
 pub(crate) fn kernel_err(what: &str, e: impl std::fmt::Display) -> EbpfError {
-    EbpfError::kernel("BPF_SYSCALL_FAILED", format!("{what}: {e}"))
+    EbpfError::new(Code::BpfSyscallFailed, format!("{what}: {e}"))
 }
 
 /// Opens the selected map, or says exactly what is wrong with the selection.
@@ -23,8 +23,8 @@ pub(crate) fn open(sel: &MapSelector<'_>) -> Result<OpenMap, EbpfError> {
         + usize::from(sel.map_id.is_some())
         + usize::from(sel.pin_path.is_some());
     if given != 1 {
-        return Err(EbpfError::validation(
-            codes::INVALID_ARGUMENTS,
+        return Err(EbpfError::new(
+            Code::InvalidArguments,
             "give exactly one of `map_name`, `map_id` or `pin_path` (list_maps shows names and ids)",
         ));
     }
@@ -58,8 +58,8 @@ pub(crate) fn open(sel: &MapSelector<'_>) -> Result<OpenMap, EbpfError> {
         ))
         .with_context("map_name", name)),
         [id] => OpenMap::by_id(*id).map_err(|e| kernel_err(&format!("opening map {id}"), e)),
-        many => Err(EbpfError::validation(
-            "AMBIGUOUS_MAP_NAME",
+        many => Err(EbpfError::new(
+            Code::AmbiguousMapName,
             format!("{} maps are named `{name}` (ids {}); select one with `map_id`", many.len(), join_ids(many)),
         )
         .with_context("ids", many)),
@@ -77,8 +77,8 @@ pub(crate) fn open_pinned(path: &Path) -> Result<OpenMap, EbpfError> {
     // One answer for a path that does not exist, is not on a bpffs or leads elsewhere: the
     // read tier must not learn what exists on the host outside bpffs.
     let none = || {
-        EbpfError::validation(
-            "PIN_PATH_NOT_ON_BPFFS",
+        EbpfError::new(
+            Code::PinPathNotOnBpffs,
             format!(
                 "no BPF object is pinned at {} (pinned maps live on a bpffs mount, /sys/fs/bpf)",
                 path.display()
@@ -91,8 +91,8 @@ pub(crate) fn open_pinned(path: &Path) -> Result<OpenMap, EbpfError> {
         return Err(none());
     }
     OpenMap::by_pin(&pinned.proc_path()).map_err(|e| match e.errno() {
-        Some(libc::EINVAL) => EbpfError::validation(
-            "NOT_A_MAP",
+        Some(libc::EINVAL) => EbpfError::new(
+            Code::NotAMap,
             format!(
                 "{} is not a pinned map (a program or link?)",
                 pinned.real.display()
@@ -125,8 +125,8 @@ pub(crate) fn check_dumpable(map: &OpenMap) -> Result<(), EbpfError> {
         "bloom_filter" => "a bloom filter cannot be enumerated; map_lookup checks one value",
         _ => "the kernel does not let user space walk its entries",
     };
-    Err(EbpfError::validation(
-        "MAP_NOT_DUMPABLE",
+    Err(EbpfError::new(
+        Code::MapNotDumpable,
         format!(
             "map {} (`{}`) is a {t} map: {instead}",
             map.record.id, map.record.name

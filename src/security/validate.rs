@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::ebpf::names::{self, OPCODE_CLASSES, helper_id, helper_key};
+use crate::error::Code;
 use crate::glob::Glob;
 
 /// Program types that change what the kernel does beyond observing it or judging packets:
@@ -53,49 +54,12 @@ const PSEUDO_MAP_IDX_VALUE: u8 = 6;
 const PSEUDO_CALL: u8 = 1;
 const PSEUDO_KFUNC_CALL: u8 = 2;
 
-/// Violation codes (docs/security.md lists them with their rules).
-pub mod code {
-    pub const INVALID_ELF: &str = "INVALID_ELF";
-    pub const NO_PROGRAMS: &str = "NO_PROGRAMS";
-    pub const PROGRAM_TYPE_NOT_ALLOWED: &str = "PROGRAM_TYPE_NOT_ALLOWED";
-    pub const TOO_MANY_INSTRUCTIONS: &str = "TOO_MANY_INSTRUCTIONS";
-    pub const TOO_MANY_PROGRAMS: &str = "TOO_MANY_PROGRAMS";
-    /// More functions than the kernel allows subprograms.
-    pub const TOO_MANY_FUNCTIONS: &str = "TOO_MANY_FUNCTIONS";
-    /// A call or function reference to a program's entry, not a subprogram.
-    pub const INVALID_CALL: &str = "INVALID_CALL";
-    /// More CO-RE relocations (or distinct types in them) than the bound on linking work.
-    pub const TOO_MANY_RELOCATIONS: &str = "TOO_MANY_RELOCATIONS";
-    pub const OPCODE_NOT_ALLOWED: &str = "OPCODE_NOT_ALLOWED";
-    pub const BLOCKED_HELPER: &str = "BLOCKED_HELPER";
-    pub const BLOCKED_SYMBOL: &str = "BLOCKED_SYMBOL";
-    /// A pseudo-source immediate load (map fd, map value, map index, BTF id, function)
-    /// that no relocation the loader resolves produced: the object encodes it by itself.
-    pub const UNRESOLVED_REFERENCE: &str = "UNRESOLVED_REFERENCE";
-    /// A kfunc call: the loader resolves none, so any one names a kernel function by an id
-    /// the object chose.
-    pub const KFUNC_NOT_ALLOWED: &str = "KFUNC_NOT_ALLOWED";
-    /// A relocation the loader would apply to an instruction that cannot carry it (it would
-    /// rewrite that instruction into something else).
-    pub const INVALID_RELOCATION: &str = "INVALID_RELOCATION";
-    /// A call encoding the kernel does not define.
-    pub const INVALID_INSTRUCTION: &str = "INVALID_INSTRUCTION";
-    pub const INVALID_MAP_NAME: &str = "INVALID_MAP_NAME";
-    pub const MAP_PINNING_NOT_ALLOWED: &str = "MAP_PINNING_NOT_ALLOWED";
-    pub const TOO_MANY_MAPS: &str = "TOO_MANY_MAPS";
-    pub const MAPS_TOO_LARGE: &str = "MAPS_TOO_LARGE";
-    pub const ATTACH_POINT_NOT_ALLOWED: &str = "ATTACH_POINT_NOT_ALLOWED";
-}
-
 /// A reason to refuse an object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct Violation {
-    /// Stable code: BLOCKED_HELPER, BLOCKED_SYMBOL, OPCODE_NOT_ALLOWED,
-    /// PROGRAM_TYPE_NOT_ALLOWED, TOO_MANY_INSTRUCTIONS, UNRESOLVED_REFERENCE,
-    /// KFUNC_NOT_ALLOWED, INVALID_RELOCATION, INVALID_INSTRUCTION, INVALID_MAP_NAME,
-    /// MAP_PINNING_NOT_ALLOWED, ATTACH_POINT_NOT_ALLOWED, TOO_MANY_MAPS, MAPS_TOO_LARGE,
-    /// NO_PROGRAMS, INVALID_ELF.
-    pub code: String,
+    /// Stable code (validation category; docs/tools.md lists them).
+    #[schemars(with = "String")]
+    pub code: Code,
     /// The program it concerns, if one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub program: Option<String>,
@@ -112,9 +76,9 @@ pub struct Violation {
 }
 
 impl Violation {
-    fn new(code: &str, program: Option<&str>, offset: Option<usize>, detail: String) -> Self {
+    fn new(code: Code, program: Option<&str>, offset: Option<usize>, detail: String) -> Self {
         Self {
-            code: code.to_owned(),
+            code,
             program: program.map(str::to_owned),
             function: None,
             offset,
@@ -122,13 +86,13 @@ impl Violation {
         }
     }
 
-    fn in_function(code: &str, function: &Function<'_>, offset: usize, detail: String) -> Self {
+    fn in_function(code: Code, function: &Function<'_>, offset: usize, detail: String) -> Self {
         let (program, function) = match function.program {
             Some(p) => (Some(p.to_owned()), None),
             None => (None, Some(function.name.to_owned())),
         };
         Self {
-            code: code.to_owned(),
+            code,
             program,
             function,
             offset: Some(offset),
@@ -279,7 +243,7 @@ pub fn inspect(bytes: &[u8], policy: &Policy) -> Inspection {
 
 fn invalid(detail: impl Into<String>) -> Inspection {
     Inspection {
-        violations: vec![Violation::new(code::INVALID_ELF, None, None, detail.into())],
+        violations: vec![Violation::new(Code::InvalidElf, None, None, detail.into())],
         ..Inspection::default()
     }
 }
@@ -379,7 +343,7 @@ fn inspect_inner(bytes: &[u8], policy: &Policy) -> Inspection {
             // else means the loader could not use the object.
             if out.violations.is_empty() {
                 out.violations.push(Violation::new(
-                    code::INVALID_ELF,
+                    Code::InvalidElf,
                     None,
                     None,
                     format!("the loader cannot read the object: {e}"),
@@ -429,7 +393,7 @@ fn inspect_inner(bytes: &[u8], policy: &Policy) -> Inspection {
     misaligned.sort_by_key(|(k, _)| **k);
     for ((section, offset), rel) in misaligned {
         out.violations.push(Violation::new(
-            code::INVALID_RELOCATION,
+            Code::InvalidRelocation,
             None,
             None,
             format!(
@@ -444,7 +408,7 @@ fn inspect_inner(bytes: &[u8], policy: &Policy) -> Inspection {
     // every program that reaches it, and looks each CO-RE type up in the kernel's BTF.
     if obj.programs.len() > policy.max_programs {
         out.violations.push(Violation::new(
-            code::TOO_MANY_PROGRAMS,
+            Code::TooManyPrograms,
             None,
             None,
             format!(
@@ -458,7 +422,7 @@ fn inspect_inner(bytes: &[u8], policy: &Policy) -> Inspection {
     let (records, types) = core_relocations(&file);
     if records > MAX_CORE_RELOCATIONS || types > MAX_CORE_TYPES {
         out.violations.push(Violation::new(
-            code::TOO_MANY_RELOCATIONS,
+            Code::TooManyRelocations,
             None,
             None,
             format!(
@@ -470,7 +434,7 @@ fn inspect_inner(bytes: &[u8], policy: &Policy) -> Inspection {
     }
     if obj.programs.is_empty() {
         out.violations.push(Violation::new(
-            code::NO_PROGRAMS,
+            Code::NoPrograms,
             None,
             None,
             "the object has no BPF program (no code section other than .text with a named \
@@ -503,7 +467,7 @@ fn inspect_inner(bytes: &[u8], policy: &Policy) -> Inspection {
     // recurses once per function in a call chain: bound the chain before it runs.
     if obj.functions.len() > MAX_FUNCTIONS {
         out.violations.push(Violation::new(
-            code::TOO_MANY_FUNCTIONS,
+            Code::TooManyFunctions,
             None,
             None,
             format!(
@@ -518,7 +482,7 @@ fn inspect_inner(bytes: &[u8], policy: &Policy) -> Inspection {
         for (at, target) in model.callees(f.key) {
             if let Some(callee) = program_of.get(&target) {
                 out.violations.push(Violation::in_function(
-                    code::INVALID_CALL,
+                    Code::InvalidCall,
                     f,
                     at,
                     format!(
@@ -546,7 +510,7 @@ fn inspect_inner(bytes: &[u8], policy: &Policy) -> Inspection {
             // when nothing else explains it.
             if out.violations.is_empty() {
                 out.violations.push(Violation::new(
-                    code::INVALID_ELF,
+                    Code::InvalidElf,
                     None,
                     None,
                     format!("the loader cannot link the object: {e}"),
@@ -587,7 +551,7 @@ fn inspect_inner(bytes: &[u8], policy: &Policy) -> Inspection {
         };
         if insns.len() > policy.max_instructions {
             out.violations.push(Violation::new(
-                code::TOO_MANY_INSTRUCTIONS,
+                Code::TooManyInstructions,
                 prog,
                 None,
                 format!(
@@ -785,7 +749,7 @@ fn type_violation(program: Option<&str>, section: &str, kind: &str, policy: &Pol
         ""
     };
     Violation::new(
-        code::PROGRAM_TYPE_NOT_ALLOWED,
+        Code::ProgramTypeNotAllowed,
         program,
         None,
         format!(
@@ -838,7 +802,7 @@ impl Model<'_> {
                 externs.insert(r.name.clone());
                 if policy.blocked_symbols.contains(&r.name) {
                     violations.push(Violation::in_function(
-                        code::BLOCKED_SYMBOL,
+                        Code::BlockedSymbol,
                         f,
                         i,
                         format!(
@@ -853,7 +817,7 @@ impl Model<'_> {
                 LD_IMM64 => {
                     if let Some(r) = relocation(i + 1) {
                         violations.push(Violation::in_function(
-                            code::INVALID_RELOCATION,
+                            Code::InvalidRelocation,
                             f,
                             i + 1,
                             format!(
@@ -866,7 +830,7 @@ impl Model<'_> {
                     let resolved = rel.is_some_and(|r| self.resolves(r));
                     if let Some(r) = rel.filter(|r| r.section.is_none()) {
                         violations.push(Violation::in_function(
-                            code::UNRESOLVED_REFERENCE,
+                            Code::UnresolvedReference,
                             f,
                             i,
                             format!(
@@ -880,7 +844,7 @@ impl Model<'_> {
                     } else if src != 0 && !resolved {
                         let what = pseudo_name(src, insn.imm);
                         violations.push(Violation::in_function(
-                            code::UNRESOLVED_REFERENCE,
+                            Code::UnresolvedReference,
                             f,
                             i,
                             format!(
@@ -898,7 +862,7 @@ impl Model<'_> {
                     0 => {
                         if let Some(r) = rel {
                             violations.push(Violation::in_function(
-                                code::INVALID_RELOCATION,
+                                Code::InvalidRelocation,
                                 f,
                                 i,
                                 format!(
@@ -925,7 +889,7 @@ impl Model<'_> {
                         };
                         if rel.is_none() && policy.blocked_symbols.contains(&name) {
                             violations.push(Violation::in_function(
-                                code::BLOCKED_SYMBOL,
+                                Code::BlockedSymbol,
                                 f,
                                 i,
                                 format!(
@@ -936,7 +900,7 @@ impl Model<'_> {
                         }
                         externs.insert(name.clone());
                         violations.push(Violation::in_function(
-                            code::KFUNC_NOT_ALLOWED,
+                            Code::KfuncNotAllowed,
                             f,
                             i,
                             format!(
@@ -952,7 +916,7 @@ impl Model<'_> {
                         ));
                     }
                     other => violations.push(Violation::in_function(
-                        code::INVALID_INSTRUCTION,
+                        Code::InvalidInstruction,
                         f,
                         i,
                         format!("a call with source {other}, which the kernel does not define"),
@@ -961,7 +925,7 @@ impl Model<'_> {
                 _ => {
                     if let Some(r) = rel {
                         violations.push(Violation::in_function(
-                            code::INVALID_RELOCATION,
+                            Code::InvalidRelocation,
                             f,
                             i,
                             format!(
@@ -1064,7 +1028,7 @@ fn check_linked(
         let class = insn.code & 0x07;
         if !policy.allowed_classes.contains(&class) && bad_classes.insert(class) {
             violations.push(Violation::new(
-                code::OPCODE_NOT_ALLOWED,
+                Code::OpcodeNotAllowed,
                 prog,
                 Some(i),
                 format!(
@@ -1084,7 +1048,7 @@ fn check_linked(
         let is_call_op = matches!(class, 0x05 | 0x06) && insn.code & 0xf0 == 0x80;
         if is_call_op && insn.code != CALL {
             violations.push(Violation::new(
-                code::INVALID_INSTRUCTION,
+                Code::InvalidInstruction,
                 prog,
                 Some(i),
                 format!(
@@ -1100,7 +1064,7 @@ fn check_linked(
                 && blocked_seen.insert(id)
             {
                 violations.push(Violation::new(
-                    code::BLOCKED_HELPER,
+                    Code::BlockedHelper,
                     prog,
                     Some(i),
                     format!(
@@ -1124,7 +1088,7 @@ fn check_maps(obj: &aya_obj::Object, policy: &Policy, out: &mut Inspection) {
     for (name, m) in sorted {
         if !map_name_ok(name) {
             out.violations.push(Violation::new(
-                code::INVALID_MAP_NAME,
+                Code::InvalidMapName,
                 None,
                 None,
                 format!(
@@ -1136,7 +1100,7 @@ fn check_maps(obj: &aya_obj::Object, policy: &Policy, out: &mut Inspection) {
         }
         if !matches!(m.pinning(), aya_obj::maps::PinningType::None) {
             out.violations.push(Violation::new(
-                code::MAP_PINNING_NOT_ALLOWED,
+                Code::MapPinningNotAllowed,
                 None,
                 None,
                 format!(
@@ -1173,7 +1137,7 @@ fn check_maps(obj: &aya_obj::Object, policy: &Policy, out: &mut Inspection) {
     maps.sort_by(|a, b| a.name.cmp(&b.name));
     if maps.len() > policy.max_maps {
         out.violations.push(Violation::new(
-            code::TOO_MANY_MAPS,
+            Code::TooManyMaps,
             None,
             None,
             format!(
@@ -1187,7 +1151,7 @@ fn check_maps(obj: &aya_obj::Object, policy: &Policy, out: &mut Inspection) {
     if total > policy.max_map_bytes {
         let largest = maps.iter().max_by_key(|m| m.bytes).map_or("", |m| &m.name);
         out.violations.push(Violation::new(
-            code::MAPS_TOO_LARGE,
+            Code::MapsTooLarge,
             None,
             None,
             format!(
@@ -1285,7 +1249,7 @@ pub fn check_attach_points(points: &[(String, String)], policy: &Policy) -> Vec<
 /// The violation for `point` outside the allowed globs.
 pub fn attach_refusal(program: &str, point: &str, policy: &Policy) -> Violation {
     Violation::new(
-        code::ATTACH_POINT_NOT_ALLOWED,
+        Code::AttachPointNotAllowed,
         Some(program),
         None,
         format!(

@@ -357,7 +357,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
             &Value::Null,
             -32003,
             "this session was opened by another identity; initialize a session of your own".into(),
-            json!({"code": "SESSION_NOT_YOURS"}),
+            json!({"code": crate::error::Code::SessionNotYours.as_str()}),
         );
     }
 

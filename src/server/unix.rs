@@ -80,7 +80,7 @@ pub(super) async fn serve_unix(
             let line = serde_json::json!({
                 "jsonrpc": "2.0",
                 "id": null,
-                "error": {"code": -32000, "message": format!("{max} connections are open (server.max_connections); retry later"), "data": {"code": "TOO_MANY_CONNECTIONS"}},
+                "error": {"code": -32000, "message": format!("{max} connections are open (server.max_connections); retry later"), "data": {"code": crate::error::Code::TooManyConnections.as_str()}},
             });
             tokio::spawn(async move {
                 let _ = stream.write_all(format!("{line}\n").as_bytes()).await;

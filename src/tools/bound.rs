@@ -8,7 +8,7 @@ use std::io;
 
 use serde_json::{Map, Value};
 
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 
 /// Room kept for the `truncated`/`hint` fields added after trimming.
 const HINT_RESERVE: usize = 400;
@@ -214,8 +214,8 @@ pub fn bound_result(
     }
     let size = json_len(value);
     if size > cap {
-        return Err(EbpfError::resource(
-            codes::RESULT_TOO_LARGE,
+        return Err(EbpfError::new(
+            Code::ResultTooLarge,
             format!(
                 "the result ({original} bytes) cannot be cut to server.max_result_bytes ({cap} \
                  bytes) without losing required fields; raise the limit or narrow the call"
@@ -284,7 +284,7 @@ mod tests {
     fn untrimmable_results_fail_with_a_clear_error() {
         let mut v = json!({"name": "n".repeat(5000)});
         let err = bound_result(&mut v, &schema(), 1024).unwrap_err();
-        assert_eq!(err.code, codes::RESULT_TOO_LARGE);
+        assert_eq!(err.code, Code::ResultTooLarge.as_str());
         assert!(err.message.contains("raise the limit"));
     }
 }

@@ -11,7 +11,7 @@ use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::config::Tier;
 use crate::core::Core;
 use crate::deploy::{DeployedMap, DeployedProgram, deployment_not_found, detached_programs};
-use crate::error::EbpfError;
+use crate::error::{Code, EbpfError};
 
 pub fn deploy_spec() -> ToolSpec {
     ToolSpec::new(
@@ -98,7 +98,7 @@ fn undeploy(
         None => d.release(),
     };
     core.deployments.lock().remove(&d.id);
-    result.map_err(|e| EbpfError::kernel("RELEASE_FAILED", e))?;
+    result.map_err(|e| EbpfError::new(Code::ReleaseFailed, e))?;
     Ok(UndeployOutput {
         deployment_id: d.id.clone(),
         programs: d.output.programs.iter().map(|p| p.name.clone()).collect(),

@@ -13,7 +13,7 @@ use crate::ebpf::gadget::Hook;
 use crate::ebpf::host::{self, KernelFacts};
 use crate::ebpf::probe::{self, Features, Status};
 use crate::ebpf::tracefs;
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 use crate::gadgets::{self, Field};
 use crate::resources::Counts;
 use crate::trace::{self, Mode};
@@ -170,10 +170,7 @@ fn run(core: &Core, params: InfoParams, ctx: &CallContext) -> Result<InfoOutput,
     let mut problems = Vec::new();
     let setup = host::setup();
     for p in &setup.mount_problems {
-        problems.push(EbpfError::resource(
-            codes::FILESYSTEM_NOT_MOUNTED,
-            p.clone(),
-        ));
+        problems.push(EbpfError::new(Code::FilesystemNotMounted, p.clone()));
     }
     let caps = CapSet::current().map_err(|e| {
         EbpfError::internal(format!("cannot read this process's capabilities: {e}"))

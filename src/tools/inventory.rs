@@ -14,7 +14,7 @@ use crate::core::Core;
 use crate::ebpf::bpf::{self, Object};
 use crate::ebpf::inventory::{self, Holder, Holders, LinkRecord, MapRecord, Program};
 use crate::ebpf::{disasm, maps, names};
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
@@ -25,11 +25,11 @@ const MAX_INSNS: usize = 2000;
 const CUT_HINT: &str = "page ended early to fit server.max_result_bytes; continue with next_cursor, or narrow with filters or a smaller limit";
 
 fn invalid(message: impl Into<String>) -> EbpfError {
-    EbpfError::validation(codes::INVALID_ARGUMENTS, message)
+    EbpfError::new(Code::InvalidArguments, message)
 }
 
 fn kernel(what: &str, e: impl std::fmt::Display) -> EbpfError {
-    EbpfError::kernel("BPF_SYSCALL_FAILED", format!("{what}: {e}"))
+    EbpfError::new(Code::BpfSyscallFailed, format!("{what}: {e}"))
 }
 
 /// Ids after the cursor, at most `limit` of them; also whether more remain.
@@ -46,8 +46,8 @@ fn page(
     }
     let after: u32 = match cursor {
         Some(c) => c.parse().map_err(|_| {
-            EbpfError::validation(
-                "INVALID_CURSOR",
+            EbpfError::new(
+                Code::InvalidCursor,
                 "`cursor` must be the `next_cursor` of the previous page",
             )
             .with_context("cursor", c)
@@ -256,7 +256,7 @@ fn list_programs(
     if let Some(id) = p.id
         && matching.is_empty()
     {
-        return Err(EbpfError::validation("PROGRAM_NOT_FOUND", format!("no program with id {id} (matching the filters); list_programs without `id` shows them all")).with_context("id", id));
+        return Err(EbpfError::new(Code::ProgramNotFound, format!("no program with id {id} (matching the filters); list_programs without `id` shows them all")).with_context("id", id));
     }
     let all_ids: Vec<u32> = matching.iter().map(|m| m.id).collect();
     let (page_ids, more) = page(&all_ids, p.cursor.as_deref(), p.limit)?;
@@ -343,8 +343,8 @@ fn sample(
 ) -> Result<HashMap<u32, RunStats>, EbpfError> {
     let stats_fd = bpf::enable_stats().map_err(|e| {
         if e.errno() == Some(libc::EPERM) {
-            EbpfError::permission(
-                codes::MISSING_CAPABILITY,
+            EbpfError::new(
+                Code::MissingCapability,
                 "turning on BPF run-time statistics needs CAP_SYS_ADMIN",
             )
         } else {
@@ -364,8 +364,8 @@ fn sample(
     let window = Duration::from_millis(u64::from(ms));
     while started.elapsed() < window {
         if ctx.cancel.is_cancelled() {
-            return Err(EbpfError::validation(
-                codes::CANCELLED,
+            return Err(EbpfError::new(
+                Code::Cancelled,
                 "list_programs sampling was cancelled",
             ));
         }
@@ -516,8 +516,8 @@ fn list_maps(
     if let Some(id) = p.id
         && matching.is_empty()
     {
-        return Err(EbpfError::validation(
-            "MAP_NOT_FOUND",
+        return Err(EbpfError::new(
+            Code::MapNotFound,
             format!("no map with id {id} (matching the filters)"),
         )
         .with_context("id", id));
@@ -527,10 +527,7 @@ fn list_maps(
     let mut out = Vec::new();
     for map in matching.into_iter().filter(|m| page_ids.contains(&m.id)) {
         if ctx.cancel.is_cancelled() {
-            return Err(EbpfError::validation(
-                codes::CANCELLED,
-                "list_maps was cancelled",
-            ));
+            return Err(EbpfError::new(Code::Cancelled, "list_maps was cancelled"));
         }
         let open = maps::OpenMap::by_id(map.id).ok();
         let (key_type, value_type) = match open.as_ref().and_then(|o| o.btf.as_ref()) {
@@ -651,8 +648,8 @@ fn list_links(
     if let Some(id) = p.id
         && matching.is_empty()
     {
-        return Err(EbpfError::validation(
-            "LINK_NOT_FOUND",
+        return Err(EbpfError::new(
+            Code::LinkNotFound,
             format!("no link with id {id} (matching the filters)"),
         )
         .with_context("id", id));

@@ -26,7 +26,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::config::Tier;
 use crate::core::Core;
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 use crate::security::audit::{self, Caller};
 
 pub use crate::call::{CallContext, ToolEvent};
@@ -213,8 +213,8 @@ pub(crate) fn parse_args<P: DeserializeOwned>(tool: &str, args: Value) -> Result
         Value::Null => Value::Object(Default::default()),
         Value::Object(_) => args,
         other => {
-            return Err(EbpfError::validation(
-                codes::INVALID_ARGUMENTS,
+            return Err(EbpfError::new(
+                Code::InvalidArguments,
                 format!(
                     "arguments for `{tool}` must be a JSON object, not {}",
                     json_kind(&other)
@@ -226,8 +226,8 @@ pub(crate) fn parse_args<P: DeserializeOwned>(tool: &str, args: Value) -> Result
         let path = e.path().to_string();
         let message = e.inner().to_string();
         let at = if path == "." { String::new() } else { format!("argument `{path}`: ") };
-        EbpfError::validation(
-            codes::INVALID_ARGUMENTS,
+        EbpfError::new(
+            Code::InvalidArguments,
             format!("invalid arguments for `{tool}`: {at}{message}; the tool's inputSchema lists what it accepts"),
         )
         .with_context("tool", tool)
@@ -375,8 +375,8 @@ async fn audited(
             || tool.changes_state
             || ctx.config.security.audit_required_for_reads);
     let unavailable = |why: String| {
-        EbpfError::resource(
-            "AUDIT_UNAVAILABLE",
+        EbpfError::new(
+            Code::AuditUnavailable,
             format!(
                 "the audit log cannot be written ({why}); `{}` is refused until it can \
                  (security.audit_log; docs/operations.md says how to recover)",
@@ -494,7 +494,7 @@ pub fn audit_unknown_tool(core: &Core, name: &str, caller: &Caller) {
         "client": caller.client,
         "tool": name,
         "outcome": "error",
-        "error_code": if registry().get(name).is_some() { codes::TOOL_DISABLED } else { "UNKNOWN_TOOL" },
+        "error_code": if registry().get(name).is_some() { Code::ToolDisabled.as_str() } else { Code::UnknownTool.as_str() },
     });
     if let Err(why) = core.audit.record_refusal(&format!("tool:{name}"), record) {
         core.metrics.audit_failures.inc();
@@ -510,8 +510,8 @@ pub fn tier_refusal(tool: &ToolSpec, caller: &Caller) -> Option<EbpfError> {
     }
     let granted: Vec<&str> = tiers.iter().map(|t| t.as_str()).collect();
     Some(
-        EbpfError::permission(
-            codes::TIER_NOT_PERMITTED,
+        EbpfError::new(
+            Code::TierNotPermitted,
             format!(
                 "`{}` is a {} tier tool and {} may use only {}; ask the operator for a token \
                  or user mapping that grants the {} tier",
@@ -662,8 +662,8 @@ async fn guarded(
             Some((key, _)) if tool.tier.enabled(&config) => key,
             _ => tool.tier.config_key().unwrap_or("tools"),
         };
-        return Err(EbpfError::permission(
-            codes::TOOL_DISABLED,
+        return Err(EbpfError::new(
+            Code::ToolDisabled,
             format!(
                 "`{}` ({} tier) is disabled by this server's configuration; set `{key}: true` \
                  to enable it",
@@ -692,8 +692,8 @@ async fn guarded(
         }),
         () = tokio::time::sleep(timeout) => {
             cancel.cancel();
-            Err(EbpfError::resource(
-                codes::REQUEST_TIMEOUT,
+            Err(EbpfError::new(
+                Code::RequestTimeout,
                 format!(
                     "`{}` did not finish within its time limit ({}: server.request_timeout, or \
                      the tool's own timeout if shorter); narrow the call or raise the limit",
@@ -708,8 +708,8 @@ async fn guarded(
             // give them a moment to do so.
             match tokio::time::timeout(CANCEL_GRACE, worker).await {
                 Ok(Ok(result)) => result,
-                _ => Err(EbpfError::validation(
-                    codes::CANCELLED,
+                _ => Err(EbpfError::new(
+                    Code::Cancelled,
                     format!("`{}` was cancelled by the client", tool.name),
                 )),
             }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::config::Tier;
 use crate::core::Core;
-use crate::error::EbpfError;
+use crate::error::{Code, EbpfError};
 use crate::resources::Kind;
 use crate::trace::sessions::{DEFAULT_READ, End, Session, SessionHandle, State};
 use crate::trace::{self, Delivery, Limits, Mode, Snapshot, StoppedBy, TraceParams};
@@ -63,8 +63,8 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
     let max_sessions = config.max_sessions.get() as usize;
     sessions.purge(max_sessions, &core.tracker);
     if sessions.running() >= max_sessions {
-        return Err(EbpfError::resource(
-            "TOO_MANY_SESSIONS",
+        return Err(EbpfError::new(
+            Code::TooManySessions,
             format!("{max_sessions} trace sessions are running (tools.trace.max_sessions); stop one with trace_stop"),
         )
         .with_context("limit", max_sessions));

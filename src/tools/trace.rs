@@ -11,7 +11,7 @@ use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::config::LogLevel;
 use crate::config::Tier;
 use crate::core::Core;
-use crate::error::EbpfError;
+use crate::error::{Code, EbpfError};
 use crate::trace::{
     Aggregates, Delivery, Limits, Mode, Snapshot, StoppedBy, Tally, TraceParams, execute,
     note_losses, prepare, summarize,
@@ -84,8 +84,8 @@ impl<'a> Slot<'a> {
                 (n < limit).then_some(n + 1)
             })
             .map_err(|_| {
-                EbpfError::resource(
-                    "TOO_MANY_TRACES",
+                EbpfError::new(
+                    Code::TooManyTraces,
                     format!(
                         "{limit} traces are running (tools.trace.max_concurrent); retry when one ends, or use trace_start"
                     ),

@@ -8,7 +8,7 @@ use super::{CallContext, Hints, ToolMeta, ToolSpec};
 use crate::config::Tier;
 use crate::core::Core;
 use crate::ebpf::tracefs::{self, Format};
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 use crate::glob::Glob;
 
 const DEFAULT_LIMIT: u32 = 200;
@@ -88,9 +88,9 @@ fn run(
     p: ListTracepointsParams,
     ctx: &CallContext,
 ) -> Result<ListTracepointsOutput, EbpfError> {
-    let all = tracefs::list()
-        .map_err(|e| EbpfError::resource(codes::FILESYSTEM_NOT_MOUNTED, e.to_string()))?;
-    let invalid = |m: String| EbpfError::validation(codes::INVALID_ARGUMENTS, m);
+    let all =
+        tracefs::list().map_err(|e| EbpfError::new(Code::FilesystemNotMounted, e.to_string()))?;
+    let invalid = |m: String| EbpfError::new(Code::InvalidArguments, m);
     let Some(pattern) = p.pattern.as_deref().filter(|s| !s.is_empty()) else {
         if p.detail {
             return Err(invalid(
@@ -157,7 +157,7 @@ fn run(
         };
         let (category, name) = one.split_once(':').unwrap_or(("", one));
         let format = tracefs::format(category, name)
-            .map_err(|e| EbpfError::kernel("TRACEFS_READ_FAILED", e.to_string()))?;
+            .map_err(|e| EbpfError::new(Code::TracefsReadFailed, e.to_string()))?;
         return Ok(ListTracepointsOutput {
             categories: None,
             tracepoints: Some(vec![one.clone()]),

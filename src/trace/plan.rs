@@ -9,11 +9,11 @@ use super::{DEFAULT_DURATION_MS, DEFAULT_MAX_EVENTS, DEFAULT_TOP, Mode, TracePar
 use crate::ebpf::caps::{CapSet, Needed};
 use crate::ebpf::gadget::{GadgetCfg, GadgetError, Hook};
 use crate::ebpf::tracefs;
-use crate::error::{EbpfError, codes};
+use crate::error::{Code, EbpfError};
 use crate::gadgets::{self, Clock, Output, profile};
 
 pub(crate) fn invalid(message: impl Into<String>) -> EbpfError {
-    EbpfError::validation(codes::INVALID_ARGUMENTS, message)
+    EbpfError::new(Code::InvalidArguments, message)
 }
 
 /// The kernel-side filter configuration for these arguments.
@@ -180,7 +180,7 @@ pub(crate) fn tracepoint_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
             "no tracepoint `{spec}` on this kernel; list_tracepoints with a pattern finds the right name"
         ))
         .with_context("tracepoint", spec),
-        other => EbpfError::resource(codes::FILESYSTEM_NOT_MOUNTED, other.to_string()),
+        other => EbpfError::new(Code::FilesystemNotMounted, other.to_string()),
     })?;
     let (args, strings) = gadgets::tracepoint::config(&format);
     let fields: Vec<String> = gadgets::COMMON_FIELDS
@@ -288,8 +288,8 @@ pub(crate) fn shorten_verifier_log(text: &str) -> String {
 /// One answer for a uprobe target that is missing, not a regular file, not ELF, or lacks
 /// the symbol: the trace tier must not learn which paths exist on the host.
 pub(crate) fn target_not_found() -> EbpfError {
-    EbpfError::validation(
-        "TARGET_NOT_FOUND",
+    EbpfError::new(
+        Code::TargetNotFound,
         "cannot place the uprobe: no such function in an ELF file at that path (the file does \
          not exist, is not a regular ELF binary or library, or has no such symbol); give an \
          existing binary and a symbol in its symbol table (`nm -D BINARY` or `nm BINARY` \
@@ -309,29 +309,29 @@ pub(crate) fn load_error(gadget: &str, e: &GadgetError) -> EbpfError {
         {
             target_not_found()
         }
-        (_, Some(libc::EPERM) | Some(libc::EACCES)) if !verifier => EbpfError::permission(
-            codes::MISSING_CAPABILITY,
+        (_, Some(libc::EPERM) | Some(libc::EACCES)) if !verifier => EbpfError::new(
+            Code::MissingCapability,
             format!(
                 "the kernel refused to run the `{gadget}` gadget ({text}); the server needs CAP_BPF \
                  and CAP_PERFMON, and `info` shows what this kernel allows"
             ),
         ),
-        (_, Some(libc::ENOENT)) => EbpfError::kernel(
-            "HOOK_NOT_FOUND",
+        (_, Some(libc::ENOENT)) => EbpfError::new(
+            Code::HookNotFound,
             format!(
                 "this kernel lacks a hook the `{gadget}` gadget needs ({text}); list_tracepoints \
                  shows the tracepoints it has, info which gadgets this kernel supports"
             ),
         ),
-        _ if verifier => EbpfError::kernel(
-            "VERIFIER_REJECTED",
+        _ if verifier => EbpfError::new(
+            Code::VerifierRejected,
             format!(
                 "this kernel's verifier rejected the `{gadget}` gadget ({text}); info shows which \
                  gadgets this kernel supports"
             ),
         ),
-        _ => EbpfError::kernel(
-            "GADGET_FAILED",
+        _ => EbpfError::new(
+            Code::GadgetFailed,
             format!("the `{gadget}` gadget could not start: {text}"),
         ),
     }
@@ -484,8 +484,8 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
     (cfg.arg0, cfg.arg1, cfg.arg2) = plan.args;
     let process = match p.pid {
         Some(pid) => Some(crate::ebpf::host::ProcessId::alive(pid).ok_or_else(|| {
-            EbpfError::validation(
-                "PROCESS_NOT_FOUND",
+            EbpfError::new(
+                Code::ProcessNotFound,
                 format!(
                     "no process {pid} is running; give the pid of a live process (thread group id)"
                 ),

@@ -9,7 +9,7 @@ use super::plan::{Plan, Prepared, load_error};
 use super::tally::{Delivery, Group, MEMO_ENTRIES, Snapshot, Tally};
 use super::{Mode, StoppedBy};
 use crate::ebpf::gadget as runner;
-use crate::error::EbpfError;
+use crate::error::{Code, EbpfError};
 use crate::gadgets::hist::Hist;
 use crate::gadgets::profile::{self, Sample};
 use crate::gadgets::{self, Clock, Output};
@@ -28,7 +28,10 @@ pub(crate) const POLL: Duration = Duration::from_millis(10);
 pub(crate) const PROCESS_LOOK: Duration = Duration::from_millis(250);
 
 pub(crate) fn read_error(e: impl std::fmt::Display) -> EbpfError {
-    EbpfError::kernel("GADGET_FAILED", format!("reading the gadget's tables: {e}"))
+    EbpfError::new(
+        Code::GadgetFailed,
+        format!("reading the gadget's tables: {e}"),
+    )
 }
 
 /// Reads the kernel's tables of an aggregating gadget; `stacks: false` leaves a profile's
@@ -171,7 +174,7 @@ pub fn execute(
                         }
                     }
                 })
-                .map_err(|e| EbpfError::kernel("GADGET_FAILED", format!("reading events: {e}")))?;
+                .map_err(|e| EbpfError::new(Code::GadgetFailed, format!("reading events: {e}")))?;
             break StoppedBy::ProcessExited;
         }
         if let Some(process) = &prepared.process
@@ -228,7 +231,7 @@ pub fn execute(
                         || Instant::now() >= deadline
                         || last_tick.elapsed() >= Duration::from_secs(1)))
             })
-            .map_err(|e| EbpfError::kernel("GADGET_FAILED", format!("reading events: {e}")))?;
+            .map_err(|e| EbpfError::new(Code::GadgetFailed, format!("reading events: {e}")))?;
         if full {
             break StoppedBy::MaxEvents;
         }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::{Mode, Snapshot, StoppedBy, Tally};
-use crate::error::EbpfError;
+use crate::error::{Code, EbpfError};
 use crate::resources::{Release, Tracker};
 
 /// A finished session is kept this long for a last read.
@@ -183,8 +183,8 @@ impl Sessions {
             .filter(|s| s.owner == owner)
             .cloned()
             .ok_or_else(|| {
-                EbpfError::validation(
-                    "SESSION_NOT_FOUND",
+                EbpfError::new(
+                    Code::SessionNotFound,
                     format!("no trace session `{id}` of this client (it may have been stopped, or have ended over 10 minutes ago or before the newest tools.trace.max_sessions finished ones); trace_start starts one"),
                 )
                 .with_context("session_id", id)

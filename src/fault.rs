@@ -24,11 +24,16 @@ fn faults() -> &'static [(String, bool)] {
     })
 }
 
+/// The failure [`hit`] injects.
+#[derive(Debug, thiserror::Error)]
+#[error("injected fault at {0}")]
+pub struct Injected(pub String);
+
 /// `Err` (or a panic) when the environment asks for a fault at `point`.
-pub fn hit(point: &str) -> Result<(), String> {
+pub fn hit(point: &str) -> Result<(), Injected> {
     match faults().iter().find(|(name, _)| name == point) {
         None => Ok(()),
         Some((_, true)) => panic!("injected panic at {point}"),
-        Some((_, false)) => Err(format!("injected fault at {point}")),
+        Some((_, false)) => Err(Injected(point.to_owned())),
     }
 }

@@ -170,7 +170,8 @@ pub(crate) fn deploy(
     let pin_dir = pins::deployment_dir(base, &id);
     let pinning = p.pin && !p.verify_only;
     if pinning {
-        pins::create(base, &pin_dir).map_err(|e| EbpfError::new(Code::FilesystemNotMounted, e))?;
+        pins::create(base, &pin_dir)
+            .map_err(|e| EbpfError::new(Code::FilesystemNotMounted, e.to_string()))?;
     }
     ctx.progress(1.0, Some(3.0), "loading through the kernel verifier");
     let loaded = load(

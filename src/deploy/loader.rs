@@ -111,7 +111,7 @@ pub(crate) fn load(
         if !verify_only && let Some(to) = attach_of(target) {
             object
                 .attach(&facts.name, to)
-                .and_then(|()| crate::fault::hit("deploy.after_attach"))
+                .and_then(|()| Ok(crate::fault::hit("deploy.after_attach")?))
                 .map_err(|why| {
                     EbpfError::new(
                         Code::AttachFailed,

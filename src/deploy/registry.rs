@@ -51,11 +51,11 @@ impl std::fmt::Debug for Deployment {
 
 impl Deployment {
     /// Detaches and unloads everything, removes its pins. Idempotent.
-    pub(crate) fn release(&self) -> Result<(), String> {
+    pub(crate) fn release(&self) -> Result<(), crate::resources::ReleaseError> {
         let ebpf = self.ebpf.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(ebpf);
         match &self.pin_dir {
-            Some(dir) => pins::remove(dir),
+            Some(dir) => pins::remove(dir).map_err(Into::into),
             None => Ok(()),
         }
     }
@@ -94,7 +94,7 @@ impl Deployment {
 pub(crate) struct DeploymentHandle(pub(crate) Arc<Deployment>);
 
 impl Release for DeploymentHandle {
-    fn release(self: Box<Self>) -> Result<(), String> {
+    fn release(self: Box<Self>) -> Result<(), crate::resources::ReleaseError> {
         self.0.release()
     }
 }

@@ -79,7 +79,7 @@ pub fn enforce_cpu(env: &Env<'_>, limit: u32) -> usize {
 pub(crate) fn release_record(
     d: &Deployment,
     event: &str,
-    outcome: &Result<(), String>,
+    outcome: &Result<(), crate::resources::ReleaseError>,
 ) -> serde_json::Value {
     let mut record = json!({
         "timestamp": crate::time::rfc3339_millis(SystemTime::now()),
@@ -92,7 +92,7 @@ pub(crate) fn release_record(
         "outcome": if outcome.is_ok() { "ok" } else { "error" },
     });
     if let Err(e) = outcome {
-        record["error"] = e.clone().into();
+        record["error"] = e.to_string().into();
     }
     record
 }

@@ -136,7 +136,23 @@ pub fn load_object_with(
 /// Loads an agent's object with a loader of its own: the gadgets' loader carries their map
 /// settings (sizes by map name), which must never apply to someone else's maps. Maps the
 /// object asks to pin go under `pin_dir` only. Errors are the loader's, as text.
-pub fn load_deploy_object(bytes: &[u8], pin_dir: &std::path::Path) -> Result<Ebpf, String> {
+/// Why an object could not be loaded or linked as the loader would.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error(transparent)]
+    Load(#[from] aya::EbpfError),
+    #[error(transparent)]
+    Btf(#[from] aya_obj::btf::BtfError),
+    #[error(transparent)]
+    CoRe(#[from] aya_obj::btf::BtfRelocationError),
+    #[error(transparent)]
+    Relocation(#[from] aya_obj::relocation::EbpfRelocationError),
+    /// aya panicked on it (hostile input); the panic was caught.
+    #[error("the object is malformed (the {0} gave up on it)")]
+    Malformed(&'static str),
+}
+
+pub fn load_deploy_object(bytes: &[u8], pin_dir: &std::path::Path) -> Result<Ebpf, LoaderError> {
     let mut loader = loader(&DEPLOY_LOADER)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
@@ -147,8 +163,8 @@ pub fn load_deploy_object(bytes: &[u8], pin_dir: &std::path::Path) -> Result<Ebp
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         with_btf(&mut loader, |l| l.load(bytes))
     })) {
-        Ok(loaded) => loaded.map_err(|e| e.to_string()),
-        Err(_) => Err("the object is malformed (the loader gave up on it)".into()),
+        Ok(loaded) => loaded.map_err(LoaderError::from),
+        Err(_) => Err(LoaderError::Malformed("loader")),
     }
 }
 
@@ -176,22 +192,20 @@ pub fn vmlinux_type_name(id: u32) -> Option<(String, &'static str)> {
 /// there is one), map references set (to placeholder descriptors: the validator needs the
 /// instructions, not the maps), then calls and function references linked. The validator
 /// checks what this returns, so it sees every instruction the kernel will be given.
-pub fn link_as_loader(obj: &aya_obj::Object) -> Result<aya_obj::Object, String> {
+pub fn link_as_loader(obj: &aya_obj::Object) -> Result<aya_obj::Object, LoaderError> {
     // The linker panics on some hostile relocations: that is a refusal, not a crash.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| link_inner(obj)))
-        .unwrap_or_else(|_| Err("the linker gave up on it".into()))
+        .unwrap_or_else(|_| Err(LoaderError::Malformed("linker")))
 }
 
-fn link_inner(obj: &aya_obj::Object) -> Result<aya_obj::Object, String> {
+fn link_inner(obj: &aya_obj::Object) -> Result<aya_obj::Object, LoaderError> {
     use std::collections::HashSet;
     let mut linked = obj.clone();
     if let Some(features) = aya::features().btf() {
-        linked
-            .fixup_and_sanitize_btf(features)
-            .map_err(|e| e.to_string())?;
+        linked.fixup_and_sanitize_btf(features)?;
     }
     if let Ok(btf) = vmlinux() {
-        linked.relocate_btf(&btf).map_err(|e| e.to_string())?;
+        linked.relocate_btf(&btf)?;
     }
     let text_sections: HashSet<usize> = linked.functions.keys().map(|(s, _)| *s).collect();
     let maps: Vec<(String, aya_obj::Map)> = linked
@@ -199,14 +213,10 @@ fn link_inner(obj: &aya_obj::Object) -> Result<aya_obj::Object, String> {
         .iter()
         .map(|(n, m)| (n.clone(), m.clone()))
         .collect();
-    linked
-        .relocate_maps(
-            maps.iter().map(|(n, m)| (n.as_str(), i32::MAX, m)),
-            &text_sections,
-        )
-        .map_err(|e| e.to_string())?;
-    linked
-        .relocate_calls(&text_sections)
-        .map_err(|e| e.to_string())?;
+    linked.relocate_maps(
+        maps.iter().map(|(n, m)| (n.as_str(), i32::MAX, m)),
+        &text_sections,
+    )?;
+    linked.relocate_calls(&text_sections)?;
     Ok(linked)
 }

@@ -226,6 +226,8 @@ pub enum CpuClockError {
     Attach(aya::programs::ProgramError),
 }
 
+impl std::error::Error for CpuClockError {}
+
 impl std::fmt::Display for CpuClockError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

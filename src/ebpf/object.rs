@@ -80,6 +80,26 @@ impl From<ProgramError> for LoadFailure {
     }
 }
 
+/// Why a program did not attach.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("program `{0}` is not in the object")]
+    NoProgram(String),
+    #[error("the program's type does not match its attach target")]
+    Mismatch,
+    #[error(transparent)]
+    Kernel(#[from] ProgramError),
+    #[error("opening the cgroup's directory: {0}")]
+    Cgroup(#[source] std::io::Error),
+    #[error("interface `{0}` changed while attaching")]
+    InterfaceChanged(String),
+    #[error(transparent)]
+    CpuClock(#[from] super::gadget::CpuClockError),
+    /// A test asked for a failure here (crate::fault).
+    #[error(transparent)]
+    Injected(#[from] crate::fault::Injected),
+}
+
 /// An agent's object with its maps created; programs load and attach one by one.
 pub struct AgentObject {
     ebpf: Ebpf,
@@ -94,14 +114,14 @@ impl std::fmt::Debug for AgentObject {
 impl AgentObject {
     /// Creates the object's maps (pins it asks for go under `pin_dir` only). `bytes` must
     /// have passed the validator; errors are the loader's, as text.
-    pub fn create(bytes: &[u8], pin_dir: &Path) -> Result<Self, String> {
+    pub fn create(bytes: &[u8], pin_dir: &Path) -> Result<Self, super::btf::LoaderError> {
         super::btf::load_deploy_object(bytes, pin_dir).map(|ebpf| Self { ebpf })
     }
 
-    fn program(&mut self, name: &str) -> Result<&mut Program, String> {
+    fn program(&mut self, name: &str) -> Result<&mut Program, AttachError> {
         self.ebpf
             .program_mut(name)
-            .ok_or_else(|| format!("program `{name}` is not in the object"))
+            .ok_or_else(|| AttachError::NoProgram(name.to_owned()))
     }
 
     /// Loads program `name` (of `kind`, from `section`) through the verifier; returns its
@@ -112,7 +132,9 @@ impl AgentObject {
         kind: &str,
         section: &str,
     ) -> Result<Option<u32>, LoadFailure> {
-        let program = self.program(name).map_err(LoadFailure::Kernel)?;
+        let program = self
+            .program(name)
+            .map_err(|e| LoadFailure::Kernel(e.to_string()))?;
         match program {
             Program::TracePoint(p) => p.load()?,
             Program::RawTracePoint(p) => p.load()?,
@@ -140,8 +162,8 @@ impl AgentObject {
     }
 
     /// Attaches loaded program `name` at `to`.
-    pub fn attach(&mut self, name: &str, to: Attach<'_>) -> Result<(), String> {
-        let e = |err: ProgramError| err.to_string();
+    pub fn attach(&mut self, name: &str, to: Attach<'_>) -> Result<(), AttachError> {
+        let e = AttachError::Kernel;
         match (self.program(name)?, to) {
             (Program::TracePoint(p), Attach::Tracepoint { category, name }) => {
                 p.attach(category, name).map(drop).map_err(e)
@@ -180,7 +202,7 @@ impl AgentObject {
                 // TC attaches by name: the name must still be the device that was checked.
                 match super::sys::interface(name) {
                     Ok((_, now)) if now == ifindex => Ok(()),
-                    _ => Err(format!("interface `{name}` changed while attaching")),
+                    _ => Err(AttachError::InterfaceChanged(name.to_owned())),
                 }
             }
             (Program::CgroupSkb(p), Attach::CgroupSkb { dir, egress }) => {
@@ -189,17 +211,15 @@ impl AgentObject {
                 } else {
                     CgroupSkbAttachType::Ingress
                 };
-                let dir = dir
-                    .reopen()
-                    .map_err(|err| format!("opening the cgroup's directory: {err}"))?;
+                let dir = dir.reopen().map_err(AttachError::Cgroup)?;
                 p.attach(dir, t, CgroupAttachMode::Single)
                     .map(drop)
                     .map_err(e)
             }
             (Program::PerfEvent(p), Attach::CpuClock { hz }) => {
-                super::gadget::attach_cpu_clock(p, hz).map_err(|err| err.to_string())
+                Ok(super::gadget::attach_cpu_clock(p, hz)?)
             }
-            _ => Err("the program's type does not match its attach target".into()),
+            _ => Err(AttachError::Mismatch),
         }
     }
 
@@ -229,9 +249,9 @@ impl AgentObject {
 
     /// Pins map `name` at `path` unless something is there already (a map the object asked
     /// to pin, pinned by the loader).
-    pub fn pin_map(&self, name: &str, path: &Path) -> Result<(), String> {
+    pub fn pin_map(&self, name: &str, path: &Path) -> Result<(), aya::pin::PinError> {
         match self.ebpf.map(name) {
-            Some(map) if !path.exists() => map.pin(path).map_err(|e| e.to_string()),
+            Some(map) if !path.exists() => map.pin(path),
             _ => Ok(()),
         }
     }

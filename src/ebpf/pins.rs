@@ -35,44 +35,64 @@ fn server_alive(name: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == "ebpf-mcp")
 }
 
+/// Why a pin directory was not made, removed or cleaned.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error("{} is not on a bpffs mount ({why})", path.display())]
+    NotBpffs { path: PathBuf, why: &'static str },
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PinError {
+    let path = path.to_path_buf();
+    move |source| PinError::Io { op, path, source }
+}
+
 /// Creates `dir` under `base`, refusing unless `base` is on bpffs (checked on the nearest
 /// existing ancestor, before anything is created).
-pub fn create(base: &Path, dir: &Path) -> Result<(), String> {
+pub fn create(base: &Path, dir: &Path) -> Result<(), PinError> {
     let existing = base.ancestors().find(|p| p.exists()).unwrap_or(base);
     if !on_bpffs(existing) {
-        return Err(format!(
-            "{} is not on a bpffs mount (ebpf.bpffs_dir must be under one, e.g. /sys/fs/bpf)",
-            base.display()
-        ));
+        return Err(PinError::NotBpffs {
+            path: base.to_path_buf(),
+            why: "ebpf.bpffs_dir must be under one, e.g. /sys/fs/bpf",
+        });
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))
 }
 
 /// Removes a deployment's pins and its directory.
-pub fn remove(dir: &Path) -> Result<(), String> {
+pub fn remove(dir: &Path) -> Result<(), PinError> {
     if !dir.exists() {
         return Ok(());
     }
     if !on_bpffs(dir) {
-        return Err(format!("{} is not on bpffs; left alone", dir.display()));
+        return Err(PinError::NotBpffs {
+            path: dir.to_path_buf(),
+            why: "left alone",
+        });
     }
-    std::fs::remove_dir_all(dir).map_err(|e| format!("removing {}: {e}", dir.display()))
+    std::fs::remove_dir_all(dir).map_err(io("removing", dir))
 }
 
 /// Removes what servers that are no longer running left under `base` (their `server-<pid>`
 /// directories). Returns what was removed.
-pub fn clean_stale(base: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn clean_stale(base: &Path) -> Result<Vec<PathBuf>, PinError> {
     if !base.exists() {
         return Ok(Vec::new());
     }
     if !on_bpffs(base) {
-        return Err(format!(
-            "{} is not on bpffs; not cleaning it (check ebpf.bpffs_dir)",
-            base.display()
-        ));
+        return Err(PinError::NotBpffs {
+            path: base.to_path_buf(),
+            why: "not cleaning it; check ebpf.bpffs_dir",
+        });
     }
-    let entries =
-        std::fs::read_dir(base).map_err(|e| format!("reading {}: {e}", base.display()))?;
+    let entries = std::fs::read_dir(base).map_err(io("reading", base))?;
     let mut removed = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -80,7 +100,7 @@ pub fn clean_stale(base: &Path) -> Result<Vec<PathBuf>, String> {
             continue;
         }
         let path = entry.path();
-        std::fs::remove_dir_all(&path).map_err(|e| format!("removing {}: {e}", path.display()))?;
+        std::fs::remove_dir_all(&path).map_err(io("removing", &path))?;
         removed.push(path);
     }
     Ok(removed)

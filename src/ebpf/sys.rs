@@ -167,9 +167,9 @@ pub fn poll_readable(
 
 /// The device an interface name (or one of its alternative names) stands for: its primary
 /// name and index.
-pub fn interface(name: &str) -> Result<(String, u32), String> {
-    let index = nix::net::if_::if_nametoindex(name).map_err(|e| e.to_string())?;
-    let primary = nix::net::if_::if_indextoname(index).map_err(|e| e.to_string())?;
+pub fn interface(name: &str) -> Result<(String, u32), nix::Error> {
+    let index = nix::net::if_::if_nametoindex(name)?;
+    let primary = nix::net::if_::if_indextoname(index)?;
     Ok((primary.to_string_lossy().into_owned(), index))
 }
 

@@ -24,15 +24,18 @@ pub enum Kind {
 /// Something that gives a kernel object back. Most handles are fd-owned and release on drop;
 /// pins and sessions also need work (unlink, stop), which may fail.
 pub trait Release: Send {
-    fn release(self: Box<Self>) -> Result<(), String>;
+    fn release(self: Box<Self>) -> Result<(), ReleaseError>;
 }
+
+/// Why a release failed, with its cause chain (a pin directory's unlink, ...).
+pub type ReleaseError = Box<dyn std::error::Error + Send + Sync>;
 
 /// A handle whose drop is its release (aya programs, maps and links own their fds).
 #[derive(Debug)]
 pub struct DropRelease<T: Send>(pub T);
 
 impl<T: Send> Release for DropRelease<T> {
-    fn release(self: Box<Self>) -> Result<(), String> {
+    fn release(self: Box<Self>) -> Result<(), ReleaseError> {
         drop(self);
         Ok(())
     }
@@ -133,7 +136,7 @@ impl Tracker {
     }
 
     /// Releases one object now. `None` if the id is not tracked.
-    pub fn release(&self, id: u64) -> Option<Result<(), String>> {
+    pub fn release(&self, id: u64) -> Option<Result<(), ReleaseError>> {
         let entry = self.lock().remove(&id)?;
         Some(entry.handle.release())
     }
@@ -202,7 +205,7 @@ mod tests {
     /// Fault injection: a handle whose release fails.
     struct Failing;
     impl Release for Failing {
-        fn release(self: Box<Self>) -> Result<(), String> {
+        fn release(self: Box<Self>) -> Result<(), ReleaseError> {
             Err("unlink: EBUSY".into())
         }
     }

@@ -268,15 +268,13 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 /// A new secret: 32 bytes from the kernel's CSPRNG, base64url, with [`SECRET_PREFIX`].
-pub fn new_secret() -> Result<String, String> {
+pub fn new_secret() -> std::io::Result<String> {
     use base64::Engine;
     use std::io::Read as _;
     let mut bytes = [0u8; 32];
     // The kernel's CSPRNG, as getrandom(2) reads it (urandom blocks only before boot-time
     // seeding, which is over long before a server runs).
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|e| format!("reading /dev/urandom: {e}"))?;
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes))?;
     Ok(format!(
         "{SECRET_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

@@ -81,18 +81,56 @@ struct Inner {
     refusals: std::collections::HashMap<String, (std::time::Instant, u64)>,
 }
 
-fn open(path: &Path) -> Result<File, String> {
+/// Why the audit log cannot take a record.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("creating {}: {source}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("opening {}: {source}", path.display())]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("statvfs {}: {source}", path.display())]
+    Statvfs { path: PathBuf, source: nix::Error },
+    #[error(
+        "the file system of {} has {free} bytes free; records need room (free space there)",
+        path.display()
+    )]
+    Full { path: PathBuf, free: u64 },
+    #[error("the record cannot be serialized: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// A record of the server's own act, kept for a retry.
+    #[error("{0}; the record is kept and written when the log can take it")]
+    Queued(Box<AuditError>),
+}
+
+fn open(path: &Path) -> Result<File, AuditError> {
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
     {
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| AuditError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
     }
     OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("opening {}: {e}", path.display()))
+        .map_err(|source| AuditError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Appends `line` whole or not at all: after a failed or short write the file is cut back
@@ -110,29 +148,29 @@ fn write_whole(f: &mut File, line: &[u8]) -> std::io::Result<()> {
 
 impl Inner {
     /// The open file, reopened when it was deleted or never opened.
-    fn file(&mut self, path: &Path) -> Result<&mut File, String> {
+    fn file(&mut self, path: &Path) -> Result<&mut File, AuditError> {
         use std::os::unix::fs::MetadataExt;
         let deleted = self
             .file
             .as_ref()
             .is_some_and(|f| f.metadata().is_ok_and(|m| m.nlink() == 0));
-        if deleted || self.file.is_none() {
-            match open(path) {
-                Ok(f) => self.file = Some(f),
-                Err(e) => {
-                    self.file = None;
-                    self.problem = Some(e.clone());
-                    return Err(e);
-                }
-            }
+        if deleted {
+            self.file = None;
         }
-        self.file
-            .as_mut()
-            .ok_or_else(|| "the audit log is not open".to_owned())
+        match &mut self.file {
+            Some(f) => Ok(f),
+            slot => match open(path) {
+                Ok(f) => Ok(slot.insert(f)),
+                Err(e) => {
+                    self.problem = Some(e.to_string());
+                    Err(e)
+                }
+            },
+        }
     }
 
     /// Writes the server records waiting for a retry, oldest first.
-    fn flush(&mut self, path: &Path) -> Result<(), String> {
+    fn flush(&mut self, path: &Path) -> Result<&mut File, AuditError> {
         self.file(path)?;
         let Inner {
             file: Some(f),
@@ -141,39 +179,44 @@ impl Inner {
             ..
         } = self
         else {
-            return Err("the audit log is not open".into());
+            unreachable!("file() opened it");
         };
         while let Some(old) = pending.front() {
-            if let Err(e) = write_whole(f, old) {
-                let why = format!("writing {}: {e}", path.display());
-                *problem = Some(why.clone());
-                return Err(why);
+            if let Err(source) = write_whole(f, old) {
+                let e = AuditError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                *problem = Some(e.to_string());
+                return Err(e);
             }
             pending.pop_front();
         }
-        Ok(())
+        Ok(f)
     }
 
     /// Writes the pending server records, then `line`.
-    fn write(&mut self, path: &Path, line: &[u8]) -> Result<(), String> {
-        self.flush(path)?;
-        let f = self.file.as_mut().ok_or("the audit log is not open")?;
+    fn write(&mut self, path: &Path, line: &[u8]) -> Result<(), AuditError> {
+        let f = self.flush(path)?;
         match write_whole(f, line) {
             Ok(()) => {
                 self.problem = None;
                 Ok(())
             }
-            Err(e) => {
-                let why = format!("writing {}: {e}", path.display());
-                self.problem = Some(why.clone());
-                Err(why)
+            Err(source) => {
+                let e = AuditError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                self.problem = Some(e.to_string());
+                Err(e)
             }
         }
     }
 }
 
-fn line_of(record: &Value) -> Result<Vec<u8>, String> {
-    let mut line = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+fn line_of(record: &Value) -> Result<Vec<u8>, AuditError> {
+    let mut line = serde_json::to_vec(record)?;
     line.push(b'\n');
     Ok(line)
 }
@@ -195,7 +238,7 @@ impl Audit {
     }
 
     /// Opens the file if it is not open yet (or was deleted); `Err` says why it cannot be.
-    pub fn ensure_open(&self) -> Result<(), String> {
+    pub fn ensure_open(&self) -> Result<(), AuditError> {
         if !self.enabled {
             return Ok(());
         }
@@ -205,7 +248,7 @@ impl Audit {
     /// Whether records can be written now: the file is there (reopened if it was deleted),
     /// its disk has room, and the server's own records waiting for a retry went out.
     /// `/ready` and the readiness gauge follow this.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), AuditError> {
         if !self.enabled {
             return Ok(());
         }
@@ -213,14 +256,17 @@ impl Audit {
         inner.file(&self.path)?;
         let free = nix::sys::statvfs::statvfs(&self.path)
             .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
-            .map_err(|e| format!("statvfs {}: {e}", self.path.display()))?;
+            .map_err(|source| AuditError::Statvfs {
+                path: self.path.clone(),
+                source,
+            })?;
         if free < MIN_FREE_BYTES {
-            let why = format!(
-                "the file system of {} has {free} bytes free; records need room (free space there)",
-                self.path.display()
-            );
-            inner.problem = Some(why.clone());
-            return Err(why);
+            let e = AuditError::Full {
+                path: self.path.clone(),
+                free,
+            };
+            inner.problem = Some(e.to_string());
+            return Err(e);
         }
         inner.flush(&self.path)?;
         inner.problem = None;
@@ -237,7 +283,7 @@ impl Audit {
     }
 
     /// Closes and opens the file again (after logrotate moved it).
-    pub fn reopen(&self) -> Result<(), String> {
+    pub fn reopen(&self) -> Result<(), AuditError> {
         if !self.enabled {
             return Ok(());
         }
@@ -247,7 +293,7 @@ impl Audit {
     }
 
     /// Appends one record as a whole JSON line.
-    pub fn record(&self, record: &Value) -> Result<(), String> {
+    pub fn record(&self, record: &Value) -> Result<(), AuditError> {
         if !self.enabled {
             return Ok(());
         }
@@ -257,7 +303,7 @@ impl Audit {
 
     /// Appends a record of the server's own act; when the log cannot take it now, keeps it
     /// to write before the next record (at most [`MAX_PENDING`]). `Err` says it was queued.
-    pub fn record_or_retry(&self, record: &Value) -> Result<(), String> {
+    pub fn record_or_retry(&self, record: &Value) -> Result<(), AuditError> {
         if !self.enabled {
             return Ok(());
         }
@@ -275,9 +321,7 @@ impl Audit {
                         "audit records of the server's own acts dropped: the log has been unwritable for too long"
                     );
                 }
-                Err(format!(
-                    "{why}; the record is kept and written when the log can take it"
-                ))
+                Err(AuditError::Queued(Box::new(why)))
             }
         }
     }
@@ -285,7 +329,7 @@ impl Audit {
     /// Records a request refused before it reached a tool (HTTP 401/403/408/413/429/503),
     /// at most one line per `kind` a second: the ones in between are counted into the next
     /// line's `suppressed`, so a flood of refusals cannot fill the disk.
-    pub fn record_refusal(&self, kind: &str, mut record: Value) -> Result<(), String> {
+    pub fn record_refusal(&self, kind: &str, mut record: Value) -> Result<(), AuditError> {
         if !self.enabled {
             return Ok(());
         }

@@ -198,7 +198,7 @@ fn readiness(core: &Core) -> Vec<(&'static str, Result<(), String>)> {
         ("btf", btf),
     ];
     if core.audit.enabled() {
-        checks.push(("audit_log", core.audit.check()));
+        checks.push(("audit_log", core.audit.check().map_err(|e| e.to_string())));
     }
     checks
 }

@@ -98,7 +98,7 @@ fn undeploy(
         None => d.release(),
     };
     core.deployments.lock().remove(&d.id);
-    result.map_err(|e| EbpfError::new(Code::ReleaseFailed, e))?;
+    result.map_err(|e| EbpfError::new(Code::ReleaseFailed, e.to_string()))?;
     Ok(UndeployOutput {
         deployment_id: d.id.clone(),
         programs: d.output.programs.iter().map(|p| p.name.clone()).collect(),

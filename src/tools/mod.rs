@@ -374,7 +374,7 @@ async fn audited(
         && (tool.tier == Tier::Deploy
             || tool.changes_state
             || ctx.config.security.audit_required_for_reads);
-    let unavailable = |why: String| {
+    let unavailable = |why: crate::security::audit::AuditError| {
         EbpfError::new(
             Code::AuditUnavailable,
             format!(

@@ -131,7 +131,7 @@ pub fn execute(
     } else {
         "trace.after_attach"
     })
-    .map_err(EbpfError::internal)?;
+    .map_err(|e| EbpfError::internal(e.to_string()))?;
     ready();
     let clock = Clock::now();
     let started = Instant::now();

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Mode, Snapshot, StoppedBy, Tally};
 use crate::error::{Code, EbpfError};
-use crate::resources::{Release, Tracker};
+use crate::resources::{Release, ReleaseError, Tracker};
 
 /// A finished session is kept this long for a last read.
 pub(crate) const KEEP_FINISHED: Duration = Duration::from_secs(600);
@@ -86,7 +86,7 @@ impl Session {
 pub(crate) struct SessionHandle(pub(crate) Arc<Session>);
 
 impl Release for SessionHandle {
-    fn release(self: Box<Self>) -> Result<(), String> {
+    fn release(self: Box<Self>) -> Result<(), ReleaseError> {
         self.0.stop();
         Ok(())
     }

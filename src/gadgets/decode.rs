@@ -225,16 +225,13 @@ pub fn open_flags(flags: u32) -> String {
     parts.join("|")
 }
 
-/// The name of syscall `nr` on this architecture.
+/// The name of syscall `nr` on this architecture (the `syscalls` crate's table, generated
+/// from the kernel's own syscall tables); `syscall_N` for a number it does not know.
 pub fn syscall_name(nr: u32) -> String {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(name) = super::syscall_names::X86_64
-        .get(nr as usize)
-        .filter(|n| !n.is_empty())
-    {
-        return (*name).to_owned();
+    match syscalls::Sysno::new(nr as usize) {
+        Some(sysno) => sysno.name().to_owned(),
+        None => format!("syscall_{nr}"),
     }
-    format!("syscall_{nr}")
 }
 
 #[cfg(test)]
@@ -251,7 +248,12 @@ mod tests {
         assert_eq!(open_flags(0o2000101), "O_WRONLY|O_CREAT|O_CLOEXEC");
         assert_eq!(open_flags(0), "O_RDONLY");
         #[cfg(target_arch = "x86_64")]
-        assert_eq!(syscall_name(257), "openat");
+        {
+            assert_eq!(syscall_name(257), "openat");
+            // Syscalls newer than the distribution's headers: 6.x kernels have them.
+            assert_eq!(syscall_name(451), "cachestat");
+            assert_eq!(syscall_name(462), "mseal");
+        }
         assert_eq!(syscall_name(100_000), "syscall_100000");
         assert_eq!(str_at(b"ab\0cd", 0, 5), "ab");
     }

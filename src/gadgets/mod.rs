@@ -12,7 +12,6 @@ mod open;
 pub mod profile;
 mod runqlat;
 mod signal;
-mod syscall_names;
 pub mod syscalls;
 mod tcp;
 pub mod tracepoint;

@@ -54,10 +54,15 @@ struct {
 	__type(value, struct gadget_cfg);
 } gadget_cfg SEC(".maps");
 
-/* Sized by the server at load time. */
+/* Sized by the server at load time. A gadget that defines GADGET_EVENT (its event struct)
+ * before including this file gets a `layout` member here, which loaders ignore: it puts
+ * the struct in the object's BTF, where the server's tests check the decoder's offsets. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 256 * 1024);
+#ifdef GADGET_EVENT
+	GADGET_EVENT *layout;
+#endif
 } events SEC(".maps");
 
 struct {

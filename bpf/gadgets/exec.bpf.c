@@ -2,6 +2,7 @@
 /* exec: every execve/execveat with its arguments and result. The file name and the first
  * arguments are captured on entry (they live in the caller's memory) and emitted on exit,
  * when the result is known. */
+#define GADGET_EVENT struct exec_event
 #include "../gadget.h"
 
 #define ARG_LEN 64

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /* exit: every process exit (the last thread of a thread group) with its exit code, the
  * signal that ended it if any, and how long it lived. */
+#define GADGET_EVENT struct exit_event
 #include "../gadget.h"
 
 struct trace_event_raw_sched_process_template {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /* oom_kill: every process the OOM killer chose, with its memory at the time. The event's
  * process is the task whose allocation triggered the kill (often the victim itself). */
+#define GADGET_EVENT struct oom_event
 #include "../gadget.h"
 
 struct trace_event_raw_mark_victim {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /* open: every openat/openat2 with its path, flags and result (fd or -errno). The path is
  * read from the caller's memory on entry and emitted with the result on exit. */
+#define GADGET_EVENT struct open_event
 #include "../gadget.h"
 
 #define PATH_LEN 256

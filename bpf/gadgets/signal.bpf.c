@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /* signal: every signal generated, with sender (the current task), target and result. */
+#define GADGET_EVENT struct signal_event
 #include "../gadget.h"
 
 struct trace_event_raw_signal_generate {

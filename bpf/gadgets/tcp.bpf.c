@@ -7,6 +7,7 @@
  *   tcp_state       every TCP state change, with the time spent in the previous state
  *   tcp_retransmit  retransmitted segments
  */
+#define GADGET_EVENT struct tcp_event
 #include "../gadget.h"
 
 #define AF_INET 2

@@ -6,6 +6,7 @@
  * gadget_cfg: arg0 = bytes of the record to copy, arg1 = bytes to copy when that read
  * fails (the fixed part only: records with variable-length data are shorter than arg0),
  * arg2 = offsets of two pointer fields to read as strings, low and high 16 bits (0: none). */
+#define GADGET_EVENT struct tp_event
 #include "../gadget.h"
 
 #define RECORD_MAX 512

@@ -37,6 +37,7 @@ pub static GADGET: Gadget = Gadget {
     detail_fields: &[],
     decode,
     event_size: KEY_SIZE,
+    layout: super::hist::KEY_LAYOUT,
 };
 
 fn decode(b: &[u8], out: &mut Map<String, Value>) {

@@ -9,6 +9,95 @@ use serde_json::{Map, Value, json};
 /// Size of `struct event_header`.
 pub const HEADER: usize = 48;
 
+/// Where a decoder reads one field: its byte offset in the bytes the decoder is given, and
+/// its size. Decoders read only through these, and each gadget lists them in its
+/// [`Layout`], which a test checks against the struct in the gadget object's BTF: a C change
+/// that moves a field fails the build instead of decoding garbage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub offset: usize,
+    pub size: usize,
+}
+
+impl At {
+    pub const fn new(offset: usize, size: usize) -> Self {
+        Self { offset, size }
+    }
+
+    pub fn u16(self, b: &[u8]) -> u16 {
+        debug_assert_eq!(self.size, 2, "{self:?} read as u16");
+        u16_at(b, self.offset)
+    }
+
+    pub fn u32(self, b: &[u8]) -> u32 {
+        debug_assert_eq!(self.size, 4, "{self:?} read as u32");
+        u32_at(b, self.offset)
+    }
+
+    pub fn i32(self, b: &[u8]) -> i32 {
+        debug_assert_eq!(self.size, 4, "{self:?} read as i32");
+        i32_at(b, self.offset)
+    }
+
+    pub fn u64(self, b: &[u8]) -> u64 {
+        debug_assert_eq!(self.size, 8, "{self:?} read as u64");
+        u64_at(b, self.offset)
+    }
+
+    /// A NUL-terminated string filling the field.
+    pub fn str(self, b: &[u8]) -> String {
+        str_at(b, self.offset, self.size)
+    }
+
+    /// The field's bytes (empty when `b` is too short).
+    pub fn bytes(self, b: &[u8]) -> &[u8] {
+        b.get(self.offset..self.offset + self.size).unwrap_or(&[])
+    }
+
+    /// Element `i` of an array field whose elements are `each` bytes.
+    pub const fn index(self, i: usize, each: usize) -> At {
+        At::new(self.offset + i * each, each)
+    }
+}
+
+/// The struct a gadget's decoder reads, as its object's BTF names it, and every field the
+/// decoder reads from it. `skip`: bytes of the struct before what the decoder is given (the
+/// common header, for events).
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    pub btf_struct: &'static str,
+    pub skip: usize,
+    /// BTF member path (dotted: `h.comm`) and where the decoder reads it.
+    pub fields: &'static [(&'static str, At)],
+}
+
+/// `struct event_header`, which starts every event.
+pub mod hdr {
+    use super::At;
+    pub const TS_NS: At = At::new(0, 8);
+    pub const PID: At = At::new(8, 4);
+    pub const TID: At = At::new(12, 4);
+    pub const PPID: At = At::new(16, 4);
+    pub const UID: At = At::new(20, 4);
+    pub const CGROUP_ID: At = At::new(24, 8);
+    pub const COMM: At = At::new(32, 16);
+}
+
+#[cfg(test)]
+pub const HEADER_LAYOUT: Layout = Layout {
+    btf_struct: "event_header",
+    skip: 0,
+    fields: &[
+        ("ts_ns", hdr::TS_NS),
+        ("pid", hdr::PID),
+        ("tid", hdr::TID),
+        ("ppid", hdr::PPID),
+        ("uid", hdr::UID),
+        ("cgroup_id", hdr::CGROUP_ID),
+        ("comm", hdr::COMM),
+    ],
+};
+
 /// Converts the kernel's boot-time nanoseconds into wall-clock time.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -59,13 +148,13 @@ pub fn header<'a>(b: &'a [u8], clock: &Clock, out: &mut Map<String, Value>) -> O
     if b.len() < HEADER {
         return None;
     }
-    out.insert("time".into(), json!(clock.wall(u64_at(b, 0))));
-    out.insert("pid".into(), json!(u32_at(b, 8)));
-    out.insert("tid".into(), json!(u32_at(b, 12)));
-    out.insert("ppid".into(), json!(u32_at(b, 16)));
-    out.insert("uid".into(), json!(u32_at(b, 20)));
-    out.insert("comm".into(), json!(str_at(b, 32, 16)));
-    out.insert("cgroup_id".into(), json!(u64_at(b, 24)));
+    out.insert("time".into(), json!(clock.wall(hdr::TS_NS.u64(b))));
+    out.insert("pid".into(), json!(hdr::PID.u32(b)));
+    out.insert("tid".into(), json!(hdr::TID.u32(b)));
+    out.insert("ppid".into(), json!(hdr::PPID.u32(b)));
+    out.insert("uid".into(), json!(hdr::UID.u32(b)));
+    out.insert("comm".into(), json!(hdr::COMM.str(b)));
+    out.insert("cgroup_id".into(), json!(hdr::CGROUP_ID.u64(b)));
     Some(&b[HEADER..])
 }
 

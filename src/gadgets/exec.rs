@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{HEADER, i32_at, result, str_at, u32_at};
+use super::decode::{At, HEADER, Layout, result};
 use super::{Field, Gadget, Output};
 use crate::ebpf::gadget::Hook;
 
@@ -64,16 +64,34 @@ pub static GADGET: Gadget = Gadget {
     default_group_by: &["comm"],
     detail_fields: &[],
     decode,
-    event_size: HEADER + 12 + 256 + MAX_ARGS * ARG_LEN,
+    // The struct is 8-byte aligned (its header holds u64s): padded after argv.
+    event_size: (HEADER + 12 + 256 + MAX_ARGS * ARG_LEN).next_multiple_of(8),
+    layout: Layout {
+        btf_struct: "exec_event",
+        skip: HEADER,
+        fields: &[
+            ("retval", RETVAL),
+            ("argc", ARGC),
+            ("more", MORE),
+            ("filename", FILENAME),
+            ("argv", ARGV),
+            ("argv.0", ARGV.index(0, ARG_LEN)),
+            ("argv.7", ARGV.index(MAX_ARGS - 1, ARG_LEN)),
+        ],
+    },
 };
 
+const RETVAL: At = At::new(0, 4);
+const ARGC: At = At::new(4, 4);
+const MORE: At = At::new(8, 4);
+const FILENAME: At = At::new(12, 256);
+const ARGV: At = At::new(12 + 256, MAX_ARGS * ARG_LEN);
+
 fn decode(b: &[u8], out: &mut Map<String, Value>) {
-    let argc = (u32_at(b, 4) as usize).min(MAX_ARGS);
-    let argv: Vec<String> = (0..argc)
-        .map(|i| str_at(b, 12 + 256 + i * ARG_LEN, ARG_LEN))
-        .collect();
-    out.insert("filename".into(), json!(str_at(b, 12, 256)));
+    let argc = (ARGC.u32(b) as usize).min(MAX_ARGS);
+    let argv: Vec<String> = (0..argc).map(|i| ARGV.index(i, ARG_LEN).str(b)).collect();
+    out.insert("filename".into(), json!(FILENAME.str(b)));
     out.insert("argv".into(), json!(argv));
-    out.insert("argv_truncated".into(), json!(u32_at(b, 8) != 0));
-    result(i64::from(i32_at(b, 0)), out);
+    out.insert("argv_truncated".into(), json!(MORE.u32(b) != 0));
+    result(i64::from(RETVAL.i32(b)), out);
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{HEADER, i32_at, signal_name, u32_at, u64_at};
+use super::decode::{At, HEADER, Layout, signal_name};
 use super::{Field, Gadget, Output};
 use crate::ebpf::gadget::Hook;
 
@@ -45,11 +45,26 @@ pub static GADGET: Gadget = Gadget {
     detail_fields: &[],
     decode,
     event_size: HEADER + 24,
+    layout: Layout {
+        btf_struct: "exit_event",
+        skip: HEADER,
+        fields: &[
+            ("exit_code", EXIT_CODE),
+            ("signal", SIGNAL),
+            ("core_dump", CORE_DUMP),
+            ("lifetime_ns", LIFETIME_NS),
+        ],
+    },
 };
 
+const EXIT_CODE: At = At::new(0, 4);
+const SIGNAL: At = At::new(4, 4);
+const CORE_DUMP: At = At::new(8, 4);
+const LIFETIME_NS: At = At::new(16, 8);
+
 fn decode(b: &[u8], out: &mut Map<String, Value>) {
-    out.insert("exit_code".into(), json!(i32_at(b, 0)));
-    out.insert("signal".into(), json!(signal_name(i32_at(b, 4))));
-    out.insert("core_dumped".into(), json!(u32_at(b, 8) != 0));
-    out.insert("lifetime_ns".into(), json!(u64_at(b, 16)));
+    out.insert("exit_code".into(), json!(EXIT_CODE.i32(b)));
+    out.insert("signal".into(), json!(signal_name(SIGNAL.i32(b))));
+    out.insert("core_dumped".into(), json!(CORE_DUMP.u32(b) != 0));
+    out.insert("lifetime_ns".into(), json!(LIFETIME_NS.u64(b)));
 }

@@ -8,11 +8,39 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::decode::{str_at, u32_at, u64_at};
+use super::decode::{At, Layout};
 
 /// Bytes of struct hist_key.
 pub const KEY_SIZE: usize = 24;
 pub const SLOTS: usize = 32;
+
+const ID: At = At::new(0, 4);
+const KIND: At = At::new(4, 4);
+const COMM: At = At::new(8, 16);
+
+/// struct hist_key, the key every histogram gadget decodes.
+pub const KEY_LAYOUT: Layout = Layout {
+    btf_struct: "hist_key",
+    skip: 0,
+    fields: &[("id", ID), ("kind", KIND), ("comm", COMM)],
+};
+
+const COUNT: At = At::new(0, 8);
+const SUM_NS: At = At::new(8, 8);
+const SLOT: At = At::new(16, 8 * SLOTS);
+
+/// struct hist, the histograms' values.
+pub const VALUE_LAYOUT: Layout = Layout {
+    btf_struct: "hist",
+    skip: 0,
+    fields: &[
+        ("count", COUNT),
+        ("sum_ns", SUM_NS),
+        ("slots", SLOT),
+        ("slots.0", SLOT.index(0, 8)),
+        ("slots.31", SLOT.index(SLOTS - 1, 8)),
+    ],
+};
 
 /// One histogram.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,14 +71,14 @@ pub struct Key<'a> {
 impl Key<'_> {
     pub fn parse(b: &[u8]) -> Key<'_> {
         Key {
-            id: u32_at(b, 0),
-            kind: u32_at(b, 4),
-            comm: b.get(8..24).unwrap_or(&[]),
+            id: ID.u32(b),
+            kind: KIND.u32(b),
+            comm: COMM.bytes(b),
         }
     }
 
     pub fn comm(&self) -> String {
-        str_at(self.comm, 0, self.comm.len())
+        At::new(0, self.comm.len()).str(self.comm)
     }
 }
 
@@ -67,16 +95,16 @@ pub fn decode_process_key(b: &[u8], out: &mut Map<String, Value>) {
 impl Hist {
     /// Reads struct hist.
     pub fn parse(b: &[u8]) -> Option<Self> {
-        if b.len() < 16 + 8 * SLOTS {
+        if b.len() < SLOT.offset + SLOT.size {
             return None;
         }
         let mut h = Hist {
-            count: u64_at(b, 0),
-            sum_ns: u64_at(b, 8),
+            count: COUNT.u64(b),
+            sum_ns: SUM_NS.u64(b),
             ..Hist::default()
         };
         for (i, slot) in h.slots.iter_mut().enumerate() {
-            *slot = u64_at(b, 16 + 8 * i);
+            *slot = SLOT.index(i, 8).u64(b);
         }
         Some(h)
     }

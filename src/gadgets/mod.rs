@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::ebpf::gadget::Hook;
-pub use decode::{Clock, header};
+pub use decode::{At, Clock, Layout, header};
 
 /// A little-endian u64 (a count in a kernel table).
 pub fn decode_u64(b: &[u8]) -> u64 {
@@ -143,6 +143,8 @@ pub struct Gadget {
     pub decode: fn(&[u8], &mut Map<String, Value>),
     /// Size of the gadget's event, header included (shorter records are malformed).
     pub event_size: usize,
+    /// The struct `decode` reads (the event, or the kernel table's key) and its fields.
+    pub layout: Layout,
 }
 
 impl Gadget {
@@ -204,4 +206,98 @@ pub fn catalogue() -> &'static [&'static Gadget] {
 
 pub fn find(name: &str) -> Option<&'static Gadget> {
     catalogue().iter().copied().find(|g| g.name == name)
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use crate::ebpf::btf_reader::{Btf, Kind};
+    use object::{Object as _, ObjectSection as _};
+
+    fn btf_of(object: &[u8]) -> Btf {
+        let elf = object::File::parse(object).expect("a gadget object is ELF");
+        let section = elf
+            .section_by_name(".BTF")
+            .expect("gadget objects carry BTF");
+        Btf::parse(section.data().unwrap().to_vec()).expect("the object's BTF parses")
+    }
+
+    fn struct_id(btf: &Btf, name: &str) -> Option<u32> {
+        (1..=btf.len() as u32)
+            .find(|id| btf.get(*id).is_ok_and(|t| t.kind == Kind::Struct) && btf.name(*id) == name)
+    }
+
+    /// Every offset and size a decoder reads, against the struct in the object's BTF.
+    fn check(object: &[u8], layout: &Layout, whole: Option<usize>, problems: &mut Vec<String>) {
+        let btf = btf_of(object);
+        let Some(id) = struct_id(&btf, layout.btf_struct) else {
+            problems.push(format!(
+                "struct {} is not in the object's BTF",
+                layout.btf_struct
+            ));
+            return;
+        };
+        if let Some(size) = whole {
+            let real = btf.size_of(id).unwrap();
+            if real != size {
+                problems.push(format!(
+                    "struct {} is {real} bytes; the gadget expects {size}",
+                    layout.btf_struct
+                ));
+            }
+        }
+        for (path, at) in layout.fields {
+            let parts: Vec<&str> = path.split('.').collect();
+            match btf.locate(id, &parts) {
+                Ok(loc) => {
+                    let offset = (loc.bit_offset / 8) as usize;
+                    let size = btf.size_of(loc.type_id).unwrap();
+                    if offset != layout.skip + at.offset || size != at.size {
+                        problems.push(format!(
+                            "{}.{path}: BTF has offset {offset} size {size}; the decoder reads \
+                             offset {} size {}",
+                            layout.btf_struct,
+                            layout.skip + at.offset,
+                            at.size
+                        ));
+                    }
+                }
+                Err(e) => problems.push(format!("{}.{path}: {e}", layout.btf_struct)),
+            }
+        }
+    }
+
+    #[test]
+    fn decoders_read_the_layout_the_objects_btf_defines() {
+        let mut problems = Vec::new();
+        for g in catalogue() {
+            check(g.object, &g.layout, Some(g.event_size), &mut problems);
+            if g.output == Output::Events {
+                check(
+                    g.object,
+                    &decode::HEADER_LAYOUT,
+                    Some(decode::HEADER),
+                    &mut problems,
+                );
+            }
+            if g.output == Output::KernelHistograms {
+                check(g.object, &hist::VALUE_LAYOUT, None, &mut problems);
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn a_moved_field_is_caught() {
+        let g = catalogue().iter().find(|g| g.name == "exit").unwrap();
+        const MOVED: &[(&str, At)] = &[("signal", At::new(8, 4))];
+        let moved = Layout {
+            fields: MOVED,
+            ..g.layout
+        };
+        let mut problems = Vec::new();
+        check(g.object, &moved, None, &mut problems);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("exit_event.signal"), "{problems:?}");
+    }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{HEADER, i32_at, str_at, u32_at, u64_at};
+use super::decode::{At, HEADER, Layout};
 use super::{Field, Gadget, Output};
 use crate::ebpf::gadget::Hook;
 
@@ -40,24 +40,51 @@ pub static GADGET: Gadget = Gadget {
     detail_fields: &[],
     decode,
     event_size: HEADER + 72,
+    layout: Layout {
+        btf_struct: "oom_event",
+        skip: HEADER,
+        fields: &[
+            ("victim_pid", VICTIM_PID),
+            ("victim_uid", VICTIM_UID),
+            ("victim_comm", VICTIM_COMM),
+            ("total_vm", TOTAL_VM),
+            ("anon_rss", ANON_RSS),
+            ("file_rss", FILE_RSS),
+            ("shmem_rss", SHMEM_RSS),
+            ("pgtables", PGTABLES),
+            ("oom_score_adj", OOM_SCORE_ADJ),
+            ("detail", DETAIL),
+        ],
+    },
 };
 
+const VICTIM_PID: At = At::new(0, 4);
+const VICTIM_UID: At = At::new(4, 4);
+const VICTIM_COMM: At = At::new(8, 16);
+const TOTAL_VM: At = At::new(24, 8);
+const ANON_RSS: At = At::new(32, 8);
+const FILE_RSS: At = At::new(40, 8);
+const SHMEM_RSS: At = At::new(48, 8);
+const PGTABLES: At = At::new(56, 8);
+const OOM_SCORE_ADJ: At = At::new(64, 4);
+const DETAIL: At = At::new(68, 4);
+
 fn decode(b: &[u8], out: &mut Map<String, Value>) {
-    out.insert("victim_pid".into(), json!(u32_at(b, 0)));
-    out.insert("victim_comm".into(), json!(str_at(b, 8, 16)));
+    out.insert("victim_pid".into(), json!(VICTIM_PID.u32(b)));
+    out.insert("victim_comm".into(), json!(VICTIM_COMM.str(b)));
     // Kernels before 6.6 report only the pid: leave out what is unknown rather than say 0.
-    if u32_at(b, 68) == 0 {
+    if DETAIL.u32(b) == 0 {
         return;
     }
-    out.insert("victim_uid".into(), json!(u32_at(b, 4)));
-    for (name, off) in [
-        ("total_vm_kb", 24),
-        ("anon_rss_kb", 32),
-        ("file_rss_kb", 40),
-        ("shmem_rss_kb", 48),
-        ("pgtables_kb", 56),
+    out.insert("victim_uid".into(), json!(VICTIM_UID.u32(b)));
+    for (name, at) in [
+        ("total_vm_kb", TOTAL_VM),
+        ("anon_rss_kb", ANON_RSS),
+        ("file_rss_kb", FILE_RSS),
+        ("shmem_rss_kb", SHMEM_RSS),
+        ("pgtables_kb", PGTABLES),
     ] {
-        out.insert(name.into(), json!(u64_at(b, off)));
+        out.insert(name.into(), json!(at.u64(b)));
     }
-    out.insert("oom_score_adj".into(), json!(i32_at(b, 64)));
+    out.insert("oom_score_adj".into(), json!(OOM_SCORE_ADJ.i32(b)));
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{HEADER, i32_at, open_flags, result, str_at, u32_at};
+use super::decode::{At, HEADER, Layout, open_flags, result};
 use super::{Field, Gadget, Output};
 use crate::ebpf::gadget::Hook;
 
@@ -65,11 +65,26 @@ pub static GADGET: Gadget = Gadget {
     detail_fields: &[],
     decode,
     event_size: HEADER + 16 + 256,
+    layout: Layout {
+        btf_struct: "open_event",
+        skip: HEADER,
+        fields: &[
+            ("ret", RET),
+            ("flags", FLAGS),
+            ("mode", MODE),
+            ("path", PATH),
+        ],
+    },
 };
 
+const RET: At = At::new(0, 4);
+const FLAGS: At = At::new(4, 4);
+const MODE: At = At::new(8, 4);
+const PATH: At = At::new(16, 256);
+
 fn decode(b: &[u8], out: &mut Map<String, Value>) {
-    out.insert("path".into(), json!(str_at(b, 16, 256)));
-    out.insert("flags".into(), json!(open_flags(u32_at(b, 4))));
-    out.insert("mode".into(), json!(u32_at(b, 8)));
-    result(i64::from(i32_at(b, 0)), out);
+    out.insert("path".into(), json!(PATH.str(b)));
+    out.insert("flags".into(), json!(open_flags(FLAGS.u32(b))));
+    out.insert("mode".into(), json!(MODE.u32(b)));
+    result(i64::from(RET.i32(b)), out);
 }

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::decode::{i32_at, str_at, u32_at};
+use super::decode::{At, Layout};
 use super::{Field, Gadget, Output};
 
 pub const PROGRAM: &str = "profile_sample";
@@ -37,11 +37,26 @@ pub static GADGET: Gadget = Gadget {
     detail_fields: &[],
     decode,
     event_size: KEY_SIZE,
+    layout: Layout {
+        btf_struct: "sample_key",
+        skip: 0,
+        fields: &[
+            ("pid", PID),
+            ("user_stack", USER_STACK),
+            ("kernel_stack", KERNEL_STACK),
+            ("comm", COMM),
+        ],
+    },
 };
 
+const PID: At = At::new(0, 4);
+const USER_STACK: At = At::new(4, 4);
+const KERNEL_STACK: At = At::new(8, 4);
+const COMM: At = At::new(16, 16);
+
 fn decode(b: &[u8], out: &mut Map<String, Value>) {
-    out.insert("pid".into(), json!(u32_at(b, 0)));
-    out.insert("comm".into(), json!(str_at(b, 16, 16)));
+    out.insert("pid".into(), json!(PID.u32(b)));
+    out.insert("comm".into(), json!(COMM.str(b)));
 }
 
 /// One (process, user stack, kernel stack) with its sample count, addresses leaf first.
@@ -63,7 +78,12 @@ pub struct Sample {
 impl Sample {
     /// The key's parts: pid, comm, user stack id, kernel stack id.
     pub fn key(b: &[u8]) -> (u32, String, i32, i32) {
-        (u32_at(b, 0), str_at(b, 16, 16), i32_at(b, 4), i32_at(b, 8))
+        (
+            PID.u32(b),
+            COMM.str(b),
+            USER_STACK.i32(b),
+            KERNEL_STACK.i32(b),
+        )
     }
 }
 

@@ -29,4 +29,5 @@ pub static GADGET: Gadget = Gadget {
     detail_fields: &["pid", "comm"],
     decode: decode_process_key,
     event_size: KEY_SIZE,
+    layout: super::hist::KEY_LAYOUT,
 };

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{HEADER, i32_at, signal_name, str_at, u32_at};
+use super::decode::{At, HEADER, Layout, signal_name};
 use super::{Field, Gadget, Output};
 use crate::ebpf::gadget::Hook;
 
@@ -57,16 +57,33 @@ pub static GADGET: Gadget = Gadget {
     detail_fields: &[],
     decode,
     event_size: HEADER + 40,
+    layout: Layout {
+        btf_struct: "signal_event",
+        skip: HEADER,
+        fields: &[
+            ("sig", SIG),
+            ("target_pid", TARGET_PID),
+            ("result", RESULT),
+            ("group", GROUP),
+            ("target_comm", TARGET_COMM),
+        ],
+    },
 };
 
+const SIG: At = At::new(0, 4);
+const TARGET_PID: At = At::new(8, 4);
+const RESULT: At = At::new(12, 4);
+const GROUP: At = At::new(16, 4);
+const TARGET_COMM: At = At::new(24, 16);
+
 fn decode(b: &[u8], out: &mut Map<String, Value>) {
-    let sig = i32_at(b, 0);
+    let sig = SIG.i32(b);
     out.insert("signal".into(), json!(signal_name(sig)));
     out.insert("sig".into(), json!(sig));
-    out.insert("target_pid".into(), json!(u32_at(b, 8)));
-    out.insert("target_comm".into(), json!(str_at(b, 24, 16)));
-    out.insert("group".into(), json!(u32_at(b, 16) != 0));
-    let result = match i32_at(b, 12) {
+    out.insert("target_pid".into(), json!(TARGET_PID.u32(b)));
+    out.insert("target_comm".into(), json!(TARGET_COMM.str(b)));
+    out.insert("group".into(), json!(GROUP.u32(b) != 0));
+    let result = match RESULT.i32(b) {
         0 => "delivered",
         1 => "ignored",
         2 => "already_pending",

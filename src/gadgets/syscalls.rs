@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{str_at, syscall_name, u32_at};
+use super::decode::{At, Layout, syscall_name};
 use super::{Field, Gadget, Output};
 use crate::ebpf::gadget::Hook;
 
@@ -42,11 +42,20 @@ pub static GADGET: Gadget = Gadget {
     detail_fields: &[],
     decode,
     event_size: KEY_SIZE,
+    layout: Layout {
+        btf_struct: "syscall_key",
+        skip: 0,
+        fields: &[("pid", PID), ("nr", NR), ("comm", COMM)],
+    },
 };
+
+const PID: At = At::new(0, 4);
+const NR: At = At::new(4, 4);
+const COMM: At = At::new(8, 16);
 
 /// Decodes one key of the count table.
 fn decode(b: &[u8], out: &mut Map<String, Value>) {
-    out.insert("pid".into(), json!(u32_at(b, 0)));
-    out.insert("comm".into(), json!(str_at(b, 8, 16)));
-    out.insert("syscall".into(), json!(syscall_name(u32_at(b, 4))));
+    out.insert("pid".into(), json!(PID.u32(b)));
+    out.insert("comm".into(), json!(COMM.str(b)));
+    out.insert("syscall".into(), json!(syscall_name(NR.u32(b))));
 }

@@ -5,13 +5,40 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{HEADER, errno_name, i32_at, u16_at, u64_at};
+use super::decode::{At, HEADER, Layout, errno_name};
 use super::{Field, Gadget, Output};
 use crate::ebpf::gadget::Hook;
 
 const OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/obj/tcp.bpf.o");
 /// Size of struct tcp_event after the header.
 const BODY: usize = 64;
+
+const SADDR: At = At::new(0, 16);
+const DADDR: At = At::new(16, 16);
+const SPORT: At = At::new(32, 2);
+const DPORT: At = At::new(34, 2);
+const FAMILY: At = At::new(36, 2);
+const OLDSTATE: At = At::new(40, 4);
+const NEWSTATE: At = At::new(44, 4);
+const DURATION_NS: At = At::new(48, 8);
+const ERR: At = At::new(56, 4);
+
+/// struct tcp_event, which all four gadgets decode.
+const LAYOUT: Layout = Layout {
+    btf_struct: "tcp_event",
+    skip: HEADER,
+    fields: &[
+        ("saddr", SADDR),
+        ("daddr", DADDR),
+        ("sport", SPORT),
+        ("dport", DPORT),
+        ("family", FAMILY),
+        ("oldstate", OLDSTATE),
+        ("newstate", NEWSTATE),
+        ("duration_ns", DURATION_NS),
+        ("err", ERR),
+    ],
+};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -100,6 +127,7 @@ pub static CONNECT: Gadget = Gadget {
     detail_fields: &[],
     decode: decode_connect,
     event_size: HEADER + BODY,
+    layout: LAYOUT,
 };
 
 pub static ACCEPT: Gadget = Gadget {
@@ -123,6 +151,7 @@ pub static ACCEPT: Gadget = Gadget {
     detail_fields: &[],
     decode: decode_accept,
     event_size: HEADER + BODY,
+    layout: LAYOUT,
 };
 
 pub static STATE: Gadget = Gadget {
@@ -141,6 +170,7 @@ pub static STATE: Gadget = Gadget {
     detail_fields: &[],
     decode: decode_state,
     event_size: HEADER + BODY,
+    layout: LAYOUT,
 };
 
 pub static RETRANSMIT: Gadget = Gadget {
@@ -158,6 +188,7 @@ pub static RETRANSMIT: Gadget = Gadget {
     detail_fields: &[],
     decode: decode_retransmit,
     event_size: HEADER + BODY,
+    layout: LAYOUT,
 };
 
 /// `ESTABLISHED` for 1 (include/net/tcp_states.h).
@@ -185,11 +216,12 @@ pub fn state_name(state: i32) -> String {
 
 /// The address fields every TCP event has.
 fn addresses(b: &[u8], out: &mut Map<String, Value>) {
-    let family = u16_at(b, 36);
-    let addr = |off: usize| -> String {
-        let Some(bytes) = b.get(off..off + 16) else {
+    let family = FAMILY.u16(b);
+    let addr = |at: At| -> String {
+        let bytes = at.bytes(b);
+        if bytes.len() != 16 {
             return String::new();
-        };
+        }
         match family {
             AF_INET => Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).to_string(),
             AF_INET6 => {
@@ -209,26 +241,26 @@ fn addresses(b: &[u8], out: &mut Map<String, Value>) {
         other => format!("family {other}"),
     };
     out.insert("family".into(), json!(family_name));
-    out.insert("saddr".into(), json!(addr(0)));
-    out.insert("sport".into(), json!(u16_at(b, 32)));
-    out.insert("daddr".into(), json!(addr(16)));
-    out.insert("dport".into(), json!(u16_at(b, 34)));
+    out.insert("saddr".into(), json!(addr(SADDR)));
+    out.insert("sport".into(), json!(SPORT.u16(b)));
+    out.insert("daddr".into(), json!(addr(DADDR)));
+    out.insert("dport".into(), json!(DPORT.u16(b)));
 }
 
 fn oldstate(b: &[u8]) -> i32 {
-    i32_at(b, 40)
+    OLDSTATE.i32(b)
 }
 
 fn newstate(b: &[u8]) -> i32 {
-    i32_at(b, 44)
+    NEWSTATE.i32(b)
 }
 
 fn duration(b: &[u8]) -> u64 {
-    u64_at(b, 48)
+    DURATION_NS.u64(b)
 }
 
 fn err(b: &[u8]) -> i32 {
-    i32_at(b, 56)
+    ERR.i32(b)
 }
 
 fn decode_connect(b: &[u8], out: &mut Map<String, Value>) {

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::decode::{HEADER, i32_at, str_at, u32_at, u64_at};
+use super::decode::{At, HEADER, Layout, i32_at, str_at, u32_at, u64_at};
 use crate::ebpf::tracefs::{Format, TpField};
 
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../../bpf/obj/tracepoint.bpf.o");
@@ -23,7 +23,22 @@ pub static GADGET: super::Gadget = super::Gadget {
     detail_fields: &[],
     decode: |_, _| {},
     event_size: EVENT_SIZE,
+    layout: Layout {
+        btf_struct: "tp_event",
+        skip: HEADER,
+        fields: &[
+            ("size", SIZE),
+            ("record", RECORD),
+            ("str", STRINGS),
+            ("str.0", STRINGS.index(0, STR_MAX)),
+            ("str.1", STRINGS.index(1, STR_MAX)),
+        ],
+    },
 };
+
+const SIZE: At = At::new(0, 4);
+const RECORD: At = At::new(8, RECORD_MAX);
+const STRINGS: At = At::new(8 + RECORD_MAX, 2 * STR_MAX);
 pub const PROGRAM: &str = "tracepoint_record";
 
 const RECORD_MAX: usize = 512;
@@ -117,11 +132,11 @@ pub fn field_name(name: &str) -> String {
 
 /// Decodes the bytes after the common header of one event.
 pub fn decode(format: &Format, strings: &[usize], b: &[u8], out: &mut Map<String, Value>) {
-    let size = (u32_at(b, 0) as usize).min(RECORD_MAX);
-    let record = b.get(8..8 + size).unwrap_or(&[]);
+    let size = (SIZE.u32(b) as usize).min(RECORD_MAX);
+    let record = RECORD.bytes(b).get(..size).unwrap_or(&[]);
     for (i, f) in format.fields.iter().enumerate() {
         let value = match strings.iter().position(|s| *s == i) {
-            Some(n) => json!(str_at(b, 8 + RECORD_MAX + n * STR_MAX, STR_MAX)),
+            Some(n) => json!(STRINGS.index(n, STR_MAX).str(b)),
             None => field_value(record, f),
         };
         out.insert(field_name(&f.name), value);

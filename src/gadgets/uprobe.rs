@@ -28,6 +28,7 @@ pub static GADGET: Gadget = Gadget {
     detail_fields: &["pid", "comm"],
     decode: decode_process_key,
     event_size: KEY_SIZE,
+    layout: super::hist::KEY_LAYOUT,
 };
 
 /// Splits `binary:symbol` and finds the binary: a path, a program on PATH, or a library

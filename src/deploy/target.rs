@@ -435,6 +435,123 @@ mod tests {
         );
     }
 
+    fn kind(
+        kind: &str,
+        section: &str,
+        req: Requested,
+        allowed: &[&str],
+    ) -> Result<Target, TargetError> {
+        resolve("p", kind, section, Some(&req), &globs(allowed))
+    }
+
+    fn invalid(r: Result<Target, TargetError>) -> String {
+        match r {
+            Err(TargetError::Invalid(why)) => why,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_grammar_of_each_program_kind() {
+        let all = ["*"];
+        // Sections name the tracepoint when `attach` does not.
+        let t = kind(
+            "tracepoint",
+            "tracepoint/syscalls/sys_enter_getpid",
+            Requested::default(),
+            &all,
+        );
+        assert_eq!(t.unwrap().point(), "tracepoint:syscalls:sys_enter_getpid");
+        let why = invalid(kind("tracepoint", "tracepoint", Requested::default(), &all));
+        assert!(why.contains("needs `attach`"), "{why}");
+        let bad = Requested {
+            tracepoint: Some("no-colon".into()),
+            ..Requested::default()
+        };
+        assert!(invalid(kind("tracepoint", "tracepoint", bad, &all)).contains("category:name"));
+        // raw_tp: from `raw_tp` or the section, a plain name either way.
+        let raw = |r: &str| Requested {
+            raw_tp: Some(r.into()),
+            ..Requested::default()
+        };
+        assert_eq!(
+            kind("raw_tp", "raw_tp", raw("sched_switch"), &all)
+                .unwrap()
+                .point(),
+            "raw_tp:sched_switch"
+        );
+        assert_eq!(
+            kind("raw_tp", "raw_tp/sys_enter", Requested::default(), &all)
+                .unwrap()
+                .point(),
+            "raw_tp:sys_enter"
+        );
+        invalid(kind("raw_tp", "raw_tp", raw("../x"), &all));
+        invalid(kind("raw_tp", "raw_tp", Requested::default(), &all));
+        assert!(matches!(
+            kind("raw_tp", "raw_tp", raw("sched_switch"), &["raw_tp:sys_*"]),
+            Err(TargetError::NotAllowed { .. })
+        ));
+        // tp_btf: the section only.
+        assert_eq!(
+            kind("tp_btf", "tp_btf/sched_switch", Requested::default(), &all)
+                .unwrap()
+                .point(),
+            "tp_btf:sched_switch"
+        );
+        invalid(kind("tp_btf", "tp_btf", Requested::default(), &all));
+        // perf_event: a frequency in range.
+        let hz = |h: u64| Requested {
+            frequency_hz: Some(h),
+            ..Requested::default()
+        };
+        assert_eq!(
+            kind("perf_event", "perf_event", hz(99), &all)
+                .unwrap()
+                .point(),
+            "perf_event:cpu-clock@99Hz"
+        );
+        for h in [0, MAX_FREQUENCY_HZ + 1] {
+            assert!(invalid(kind("perf_event", "perf_event", hz(h), &all)).contains("between 1"));
+        }
+        invalid(kind("perf_event", "perf_event", Requested::default(), &all));
+        // uprobe: binary:symbol, both non-empty.
+        for spec in ["", ":", "bin:", ":sym", "no-colon"] {
+            let req = Requested {
+                target: Some(spec.into()),
+                ..Requested::default()
+            };
+            assert!(
+                invalid(kind("uprobe", "uprobe", req, &all)).contains("binary:symbol"),
+                "{spec:?}"
+            );
+        }
+        // Kinds the server cannot attach.
+        assert!(
+            invalid(kind(
+                "kprobe",
+                "kprobe/do_sys_open",
+                Requested::default(),
+                &all
+            ))
+            .contains("verify_only")
+        );
+        // A refused cgroup or interface names no more than a missing one would.
+        let cg = Requested {
+            cgroup: Some("/nonexistent/cgroup".into()),
+            ..Requested::default()
+        };
+        assert!(matches!(
+            kind(
+                "cgroup_skb",
+                "cgroup_skb/ingress",
+                cg,
+                &["cgroup_skb:/sys/fs/cgroup/*"]
+            ),
+            Err(TargetError::NotAllowed { .. })
+        ));
+    }
+
     fn up(spec: &str, allowed: &[&str]) -> Result<Target, TargetError> {
         let req = Requested {
             target: Some(spec.into()),

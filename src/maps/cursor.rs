@@ -34,3 +34,52 @@ pub(crate) fn parse_cursor(cursor: &str, map_id: u32, fp: u64) -> Result<u64, Eb
     }
     offset.parse().map_err(|_| bad())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(v: serde_json::Value) -> MapDumpParams {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_cursor_continues_only_its_own_query() {
+        let p = params(serde_json::json!({"map_id": 7, "sort_by": "bytes"}));
+        let fp = fingerprint(&p);
+        let cursor = format!("7:40:{fp:x}");
+        assert_eq!(parse_cursor(&cursor, 7, fp).unwrap(), 40);
+        for bad in [
+            format!("8:40:{fp:x}"),       // another map
+            format!("7:40:{:x}", fp ^ 1), // another query
+            format!("7:-1:{fp:x}"),
+            format!("7:40:{fp:x}:1"),
+            "7:40".to_owned(),
+            String::new(),
+            "x:y:z".to_owned(),
+        ] {
+            let e = parse_cursor(&bad, 7, fp).unwrap_err();
+            assert_eq!(e.code, Code::InvalidCursor, "{bad}");
+            assert!(e.message.contains("next_cursor"), "{bad}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_follows_filter_sort_and_order_only() {
+        let base = fingerprint(&params(
+            serde_json::json!({"map_id": 1, "sort_by": "bytes"}),
+        ));
+        let same = fingerprint(&params(
+            serde_json::json!({"map_id": 2, "sort_by": "bytes", "max_entries": 5}),
+        ));
+        assert_eq!(base, same, "map and page size are not part of the query");
+        for other in [
+            serde_json::json!({"map_id": 1, "sort_by": "packets"}),
+            serde_json::json!({"map_id": 1, "sort_by": "bytes", "order": "asc"}),
+            serde_json::json!({"map_id": 1, "sort_by": "bytes",
+                "filter": [{"field": "bytes", "op": "gt", "value": 1}]}),
+        ] {
+            assert_ne!(base, fingerprint(&params(other.clone())), "{other}");
+        }
+    }
+}

@@ -168,3 +168,107 @@ impl Ord for Ranked {
         self.rank(other)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BinaryHeap;
+
+    #[test]
+    fn compare_is_a_total_order_over_scalars() {
+        let ordered = [
+            json!(-5),
+            json!(0),
+            json!(1.5),
+            json!(2),
+            json!(u64::MAX),
+            json!(""),
+            json!("a"),
+            json!("b"),
+        ];
+        for (i, a) in ordered.iter().enumerate() {
+            for (j, b) in ordered.iter().enumerate() {
+                assert_eq!(compare(a, b), i.cmp(&j), "{a} vs {b}");
+            }
+        }
+        // Large u64 values compare exactly, not through f64.
+        assert_eq!(
+            compare(&json!(u64::MAX), &json!(u64::MAX - 1)),
+            Ordering::Greater
+        );
+        assert_eq!(compare(&json!(false), &json!(true)), Ordering::Less);
+    }
+
+    #[test]
+    fn comparisons_by_operator() {
+        let n = json!(1000);
+        assert!(matches(Op::Eq, &n, &json!(1000)));
+        assert!(
+            matches(Op::Eq, &n, &json!("1000")),
+            "numbers given as strings"
+        );
+        assert!(matches(Op::Eq, &n, &json!(1000.0)));
+        assert!(!matches(Op::Ne, &n, &json!(1000)));
+        assert!(matches(Op::Gt, &n, &json!(999)));
+        assert!(!matches(Op::Gt, &n, &json!(1000)));
+        assert!(matches(Op::Ge, &n, &json!(1000)));
+        assert!(matches(Op::Lt, &json!(-1), &json!(0)));
+        assert!(matches(Op::Le, &json!(0), &json!(0)));
+        assert!(matches(
+            Op::Contains,
+            &json!("nginx-worker"),
+            &json!("worker")
+        ));
+        assert!(!matches(Op::Contains, &n, &json!("1")));
+        assert!(matches(Op::Contains, &json!([1, 2, 3]), &json!(2)));
+        assert!(matches(Op::Prefix, &json!("10.0.0.1"), &json!("10.")));
+        assert!(!matches(Op::Prefix, &json!("10.0.0.1"), &json!("0.")));
+        assert!(
+            matches(Op::Eq, &json!(true), &json!(1)),
+            "bools from numbers"
+        );
+        assert!(matches(
+            Op::Eq,
+            &json!("TCP_ESTABLISHED"),
+            &json!("TCP_ESTABLISHED")
+        ));
+        assert!(!matches(Op::Eq, &json!("a"), &json!(1)));
+    }
+
+    fn ranked(sort: Value, key: u8, desc: bool) -> Ranked {
+        Ranked {
+            sort,
+            key: vec![key],
+            value: Vec::new(),
+            desc,
+        }
+    }
+
+    #[test]
+    fn the_heap_keeps_the_best_and_evicts_the_worst() {
+        // Top 3 by descending value of 10 entries: the heap's top is the worst kept.
+        let mut heap = BinaryHeap::new();
+        for (k, v) in [5, 9, 1, 7, 3, 9, 2, 8, 6, 4].into_iter().enumerate() {
+            heap.push(ranked(json!(v), k as u8, true));
+            if heap.len() > 3 {
+                heap.pop();
+            }
+        }
+        let kept: Vec<(i64, u8)> = heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|r| (r.sort.as_i64().unwrap(), r.key[0]))
+            .collect();
+        // Ties (two 9s) break by key bytes, so pages are stable.
+        assert_eq!(kept, [(9, 1), (9, 5), (8, 7)]);
+    }
+
+    #[test]
+    fn ascending_order_ranks_small_first() {
+        let a = ranked(json!(1), 0, false);
+        let b = ranked(json!(2), 0, false);
+        assert_eq!(a.rank(&b), Ordering::Less);
+        let a = ranked(json!(1), 0, true);
+        assert_eq!(a.rank(&ranked(json!(2), 0, true)), Ordering::Greater);
+    }
+}

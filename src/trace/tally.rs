@@ -262,3 +262,103 @@ pub fn note_losses(out: &mut Option<String>, dropped: u64, shed: u64) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn record(comm: &str, pid: u32) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("comm".into(), json!(comm));
+        m.insert("pid".into(), json!(pid));
+        m
+    }
+
+    #[test]
+    fn groups_count_and_rank_with_stable_ties() {
+        let by = vec!["comm".to_owned()];
+        let mut t = Tally::default();
+        for (comm, n) in [("b", 2), ("a", 2), ("c", 5), ("b", 1)] {
+            t.add(&by, &record(comm, 1), n);
+        }
+        assert_eq!(t.groups(), 3);
+        assert_eq!(t.total(), 10);
+        let top: Vec<(String, u64)> = t
+            .top(10)
+            .into_iter()
+            .map(|r| (r.key["comm"].as_str().unwrap().to_owned(), r.count))
+            .collect();
+        assert_eq!(top, [("c".into(), 5), ("b".into(), 3), ("a".into(), 2)]);
+        assert_eq!(t.top(1).len(), 1);
+    }
+
+    #[test]
+    fn a_missing_field_groups_as_null() {
+        let by = vec!["comm".to_owned(), "dport".to_owned()];
+        let g = Tally::key_of(&by, &record("x", 1));
+        assert_eq!(g.key["dport"], Value::Null);
+        assert_eq!(g.id, r#"{"comm":"x","dport":null}"#);
+    }
+
+    #[test]
+    fn groups_are_bounded_and_the_rest_is_counted() {
+        let by = vec!["pid".to_owned()];
+        let mut t = Tally::default();
+        for pid in 0..(MAX_GROUPS as u32 + 50) {
+            t.add(&by, &record("p", pid), 1);
+        }
+        assert_eq!(t.groups(), MAX_GROUPS);
+        assert_eq!(t.other(), 50);
+        assert_eq!(t.total(), MAX_GROUPS as u64 + 50);
+        // A group already kept still counts after the bound is reached.
+        t.add(&by, &record("p", 0), 4);
+        assert_eq!(t.other(), 50);
+        let s = summarize(Mode::Count, &by, 5, &t, None, 1 << 20);
+        assert!(s.truncated);
+        assert!(s.hint.unwrap().contains("50 events of further groups"));
+        assert_eq!(s.rows.groups, Some(MAX_GROUPS));
+        assert_eq!(s.rows.counts.unwrap()[0].count, 5);
+    }
+
+    #[test]
+    fn kernel_counts_merge_with_user_counts() {
+        let by = vec!["comm".to_owned()];
+        let mut t = Tally::default();
+        t.add(&by, &record("a", 1), 1);
+        let snap = Snapshot::Counts(vec![(record("a", 1), 4), (record("b", 2), 2)]);
+        assert_eq!(snap.total(), 6);
+        let s = summarize(Mode::Count, &by, 10, &t, Some(&snap), 1 << 20);
+        let counts = s.rows.counts.unwrap();
+        assert_eq!(counts[0].count, 5);
+        assert_eq!(counts[1].count, 2);
+        assert!(!s.truncated);
+        assert_eq!(s.returned, 7);
+    }
+
+    #[test]
+    fn rows_are_cut_to_the_byte_budget() {
+        let by = vec!["comm".to_owned()];
+        let mut t = Tally::default();
+        for i in 0..200 {
+            t.add(&by, &record(&format!("process-{i:04}"), i), 1);
+        }
+        let s = summarize(Mode::Count, &by, 200, &t, None, 1000);
+        let counts = s.rows.counts.unwrap();
+        assert!(counts.len() < 200 && !counts.is_empty(), "{}", counts.len());
+        assert!(serde_json::to_string(&counts).unwrap().len() <= 1000);
+        assert!(s.truncated);
+        assert!(s.hint.unwrap().contains("lower top"));
+    }
+
+    #[test]
+    fn losses_are_explained() {
+        let mut hint = None;
+        note_losses(&mut hint, 0, 0);
+        assert!(hint.is_none());
+        note_losses(&mut hint, 3, 4);
+        let h = hint.unwrap();
+        assert!(h.contains("3 events were dropped in the kernel"), "{h}");
+        assert!(h.contains("4 events were counted but not decoded"), "{h}");
+    }
+}

@@ -113,8 +113,11 @@ class Load:
         self.errors: list[str] = []
         self.stopped = False
 
-    async def act(self, client: Client, tool: str, args: dict) -> dict | None:
-        await self.running.wait()
+    async def act(self, client: Client, tool: str, args: dict, held: bool = False) -> dict | None:
+        """One call. `held`: part of a sequence that already counts as in flight (see
+        deployer), so it must not wait for a pause to end."""
+        if not held:
+            await self.running.wait()
         self.in_flight += 1
         try:
             r = await client.call_tool(tool, args)
@@ -160,10 +163,17 @@ class Load:
     async def deployer(self) -> None:
         while not self.stopped:
             async with Client(self.server.url, mode="legacy") as c:
-                d = await self.act(c, "deploy", {"object": OBJECT, "ttl_seconds": 60})
-                if d and "deployment_id" in d:
-                    await self.act(c, "map_dump", {"map_id": d["maps"][0]["id"]})
-                    await self.act(c, "undeploy", {"deployment_id": d["deployment_id"]})
+                # Deploy to undeploy is one unit: a pause between them would find the
+                # deployment held, as it is meant to be.
+                await self.running.wait()
+                self.in_flight += 1
+                try:
+                    d = await self.act(c, "deploy", {"object": OBJECT, "ttl_seconds": 60}, held=True)
+                    if d and "deployment_id" in d:
+                        await self.act(c, "map_dump", {"map_id": d["maps"][0]["id"]}, held=True)
+                        await self.act(c, "undeploy", {"deployment_id": d["deployment_id"]}, held=True)
+                finally:
+                    self.in_flight -= 1
             await asyncio.sleep(0.5)
 
     async def leaver(self) -> None:

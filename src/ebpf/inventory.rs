@@ -318,9 +318,14 @@ pub struct LinkRecord {
 }
 
 fn if_name(ifindex: u32) -> Option<String> {
+    // Index 0 names no device (nix answers it with an empty name rather than an error).
+    if ifindex == 0 {
+        return None;
+    }
     nix::net::if_::if_indextoname(ifindex)
         .ok()
         .map(|name| name.to_string_lossy().into_owned())
+        .filter(|name| !name.is_empty())
 }
 
 /// The cgroup v2 directory whose inode is `id` (cgroup ids are cgroupfs inode numbers).

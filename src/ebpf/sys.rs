@@ -169,8 +169,14 @@ pub fn poll_readable(
 /// name and index.
 pub fn interface(name: &str) -> Result<(String, u32), nix::Error> {
     let index = nix::net::if_::if_nametoindex(name)?;
-    let primary = nix::net::if_::if_indextoname(index)?;
-    Ok((primary.to_string_lossy().into_owned(), index))
+    // nix reports a failed lookup as an empty name, not an error: the device went away.
+    let primary = nix::net::if_::if_indextoname(index)?
+        .to_string_lossy()
+        .into_owned();
+    if primary.is_empty() {
+        return Err(nix::Error::ENODEV);
+    }
+    Ok((primary, index))
 }
 
 /// RLIMIT_NOFILE: (soft, hard).

@@ -630,3 +630,35 @@ pub fn boot_time() -> std::time::SystemTime {
         .checked_sub(since_boot)
         .unwrap_or(std::time::SystemTime::UNIX_EPOCH)
 }
+
+/// Whether the kernel exposes its own BTF (/sys/kernel/btf/vmlinux), which the gadgets need.
+pub fn has_vmlinux_btf() -> bool {
+    Path::new("/sys/kernel/btf/vmlinux").exists()
+}
+
+/// The name (`sda`, `nvme0n1`) of block device `major:minor`, from sysfs.
+pub fn block_device_name(major: u32, minor: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_owned))
+}
+
+/// Whether the kernel.bpf_stats_enabled sysctl has run-time statistics on.
+pub fn bpf_stats_sysctl() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|s| s.trim() != "0")
+}
+
+/// The supplementary groups of process `pid` (empty if it is gone).
+pub fn process_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}

@@ -1,5 +1,7 @@
-//! The only module that talks to the kernel: aya for programs and maps, the few raw
-//! syscalls aya lacks (`sys`), /proc and /sys reads (`host`), BTF (`btf`), feature probes.
+//! The kernel layer, the only one that talks to the kernel (the sandbox aside, which makes
+//! its own confinement calls): aya for programs and maps, raw bpf(2) where aya lacks a call
+//! (`bpf`), the other raw syscalls (`sys`), /proc and /sys reads (`host`), BTF (`btf`),
+//! feature probes.
 
 pub mod bpf;
 pub mod btf;

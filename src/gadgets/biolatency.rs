@@ -57,11 +57,5 @@ fn decode(b: &[u8], out: &mut Map<String, Value>) {
 /// The kernel's device number (major << 20 | minor) as the device's name.
 pub fn device_name(dev: u32) -> String {
     let (major, minor) = (dev >> 20, dev & 0xf_ffff);
-    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("DEVNAME=").map(str::to_owned))
-        })
-        .unwrap_or_else(|| format!("{major}:{minor}"))
+    crate::ebpf::host::block_device_name(major, minor).unwrap_or_else(|| format!("{major}:{minor}"))
 }

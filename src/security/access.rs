@@ -323,16 +323,7 @@ impl Peer {
     pub fn of_socket(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Self> {
         let cred = nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::PeerCredentials)
             .map_err(std::io::Error::from)?;
-        let groups = std::fs::read_to_string(format!("/proc/{}/status", cred.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
-                    g.split_whitespace()
-                        .filter_map(|n| n.parse().ok())
-                        .collect()
-                })
-            })
-            .unwrap_or_default();
+        let groups = crate::ebpf::host::process_groups(cred.pid());
         Ok(Self {
             uid: cred.uid(),
             gid: cred.gid(),

@@ -187,7 +187,7 @@ fn readiness(core: &Core) -> Vec<(&'static str, Result<(), String>)> {
         .ok_or_else(|| {
             "tracefs is not mounted: mount -t tracefs nodev /sys/kernel/tracing".to_owned()
         });
-    let btf = if std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+    let btf = if crate::ebpf::host::has_vmlinux_btf() {
         Ok(())
     } else {
         Err("the kernel has no BTF (/sys/kernel/btf/vmlinux): gadgets cannot load".to_owned())

@@ -189,9 +189,7 @@ pub fn programs_spec() -> ToolSpec {
 /// Whether the kernel counts run time now: by its sysctl, or because this server holds the
 /// statistics on to watch deployments (which the sysctl does not show).
 fn stats_enabled(core: &Core) -> bool {
-    core.deployments.stats_held()
-        || std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
-            .is_ok_and(|s| s.trim() != "0")
+    core.deployments.stats_held() || crate::ebpf::host::bpf_stats_sysctl()
 }
 
 fn link_index(records: &[LinkRecord]) -> HashMap<u32, Vec<Attachment>> {

@@ -386,7 +386,8 @@ mod tests {
         let mut names = UserNames::default();
         names.learn(&learnt);
         names.apply(&mut learnt);
-        assert!(learnt[0].user_names.as_ref().unwrap()[0].contains("here"));
+        let name = &learnt[0].user_names.as_ref().unwrap()[0];
+        assert!(name.contains("here"), "{name}");
         assert!(learnt[1].user_names.is_none());
         let r = report(&samples, 10);
         assert_eq!(r.total, 4);

@@ -24,11 +24,12 @@ import pytest
 from mcp import Client
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BIN = pathlib.Path(os.environ.get("EBPF_MCP_BIN", ROOT / "target" / "debug" / "ebpf-mcp"))
+# The debug build scripts/test made (CARGO_TARGET_DIR when it builds elsewhere, as the
+# coverage run does).
+BUILD = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
+BIN = pathlib.Path(os.environ.get("EBPF_MCP_BIN", BUILD / "ebpf-mcp"))
 IN_CI = os.environ.get("CI") == "true"
-WORKLOAD = pathlib.Path(
-    os.environ.get("EBPF_MCP_WORKLOAD", ROOT / "target" / "debug" / "examples" / "workload")
-)
+WORKLOAD = pathlib.Path(os.environ.get("EBPF_MCP_WORKLOAD", BUILD / "examples" / "workload"))
 
 # A raw 2025-11-25 initialize request, for the few tests that must speak below the SDK
 # (HTTP status codes, signals mid-session).

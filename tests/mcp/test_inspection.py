@@ -4,22 +4,26 @@ The maps come from bpf/fixtures.bpf.c, loaded and filled by examples/fixture.rs.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import threading
 import time
+import uuid
 
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 
-from conftest import ROOT, UNLIMITED, require_root, start_http_server
+from conftest import BUILD, UNLIMITED, require_root, start_http_server
 
 pytestmark = pytest.mark.anyio
 
-FIXTURE = pathlib.Path(os.environ.get("EBPF_MCP_FIXTURE", ROOT / "target" / "debug" / "examples" / "fixture"))
+FIXTURE = pathlib.Path(os.environ.get("EBPF_MCP_FIXTURE", BUILD / "examples" / "fixture"))
 BIG = 2500
 
 

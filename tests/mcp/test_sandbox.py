@@ -16,11 +16,11 @@ import tempfile
 import pytest
 from mcp import Client
 
-from conftest import ROOT, require_root, start_http_server
+from conftest import BUILD, require_root, start_http_server
 
 pytestmark = pytest.mark.anyio
 
-PROBE = ROOT / "target" / "debug" / "examples" / "sandbox_probe"
+PROBE = BUILD / "examples" / "sandbox_probe"
 # The capabilities the server keeps (security/sandbox.rs `needed`).
 KEPT = {"CAP_DAC_OVERRIDE": 1, "CAP_DAC_READ_SEARCH": 2, "CAP_NET_ADMIN": 12, "CAP_SYS_PTRACE": 19,
         "CAP_SYS_ADMIN": 21, "CAP_SYSLOG": 34, "CAP_PERFMON": 38, "CAP_BPF": 39}

@@ -103,9 +103,11 @@ static __always_inline int comm_equal(const char *a, const char *b)
 
 /* True when the current task passes the filters; fills the header's identity fields.
  * `incidental`: the hook runs in whatever task the CPU was running (packets, timers), so
- * that task being the server says nothing about the event: it is not dropped for it. */
+ * that task being the server says nothing about the event: it is not dropped for it.
+ * `before_exec`: the task is about to exec, which may change its name and uid, so only the
+ * filters an exec keeps (pid, cgroup) apply; the rest are checked after it (want()). */
 static __always_inline int filter_task(struct gadget_cfg *cfg, struct event_header *h,
-				       int incidental)
+				       int incidental, int before_exec)
 {
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u64 uid_gid = bpf_get_current_uid_gid();
@@ -119,13 +121,13 @@ static __always_inline int filter_task(struct gadget_cfg *cfg, struct event_head
 		return 0;
 	if (cfg->tgid && cfg->tgid != h->pid)
 		return 0;
-	if (cfg->uid_set && cfg->uid != h->uid)
+	if (!before_exec && cfg->uid_set && cfg->uid != h->uid)
 		return 0;
 	h->cgroup_id = bpf_get_current_cgroup_id();
 	if (cfg->cgroup_id && cfg->cgroup_id != h->cgroup_id)
 		return 0;
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
-	if (cfg->comm_set && !comm_equal(h->comm, cfg->comm))
+	if (!before_exec && cfg->comm_set && !comm_equal(h->comm, cfg->comm))
 		return 0;
 	return 1;
 }
@@ -133,13 +135,19 @@ static __always_inline int filter_task(struct gadget_cfg *cfg, struct event_head
 /* Filters for an event the current task causes (a syscall, an exec, a signal it sends). */
 static __always_inline int want(struct gadget_cfg *cfg, struct event_header *h)
 {
-	return filter_task(cfg, h, 0);
+	return filter_task(cfg, h, 0, 0);
+}
+
+/* Filters for an exec about to happen: want() again once it has (see filter_task). */
+static __always_inline int want_before_exec(struct gadget_cfg *cfg, struct event_header *h)
+{
+	return filter_task(cfg, h, 0, 1);
 }
 
 /* Filters for an event the current task may merely be running into (see filter_task). */
 static __always_inline int want_incidental(struct gadget_cfg *cfg, struct event_header *h)
 {
-	return filter_task(cfg, h, 1);
+	return filter_task(cfg, h, 1, 0);
 }
 
 /* Fills the rest of the header: time and parent. */

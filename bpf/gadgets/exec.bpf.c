@@ -52,7 +52,8 @@ static __always_inline int enter(const char *filename, const char *const *argv)
 
 	if (!e)
 		return 0;
-	if (!want(config(), &e->h))
+	/* The name and uid the filters compare are the ones after the exec (leave()). */
+	if (!want_before_exec(config(), &e->h))
 		return 0;
 	bpf_probe_read_user_str(e->filename, sizeof(e->filename), filename);
 	e->argc = 0;
@@ -81,18 +82,22 @@ static __always_inline int leave(s64 ret)
 {
 	u32 tid = (u32)bpf_get_current_pid_tgid();
 	struct exec_event *pending = bpf_map_lookup_elem(&exec_pending, &tid);
+	struct event_header now = {};
 	struct exec_event *e;
 
 	if (!pending)
 		return 0;
-	e = reserve(sizeof(*e));
-	if (e) {
-		bpf_probe_read_kernel(e, sizeof(*e), pending);
-		stamp(&e->h);
-		/* After a successful exec the thread has the new program's name. */
-		bpf_get_current_comm(e->h.comm, sizeof(e->h.comm));
-		e->retval = ret;
-		submit(e);
+	/* After a successful exec the task has the new program's name (and maybe uid): the
+	 * event carries them, and the filters compare them. */
+	if (want(config(), &now)) {
+		e = reserve(sizeof(*e));
+		if (e) {
+			bpf_probe_read_kernel(e, sizeof(*e), pending);
+			e->h = now;
+			stamp(&e->h);
+			e->retval = ret;
+			submit(e);
+		}
 	}
 	bpf_map_delete_elem(&exec_pending, &tid);
 	return 0;

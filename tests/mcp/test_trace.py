@@ -61,6 +61,23 @@ async def test_exec_sees_the_binary_and_arguments(url):
     assert data["events_total"] == data["events_returned"] == len(events)
 
 
+async def test_exec_comm_matches_the_name_after_exec(url):
+    """`comm` compares the program's name once the exec has happened, as the events report
+    it: md5sum run 5 times by python (whose name before exec is python3) is seen 5 times."""
+    marker = unique_marker()
+
+    def action():
+        for _ in range(5):
+            subprocess.run(["md5sum", "/dev/null"], capture_output=True, check=True)
+        subprocess.run(["/bin/echo", marker], capture_output=True, check=True)
+
+    data = await trace_while(url, {"gadget": "exec", "duration_ms": 2500, "comm": "md5sum"}, action)
+    events = data["events"]
+    assert len(events) == 5, events
+    assert all(e["comm"] == "md5sum" and e["argv"] == ["md5sum", "/dev/null"] for e in events), events
+    assert all(e["ppid"] == os.getpid() for e in events), events
+
+
 async def test_open_sees_a_unique_path(url):
     directory = pathlib.Path(tempfile.mkdtemp())
     existing = directory / f"{unique_marker()}.txt"

@@ -16,5 +16,6 @@ pub mod names;
 pub mod object;
 pub mod pins;
 pub mod probe;
+pub mod process;
 pub mod sys;
 pub mod tracefs;

@@ -9,6 +9,7 @@ pub mod deploy;
 pub mod info;
 pub mod inventory;
 pub mod maps;
+pub mod process;
 pub mod schema;
 pub mod sessions;
 pub mod trace;
@@ -279,6 +280,7 @@ static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Reg
         maps::dump_spec(),
         maps::lookup_spec(),
         tracepoints::spec(),
+        process::spec(),
         trace::spec(),
         sessions::start_spec().with_state_change(),
         sessions::read_spec(),

@@ -424,3 +424,65 @@ async def test_maps_without_btf_show_hex(url):
         assert "no BTF" in bad.value.data["message"]
     finally:
         pin.unlink()
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+def _child_of(pid: int) -> int:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        children = pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        if children:
+            return int(children[0])
+        time.sleep(0.02)
+    raise AssertionError(f"{pid} started no child")
+
+
+async def test_process_info_names_a_process_and_its_parents(url):
+    """A sleep started by a shell started by this test: name, command line, executable, the
+    chain of parents, ids and start time, as /proc has them."""
+    shell = subprocess.Popen(["sh", "-c", "sleep 30; true"])
+    try:
+        sleeper = _child_of(shell.pid)
+        before = time.time()
+        info = await call(url, "process_info", {"pid": sleeper})
+        assert (info["pid"], info["comm"], info["ppid"]) == (sleeper, "sleep", shell.pid)
+        assert info["cmdline"] == ["sleep", "30"] and "cmdline_truncated" not in info
+        assert info["exe"] == os.path.realpath(shutil.which("sleep"))
+        assert info["state"] == "S" and info["threads"] == 1
+        assert (info["uid"], info["euid"], info["gid"]) == (0, 0, 0)
+        started = datetime.datetime.fromisoformat(info["started_at"]).timestamp()
+        assert before - 10 <= started <= before + 1, info["started_at"]
+        assert info["ancestors"][0] == {"pid": shell.pid, "comm": "sh", "cmdline": "sh -c sleep 30; true"}
+        assert info["ancestors"][1]["pid"] == os.getpid()
+        paths = [line.split(":", 2)[2] for line in pathlib.Path(f"/proc/{sleeper}/cgroup").read_text().splitlines()]
+        assert info["cgroup"] in paths and "container" not in info
+        one = await call(url, "process_info", {"pid": sleeper, "ancestors": 1})
+        assert [a["pid"] for a in one["ancestors"]] == [shell.pid]
+    finally:
+        shell.kill()
+        shell.wait()
+    with pytest.raises(ToolError) as e:
+        await call(url, "process_info", {"pid": shell.pid})
+    assert e.value.data["code"] == "PROCESS_NOT_FOUND" and "exited" in e.value.data["message"]
+
+
+async def test_process_info_names_the_container_of_a_docker_cgroup(url):
+    """A process moved into a cgroup laid out as docker's cgroupfs driver makes one (v1
+    memory hierarchy here): its container id is read from the path."""
+    container_id = uuid.uuid4().hex * 2
+    group = pathlib.Path("/sys/fs/cgroup/memory/docker") / container_id
+    group.mkdir(parents=True)
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        (group / "cgroup.procs").write_text(str(proc.pid))
+        info = await call(url, "process_info", {"pid": proc.pid, "ancestors": 0})
+        assert info["container"] == {"id": container_id, "runtime": "docker"}, info
+        assert info["ancestors"] == []
+    finally:
+        proc.kill()
+        proc.wait()
+        group.rmdir()
+        with contextlib.suppress(OSError):
+            group.parent.rmdir()

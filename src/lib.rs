@@ -23,6 +23,7 @@ pub mod resources;
 pub mod rows;
 pub mod security;
 pub mod server;
+pub mod suggest;
 pub mod telemetry;
 pub mod time;
 pub mod tools;

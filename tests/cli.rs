@@ -111,6 +111,38 @@ fn output_formats() {
     assert_eq!(text.lines().count(), 1);
     let v: Value = serde_json::from_str(text.trim()).unwrap();
     assert!(v["kernel"].is_object());
+    // A list: one line per row, then one line with the rest of the result.
+    for tool in ["list_tracepoints", "list_programs"] {
+        let args = if tool == "list_tracepoints" {
+            r#"{"pattern": "sched:*", "limit": 3}"#
+        } else {
+            "{}"
+        };
+        let out = run(&["call", tool, args, "-o", "jsonl"]);
+        assert_eq!(out.status.code(), Some(0), "{tool}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (last, rows) = lines.split_last().unwrap();
+        assert!(last["summary"].is_object(), "{tool}: {text}");
+        assert!(rows.iter().all(|r| r.get("summary").is_none()), "{tool}");
+        if tool == "list_tracepoints" {
+            assert_eq!(rows.len(), 3);
+            assert!(last["summary"]["total"].as_u64().unwrap() > 3);
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn mistyped_names_get_a_suggestion() {
+    require_root();
+    let out = run(&["call", "list_program"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("did you mean `list_programs`?"), "{err}");
 }
 
 #[test]
@@ -439,4 +471,30 @@ fn info_names_the_node_and_cluster_in_a_pod() {
         .output()
         .expect("run ebpf-mcp");
     assert!(json(&plain)["server"].get("kubernetes").is_none());
+}
+
+#[test]
+fn completions_and_the_manual_page() {
+    let bash = run(&["completions", "bash"]);
+    assert_eq!(bash.status.code(), Some(0));
+    let text = String::from_utf8(bash.stdout).unwrap();
+    assert!(
+        text.contains("complete -F _ebpf__mcp") && text.contains("completions"),
+        "{text}"
+    );
+    for shell in ["zsh", "fish"] {
+        let out = run(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        assert!(!out.stdout.is_empty());
+    }
+    let man = run(&["man"]);
+    assert_eq!(man.status.code(), Some(0));
+    let text = String::from_utf8(man.stdout).unwrap();
+    assert!(
+        text.starts_with(".ie") || text.contains(".TH ebpf-mcp"),
+        "{}",
+        &text[..200.min(text.len())]
+    );
+    assert!(text.contains("serve") && text.contains("call"));
+    assert_eq!(run(&["completions", "tcsh"]).status.code(), Some(2));
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top. A module may use modules of lower layers only.
 const LAYERS: &[&[&str]] = &[
-    &["time", "glob", "rows", "fault", "resources"],
+    &["time", "glob", "rows", "fault", "resources", "suggest"],
     &["error"],
     &["ebpf"],
     &["config"],

@@ -69,6 +69,14 @@ pub(super) enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Print a shell completion script, e.g. `ebpf-mcp completions bash >
+    /// /etc/bash_completion.d/ebpf-mcp`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `ebpf-mcp man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]

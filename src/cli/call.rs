@@ -30,7 +30,8 @@ pub(super) async fn call_command(
     let Some(spec) = tools::registry().get(tool) else {
         let known: Vec<&str> = tools::registry().all().iter().map(|t| t.name).collect();
         eprintln!(
-            "ebpf-mcp: unknown tool `{tool}`; known tools: {}",
+            "ebpf-mcp: unknown tool `{tool}`{}; known tools: {}",
+            crate::suggest::did_you_mean(tool, known.iter().copied()),
             known.join(", ")
         );
         return EXIT_USAGE;
@@ -59,11 +60,13 @@ pub(super) async fn call_command(
         }
     };
     let cancel = CancellationToken::new();
+    let progress = Arc::new(Progress::new());
+    let shown = Arc::clone(&progress);
     let ctx = CallContext::new(
         core.config(),
         cancel.clone(),
         format!("cli:{}", std::process::id()),
-        |event| match event {
+        move |event| match event {
             ToolEvent::Log { level, message } => match level {
                 LogLevel::Error => tracing::error!("{message}"),
                 LogLevel::Warn => tracing::warn!("{message}"),
@@ -76,6 +79,7 @@ pub(super) async fn call_command(
                 message,
             } => {
                 tracing::debug!(progress, total, "{message}");
+                shown.show(&message);
             }
         },
     );
@@ -108,6 +112,8 @@ pub(super) async fn call_command(
         tools::execute_stream(&core, spec, args, ctx, sink)
             .await
             .map(|summary| {
+                // The last line: what the rows add up to (totals, drops, why it stopped).
+                write_stdout(&format!("{}\n", serde_json::json!({ "summary": summary })));
                 if let Some(note) = summary.get("hint").and_then(Value::as_str) {
                     eprintln!("ebpf-mcp: {note}");
                 }
@@ -126,6 +132,7 @@ pub(super) async fn call_command(
         tools::execute(&core, spec, args, ctx).await
     };
     interrupt.abort();
+    progress.clear();
     // What the call left running (a deployment, a trace session) ends with this process:
     // say so in the result, since its expiry would suggest otherwise.
     let held = core.tracker.counts();
@@ -171,10 +178,56 @@ pub(super) fn render(value: &Value, list_field: Option<&str>, output: OutputForm
         .and_then(Value::as_array);
     match output {
         OutputFormat::Json => format!("{}\n", pretty(value)),
-        OutputFormat::Jsonl => match rows {
-            Some(rows) => rows.iter().map(|r| format!("{r}\n")).collect(),
-            None => format!("{value}\n"),
+        OutputFormat::Jsonl => match (rows, list_field) {
+            (Some(rows), Some(field)) => {
+                let mut out: String = rows.iter().map(|r| format!("{r}\n")).collect();
+                // The last line: the rest of the result (totals, drops, why it stopped).
+                let mut summary = value.clone();
+                if let Value::Object(m) = &mut summary {
+                    m.remove(field);
+                }
+                out.push_str(&format!("{}\n", serde_json::json!({ "summary": summary })));
+                out
+            }
+            _ => format!("{value}\n"),
         },
         OutputFormat::Table => table_view(value, list_field),
+    }
+}
+
+/// Progress of a long call on stderr, when stderr is a terminal: one line, rewritten in
+/// place, from the first report after a second; cleared when the call ends.
+struct Progress {
+    started: std::time::Instant,
+    on: bool,
+    drawn: std::sync::atomic::AtomicBool,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            on: io::stderr().is_terminal(),
+            drawn: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn show(&self, message: &str) {
+        let elapsed = self.started.elapsed();
+        if !self.on || elapsed < std::time::Duration::from_secs(1) {
+            return;
+        }
+        let line: String = format!("ebpf-mcp: {message} ({}s)", elapsed.as_secs())
+            .chars()
+            .take(100)
+            .collect();
+        eprint!("\r\x1b[2K{line}");
+        self.drawn.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn clear(&self) {
+        if self.drawn.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            eprint!("\r\x1b[2K");
+        }
     }
 }

@@ -69,6 +69,28 @@ fn run(cli: Cli) -> u8 {
     if let Command::Token { action } = &cli.command {
         return token::token_command(action);
     }
+    if let Command::Completions { shell } = &cli.command {
+        let mut text = Vec::new();
+        clap_complete::generate(
+            *shell,
+            &mut <Cli as clap::CommandFactory>::command(),
+            "ebpf-mcp",
+            &mut text,
+        );
+        return write_stdout(&String::from_utf8_lossy(&text));
+    }
+    if let Command::Man = &cli.command {
+        let mut text = Vec::new();
+        return match clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut text)
+        {
+            Ok(()) => write_stdout(&String::from_utf8_lossy(&text)),
+            Err(e) => {
+                eprintln!("ebpf-mcp: cannot render the manual page: {e}");
+                EXIT_TOOL_ERROR
+            }
+        };
+    }
     let (config, source) = match Config::load(cli.config.as_deref()) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -121,7 +143,11 @@ fn run(cli: Cli) -> u8 {
             let core = Arc::new(Core::new(config, source, reserved));
             runtime.block_on(call::call_command(core, &tool, &args, output))
         }
-        Command::Config { .. } | Command::Token { .. } | Command::Serve { .. } => {
+        Command::Config { .. }
+        | Command::Token { .. }
+        | Command::Serve { .. }
+        | Command::Completions { .. }
+        | Command::Man => {
             unreachable!("handled above")
         }
     };

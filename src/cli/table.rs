@@ -2,6 +2,7 @@
 //! `key  value` lines, other lists as tables, latency histograms as bars.
 
 use serde_json::Value;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 /// The view for people: the tool's rows as aligned columns; then its other fields (totals,
 /// cursors, why it stopped) as `key  value` lines; then any other list of objects as a table
@@ -149,6 +150,28 @@ pub(super) fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, String)>) 
     }
 }
 
+/// Terminal columns a cell takes at most; longer ones end in `…` (`-o json` has them whole).
+const MAX_CELL: usize = 48;
+
+/// `text` in at most `max` terminal columns (by display width: wide characters count two).
+fn cut(text: &str, max: usize) -> String {
+    if text.width() <= max {
+        return text.to_owned();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w > max - 1 {
+            break;
+        }
+        used += w;
+        out.push(c);
+    }
+    out.push('…');
+    out
+}
+
 /// Rows as aligned columns; nested objects become dotted columns (`value.bytes`).
 pub(super) fn table(rows: &[Value]) -> String {
     let flat: Vec<Vec<(String, String)>> = rows
@@ -181,14 +204,18 @@ pub(super) fn table(rows: &[Value]) -> String {
                 .collect()
         })
         .collect();
+    let cells: Vec<Vec<String>> = cells
+        .into_iter()
+        .map(|row| row.into_iter().map(|c| cut(&c, MAX_CELL)).collect())
+        .collect();
     let widths: Vec<usize> = columns
         .iter()
         .enumerate()
         .map(|(i, c)| {
             cells
                 .iter()
-                .map(|r| r[i].len())
-                .chain([c.len()])
+                .map(|r| r[i].width())
+                .chain([c.width()])
                 .max()
                 .unwrap_or(0)
         })
@@ -197,7 +224,7 @@ pub(super) fn table(rows: &[Value]) -> String {
         let mut s = vals
             .iter()
             .zip(&widths)
-            .map(|(v, w)| format!("{v:w$}"))
+            .map(|(v, w)| format!("{v}{}", " ".repeat(w.saturating_sub(v.width()))))
             .collect::<Vec<_>>()
             .join("  ");
         s.truncate(s.trim_end().len());
@@ -234,6 +261,24 @@ mod tests {
         );
         assert!(lines[1].contains("3,4"));
         assert!(lines[2].ends_with("true"));
+    }
+
+    #[test]
+    fn columns_align_by_display_width_and_long_cells_are_cut() {
+        let long = "x".repeat(300);
+        let rows = vec![
+            json!({"name": "日本語", "path": long, "n": 1}),
+            json!({"name": "abc", "path": "/etc", "n": 2}),
+        ];
+        let t = table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        // Both rows put `n` in the same terminal column.
+        let col = |l: &str| l[..l.rfind(char::is_numeric).unwrap()].width();
+        assert_eq!(col(lines[1]), col(lines[2]), "{t}");
+        assert!(lines.iter().all(|l| l.width() < 80), "{t}");
+        assert!(lines[1].contains('…'));
+        assert_eq!(cut("日本語", 4), "日…");
+        assert_eq!(cut("short", 48), "short");
     }
 
     #[test]
@@ -294,11 +339,11 @@ mod tests {
     }
 
     #[test]
-    fn jsonl_prints_one_row_per_line() {
+    fn jsonl_prints_one_row_per_line_then_the_summary() {
         let v = json!({"rows": [{"a": 1}, {"a": 2}], "total": 2});
         assert_eq!(
             render(&v, Some("rows"), OutputFormat::Jsonl),
-            "{\"a\":1}\n{\"a\":2}\n"
+            "{\"a\":1}\n{\"a\":2}\n{\"summary\":{\"total\":2}}\n"
         );
         assert_eq!(render(&v, None, OutputFormat::Jsonl).lines().count(), 1);
     }

@@ -420,8 +420,17 @@ impl ServerHandler for McpServer {
         let Some(spec) = self.enabled_spec(name) else {
             let identity = self.identity(&context);
             tools::audit_unknown_tool(&self.core, name, &self.caller(&identity, &context));
+            let offered: Vec<&str> = tools::registry()
+                .all()
+                .iter()
+                .map(|t| t.name)
+                .filter(|t| self.enabled_spec(t).is_some())
+                .collect();
+            let guess = crate::suggest::did_you_mean(name, offered);
             return Err(McpError::invalid_params(
-                format!("unknown tool `{name}`; tools/list shows the tools this server offers"),
+                format!(
+                    "unknown tool `{name}`{guess}; tools/list shows the tools this server offers"
+                ),
                 Some(json!({"tool": name})),
             ));
         };

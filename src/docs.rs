@@ -65,7 +65,15 @@ fn gadgets_section(out: &mut String) {
         "\n## Gadgets\n\n\
          The `gadget` argument of `trace` and `trace_start`. Events of event gadgets start \
          with the common fields `time`, `pid`, `tid`, `ppid`, `uid`, `comm`, `cgroup_id`; \
-         `info` says which gadgets this kernel supports.\n",
+         `info` says which gadgets this kernel supports.\n\n\
+         The filters `pid`, `comm`, `uid` and `cgroup` run in the kernel and compare what \
+         the process is when the event happens: `comm` is its name then (for `exec`, the \
+         new program's name, so `comm: \"md5sum\"` sees every exec of md5sum), and a \
+         `pid`-scoped trace ends when that process exits. For `uprobe` with `pid`, the \
+         `target` binary is one of the files that process maps, as it sees them: an exact \
+         path, a file name, or a prefix naming one file (`libc` for `libc.so.6`); without \
+         `pid`, a bare name is a program on PATH or a library in the loader's directories, \
+         and a script found that way is refused naming its interpreter.\n",
     );
     for g in crate::gadgets::catalogue() {
         let modes: Vec<String> = crate::trace::gadget_modes(g)

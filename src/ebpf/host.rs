@@ -662,3 +662,115 @@ pub fn process_groups(pid: i32) -> Vec<u32> {
         })
         .unwrap_or_default()
 }
+
+/// A file a process has mapped (one line of /proc/PID/maps with a path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedFile {
+    /// Its path as the process names it (in its own mount namespace).
+    pub path: String,
+    /// The first mapping of it: `/proc/PID/map_files/START-END` opens this very file.
+    pub start: u64,
+    pub end: u64,
+    /// Device (major, minor) and inode the mapping is of.
+    pub dev: (u32, u32),
+    pub inode: u64,
+    /// The file was deleted or replaced since it was mapped (`(deleted)`).
+    pub deleted: bool,
+}
+
+/// The files process `pid` maps, each once, in address order. `NotFound` when there is no
+/// such process.
+pub fn mapped_files(pid: u32) -> std::io::Result<Vec<MappedFile>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+    Ok(parse_maps(&text))
+}
+
+/// The file mappings of a /proc/PID/maps text, each path once.
+pub fn parse_maps(text: &str) -> Vec<MappedFile> {
+    let mut out: Vec<MappedFile> = Vec::new();
+    for line in text.lines() {
+        let mut rest = line;
+        let mut field = || {
+            let t = rest.trim_start();
+            let end = t.find(char::is_whitespace).unwrap_or(t.len());
+            let (f, r) = t.split_at(end);
+            rest = r;
+            f
+        };
+        let (range, _perms, _offset, dev, inode) = (field(), field(), field(), field(), field());
+        let path = rest.trim_start();
+        let (Some((start, end)), Some((major, minor)), Ok(inode)) = (
+            range.split_once('-'),
+            dev.split_once(':'),
+            inode.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        if inode == 0 || !path.starts_with('/') {
+            continue;
+        }
+        let (path, deleted) = match path.strip_suffix(" (deleted)") {
+            Some(p) => (p, true),
+            None => (path, false),
+        };
+        if out.iter().any(|m| m.path == path) {
+            continue;
+        }
+        let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+        let (Some(start), Some(end), Some(major), Some(minor)) =
+            (hex(start), hex(end), hex(major), hex(minor))
+        else {
+            continue;
+        };
+        out.push(MappedFile {
+            path: path.to_owned(),
+            start,
+            end,
+            dev: (major as u32, minor as u32),
+            inode,
+            deleted,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod maps_tests {
+    use super::*;
+
+    #[test]
+    fn file_mappings_once_each_with_their_identity() {
+        let text = "\
+55d0c0a00000-55d0c0a28000 r--p 00000000 fe:01 1835123                    /usr/bin/python3.11
+55d0c0a28000-55d0c0b00000 r-xp 00028000 fe:01 1835123                    /usr/bin/python3.11
+7f3a40000000-7f3a40021000 rw-p 00000000 00:00 0 
+7f3a41000000-7f3a41028000 r--p 00000000 08:02 393  /opt/my lib/libpython3.11.so.1.0 (deleted)
+7ffd1c9e0000-7ffd1ca01000 rw-p 00000000 00:00 0                          [stack]
+";
+        let files = parse_maps(text);
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(files[0].path, "/usr/bin/python3.11");
+        assert_eq!(
+            (files[0].start, files[0].end),
+            (0x55d0c0a00000, 0x55d0c0a28000)
+        );
+        assert_eq!((files[0].dev, files[0].inode), ((0xfe, 1), 1835123));
+        assert!(!files[0].deleted);
+        assert_eq!(files[1].path, "/opt/my lib/libpython3.11.so.1.0");
+        assert!(files[1].deleted && files[1].dev == (8, 2));
+    }
+
+    #[test]
+    fn this_process_maps_its_own_executable() {
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let files = mapped_files(std::process::id()).unwrap();
+        assert!(
+            files.iter().any(|m| std::path::Path::new(&m.path) == exe),
+            "{files:?}"
+        );
+        assert_eq!(
+            mapped_files(u32::MAX).unwrap_err().kind(),
+            std::io::ErrorKind::NotFound
+        );
+    }
+}

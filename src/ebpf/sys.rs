@@ -281,6 +281,13 @@ impl PinnedFile {
     pub fn inode(&self) -> io::Result<u64> {
         Ok(nix::sys::stat::fstat(&*self.fd)?.st_ino)
     }
+
+    /// Its device (major, minor) and inode: what /proc/PID/maps names a mapped file by.
+    pub fn identity(&self) -> io::Result<((u32, u32), u64)> {
+        let st = nix::sys::stat::fstat(&*self.fd)?;
+        let dev = st.st_dev;
+        Ok(((libc::major(dev), libc::minor(dev)), st.st_ino))
+    }
 }
 
 /// Gives the heap's free memory back to the kernel (glibc keeps freed small blocks for

@@ -109,20 +109,36 @@ const PROMPTS: &[PromptDef] = &[
         render: |args| {
             let ms = duration_ms(args);
             let prefix = text(args, "path_prefix");
-            let scope = if prefix.is_empty() {
-                String::new()
+            // The prefix as a glob in a filter string: glob characters, quotes and
+            // backslashes escaped, twice (the glob, then the filter's string).
+            let (scope, under, failed) = if prefix.is_empty() {
+                (String::new(), String::new(), "ret < 0".to_owned())
             } else {
-                format!(" Only paths starting with `{prefix}` matter: ignore the others.")
+                let glob: String = prefix
+                    .chars()
+                    .flat_map(|c| match c {
+                        '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+                        _ => vec![c],
+                    })
+                    .collect();
+                let quoted = glob.replace('\\', "\\\\").replace('"', "\\\"");
+                let cond = format!("path ~ \"{quoted}*\"");
+                (
+                    format!(" Only paths starting with `{prefix}` matter."),
+                    format!(", \"filter\": {}", json!(cond)),
+                    format!("{cond} && ret < 0"),
+                )
             };
+            let failed = json!(failed);
             format!(
                 "Find which processes open which files.{scope}\n\
                  1. Call `trace` with {{\"gadget\": \"open\", \"mode\": \"count\", \
-                 \"group_by\": [\"comm\", \"path\"], \"top\": 50, \"duration_ms\": {ms}}} for \
-                 the busiest process/file pairs.\n\
+                 \"group_by\": [\"comm\", \"path\"], \"top\": 50, \"duration_ms\": {ms}{under}}} \
+                 for the busiest process/file pairs.\n\
                  2. Call `trace` with {{\"gadget\": \"open\", \"mode\": \"count\", \
                  \"group_by\": [\"comm\", \"path\", \"error\"], \"top\": 50, \"duration_ms\": \
-                 {ms}}} and keep the groups whose `error` is set (ENOENT, EACCES, ...): failed \
-                 opens.\n\
+                 {ms}, \"filter\": {failed}}}: only failed opens, with their errors (ENOENT, \
+                 EACCES, ...).\n\
                  3. For a process worth a closer look, call `trace` with {{\"gadget\": \"open\", \
                  \"pid\": <pid>, \"duration_ms\": {ms}}} to see its opens in order with flags.\n\
                  4. Report per process: files opened and how often, failures with their \
@@ -378,5 +394,81 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The `{"gadget": …}` arguments a prompt text gives, parsed.
+    fn trace_calls(text: &str) -> Vec<serde_json::Map<String, Value>> {
+        let mut out = Vec::new();
+        for (at, _) in text.match_indices("{\"gadget\"") {
+            let mut depth = 0;
+            let mut in_string = false;
+            let mut escaped = false;
+            for (i, c) in text[at..].char_indices() {
+                match c {
+                    _ if escaped => escaped = false,
+                    '\\' if in_string => escaped = true,
+                    '"' => in_string = !in_string,
+                    '{' if !in_string => depth += 1,
+                    '}' if !in_string => {
+                        depth -= 1;
+                        if depth == 0 {
+                            // Calls with placeholders (`<pid>`) are not JSON: skipped.
+                            if let Ok(Value::Object(call)) =
+                                serde_json::from_str(&text[at..=at + i])
+                            {
+                                out.push(call);
+                            }
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn filters_in_prompts_parse_and_match_the_prefix_literally() {
+        use crate::trace::filter::{Filter, Kind};
+        let gadget = crate::gadgets::find("open").unwrap();
+        let fields: Vec<(String, Kind)> = gadget
+            .all_fields()
+            .map(|f| (f.name.to_owned(), Kind::of_type(f.ty)))
+            .collect();
+        let prefix = r#"/tmp/a*b"c\d["#;
+        let mut args = JsonObject::new();
+        args.insert("path_prefix".into(), json!(prefix));
+        let def = PROMPTS
+            .iter()
+            .find(|d| d.name == "who_is_opening_files")
+            .unwrap();
+        let calls = trace_calls(&(def.render)(&args));
+        let filters: Vec<&str> = calls
+            .iter()
+            .filter_map(|c| c.get("filter").and_then(Value::as_str))
+            .collect();
+        assert_eq!(filters.len(), 2, "{calls:?}");
+        let event = |path: &str, ret: i64| {
+            json!({"path": path, "ret": ret})
+                .as_object()
+                .unwrap()
+                .clone()
+        };
+        for f in &filters {
+            let f = Filter::parse(f, &fields).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert!(
+                f.matches(&event(&format!("{prefix}/x"), -2)),
+                "{}",
+                f.text()
+            );
+            assert!(!f.matches(&event("/tmp/aXb\"c\\d[/x", -2)), "{}", f.text());
+        }
+        let without = trace_calls(&(def.render)(&JsonObject::new()));
+        assert!(
+            without
+                .iter()
+                .any(|c| c.get("filter") == Some(&json!("ret < 0")))
+        );
     }
 }

@@ -211,6 +211,12 @@ pub fn bound_result(
     if let Value::Object(m) = value {
         m.insert("truncated".into(), Value::Bool(true));
         m.insert("hint".into(), Value::String(hint));
+        let cuts = m.entry("cut").or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(cuts) = cuts
+            && !cuts.iter().any(|c| c == "size")
+        {
+            cuts.push("size".into());
+        }
     }
     let size = json_len(value);
     if size > cap {

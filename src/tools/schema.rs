@@ -66,6 +66,10 @@ pub fn clean(schema: &schemars::Schema, side: Side) -> Map<String, Value> {
                 "hint".into(),
                 json!({"type": "string", "description": "what was cut and how to get the rest"}),
             );
+            props.entry("cut").or_insert_with(|| {
+                json!({"type": "array", "items": {"type": "string"},
+                       "description": "what cut the result (size: server.max_result_bytes)"})
+            });
         }
     }
     obj

@@ -18,7 +18,7 @@ use crate::core::Core;
 use crate::error::{Code, EbpfError};
 use crate::resources::Kind;
 use crate::trace::sessions::{DEFAULT_READ, End, Session, SessionHandle, State};
-use crate::trace::{self, Delivery, Limits, Mode, Snapshot, StoppedBy, TraceParams};
+use crate::trace::{self, Cut, Delivery, Limits, Mode, Snapshot, StoppedBy, TraceParams};
 
 // ---------------------------------------------------------------- trace_start
 
@@ -33,6 +33,9 @@ pub struct StartOutput {
     pub ends_at: String,
     /// Newest events kept for trace_read (older ones are overwritten and counted).
     pub buffer_events: u32,
+    /// Why the session may see less than asked (a probe placed where nothing can fire).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 pub fn start_spec() -> ToolSpec {
@@ -81,6 +84,7 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
     let n = sessions.next.fetch_add(1, Ordering::Relaxed) + 1;
     let id = format!("ts-{n}-{:08x}", crate::resources::id_suffix());
     let started_at = SystemTime::now();
+    let warnings = prepared.warnings().to_vec();
     let session = Arc::new(Session {
         id: id.clone(),
         owner: ctx.owner.clone(),
@@ -115,7 +119,8 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
                         let mut st = worker.lock();
                         st.total += 1;
                         match delivery {
-                            Delivery::Event(record) if prepared.mode == Mode::Events => {
+                            Delivery::Event(mut record) if prepared.mode == Mode::Events => {
+                                prepared.select(&mut record);
                                 let text = Value::Object(record).to_string().into_boxed_str();
                                 let seq = st.next_seq;
                                 st.next_seq += 1;
@@ -210,6 +215,7 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
         mode: session.mode,
         ends_at: crate::time::rfc3339_seconds(session.ends_at),
         buffer_events: buffer,
+        warnings,
     })
 }
 
@@ -220,7 +226,7 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
 pub struct ReadParams {
     /// From trace_start.
     pub session_id: String,
-    /// `next_cursor` of the previous read (default: the oldest event kept).
+    /// `next_cursor` of the previous read (default: the oldest kept).
     #[serde(default)]
     pub cursor: Option<u64>,
     /// Events to return (default 1000).
@@ -252,6 +258,9 @@ pub struct ReadOutput {
     pub events_overwritten: u64,
     /// More events after this page are waiting.
     pub truncated: bool,
+    /// What made the result smaller than what was seen (`hint` says how to get more).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cut: Vec<Cut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_by: Option<StoppedBy>,
     /// Time traced so far.
@@ -344,8 +353,15 @@ fn report(budget: usize, s: &Session, p: &ReadParams) -> ReadOutput {
     );
     let end = st.end.clone();
     let dropped = end.as_ref().map_or(0, |e| e.dropped);
-    let mut hint = summary.hint;
-    trace::note_losses(&mut hint, dropped, st.shed);
+    let (mut hint, mut cut) = (summary.hint, summary.cut);
+    if truncated {
+        trace::add_cut(&mut cut, Cut::Page);
+        trace::note(
+            &mut hint,
+            "more events wait after this page: read on with `cursor` set to `next_cursor`".into(),
+        );
+    }
+    trace::note_shed(&mut cut, &mut hint, dropped, st.shed);
     let elapsed = match &end {
         Some(e) => e.elapsed,
         None => s.started_at.elapsed().unwrap_or_default(),
@@ -361,6 +377,7 @@ fn report(budget: usize, s: &Session, p: &ReadParams) -> ReadOutput {
         events_shed: st.shed,
         events_overwritten: st.overwritten,
         truncated: truncated || summary.truncated,
+        cut,
         hint,
         stopped_by: end
             .as_ref()

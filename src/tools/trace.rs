@@ -13,8 +13,8 @@ use crate::config::Tier;
 use crate::core::Core;
 use crate::error::{Code, EbpfError};
 use crate::trace::{
-    Aggregates, Delivery, Limits, Mode, Snapshot, StoppedBy, Tally, TraceParams, execute,
-    note_losses, prepare, summarize,
+    Aggregates, Cut, Delivery, Limits, Mode, Snapshot, StoppedBy, Tally, TraceParams, add_cut,
+    execute, note_shed, prepare, summarize,
 };
 
 /// Result of `trace`.
@@ -37,14 +37,23 @@ pub struct TraceOutput {
     /// Events counted but not decoded: over resources.max_events_per_second.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub events_shed: u64,
+    /// Events `filter` did not pass (not in events_total).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub events_filtered: u64,
     pub events_returned: usize,
     /// More events or groups exist than are returned.
     pub truncated: bool,
+    /// What made the result smaller than what was seen (`hint` says how to get more).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cut: Vec<Cut>,
     pub stopped_by: StoppedBy,
     /// How long the gadget was attached.
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// Why the trace may have seen less than asked (a probe placed where nothing can fire).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 pub fn spec() -> ToolSpec {
@@ -55,8 +64,8 @@ pub fn spec() -> ToolSpec {
             description: "Watch the host for a bounded time with a built-in gadget: exec, \
                 exit, open, tcp_connect, tcp_accept, tcp_state, tcp_retransmit, signal, \
                 oom_kill, syscalls, biolatency, runqlat, profile, uprobe, tracepoint (info \
-                lists each with its fields and modes). Filters run in the kernel; totals are \
-                exact, drops counted; progress every second; cancel returns what was seen.",
+                lists their fields and modes). Totals are exact, drops counted; cancel returns \
+                what was seen.",
             tier: Tier::Trace,
             hints: Hints::READ_ONLY,
             list_field: Some("events"),
@@ -111,6 +120,9 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         all.resources.max_events_per_second,
     )?;
     let _slot = Slot::take(core, &ctx.config)?;
+    for warning in prepared.warnings() {
+        ctx.log(LogLevel::Warn, warning.clone());
+    }
     let duration_ms = prepared.duration.as_millis() as f64;
     // Events are kept as JSON text, and only as many as fit the result: the size bound
     // holds while collecting, so a storm costs at most one result's worth of memory.
@@ -130,9 +142,10 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         &ctx.cancel,
         false,
         |delivery| match delivery {
-            Delivery::Event(record) if prepared.mode == Mode::Events => {
+            Delivery::Event(mut record) if prepared.mode == Mode::Events => {
                 seen += 1;
                 if !cut_by_size {
+                    prepared.select(&mut record);
                     let text = Value::Object(record).to_string();
                     if kept_bytes + text.len() + 1 > budget && !kept.is_empty() {
                         cut_by_size = true;
@@ -201,11 +214,14 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         events_total: total,
         events_dropped: end.dropped,
         events_shed: end.shed,
+        events_filtered: end.filtered,
         events_returned: summary.returned,
         truncated: summary.truncated,
+        cut: summary.cut,
         stopped_by: end.stopped_by,
         duration_ms: u64::try_from(end.elapsed.as_millis()).unwrap_or(u64::MAX),
         hint: summary.hint,
+        warnings: prepared.warnings().to_vec(),
     };
     if prepared.mode == Mode::Events {
         let mut events: Vec<Map<String, Value>> = kept
@@ -217,8 +233,14 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         out.events_returned = events.len();
         out.truncated = (events.len() as u64) < total;
         if cut {
-            out.hint = Some("events cut to fit server.max_result_bytes; lower max_events, add filters, or use mode count".into());
+            add_cut(&mut out.cut, Cut::Size);
+            out.hint = Some(format!(
+                "{} of {total} events fit server.max_result_bytes; lower max_events, ask for \
+                 fewer fields, add filters, or use mode count",
+                events.len()
+            ));
         } else if end.stopped_by == StoppedBy::MaxEvents {
+            add_cut(&mut out.cut, Cut::MaxEvents);
             out.hint = Some(format!(
                 "stopped after max_events ({}); raise it, add filters, or use mode count for totals",
                 prepared.max_events
@@ -226,7 +248,7 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         }
         out.events = Some(events);
     }
-    note_losses(&mut out.hint, end.dropped, end.shed);
+    note_shed(&mut out.cut, &mut out.hint, end.dropped, end.shed);
     Ok(out)
 }
 

@@ -6,10 +6,12 @@
 //! kernel delivers is consumed, so totals are exact and drops are counted. Everything a run
 //! attached is released when it ends, however it ends.
 
+pub mod filter;
 mod plan;
 mod run;
 pub mod sessions;
 mod tally;
+pub(crate) use tally::note;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -18,7 +20,8 @@ use serde_json::{Map, Value};
 pub use plan::{Limits, Prepared, gadget_modes, prepare};
 pub use run::{RunEnd, execute};
 pub use tally::{
-    Aggregates, Delivery, Group, MAX_GROUPS, Snapshot, Summary, Tally, note_losses, summarize,
+    Aggregates, Delivery, Group, MAX_GROUPS, Snapshot, Summary, Tally, note_losses, note_shed,
+    summarize,
 };
 
 pub(crate) const DEFAULT_DURATION_MS: u64 = 5000;
@@ -35,6 +38,31 @@ pub enum Mode {
     Count,
     /// Latency histograms (log2 µs) grouped by `group_by`.
     Histogram,
+}
+
+/// What made a result smaller than what was seen; the `hint` says how to get more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Cut {
+    /// Rows were cut to fit server.max_result_bytes.
+    Size,
+    /// More groups than `top` exist; the largest are returned.
+    Top,
+    /// events mode stopped at `max_events`.
+    MaxEvents,
+    /// Over the bound on distinct groups: the rest were counted together.
+    Groups,
+    /// Events over resources.max_events_per_second were counted, not decoded.
+    Shed,
+    /// trace_read: more events wait after this page (read on from `next_cursor`).
+    Page,
+}
+
+/// Adds `cut` once.
+pub fn add_cut(cuts: &mut Vec<Cut>, cut: Cut) {
+    if !cuts.contains(&cut) {
+        cuts.push(cut);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -54,30 +82,37 @@ pub enum StoppedBy {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TraceParams {
-    /// Which gadget (listed in the description).
+    /// Which gadget.
     pub gadget: String,
     /// How long to trace (default 5000; at most tools.trace.max_duration).
     #[serde(default)]
     pub duration_ms: Option<u64>,
-    /// events mode: stop after this many events (default 1000; at most
-    /// tools.trace.max_events).
+    /// events mode: stop after this many (default 1000).
     #[serde(default)]
     pub max_events: Option<u32>,
     /// Only this process (thread group id).
     #[serde(default)]
     pub pid: Option<u32>,
-    /// Only processes with this name (15 characters at most, exact).
+    /// Only processes of this name (exact, at most 15 bytes) when the event happens (exec:
+    /// the new program's).
     #[serde(default)]
     pub comm: Option<String>,
     /// Only this user id.
     #[serde(default)]
     pub uid: Option<u32>,
-    /// Only processes in this cgroup v2 directory (a path under the cgroup2 mount).
+    /// Only this cgroup v2 directory (a path under the cgroup2 mount).
     #[serde(default)]
     pub cgroup: Option<String>,
     /// events, count or histogram (default: the gadget's).
     #[serde(default)]
     pub mode: Option<Mode>,
+    /// Keep events where this holds, e.g. `ret < 0 && comm ~ "py*"`, `dport in [80, 443]`:
+    /// == != < <= > >= ~(glob) in && || ! ().
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// events mode: only these fields per event, e.g. `["pid", "argv"]`.
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
     /// count/histogram mode: fields to group by (default: the gadget's).
     #[serde(default)]
     pub group_by: Option<Vec<String>>,
@@ -87,10 +122,10 @@ pub struct TraceParams {
     /// gadget tracepoint: `category:name` (list_tracepoints finds them).
     #[serde(default)]
     pub tracepoint: Option<String>,
-    /// gadget uprobe: `binary:symbol`, e.g. `libc.so.6:malloc`.
+    /// gadget uprobe: `binary:symbol` (`libc:malloc`); with `pid`, among the files it maps.
     #[serde(default)]
     pub target: Option<String>,
-    /// gadget profile: samples per second per CPU (default 49, at most 1000).
+    /// gadget profile: samples/s per CPU (default 49, at most 1000).
     #[serde(default)]
     pub frequency_hz: Option<u32>,
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use super::filter::{Filter, Kind};
 use super::{DEFAULT_DURATION_MS, DEFAULT_MAX_EVENTS, DEFAULT_TOP, Mode, TraceParams};
 use crate::ebpf::caps::{CapSet, Needed};
 use crate::ebpf::gadget::{GadgetCfg, GadgetError, Hook};
@@ -82,12 +83,16 @@ pub(crate) struct Plan {
     pub(crate) programs: Vec<(&'static str, Hook)>,
     pub(crate) output: Output,
     pub(crate) fields: Vec<String>,
+    /// What each field holds, for `filter` (parallel to `fields`).
+    pub(crate) kinds: Vec<Kind>,
     pub(crate) default_group_by: Vec<String>,
     /// Fields the kernel keys by only when grouped by (sets arg0).
     pub(crate) detail_fields: &'static [&'static str],
     /// Gadget-specific settings for the kernel side (arg0..arg2 of gadget_cfg).
     pub(crate) args: (u32, u32, u32),
     pub(crate) decode: Decoder,
+    /// Said with the result: why it may see less than asked (a probe that cannot fire).
+    pub(crate) warnings: Vec<String>,
 }
 
 impl Plan {
@@ -102,6 +107,7 @@ impl Plan {
             programs: gadget.programs.to_vec(),
             output: gadget.output,
             fields: gadget.all_fields().map(|f| f.name.to_owned()).collect(),
+            kinds: gadget.all_fields().map(|f| Kind::of_type(f.ty)).collect(),
             default_group_by: gadget
                 .default_group_by
                 .iter()
@@ -110,6 +116,7 @@ impl Plan {
             detail_fields: gadget.detail_fields,
             args: (0, 0, 0),
             decode: Box::new(move |bytes, clock| gadget.record(bytes, clock)),
+            warnings: Vec::new(),
         }
     }
 }
@@ -156,7 +163,8 @@ pub(crate) fn plan(p: &TraceParams) -> Result<Plan, EbpfError> {
             let gadget = gadgets::find(name).ok_or_else(|| {
                 let known: Vec<&str> = gadgets::catalogue().iter().map(|g| g.name).collect();
                 invalid(format!(
-                    "unknown gadget `{name}`; one of: {}",
+                    "unknown gadget `{name}`{}; one of: {}",
+                    crate::suggest::did_you_mean(name, known.iter().copied()),
                     known.join(", ")
                 ))
                 .with_context("gadget", name)
@@ -177,7 +185,11 @@ pub(crate) fn tracepoint_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
     })?;
     let format = tracefs::format(category, name).map_err(|e| match e {
         tracefs::TracefsError::NoSuchTracepoint(_) => invalid(format!(
-            "no tracepoint `{spec}` on this kernel; list_tracepoints with a pattern finds the right name"
+            "no tracepoint `{spec}` on this kernel{}; list_tracepoints with a pattern finds \
+             the right name",
+            tracefs::list()
+                .map(|all| crate::suggest::did_you_mean(spec, all.iter().map(String::as_str)))
+                .unwrap_or_default()
         ))
         .with_context("tracepoint", spec),
         other => EbpfError::new(Code::FilesystemNotMounted, other.to_string()),
@@ -196,6 +208,13 @@ pub(crate) fn tracepoint_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
     let hook = Hook::Tracepoint(category.to_owned().into(), name.to_owned().into());
     let mut plan = Plan::of(&gadgets::tracepoint::GADGET);
     plan.programs = vec![(gadgets::tracepoint::PROGRAM, hook)];
+    // Tracepoint fields are compared by what the event holds.
+    plan.kinds = gadgets::COMMON_FIELDS
+        .iter()
+        .map(|f| Kind::of_type(f.ty))
+        .chain(std::iter::repeat(Kind::Any))
+        .take(fields.len())
+        .collect();
     plan.fields = fields;
     plan.args = args;
     plan.decode = Box::new(move |bytes, clock| {
@@ -217,17 +236,20 @@ pub(crate) fn uprobe_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
             "the uprobe gadget needs `target`: \"binary:symbol\", e.g. \"/usr/bin/bash:readline\"",
         )
     })?;
-    let (binary, symbol) = uprobe::parse_target(target).map_err(invalid)?;
-    // Pinned before anything reads it: a FIFO cannot block the call, a device cannot act,
-    // and the file attached is the file checked. Not a regular file: the same answer as a
-    // missing symbol.
-    let file = crate::ebpf::sys::PinnedFile::open(&binary)
-        .ok()
-        .filter(crate::ebpf::sys::PinnedFile::is_regular)
-        .ok_or_else(target_not_found)?;
+    let (binary, symbol) = uprobe::split_target(target).map_err(invalid)?;
+    // The file is pinned before anything reads it: a FIFO cannot block the call, a device
+    // cannot act, and the file attached is the file checked. With `pid` it is the file
+    // that process maps, as it sees it.
+    let resolved = uprobe::resolve(binary, p.pid).map_err(|e| match e {
+        uprobe::TargetError::Invalid(text) => invalid(text).with_context("gadget", "uprobe"),
+        uprobe::TargetError::NotFound => target_not_found(),
+        uprobe::TargetError::NoProcess(pid) => process_not_found(pid),
+    })?;
+    let (file, symbol) = (resolved.file, symbol.to_owned());
     let mut plan = Plan::of(&uprobe::GADGET);
+    plan.warnings.extend(resolved.warning);
     let hook = |ret| Hook::Uprobe {
-        binary: file.real.clone(),
+        binary: resolved.shown.clone(),
         file: Some(file.clone()),
         symbol: symbol.clone(),
         ret,
@@ -283,6 +305,14 @@ pub(crate) fn shorten_verifier_log(text: &str) -> String {
         }
         None => text.to_owned(),
     }
+}
+
+pub(crate) fn process_not_found(pid: u32) -> EbpfError {
+    EbpfError::new(
+        Code::ProcessNotFound,
+        format!("no process {pid} is running; give the pid of a live process (thread group id)"),
+    )
+    .with_context("pid", pid)
 }
 
 /// One answer for a uprobe target that is missing, not a regular file, not ELF, or lacks
@@ -352,6 +382,10 @@ pub struct Prepared {
     pub max_rate: u64,
     /// The process a `pid`-scoped trace follows: the trace ends when it exits.
     pub process: Option<crate::ebpf::host::ProcessId>,
+    /// events mode: the fields events keep (`None`: all).
+    pub fields: Option<Vec<String>>,
+    /// Events that do not pass are not counted, grouped or kept.
+    pub filter: Option<Filter>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -369,6 +403,18 @@ impl Prepared {
 
     pub fn hooks(&self) -> Vec<String> {
         self.plan.hooks()
+    }
+
+    /// Keeps only the fields the call asked for.
+    pub fn select(&self, record: &mut Map<String, Value>) {
+        if let Some(fields) = &self.fields {
+            record.retain(|k, _| fields.iter().any(|f| f == k));
+        }
+    }
+
+    /// Why this trace may see less than asked, to say with its result.
+    pub fn warnings(&self) -> &[String] {
+        &self.plan.warnings
     }
 
     /// Whether results come from tables the kernel keeps rather than from events.
@@ -451,10 +497,55 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
         }
     } else if let Some(bad) = group_by.iter().find(|f| !plan.fields.contains(f)) {
         return Err(invalid(format!(
-            "`{bad}` is not a field of `{}` results; fields: {}",
+            "`{bad}` is not a field of `{}` results{}; fields: {}",
             plan.name,
+            crate::suggest::did_you_mean(bad, plan.fields.iter().map(String::as_str)),
             plan.fields.join(", ")
         )));
+    }
+    let filter = match p.filter.as_deref() {
+        None => None,
+        Some(_) if plan.output != Output::Events => {
+            return Err(invalid(format!(
+                "`filter` applies to event gadgets; the `{}` gadget counts in the kernel: \
+                 narrow it with `pid`, `comm`, `uid` or `cgroup`",
+                plan.name
+            )));
+        }
+        Some(text) => {
+            let fields: Vec<(String, Kind)> = plan
+                .fields
+                .iter()
+                .cloned()
+                .zip(plan.kinds.iter().copied())
+                .collect();
+            Some(
+                Filter::parse(text, &fields)
+                    .map_err(|e| invalid(format!("`filter`: {e}")).with_context("filter", text))?,
+            )
+        }
+    };
+    if let Some(fields) = &p.fields {
+        if mode != Mode::Events {
+            return Err(invalid(
+                "`fields` applies to mode events; counts and histograms take `group_by`",
+            ));
+        }
+        if fields.is_empty() {
+            return Err(invalid(format!(
+                "`fields` names at least one field; fields of `{}` events: {}",
+                plan.name,
+                plan.fields.join(", ")
+            )));
+        }
+        if let Some(bad) = fields.iter().find(|f| !plan.fields.contains(f)) {
+            return Err(invalid(format!(
+                "`{bad}` is not a field of `{}` events{}; fields: {}",
+                plan.name,
+                crate::suggest::did_you_mean(bad, plan.fields.iter().map(String::as_str)),
+                plan.fields.join(", ")
+            )));
+        }
     }
     if group_by
         .iter()
@@ -483,15 +574,9 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
     let mut cfg = filters(p)?;
     (cfg.arg0, cfg.arg1, cfg.arg2) = plan.args;
     let process = match p.pid {
-        Some(pid) => Some(crate::ebpf::host::ProcessId::alive(pid).ok_or_else(|| {
-            EbpfError::new(
-                Code::ProcessNotFound,
-                format!(
-                    "no process {pid} is running; give the pid of a live process (thread group id)"
-                ),
-            )
-            .with_context("pid", pid)
-        })?),
+        Some(pid) => {
+            Some(crate::ebpf::host::ProcessId::alive(pid).ok_or_else(|| process_not_found(pid))?)
+        }
         None => None,
     };
     CapSet::current()
@@ -507,5 +592,7 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
         top: p.top.unwrap_or(DEFAULT_TOP).max(1) as usize,
         max_rate: u64::from(max_rate),
         process,
+        fields: p.fields.clone(),
+        filter,
     })
 }

@@ -104,6 +104,8 @@ pub struct RunEnd {
     pub elapsed: Duration,
     pub dropped: u64,
     pub malformed: u64,
+    /// Events decoded that the call's `filter` did not pass.
+    pub filtered: u64,
     /// Events taken from the kernel but not decoded (over the rate limit).
     pub shed: u64,
     /// The kernel's tables at the end (aggregating gadgets).
@@ -148,8 +150,15 @@ pub fn execute(
     // Count mode: a record identical to an earlier one (all but its time stamp, the first 8
     // bytes) falls in the same group, so the group is looked up instead of decoding again.
     // Not when grouping by time, the one field those bytes hold.
-    let memoize = prepared.mode == Mode::Count && !prepared.group_by.iter().any(|f| f == "time");
-    let mut memo: HashMap<Box<[u8]>, Group> = HashMap::new();
+    // The same for the filter, which passes or fails alike identical records (None: fails).
+    let memoize = prepared.mode == Mode::Count
+        && !prepared.group_by.iter().any(|f| f == "time")
+        && !prepared.filter.as_ref().is_some_and(|f| f.reads("time"));
+    let mut memo: HashMap<Box<[u8]>, Option<Group>> = HashMap::new();
+    let passes = |record: &serde_json::Map<String, serde_json::Value>| {
+        prepared.filter.as_ref().is_none_or(|f| f.matches(record))
+    };
+    let mut filtered: u64 = 0;
     let mut last_look = Instant::now();
     // Set once the followed process is gone: one more read takes what it left in the ring.
     let mut exited = false;
@@ -166,7 +175,12 @@ pub fn execute(
                 .poll(Duration::ZERO, |bytes| {
                     total += 1;
                     match (plan.decode)(bytes, &clock) {
-                        Some(record) => on_event(Delivery::Event(record)),
+                        Some(record) if passes(&record) => on_event(Delivery::Event(record)),
+                        Some(_) => {
+                            total -= 1;
+                            filtered += 1;
+                            true
+                        }
                         None => {
                             total -= 1;
                             malformed += 1;
@@ -199,8 +213,14 @@ pub fn execute(
             }
             if memoize {
                 let tail = bytes.get(8..).unwrap_or_default();
-                if let Some(group) = memo.get(tail) {
-                    return on_event(Delivery::Group(group));
+                match memo.get(tail) {
+                    Some(Some(group)) => return on_event(Delivery::Group(group)),
+                    Some(None) => {
+                        total -= 1;
+                        filtered += 1;
+                        return true;
+                    }
+                    None => {}
                 }
             }
             let Some(record) = (plan.decode)(bytes, &clock) else {
@@ -208,13 +228,21 @@ pub fn execute(
                 malformed += 1;
                 return true;
             };
+            let pass = passes(&record);
             if memoize {
                 if memo.len() >= MEMO_ENTRIES {
                     memo.clear();
                 }
-                let group = Tally::key_of(&prepared.group_by, &record);
+                let group = pass.then(|| Tally::key_of(&prepared.group_by, &record));
                 let tail: Box<[u8]> = bytes.get(8..).unwrap_or_default().into();
-                return on_event(Delivery::Group(memo.entry(tail).or_insert(group)));
+                if let Some(group) = memo.entry(tail).or_insert(group) {
+                    return on_event(Delivery::Group(group));
+                }
+            }
+            if !pass {
+                total -= 1;
+                filtered += 1;
+                return true;
             }
             full = !on_event(Delivery::Event(record));
             !full
@@ -262,6 +290,7 @@ pub fn execute(
         elapsed,
         dropped,
         malformed,
+        filtered,
         shed,
         snapshot,
     })

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{CountRow, Mode};
+use super::{CountRow, Cut, Mode};
 use crate::gadgets::hist::{self, Hist, HistRow};
 use crate::gadgets::profile::{self, FunctionRow, Sample, StackRow};
 
@@ -144,6 +144,8 @@ pub struct Summary {
     /// Events the rows stand for.
     pub returned: usize,
     pub truncated: bool,
+    /// What cut the rows short.
+    pub cut: Vec<Cut>,
     pub hint: Option<String>,
 }
 
@@ -160,13 +162,26 @@ pub fn summarize(
     let mut out = Summary::default();
     let counted = |tally: &Tally, out: &mut Summary| {
         let mut rows = tally.top(top);
+        if rows.len() < tally.groups() {
+            out.cut.push(Cut::Top);
+            out.hint = Some(format!(
+                "the {} largest of {} groups; raise `top` or add filters for the rest",
+                rows.len(),
+                tally.groups()
+            ));
+        }
         let cut = crate::rows::fit_rows(&mut rows, budget);
         out.returned = rows.iter().map(|r| r.count as usize).sum();
         out.truncated = rows.len() < tally.groups() || tally.other() > 0;
         if cut {
-            out.hint = Some("groups cut to fit server.max_result_bytes; lower top".into());
+            out.cut.push(Cut::Size);
+            note(
+                &mut out.hint,
+                "groups cut to fit server.max_result_bytes; lower top".into(),
+            );
         }
         if tally.other() > 0 {
+            out.cut.push(Cut::Groups);
             note(
                 &mut out.hint,
                 format!(
@@ -185,11 +200,22 @@ pub fn summarize(
             let mut rows = hist::grouped(entries, group_by);
             let groups = rows.len();
             rows.truncate(top);
+            if rows.len() < groups {
+                out.cut.push(Cut::Top);
+                out.hint = Some(format!(
+                    "the {} largest of {groups} histograms; raise `top` or add filters for the rest",
+                    rows.len()
+                ));
+            }
             let cut = crate::rows::fit_rows(&mut rows, budget);
             out.returned = rows.iter().map(|r| r.count as usize).sum();
             out.truncated = rows.len() < groups;
             if cut {
-                out.hint = Some("histograms cut to fit server.max_result_bytes; lower top or group by fewer fields".into());
+                out.cut.push(Cut::Size);
+                note(
+                    &mut out.hint,
+                    "histograms cut to fit server.max_result_bytes; lower top or group by fewer fields".into(),
+                );
             }
             out.rows.groups = Some(groups);
             out.rows.histograms = Some(rows);
@@ -214,10 +240,14 @@ pub fn summarize(
             cut |= crate::rows::fit_rows(&mut folded, budget / 5);
             if folded.len() < all_folded || cut {
                 out.truncated = true;
-                out.hint = Some(format!(
-                    "{} of {all_folded} folded stacks fit server.max_result_bytes; the largest are kept",
-                    folded.len()
-                ));
+                out.cut.push(Cut::Size);
+                note(
+                    &mut out.hint,
+                    format!(
+                        "{} of {all_folded} folded stacks fit server.max_result_bytes; the largest are kept",
+                        folded.len()
+                    ),
+                );
             }
             out.rows.functions = Some(functions);
             out.rows.stacks = Some(stacks);
@@ -241,6 +271,15 @@ pub(crate) fn note(out: &mut Option<String>, note: String) {
         Some(h) => format!("{h}; {note}"),
         None => note,
     });
+}
+
+/// Names the shedding among the cuts, and in the hint what the kernel dropped and what the
+/// server shed.
+pub fn note_shed(cuts: &mut Vec<Cut>, hint: &mut Option<String>, dropped: u64, shed: u64) {
+    if shed > 0 {
+        super::add_cut(cuts, Cut::Shed);
+    }
+    note_losses(hint, dropped, shed);
 }
 
 /// Adds to the hint what the kernel dropped and what the server shed.
@@ -316,7 +355,15 @@ mod tests {
         assert_eq!(t.other(), 50);
         let s = summarize(Mode::Count, &by, 5, &t, None, 1 << 20);
         assert!(s.truncated);
-        assert!(s.hint.unwrap().contains("50 events of further groups"));
+        assert_eq!(s.cut, [Cut::Top, Cut::Groups]);
+        let hint = s.hint.unwrap();
+        assert!(hint.contains("50 events of further groups"), "{hint}");
+        assert!(
+            hint.contains(&format!(
+                "the 5 largest of {MAX_GROUPS} groups; raise `top`"
+            )),
+            "{hint}"
+        );
         assert_eq!(s.rows.groups, Some(MAX_GROUPS));
         assert_eq!(s.rows.counts.unwrap()[0].count, 5);
     }
@@ -332,7 +379,7 @@ mod tests {
         let counts = s.rows.counts.unwrap();
         assert_eq!(counts[0].count, 5);
         assert_eq!(counts[1].count, 2);
-        assert!(!s.truncated);
+        assert!(!s.truncated && s.cut.is_empty() && s.hint.is_none());
         assert_eq!(s.returned, 7);
     }
 
@@ -348,6 +395,11 @@ mod tests {
         assert!(counts.len() < 200 && !counts.is_empty(), "{}", counts.len());
         assert!(serde_json::to_string(&counts).unwrap().len() <= 1000);
         assert!(s.truncated);
+        assert_eq!(
+            s.cut,
+            [Cut::Size],
+            "all 200 groups were asked for: only size cut"
+        );
         assert!(s.hint.unwrap().contains("lower top"));
     }
 
@@ -360,5 +412,14 @@ mod tests {
         let h = hint.unwrap();
         assert!(h.contains("3 events were dropped in the kernel"), "{h}");
         assert!(h.contains("4 events were counted but not decoded"), "{h}");
+        let (mut cuts, mut hint) = (vec![Cut::Top], None);
+        note_shed(&mut cuts, &mut hint, 0, 0);
+        assert_eq!(
+            (cuts.as_slice(), hint.is_none()),
+            ([Cut::Top].as_slice(), true)
+        );
+        note_shed(&mut cuts, &mut hint, 0, 2);
+        note_shed(&mut cuts, &mut hint, 0, 2);
+        assert_eq!(cuts, [Cut::Top, Cut::Shed]);
     }
 }

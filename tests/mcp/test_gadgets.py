@@ -359,6 +359,88 @@ async def test_uprobe_on_a_library_by_name(url):
     assert data["events_total"] >= 1 and data["counts"][0]["key"]["comm"] == "true"
 
 
+# A process in a mount namespace of its own, with a copy of libz at a path only it sees:
+# tmpfs on /mnt inside the namespace. It loads the copy, says "ready", calls zlibVersion N
+# times when told to, and exits.
+LIBZ_CALLER = r"""
+set -e
+mount -t tmpfs none /mnt
+cp "$(readlink -f /lib/x86_64-linux-gnu/libz.so.1)" /mnt/libz.so.1
+exec python3 -c '
+import ctypes, sys
+z = ctypes.CDLL("/mnt/libz.so.1")
+print("ready", flush=True)
+n = int(sys.stdin.readline())
+for _ in range(n):
+    z.zlibVersion()
+'
+"""
+
+
+@contextlib.contextmanager
+def libz_in_own_namespace():
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c", LIBZ_CALLER],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_uprobe_with_pid_finds_the_library_the_process_maps(url):
+    """With `pid`, the target is the file that process maps, as it sees it: /mnt/libz.so.1
+    exists only in its mount namespace, yet every call is counted and the hook names it.
+    `libz` alone names both that copy and the host's libz (python loads that too): the
+    answer lists both."""
+    assert not pathlib.Path("/mnt/libz.so.1").exists()
+    calls = 777
+    with libz_in_own_namespace() as proc:
+        async with Client(url, mode="legacy") as client:
+            r = await client.call_tool("trace", {"gadget": "uprobe", "target": "libz:zlibVersion",
+                                                 "pid": proc.pid, "duration_ms": 300})
+        assert r.is_error and r.structured_content["code"] == "INVALID_ARGUMENTS"
+        message = r.structured_content["message"]
+        assert "`libz` matches 2 files" in message and "/mnt/libz.so.1" in message, message
+
+        def action():
+            proc.stdin.write(f"{calls}\n")
+            proc.stdin.flush()
+            assert proc.wait(timeout=20) == 0
+
+        data = await trace_while(url, {"gadget": "uprobe", "target": "/mnt/libz.so.1:zlibVersion",
+                                       "pid": proc.pid, "duration_ms": 4000}, action)
+    assert data["hooks"] == ["uprobe:/mnt/libz.so.1:zlibVersion"], data["hooks"]
+    assert data["events_total"] == calls, data
+    assert data["counts"] == [{"key": {"pid": proc.pid, "comm": "python3"}, "count": calls}]
+    assert data["stopped_by"] == "process_exited" and "warnings" not in data
+
+
+async def test_uprobe_targets_name_what_the_process_maps(url):
+    with libz_in_own_namespace() as proc:
+        async with Client(url, mode="legacy") as client:
+            async def trace(**args):
+                return await client.call_tool("trace", {"gadget": "uprobe", "duration_ms": 300, **args})
+
+            r = await trace(target="libnosuch:f", pid=proc.pid)
+            assert r.is_error and r.structured_content["code"] == "INVALID_ARGUMENTS"
+            message = r.structured_content["message"]
+            assert "maps no file named `libnosuch`" in message and "libz.so.1" in message, message
+            # A path the process does not map: attached, and said to be unable to fire.
+            r = await trace(target=f"{WORKLOAD}:ebpf_mcp_work", pid=proc.pid)
+            assert not r.is_error, r
+            (warning,) = r.structured_content["warnings"]
+            assert f"does not map {WORKLOAD}" in warning
+        # A pid that does not exist.
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        async with Client(url, mode="legacy") as client:
+            r = await client.call_tool("trace", {"gadget": "uprobe", "target": "libc:malloc",
+                                                 "pid": gone.pid, "duration_ms": 300})
+        assert r.is_error and r.structured_content["code"] == "PROCESS_NOT_FOUND", r.structured_content
+
+
 async def test_gadget_option_errors_say_how_to_fix_them(url):
     async with Client(url, mode="legacy") as client:
         for args, needle, code in [
@@ -413,7 +495,7 @@ def test_load_shedding_counts_what_it_does_not_decode(binary):
     assert data["events_total"] >= opens
     assert data["events_shed"] > 0 and decoded <= 400
     assert decoded + data["events_shed"] == data["events_total"]
-    assert dev_null and "max_events_per_second" in data["hint"]
+    assert dev_null and "max_events_per_second" in data["hint"] and "shed" in data["cut"]
 
 
 def test_concurrent_traces_are_limited(binary):

@@ -394,6 +394,77 @@ async def call_ok(client, tool, args):
     return r.structured_content
 
 
+async def test_fields_choose_what_events_carry(url):
+    marker = unique_marker()
+
+    def action():
+        subprocess.run(["/bin/echo", marker], check=True, capture_output=True)
+
+    data = await trace_while(url, {"gadget": "exec", "duration_ms": 2000, "fields": ["pid", "argv"]}, action)
+    assert data["events"] and all(set(e) == {"pid", "argv"} for e in data["events"]), data["events"]
+    assert any(e["argv"] == ["/bin/echo", marker] for e in data["events"])
+    async with Client(url, mode="legacy") as client:
+        for args, needle in [
+            ({"fields": ["pid", "nope"]}, "`nope` is not a field of `exec` events; fields: time, pid"),
+            ({"fields": []}, "at least one field"),
+            ({"fields": ["pid"], "mode": "count"}, "applies to mode events"),
+        ]:
+            r = await client.call_tool("trace", {"gadget": "exec", "duration_ms": 200, **args})
+            assert r.is_error and r.structured_content["code"] == "INVALID_ARGUMENTS", args
+            assert needle in r.structured_content["message"], r.structured_content["message"]
+
+
+async def test_filter_keeps_only_matching_events(url):
+    """`filter` over event fields: only the failed opens under the test's directory, in
+    events and count mode, however many other opens happen meanwhile."""
+    directory = pathlib.Path(tempfile.mkdtemp())
+    existing = directory / "here.txt"
+    existing.write_text("x")
+
+    def action():
+        for i in range(3):
+            subprocess.run(["cat", str(existing)], check=True, capture_output=True)
+            subprocess.run(["cat", str(directory / f"missing-{i}")], capture_output=True)
+
+    where = f"ret < 0 && path ~ \"{directory}/*\""
+    data = await trace_while(url, {"gadget": "open", "duration_ms": 2500, "filter": where}, action)
+    paths = sorted(e["path"] for e in data["events"])
+    assert paths == [str(directory / f"missing-{i}") for i in range(3)], data["events"]
+    assert all(e["error"] == "ENOENT" for e in data["events"])
+    assert data["events_total"] == 3 and data["events_filtered"] > 0
+    data = await trace_while(url, {"gadget": "open", "duration_ms": 2500, "mode": "count",
+                                   "group_by": ["comm", "error"], "filter": where}, action)
+    assert data["counts"] == [{"key": {"comm": "cat", "error": "ENOENT"}, "count": 3}], data
+    async with Client(url, mode="legacy") as client:
+        for args, needle in [
+            ({"gadget": "open", "filter": "port == 1"}, "`port` is not a field of these events"),
+            ({"gadget": "open", "filter": "ret < 0 && pth ~ \"/x*\""}, "did you mean `path`?"),
+            ({"gadget": "open", "filter": "ret < \"x\""}, "`ret` takes a number"),
+            ({"gadget": "syscalls", "filter": "pid == 1"}, "counts in the kernel"),
+        ]:
+            r = await client.call_tool("trace", {"duration_ms": 200, **args})
+            assert r.is_error and r.structured_content["code"] == "INVALID_ARGUMENTS", args
+            assert needle in r.structured_content["message"], r.structured_content["message"]
+
+
+async def test_results_say_what_cut_them(url):
+    """`cut` names why a result holds less than was seen, and the hint how to get more."""
+    def action():
+        for name in ["/bin/true", "/bin/echo", "/bin/ls", "/bin/true", "/bin/true"]:
+            subprocess.run([name], check=True, capture_output=True)
+
+    data = await trace_while(url, {"gadget": "exec", "duration_ms": 2500, "mode": "count", "group_by": ["comm"],
+                                   "top": 1, "comm": "true"}, action)
+    assert data["counts"] == [{"key": {"comm": "true"}, "count": 3}] and "cut" not in data, data
+    data = await trace_while(url, {"gadget": "exec", "duration_ms": 2500, "mode": "count", "group_by": ["comm"],
+                                   "top": 1, "uid": 0}, action)
+    assert data["truncated"] and data["cut"] == ["top"], data
+    assert data["hint"].startswith("the 1 largest of ") and "raise `top`" in data["hint"], data["hint"]
+    data = await trace_while(url, {"gadget": "exec", "duration_ms": 2500, "max_events": 2}, action)
+    assert data["events_returned"] == 2 and data["stopped_by"] == "max_events"
+    assert data["cut"] == ["max_events"] and "raise it" in data["hint"], data
+
+
 async def test_background_session_reads_new_events_and_stops(url):
     marker = unique_marker()
     async with Client(url, mode="legacy") as client:

@@ -19,7 +19,11 @@ pub fn markdown(registry: &Registry) -> String {
          Every tool returns its result as JSON in `structuredContent` and the same JSON as a \
          text block. Results larger than `server.max_result_bytes` are cut from the end of \
          their largest lists and marked `\"truncated\": true` with a `hint` saying what was \
-         cut. A disabled tier's tools are not listed.\n\n\
+         cut; `cut` names every reason a result holds less than was seen (`size`, `top`, \
+         `max_events`, `groups`, `shed`, `page`). A disabled tier's tools are not listed. \
+         `tools/list` carries each tool's description and input schema; the result fields \
+         below (and `ebpf-mcp tools --output json`, with the full output schemas) are left \
+         out of it to keep an agent's context small.\n\n\
          | tool | tier | title | read-only | destructive | idempotent |\n\
          |---|---|---|---|---|---|\n",
     );

@@ -313,6 +313,32 @@ fn aya_only_in_the_kernel_layer() {
     );
 }
 
+/// A field left out of a result when empty must not be `required` in its published output
+/// schema: schemars counts a field as optional when it is an `Option` or has `default`.
+#[test]
+fn fields_skipped_when_empty_are_optional_in_schemas() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut bad = Vec::new();
+    for s in crate_sources() {
+        let text = std::fs::read_to_string(root.join(&s.rel)).unwrap();
+        for line in text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("#[serde("))
+        {
+            if line.contains("skip_serializing_if")
+                && !line.contains("Option::is_none")
+                && !line.contains("default")
+            {
+                bad.push(format!("{}: {}", s.rel, line.trim()));
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "add `default` next to skip_serializing_if: {bad:#?}"
+    );
+}
+
 #[test]
 fn the_scanner_sees_code_not_prose() {
     let code = code_only(

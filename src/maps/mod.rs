@@ -32,12 +32,11 @@ pub struct MapSelector<'a> {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Predicate {
-    /// Dotted path: `value.bytes`, `key.sport`, `value.hist.3` (no prefix: the value);
-    /// `key`/`value`: the whole key or value.
+    /// `value.bytes`, `key.sport`, `value.hist.3` (no prefix: the value); `key`, `value`.
     pub field: String,
-    /// Comparison; contains and prefix apply to strings.
+    /// contains and prefix: strings.
     pub op: Op,
-    /// A number, string, bool or enum name.
+    /// Number, string, bool or enum name.
     pub value: Value,
 }
 
@@ -66,28 +65,27 @@ pub enum Order {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MapDumpParams {
-    /// The map's name (as `list_maps` shows it). Several maps with one name: use `map_id`.
+    /// Its name (several maps share one: use `map_id`).
     #[serde(default)]
     pub map_name: Option<String>,
     /// The map's id.
     #[serde(default)]
     pub map_id: Option<u32>,
-    /// A pinned map's path, under a bpffs mount (e.g. /sys/fs/bpf/...).
+    /// A pinned map's path (on bpffs).
     #[serde(default)]
     pub pin_path: Option<String>,
-    /// Entries to return (default 1000; capped by tools.map_dump.max_entries).
+    /// Entries to return (default 1000).
     #[serde(default)]
     pub max_entries: Option<u32>,
-    /// Keep only entries matching every predicate.
+    /// Entries matching every predicate.
     #[serde(default)]
     pub filter: Vec<Predicate>,
     /// Order by this field (same paths as `filter`); per-CPU maps order by the sum.
     #[serde(default)]
     pub sort_by: Option<String>,
-    /// Sort order (default desc: largest first).
     #[serde(default)]
     pub order: Order,
-    /// `next_cursor` of the previous page of the same query.
+    /// `next_cursor` of the previous page.
     #[serde(default)]
     pub cursor: Option<String>,
 }
@@ -149,17 +147,16 @@ pub struct MapDumpOutput {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MapLookupParams {
-    /// The map's name (as `list_maps` shows it). Several maps with one name: use `map_id`.
+    /// Its name (several maps share one: use `map_id`).
     #[serde(default)]
     pub map_name: Option<String>,
     /// The map's id.
     #[serde(default)]
     pub map_id: Option<u32>,
-    /// A pinned map's path, under a bpffs mount (e.g. /sys/fs/bpf/...).
+    /// A pinned map's path (on bpffs).
     #[serde(default)]
     pub pin_path: Option<String>,
-    /// The key as decoded JSON, as `map_dump` shows keys (a number, a string, an object of
-    /// fields), or its raw bytes as a hex string starting with `0x`.
+    /// As map_dump shows keys (number, string, object), or raw hex `0x…`.
     pub key: Value,
 }
 

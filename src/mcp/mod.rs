@@ -280,7 +280,6 @@ fn to_mcp_tool(spec: &'static ToolSpec) -> Tool {
         Arc::new(spec.listed_input_schema.clone()),
     )
     .with_title(spec.title)
-    .with_raw_output_schema(Arc::new(spec.listed_output_schema.clone()))
     .with_annotations(annotations(spec.hints))
 }
 

@@ -42,7 +42,7 @@ pub struct SandboxReport {
     /// seccomp: the allow-list's size and what happens to other calls, or why not.
     pub seccomp: String,
     /// Steps that could not be applied.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
 }
 

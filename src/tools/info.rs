@@ -22,8 +22,7 @@ use crate::trace::{self, Mode};
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InfoParams {
-    /// Re-run the kernel feature probes instead of returning the results cached when this
-    /// server process first probed.
+    /// Probe the kernel again instead of answering from the cached probes.
     #[serde(default)]
     pub refresh: bool,
 }
@@ -149,10 +148,10 @@ pub fn spec() -> ToolSpec {
             name: "info",
             title: "Host eBPF capabilities",
             description: "What eBPF can do on this host and how this server is set up: \
-                kernel, lockdown, BTF, JIT, mounts, the server's capabilities, and which \
-                program types, attach kinds, map types and helpers really work here (probed by \
-                loading tiny programs; cached, `refresh: true` probes again). Call it first; \
-                `problems` says what is missing and how to fix it.",
+                kernel, lockdown, BTF, JIT, mounts, capabilities, and which program types, \
+                attach kinds, maps and helpers really work (probed once; `refresh` probes \
+                again), and the gadgets with their fields. Call it first; `problems` says what \
+                is missing and how to fix it.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: None,

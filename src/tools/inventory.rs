@@ -81,17 +81,16 @@ pub struct ListProgramsParams {
     /// Only programs whose name contains this.
     #[serde(default)]
     pub name: Option<String>,
-    /// Only programs of this type (tracepoint, kprobe, xdp, sched_cls, cgroup_skb, ...).
+    /// Only this type (tracepoint, kprobe, xdp, sched_cls, ...).
     #[serde(default, rename = "type")]
     pub prog_type: Option<String>,
     /// Only programs held open by this process.
     #[serde(default)]
     pub pid: Option<u32>,
-    /// Measure each program's runs, ns per run and CPU share over this window (1-10000 ms;
-    /// kernel BPF statistics are on only for the window).
+    /// Measure runs, ns per run and CPU share over this window (1-10000 ms).
     #[serde(default)]
     pub sample_ms: Option<u32>,
-    /// With `id`: the translated instructions, the verifier's numbers and the maps it uses.
+    /// With `id`: its instructions, verifier numbers and maps.
     #[serde(default)]
     pub detail: bool,
     /// Programs per page (default 100, at most 1000).
@@ -428,10 +427,10 @@ pub struct ListMapsParams {
     /// Only maps whose name contains this.
     #[serde(default)]
     pub name: Option<String>,
-    /// Only maps of this type (hash, array, percpu_hash, lru_hash, ringbuf, ...).
+    /// Only this type (hash, array, percpu_hash, ringbuf, ...).
     #[serde(default, rename = "type")]
     pub map_type: Option<String>,
-    /// Count the entries of each listed map exactly (a full scan of each; slower on big maps).
+    /// Count each map's entries exactly (a full scan: slower on big maps).
     #[serde(default)]
     pub count: bool,
     /// Maps per page (default 100, at most 1000).
@@ -476,9 +475,8 @@ pub fn maps_spec() -> ToolSpec {
             name: "list_maps",
             title: "List BPF maps",
             description: "Every BPF map on the host: id, name, type, key/value sizes and BTF \
-                type names, max entries, flags, memory, frozen, and the processes holding it. \
-                Filter by `id`, `name`, `type`; `count: true` counts entries exactly. Read a \
-                map's contents with map_dump.",
+                types, max entries, flags, memory, frozen, the processes holding it; `count` \
+                counts entries exactly. Contents: map_dump.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: Some("maps"),
@@ -575,7 +573,7 @@ pub struct ListLinksParams {
     /// Only links of this program.
     #[serde(default)]
     pub prog_id: Option<u32>,
-    /// Only links of this type (raw_tracepoint, tracing, cgroup, xdp, perf_event, tcx, ...).
+    /// Only this type (raw_tracepoint, tracing, cgroup, xdp, perf_event, tcx, ...).
     #[serde(default, rename = "type")]
     pub link_type: Option<String>,
     /// Links per page (default 100, at most 1000).
@@ -611,10 +609,9 @@ pub fn links_spec() -> ToolSpec {
         ToolMeta {
             name: "list_links",
             title: "List BPF links",
-            description: "Every BPF link on the host: what attaches which program where, in \
-                human terms (tracepoint name, interface name and index for XDP/TCX, cgroup path, \
-                uprobe file and offset, kernel function) and who holds it. Filter by `id`, \
-                `prog_id`, `type`.",
+            description: "Every BPF link on the host: which program attaches where, in human \
+                terms (tracepoint, interface for XDP/TCX, cgroup path, uprobe file and offset, \
+                kernel function), and who holds it.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: Some("links"),

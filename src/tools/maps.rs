@@ -14,12 +14,11 @@ pub fn dump_spec() -> ToolSpec {
         ToolMeta {
             name: "map_dump",
             title: "Read a BPF map",
-            description: "Entries of any BPF map on the host, keys and values decoded through \
-                the map's BTF (structs to objects, enums by name, char arrays to strings; hex \
-                without BTF; per-CPU maps give per-CPU values and their sum). Select the map \
-                by `map_name`, `map_id` or `pin_path`. Filter, sort (`sort_by: \"bytes\"` with \
-                `max_entries: 20` is the top 20) and page on the server; totals are exact. For \
-                one key use map_lookup.",
+            description: "Entries of any BPF map on the host, decoded through its BTF \
+                (structs, enums by name, strings; hex without BTF; per-CPU values and their \
+                sum). Select it by `map_name`, `map_id` or `pin_path`; filter, sort \
+                (`sort_by: \"bytes\"`, `max_entries: 20`: the top 20) and page on the server; \
+                totals are exact. One key: map_lookup.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: Some("entries"),
@@ -36,9 +35,8 @@ pub fn lookup_spec() -> ToolSpec {
         ToolMeta {
             name: "map_lookup",
             title: "Look up one map key",
-            description: "One entry of a BPF map by key, decoded like map_dump. Give the key as \
-                map_dump shows it (a number, a string, an object of fields) or as raw hex \
-                (`0x...`). `found: false` when the key is absent.",
+            description: "One entry of a BPF map by key, decoded like map_dump; `found: \
+                false` when the key is absent.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: None,

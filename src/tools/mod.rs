@@ -50,9 +50,6 @@ impl Hints {
     };
 }
 
-/// Levels of an output schema `tools/list` shows: the root properties and their types.
-const LISTED_SCHEMA_DEPTH: usize = 1;
-
 /// A boolean configuration key and how to read it.
 type Switch = (&'static str, fn(&Config) -> bool);
 
@@ -73,11 +70,10 @@ pub struct ToolSpec {
     /// The input schema as `tools/list` shows it: the same, or without parameter
     /// descriptions for a tool whose description points to another's (`with_brief_input`).
     pub listed_input_schema: Map<String, Value>,
-    /// Clean JSON Schema of the result, complete (result trimming, docs).
+    /// Clean JSON Schema of the result (result trimming, docs/tools.md, `tools --output
+    /// json`). `tools/list` leaves it out: agents read the result itself, and the list's
+    /// size is their context.
     pub output_schema: Map<String, Value>,
-    /// The output schema as `tools/list` shows it: the top levels only, to keep the list
-    /// small enough for an agent's context.
-    pub listed_output_schema: Map<String, Value>,
     run: RunFn,
     /// A per-tool switch beyond the tier (`tools.map_dump.enabled`), with its key.
     switch: Option<Switch>,
@@ -137,7 +133,6 @@ impl ToolSpec {
             list_field: meta.list_field,
             listed_input_schema: schema::listed_input(&input_schema),
             input_schema,
-            listed_output_schema: schema::compact(&output_schema, LISTED_SCHEMA_DEPTH),
             output_schema,
             switch: None,
             timeout: None,

@@ -1,7 +1,8 @@
 //! Turns schemars output into schemas strict clients accept: references inlined, no
 //! non-standard `format` (`uint32`, `int64`, …), no `["type", "null"]` unions, no titles
-//! derived from Rust names. Output schemas gain the `truncated`/`hint` fields every result
-//! may carry; `compact` makes the short form `tools/list` shows (docs/tools.md has the rest).
+//! derived from Rust names. Output schemas gain the `truncated`/`hint`/`cut` fields every
+//! result may carry; they are published in docs/tools.md and `ebpf-mcp tools --output json`
+//! (not in `tools/list`, whose size is an agent's context).
 
 use serde_json::{Map, Value, json};
 
@@ -217,18 +218,6 @@ fn normalize(value: &mut Value, is_root: bool) {
     }
 }
 
-/// A shorter copy of an output schema for `tools/list`: no field descriptions, and object
-/// and array schemas below `depth` keep only their `type`. Clients still get a valid schema
-/// for the result; the full one stays in the registry (docs, result trimming).
-pub fn compact(schema: &Map<String, Value>, depth: usize) -> Map<String, Value> {
-    let mut v = Value::Object(schema.clone());
-    compact_at(&mut v, depth);
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
-}
-
 /// The input schema as `tools/list` shows it: `minimum: 0` (every unsigned integer has it,
 /// and the server rejects negatives with a clear error anyway) left out.
 pub fn listed_input(schema: &Map<String, Value>) -> Map<String, Value> {
@@ -276,46 +265,6 @@ fn strip_descriptions(v: &mut Value) {
     for key in SUBSCHEMA_MAPS {
         if let Some(Value::Object(map)) = m.get_mut(*key) {
             map.values_mut().for_each(strip_descriptions);
-        }
-    }
-}
-
-fn compact_at(v: &mut Value, depth: usize) {
-    let Value::Object(m) = v else {
-        return;
-    };
-    m.remove("description");
-    // Bounds and required fields matter to whoever sends values; a reader of a result
-    // needs the names and types (the full schema is in docs/tools.md).
-    m.remove("minimum");
-    m.remove("maximum");
-    m.remove("required");
-    m.remove("enum");
-    let is_container = matches!(
-        m.get("type").and_then(Value::as_str),
-        Some("object") | Some("array")
-    );
-    if depth == 0 && is_container {
-        m.retain(|k, _| k == "type");
-        return;
-    }
-    for key in SUBSCHEMA {
-        if let Some(child) = m.get_mut(*key) {
-            compact_at(child, depth.saturating_sub(1));
-        }
-    }
-    for key in SUBSCHEMA_LISTS {
-        if let Some(Value::Array(list)) = m.get_mut(*key) {
-            for child in list {
-                compact_at(child, depth);
-            }
-        }
-    }
-    for key in SUBSCHEMA_MAPS {
-        if let Some(Value::Object(map)) = m.get_mut(*key) {
-            for child in map.values_mut() {
-                compact_at(child, depth.saturating_sub(1));
-            }
         }
     }
 }
@@ -399,25 +348,12 @@ mod tests {
     }
 
     #[test]
-    fn compact_keeps_the_top_levels_only() {
-        let full = clean(&schemars::schema_for!(In), Side::Output);
-        let short = Value::Object(compact(&full, 1));
-        assert_eq!(short["properties"]["size"]["type"], "integer");
-        assert_eq!(short["properties"]["nested"], json!({"type": "object"}));
-        assert!(lint(&short).is_empty());
-    }
-
-    #[test]
-    fn output_schema_gains_truncation_fields_and_its_compact_form_loses_field_docs() {
-        let full = clean(&schemars::schema_for!(Inner), Side::Output);
-        let s = Value::Object(compact(&full, 2));
+    fn output_schema_gains_truncation_fields() {
+        let s = Value::Object(clean(&schemars::schema_for!(Inner), Side::Output));
         assert!(lint(&s).is_empty());
         assert_eq!(s["properties"]["truncated"]["type"], "boolean");
-        assert!(s["properties"]["name"].get("description").is_none());
-        assert_eq!(full["properties"]["name"]["description"], "A name.");
-        assert!(s["properties"]["ratio"].get("format").is_none());
-        assert_eq!(s["properties"]["description"]["type"], "string");
-        assert!(s.get("required").is_none());
+        assert_eq!(s["properties"]["cut"]["type"], "array");
+        assert_eq!(s["properties"]["name"]["description"], "A name.");
     }
 
     #[test]

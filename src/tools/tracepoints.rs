@@ -17,8 +17,8 @@ const MAX_LIMIT: u32 = 2000;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListTracepointsParams {
-    /// `category:name` glob (`*`, `?`), e.g. `syscalls:sys_enter_open*`, `sched:*`; a
-    /// pattern without `:` matches either part. Without a pattern: the categories.
+    /// `category:name` glob, e.g. `syscalls:sys_enter_open*` (without `:`, either part);
+    /// none: the categories.
     #[serde(default)]
     pub pattern: Option<String>,
     /// The fields of the one tracepoint the pattern matches.
@@ -63,9 +63,8 @@ pub fn spec() -> ToolSpec {
             name: "list_tracepoints",
             title: "Find tracepoints",
             description: "The kernel's tracepoints: without `pattern`, the categories; with a \
-                glob pattern (`sched:*`, `*openat*`), the matching names; with `detail: true` \
-                and a pattern matching one, its fields (name, C type, offset, size). Trace \
-                any of them with trace gadget `tracepoint`.",
+                glob (`sched:*`), the names; with `detail` and a pattern matching one, its \
+                fields (name, C type, offset, size). Trace them with gadget `tracepoint`.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: Some("tracepoints"),

@@ -558,6 +558,84 @@ mod tests {
     }
 
     #[test]
+    fn every_cross_field_rule_names_its_key() {
+        for (text, key, needle) in [
+            (
+                "security:\n  bytecode_validation:\n    allowed_opcodes: [BPF_ALU, BPF_WARP]\n",
+                "security.bytecode_validation.allowed_opcodes",
+                "`BPF_WARP` is not an instruction class",
+            ),
+            (
+                "security:\n  bytecode_validation:\n    blocked_helpers: [bpf_nope]\n",
+                "security.bytecode_validation.blocked_helpers",
+                "`bpf_nope` is not a BPF helper",
+            ),
+            (
+                "observability:\n  health:\n    endpoint: health\n",
+                "observability.health.endpoint",
+                "must be a path starting with `/`",
+            ),
+            (
+                "observability:\n  health:\n    endpoint: /ready\n",
+                "observability.health.endpoint",
+                "not /ready",
+            ),
+            (
+                "observability:\n  metrics:\n    prometheus_endpoint: metrics\n",
+                "observability.metrics.prometheus_endpoint",
+                "",
+            ),
+            (
+                "server:\n  allowed_hosts: []\n",
+                "server.allowed_hosts",
+                "DNS-rebinding",
+            ),
+            (
+                "server:\n  allowed_origins: [\"localhost:8080\"]\n",
+                "server.allowed_origins",
+                "has no scheme",
+            ),
+        ] {
+            let err = Config::from_yaml(text, "t").unwrap_err();
+            let ConfigError::Invalid {
+                key: got,
+                line,
+                message,
+                ..
+            } = &err
+            else {
+                panic!("{err}")
+            };
+            assert_eq!(got, key, "{err}");
+            assert!(message.contains(needle), "{err}");
+            assert!(line.is_some(), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn yaml_messages_lose_their_own_location_and_rust_names() {
+        assert_eq!(strip_location("bad value at line 3 column 4"), "bad value");
+        assert_eq!(strip_location("no location"), "no location");
+        assert_eq!(strip_yaml_path("server: unknown field"), "unknown field");
+        assert_eq!(
+            strip_yaml_path("invalid type: string, expected struct ServerConfig"),
+            "invalid type: string, expected a mapping of keys"
+        );
+        assert_eq!(strip_yaml_path("`a b`: kept"), "`a b`: kept");
+        let text = "# c\nserver:\n\n  tls:\n    enabled: true\n";
+        assert_eq!(find_key_line(text, "server.tls.enabled"), Some(5));
+        assert_eq!(find_key_line(text, "server.nothing"), None);
+        // A mapping where a scalar belongs names the mapping's key.
+        let err = Config::from_yaml("server: 3\n", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server") && err.contains("mapping of keys"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn attach_point_globs_must_compile() {
         let err = Config::from_yaml(
             "tools:\n  deploy:\n    allowed_attach_points: [\"xdp:[\"]\n",

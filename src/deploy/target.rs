@@ -658,4 +658,93 @@ mod tests {
             Err(TargetError::NotAllowed { .. })
         ));
     }
+
+    #[test]
+    fn tc_directions_cgroups_and_the_rest_of_the_grammar() {
+        let all = ["*"];
+        let tc = |dir: Option<Direction>| Requested {
+            interface: Some("lo".into()),
+            direction: dir,
+            ..Requested::default()
+        };
+        let egress = kind("tc", "tc", tc(Some(Direction::Egress)), &all).unwrap();
+        assert_eq!(egress.point(), "tc:lo:egress");
+        assert_eq!(
+            kind("tc", "tc", tc(None), &all).unwrap().point(),
+            "tc:lo:ingress"
+        );
+        // The refusal names the direction asked for.
+        let Err(TargetError::NotAllowed { point, .. }) =
+            kind("tc", "tc", tc(Some(Direction::Egress)), &["tc:lo:ingress"])
+        else {
+            panic!()
+        };
+        assert_eq!(point, "tc:lo:egress");
+        // A missing interface inside the policy says so.
+        let gone = Requested {
+            interface: Some("nosuchif0".into()),
+            ..Requested::default()
+        };
+        assert!(invalid(kind("xdp", "xdp", gone, &all)).contains("no interface `nosuchif0`"));
+        // cgroup_skb: an absolute cgroup v2 directory, the direction from the section.
+        assert!(
+            invalid(kind(
+                "cgroup_skb",
+                "cgroup_skb/ingress",
+                Requested::default(),
+                &all
+            ))
+            .contains("needs `cgroup`")
+        );
+        let cg = |p: &str| Requested {
+            cgroup: Some(p.into()),
+            ..Requested::default()
+        };
+        assert!(
+            invalid(kind(
+                "cgroup_skb",
+                "cgroup_skb/egress",
+                cg("relative"),
+                &all
+            ))
+            .contains("absolute path")
+        );
+        if let Some(root) = crate::ebpf::host::cgroup2_root() {
+            let root = root.display().to_string();
+            let t = kind("cgroup_skb", "cgroup_skb/egress", cg(&root), &all).unwrap();
+            assert_eq!(t.point(), format!("cgroup_skb:{root}"));
+            assert!(matches!(
+                t,
+                Target::CgroupSkb {
+                    direction: CgroupDirection::Egress,
+                    ..
+                }
+            ));
+            // A directory that is not a cgroup reads as refused, like a missing one.
+            assert!(matches!(
+                kind("cgroup_skb", "cgroup_skb/ingress", cg("/tmp"), &all),
+                Err(TargetError::NotAllowed { .. })
+            ));
+        }
+        // A tracepoint section without a name, a uprobe without a target.
+        assert!(
+            invalid(kind(
+                "tracepoint",
+                "tracepoint/syscalls",
+                Requested::default(),
+                &all
+            ))
+            .contains("names no tracepoint")
+        );
+        assert!(
+            invalid(kind("uprobe", "uprobe", Requested::default(), &all))
+                .contains("needs `attach: ")
+        );
+        // uprobe: a NUL in the symbol, a relative path, a bare program name on PATH.
+        assert!(invalid(up("/bin/true:ma\0in", &all)).contains("NUL"));
+        assert!(invalid(up("./bin/true:main", &all)).contains("relative path"));
+        let t = up("true:main", &all).unwrap();
+        assert!(t.point().starts_with("uprobe:/") && t.point().ends_with("true:main"));
+        assert_eq!(Target::None.point(), "");
+    }
 }

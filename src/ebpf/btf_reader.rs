@@ -634,6 +634,15 @@ impl Btf {
                         ));
                     }
                 };
+                // Cut to `size` bytes, a larger number would name another key: refused.
+                // Either reading of the bytes is accepted (-1 for 0xffffffff).
+                let bits = size.min(16) * 8;
+                if bits < 128 && (n < -(1i128 << (bits - 1)) || n >= 1i128 << bits) {
+                    return Err(format!(
+                        "`{n}` does not fit {} ({size} bytes)",
+                        self.type_name(id)
+                    ));
+                }
                 let bytes = n.to_le_bytes();
                 let slot = out.get_mut(..size).ok_or("key buffer too small")?;
                 slot.copy_from_slice(&bytes[..size]);
@@ -850,6 +859,131 @@ mod tests {
         assert_eq!(btf.decode(2, &[0x01, 0x02, 0, 0]), json!([1, 2, 0, 0]));
         assert!(Btf::parse(vec![1, 2, 3]).is_err());
         assert!(Btf::parse(vec![0x9f, 0xeb, 1, 0, 24, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn pointers_unions_qualifiers_wide_ints_floats_and_enum64() {
+        let mut b = Builder::new();
+        b.ty(1, "unsigned int", 0, false, 4, &[32]); // 1: u32
+        b.ty(2, "", 0, false, 1, &[]); // 2: u32 *
+        b.ty(8, "u32_t", 0, false, 1, &[]); // 3: typedef u32_t
+        b.ty(10, "", 0, false, 3, &[]); // 4: const u32_t
+        b.ty(9, "", 0, false, 4, &[]); // 5: volatile const u32_t
+        b.ty(1, "__int128", 0, false, 16, &[(1 << 24) | 128]); // 6: signed 128
+        b.ty(16, "double", 0, false, 8, &[]); // 7: double
+        b.ty(16, "float", 0, false, 4, &[]); // 8: float
+        let (big, small) = (b.s("BIG"), b.s("NEG"));
+        // 9: enum64 with a value past 32 bits and a negative one (signed: kind_flag).
+        b.ty(
+            19,
+            "wide",
+            2,
+            true,
+            8,
+            &[big, 0, 1, small, u32::MAX, u32::MAX],
+        );
+        let (a, f) = (b.s("a"), b.s("f"));
+        b.ty(5, "either", 2, false, 8, &[a, 1, 0, f, 7, 0]); // 10: union { u32 a; double f; }
+        b.ty(1, "unsigned __int128", 0, false, 16, &[128]); // 11: too wide for a JSON number
+        b.ty(3, "", 0, false, 0, &[1, 1, 2]); // 12: u32[2]
+        let (arr, ptr) = (b.s("arr"), b.s("ptr"));
+        b.ty(4, "holder", 2, false, 16, &[arr, 12, 0, ptr, 2, 64]); // 13
+        let btf = b.build();
+        assert_eq!(btf.len(), 13);
+        assert!(!btf.is_empty());
+        assert_eq!(btf.type_name(2), "unsigned int *");
+        assert_eq!(btf.type_name(5), "u32_t", "unnamed qualifiers read through");
+        assert_eq!(btf.type_name(10), "union either");
+        assert_eq!(btf.type_name(99), "#99");
+        assert_eq!(btf.size_of(2).unwrap(), 8);
+        assert_eq!(btf.size_of(5).unwrap(), 4);
+        assert_eq!(btf.decode(5, &7u32.to_le_bytes()), json!(7));
+        assert_eq!(
+            btf.decode(2, &0xffff_0000u64.to_le_bytes()),
+            json!(0xffff_0000u64)
+        );
+        assert_eq!(btf.decode(6, &(-5i128).to_le_bytes()), json!(-5));
+        assert_eq!(btf.decode(7, &2.5f64.to_le_bytes()), json!(2.5));
+        assert_eq!(btf.decode(8, &0.5f32.to_le_bytes()), json!(0.5));
+        assert_eq!(btf.decode(7, &f64::NAN.to_le_bytes()), json!("NaN"));
+        assert_eq!(btf.decode(9, &(1u64 << 32).to_le_bytes()), json!("BIG"));
+        assert_eq!(btf.decode(9, &(-1i64).to_le_bytes()), json!("NEG"));
+        assert_eq!(
+            btf.decode(9, &3u64.to_le_bytes()),
+            json!(3),
+            "no name: the number"
+        );
+        let either = btf.decode(10, &1.0f64.to_le_bytes());
+        assert_eq!(either["f"], json!(1.0));
+        let wide = format!("{:#x}", u128::from_le_bytes([0xab; 16]));
+        assert_eq!(btf.decode(11, &[0xab; 16]), json!(wide));
+        assert_eq!(
+            btf.decode(1, &[1, 2]),
+            json!(["0x01", "0x02"]),
+            "short input: hex"
+        );
+        assert_eq!(hex_bytes(&[1, 0xff]), json!(["0x01", "0xff"]));
+        // Encoding: integers as numbers or strings (hex too), arrays by length, fields.
+        let mut out = [0u8; 16];
+        btf.encode(13, &json!({"arr": ["0x10", -1], "ptr": 0}), &mut out)
+            .unwrap();
+        assert_eq!(&out[..8], &[0x10, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        for (value, needle) in [
+            (json!({"arr": [1]}), "needs 2 elements"),
+            (json!({"arr": ["x", 1]}), "`x` is not an integer"),
+            (json!({"arr": [[1], 1]}), "expected an integer"),
+            (
+                json!({"arr": ["0x1ffffffff", 1], "ptr": 0}),
+                "does not fit unsigned int",
+            ),
+            (
+                json!({"arr": [-2147483649i64, 1], "ptr": 0}),
+                "does not fit",
+            ),
+            (
+                json!({"arr": [1, 2], "ptr": 0, "nope": 1}),
+                "has no field `nope`",
+            ),
+        ] {
+            let err = btf.encode(13, &value, &mut out).unwrap_err();
+            assert!(err.contains(needle), "{value}: {err}");
+        }
+        assert!(
+            btf.encode(7, &json!(1), &mut out)
+                .unwrap_err()
+                .contains("cannot encode")
+        );
+        // Paths into values, and the mistakes in them.
+        let loc = btf.locate(13, &["arr", "1"]).unwrap();
+        let mut value = vec![0u8; 16];
+        value[4] = 9;
+        assert_eq!(btf.decode_field(loc, &value), json!(9));
+        assert_eq!(
+            btf.decode_field(loc, &value[..4]),
+            Value::Null,
+            "short input"
+        );
+        assert!(
+            btf.locate(13, &["arr", "2"])
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(
+            btf.locate(13, &["arr", "x"])
+                .unwrap_err()
+                .contains("index it with a number")
+        );
+        assert!(
+            btf.locate(13, &["ptr", "x"])
+                .unwrap_err()
+                .contains("has no field `x`")
+        );
+        let none = btf.locate(13, &["zzz"]).unwrap_err();
+        assert!(none.contains("its fields are: arr, ptr"), "{none}");
+        // A header shorter than its own length field is refused.
+        let mut short = MAGIC.to_le_bytes().to_vec();
+        short.extend_from_slice(&[1, 0, 8, 0, 0, 0]);
+        assert!(Btf::parse(short).is_err());
     }
 }
 

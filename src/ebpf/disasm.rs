@@ -199,4 +199,80 @@ mod tests {
         assert_eq!(named[1], "1: (85) call htab_lookup#1");
         assert_eq!(call_targets(&prog), [1]);
     }
+
+    #[test]
+    fn every_operator_and_class_reads_back() {
+        let one = |code: u8, dst: u8, src: u8, off: i16, imm: i32| {
+            let (lines, _) = disassemble(&insn(code, dst, src, off, imm), 1, |_| None);
+            lines[0].split_once(") ").unwrap().1.to_owned()
+        };
+        // ALU (64 and 32 bits, immediate and register), negation, byte swaps.
+        for (op, text) in [
+            (0x00, "+="),
+            (0x10, "-="),
+            (0x20, "*="),
+            (0x30, "/="),
+            (0x40, "|="),
+            (0x50, "&="),
+            (0x60, "<<="),
+            (0x70, ">>="),
+            (0x90, "%="),
+            (0xa0, "^="),
+            (0xb0, "="),
+            (0xc0, "s>>="),
+            (0xe0, "?="),
+        ] {
+            assert_eq!(one(0x07 | op, 1, 0, 0, 3), format!("r1 {text} 3"));
+            assert_eq!(one(0x0c | op, 1, 2, 0, 0), format!("w1 {text} w2"));
+        }
+        assert_eq!(one(0x87, 3, 0, 0, 0), "r3 = -r3");
+        assert_eq!(one(0xd4, 1, 0, 0, 16), "r1 = le16 r1");
+        assert_eq!(one(0xdc, 1, 0, 0, 32), "r1 = be32 r1");
+        // Jumps: every comparison, immediate and register, 32-bit too.
+        for (op, text) in [
+            (0x10, "=="),
+            (0x20, ">"),
+            (0x30, ">="),
+            (0x40, "&"),
+            (0x50, "!="),
+            (0x60, "s>"),
+            (0x70, "s>="),
+            (0xa0, "<"),
+            (0xb0, "<="),
+            (0xc0, "s<"),
+            (0xd0, "s<="),
+            (0xe0, "?"),
+        ] {
+            assert_eq!(
+                one(0x05 | op, 1, 0, -2, 7),
+                format!("if r1 {text} 0x7 goto pc-2")
+            );
+            assert_eq!(
+                one(0x0e | op, 1, 2, 3, 0),
+                format!("if w1 {text} w2 goto pc+3")
+            );
+        }
+        assert_eq!(one(0x05, 0, 0, 4, 0), "goto pc+4");
+        assert_eq!(one(0x85, 0, 1, 0, 9), "call pc+9");
+        assert_eq!(one(0x85, 0, 2, 0, 77), "call kfunc#77");
+        assert_eq!(one(0x85, 0, 0, 0, 100_000), "call #100000");
+        // Loads and stores of every size, atomics, immediates to memory.
+        assert_eq!(one(0x61, 1, 2, 4, 0), "r1 = *(u32 *)(r2 +4)");
+        assert_eq!(one(0x69, 1, 2, 4, 0), "r1 = *(u16 *)(r2 +4)");
+        assert_eq!(one(0x71, 1, 2, -4, 0), "r1 = *(u8 *)(r2 -4)");
+        assert_eq!(one(0x7b, 10, 1, -8, 0), "*(u64 *)(r10 -8) = r1");
+        assert_eq!(one(0xdb, 1, 2, 0, 1), "lock *(u64 *)(r1 +0) op0x1= r2");
+        assert_eq!(one(0x62, 10, 0, -4, 5), "*(u32 *)(r10 -4) = 5");
+        assert_eq!(one(0x20, 0, 0, 0, 0), "(unknown 0x20)");
+        // 64-bit loads of map references (ids in translated code).
+        let mut ld = insn(0x18, 1, 1, 0, 12);
+        ld.extend(insn(0, 0, 0, 0, 0));
+        assert_eq!(disassemble(&ld, 5, |_| None).0, ["0: (18) r1 = map[id:12]"]);
+        let mut value = insn(0x18, 2, 2, 0, 12);
+        value.extend(insn(0, 0, 0, 0, 16));
+        assert_eq!(
+            disassemble(&value, 5, |_| None).0,
+            ["0: (18) r2 = map[id:12][0]+16"]
+        );
+    }
 }

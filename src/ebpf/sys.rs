@@ -130,15 +130,6 @@ pub fn unshare_network_namespace() -> Result<(), SyscallError> {
     }
 }
 
-/// Hands freed heap memory back to the kernel. Probing allocates briefly on many threads
-/// (one glibc arena each); without this the server would keep that peak as resident memory.
-pub fn release_free_memory() {
-    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointers are passed.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Waits until `fd` is readable or `timeout` passes. EINTR counts as a timeout.
 pub fn poll_readable(
     fd: std::os::fd::RawFd,
@@ -280,13 +271,6 @@ impl PinnedFile {
     /// Its inode number (a cgroup directory's is the cgroup's id).
     pub fn inode(&self) -> io::Result<u64> {
         Ok(nix::sys::stat::fstat(&*self.fd)?.st_ino)
-    }
-
-    /// Its device (major, minor) and inode: what /proc/PID/maps names a mapped file by.
-    pub fn identity(&self) -> io::Result<((u32, u32), u64)> {
-        let st = nix::sys::stat::fstat(&*self.fd)?;
-        let dev = st.st_dev;
-        Ok(((libc::major(dev), libc::minor(dev)), st.st_ino))
     }
 }
 

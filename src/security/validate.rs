@@ -1237,15 +1237,6 @@ pub fn attach_point_allowed(point: &str, globs: &[Glob]) -> bool {
     crate::glob::any_matches(globs, point)
 }
 
-/// Violations for attach points outside the allowed globs.
-pub fn check_attach_points(points: &[(String, String)], policy: &Policy) -> Vec<Violation> {
-    points
-        .iter()
-        .filter(|(_, point)| !attach_point_allowed(point, &policy.allowed_attach_points))
-        .map(|(program, point)| attach_refusal(program, point, policy))
-        .collect()
-}
-
 /// The violation for `point` outside the allowed globs.
 pub fn attach_refusal(program: &str, point: &str, policy: &Policy) -> Violation {
     Violation::new(
@@ -1310,6 +1301,23 @@ mod tests {
             aya_obj::ProgramSection::SchedClassifier
         ));
         assert!(aya_obj::Object::parse(&object("ok_tc")).is_err());
+    }
+
+    #[test]
+    fn gadget_objects_carry_co_re_relocations_that_are_counted() {
+        // The gadgets read kernel structs through CO-RE (task_struct in every event header).
+        for name in ["exec", "tcp", "oom"] {
+            let path = format!("{}/bpf/obj/{name}.bpf.o", env!("CARGO_MANIFEST_DIR"));
+            let data = std::fs::read(&path).unwrap();
+            let file = object::read::elf::ElfFile64::<object::Endianness>::parse(&*data).unwrap();
+            let (records, types) = core_relocations(&file);
+            assert!(records > 0 && types > 0, "{name}: {records} {types}");
+            assert!(records <= MAX_CORE_RELOCATIONS && types <= MAX_CORE_TYPES);
+        }
+        // Objects without .BTF.ext, or with an older header, have none.
+        let plain = object("ok_xdp");
+        let file = object::read::elf::ElfFile64::<object::Endianness>::parse(&*plain).unwrap();
+        assert!(core_relocations(&file).0 < MAX_CORE_RELOCATIONS);
     }
 
     #[test]

@@ -416,11 +416,6 @@ impl Prepared {
     pub fn warnings(&self) -> &[String] {
         &self.plan.warnings
     }
-
-    /// Whether results come from tables the kernel keeps rather than from events.
-    pub fn kernel_aggregated(&self) -> bool {
-        self.plan.output != Output::Events
-    }
 }
 
 /// The bounds a run must stay within, and the configuration keys that set them.
@@ -595,4 +590,114 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
         fields: p.fields.clone(),
         filter,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ebpf::sys::SyscallError;
+
+    fn params(v: Value) -> TraceParams {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn limits() -> Limits {
+        Limits::of_trace(&crate::config::Config::default().tools.trace)
+    }
+
+    fn refusal(v: Value) -> String {
+        match prepare(&params(v), &limits(), 0) {
+            Err(e) => e.message.clone(),
+            Ok(p) => panic!("accepted: {p:?}"),
+        }
+    }
+
+    #[test]
+    fn arguments_are_checked_against_the_gadget_and_the_limits() {
+        for (args, needle) in [
+            (
+                serde_json::json!({"gadget": "exce"}),
+                "did you mean `exec`?",
+            ),
+            (
+                serde_json::json!({"gadget": "tracepoint"}),
+                "needs `tracepoint`",
+            ),
+            (
+                serde_json::json!({"gadget": "tracepoint", "tracepoint": "nocolon"}),
+                "`category:name`",
+            ),
+            (
+                serde_json::json!({"gadget": "tracepoint", "tracepoint": "sched:sched_swich"}),
+                "did you mean `sched:sched_switch`?",
+            ),
+            (
+                serde_json::json!({"gadget": "exec", "top": 3}),
+                "apply to modes `count`",
+            ),
+            (
+                serde_json::json!({"gadget": "exec", "max_events": 0}),
+                "`max_events` must be between 1",
+            ),
+            (
+                serde_json::json!({"gadget": "exec", "duration_ms": 0}),
+                "`duration_ms` must be between 1",
+            ),
+            (
+                serde_json::json!({"gadget": "exec", "comm": "a-name-of-twenty-b"}),
+                "1 to 15 bytes",
+            ),
+            (
+                serde_json::json!({"gadget": "exec", "cgroup": "no/such/group"}),
+                "names no directory",
+            ),
+            (
+                serde_json::json!({"gadget": "exec", "cgroup": "/tmp"}),
+                "names no directory",
+            ),
+            (
+                serde_json::json!({"gadget": "uprobe", "target": "libc:malloc", "mode": "events"}),
+                "(or `histogram` for latency)",
+            ),
+            (
+                serde_json::json!({"gadget": "exec", "mode": "count", "group_by": ["comm", "comn"]}),
+                "did you mean `comm`?",
+            ),
+        ] {
+            let got = refusal(args.clone());
+            assert!(got.contains(needle), "{args}: {got}");
+        }
+    }
+
+    #[test]
+    fn load_failures_map_to_codes_that_say_what_to_do() {
+        let sys = |errno| {
+            GadgetError::Syscall(SyscallError {
+                call: "bpf",
+                source: std::io::Error::from_raw_os_error(errno),
+            })
+        };
+        assert_eq!(
+            load_error("exec", &sys(libc::EPERM)).code,
+            Code::MissingCapability
+        );
+        assert_eq!(
+            load_error("exec", &sys(libc::ENOENT)).code,
+            Code::HookNotFound
+        );
+        assert_eq!(
+            load_error("exec", &sys(libc::EINVAL)).code,
+            Code::GadgetFailed
+        );
+        let log: String = (0..20).map(|i| format!("line {i}\n")).collect();
+        let verifier = GadgetError::Load(format!("rejected. Verifier output: {log}"));
+        let e = load_error("exec", &verifier);
+        assert_eq!(e.code, Code::VerifierRejected);
+        assert!(
+            e.message.contains("line 19") && !e.message.contains("line 11 "),
+            "{}",
+            e.message
+        );
+        assert_eq!(shorten_verifier_log("no log here"), "no log here");
+    }
 }

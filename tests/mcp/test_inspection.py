@@ -129,6 +129,21 @@ async def test_list_programs_filters(url, fixture):
     assert bad.value.data["code"] == "INVALID_ARGUMENTS" and "tracepoint" in bad.value.data["message"]
 
 
+async def test_listing_mistakes_get_their_codes(url, fixture):
+    for tool, args, code, needle in [
+        ("list_programs", {"limit": 0}, "INVALID_ARGUMENTS", "`limit` must be between 1"),
+        ("list_maps", {"limit": 100000}, "INVALID_ARGUMENTS", "`limit` must be between 1"),
+        ("list_links", {"cursor": "not-a-cursor"}, "INVALID_CURSOR", ""),
+        ("list_programs", {"sample_ms": 0}, "INVALID_ARGUMENTS", "`sample_ms` must be between 1"),
+        ("list_programs", {"id": 2**31 - 1, "detail": True}, "PROGRAM_NOT_FOUND", "list_programs"),
+        ("list_links", {"id": 2**31 - 1}, "LINK_NOT_FOUND", "no link with id"),
+    ]:
+        with pytest.raises(ToolError) as e:
+            await call(url, tool, args)
+        assert e.value.data["code"] == code, (tool, args, e.value.data)
+        assert needle in e.value.data["message"], (tool, args, e.value.data["message"])
+
+
 async def test_list_maps_matches_bpftool(url, fixture):
     ours = {m["id"]: m for m in await all_pages(url, "list_maps", "maps", {"name": "fixture_"})}
     theirs = {m["id"]: m for m in bpftool("map", "show")}
@@ -424,6 +439,23 @@ async def test_maps_without_btf_show_hex(url):
         assert "no BTF" in bad.value.data["message"]
     finally:
         pin.unlink()
+
+
+def test_the_command_line_streams_a_map_then_its_summary(binary, fixture):
+    """`call map_dump --output jsonl` writes each entry as it is decoded, then one summary
+    line with the totals and the cursor for the next page (the default page is 1000)."""
+    args = json.dumps({"map_id": fixture.maps["fixture_big"]})
+    out = subprocess.run([str(binary), "call", "map_dump", args, "--output", "jsonl"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    *rows, last = lines
+    assert len(rows) == 1000 and all("key" in r and "value" in r for r in rows)
+    assert len({json.dumps(r["key"]) for r in rows}) == 1000
+    summary = last["summary"]
+    assert summary["total_entries"] == BIG and summary["returned"] == 1000, summary
+    assert summary["truncated"] and summary["next_cursor"] and "entries" not in summary
+    assert "more rows remain" in out.stderr
 
 
 # ------------------------------------------------------------------------------ processes

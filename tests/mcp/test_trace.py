@@ -78,6 +78,35 @@ async def test_exec_comm_matches_the_name_after_exec(url):
     assert all(e["ppid"] == os.getpid() for e in events), events
 
 
+def cgroup2_mount() -> pathlib.Path:
+    for line in pathlib.Path("/proc/self/mounts").read_text().splitlines():
+        _, where, fstype, *_ = line.split()
+        if fstype == "cgroup2":
+            return pathlib.Path(where)
+    raise AssertionError("no cgroup2 hierarchy is mounted")
+
+
+async def test_cgroup_filter_sees_only_that_cgroup(url):
+    """`cgroup` filters in the kernel by the task's cgroup v2 id: an exec from a shell the
+    test moved into a new cgroup is seen, the same exec outside it is not."""
+    marker = unique_marker()
+    group = cgroup2_mount() / f"ebpf-mcp-test-{marker}"
+    group.mkdir()
+    cgroup_id = group.stat().st_ino
+    try:
+        def action():
+            subprocess.run(["sh", "-c", f"echo $$ > {group}/cgroup.procs && exec /bin/echo {marker} in"],
+                           check=True, capture_output=True)
+            subprocess.run(["/bin/echo", marker, "out"], check=True, capture_output=True)
+
+        data = await trace_while(url, {"gadget": "exec", "duration_ms": 2000, "cgroup": str(group)}, action)
+    finally:
+        group.rmdir()
+    argvs = [e["argv"] for e in data["events"]]
+    assert argvs == [["/bin/echo", marker, "in"]], argvs
+    assert data["events"][0]["cgroup_id"] == cgroup_id
+
+
 async def test_open_sees_a_unique_path(url):
     directory = pathlib.Path(tempfile.mkdtemp())
     existing = directory / f"{unique_marker()}.txt"

@@ -5,22 +5,27 @@
 #define GADGET_EVENT struct exec_event
 #include "../gadget.h"
 
-#define ARG_LEN 64
-#define MAX_ARGS 8
+#define ARG_MAX 256     /* bytes of one argument, its NUL included */
+#define ARGS_SIZE 1024  /* bytes of all of them (a power of two: offsets are masked) */
+#define MAX_ARGS 16
 #define NAME_LEN 256
 
 struct exec_event {
 	struct event_header h;
 	s32 retval;
-	u32 argc;    /* arguments captured (at most MAX_ARGS) */
-	u32 more;    /* the command line had more arguments than that */
+	u32 argc;     /* arguments captured */
+	u32 more;     /* 1: arguments left out (count or room); 2: one cut at ARG_MAX */
+	u32 args_len; /* bytes of args used */
 	char filename[NAME_LEN];
-	char argv[MAX_ARGS][ARG_LEN];
+	/* The arguments one after the other, each ending in NUL; the tail past ARGS_SIZE is
+	 * room for the last one read. */
+	char args[ARGS_SIZE + ARG_MAX];
 };
 
+/* Execs in flight (entered, not yet returned) across the host. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, 1024);
 	__type(key, u32);
 	__type(value, struct exec_event);
 } exec_pending SEC(".maps");
@@ -58,22 +63,34 @@ static __always_inline int enter(const char *filename, const char *const *argv)
 	bpf_probe_read_user_str(e->filename, sizeof(e->filename), filename);
 	e->argc = 0;
 	e->more = 0;
+	u32 off = 0;
 #pragma unroll
 	for (int i = 0; i < MAX_ARGS; i++) {
 		const char *arg = 0;
+		long n;
 
 		if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
 			goto done;
-		bpf_probe_read_user_str(e->argv[i], ARG_LEN, arg);
+		if (off >= ARGS_SIZE) {
+			e->more |= 1;
+			goto done;
+		}
+		n = bpf_probe_read_user_str(&e->args[off & (ARGS_SIZE - 1)], ARG_MAX, arg);
+		if (n <= 0)
+			goto done;
+		if (n == ARG_MAX)
+			e->more |= 2;
+		off += n;
 		e->argc = i + 1;
 	}
 	{
 		const char *arg = 0;
 
 		if (!bpf_probe_read_user(&arg, sizeof(arg), &argv[MAX_ARGS]) && arg)
-			e->more = 1;
+			e->more |= 1;
 	}
 done:
+	e->args_len = off;
 	bpf_map_update_elem(&exec_pending, &e->h.tid, e, BPF_ANY);
 	return 0;
 }

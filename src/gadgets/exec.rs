@@ -6,8 +6,11 @@ use super::decode::{At, HEADER, Layout, result};
 use super::{Field, Gadget, Output};
 use crate::ebpf::gadget::Hook;
 
-const ARG_LEN: usize = 64;
-const MAX_ARGS: usize = 8;
+/// Bytes of one argument (its NUL included), of all of them, and arguments kept: as in
+/// bpf/gadgets/exec.bpf.c.
+const ARG_MAX: usize = 256;
+const ARGS_SIZE: usize = 1024;
+const MAX_ARGS: usize = 16;
 
 pub static GADGET: Gadget = Gadget {
     name: "exec",
@@ -39,13 +42,13 @@ pub static GADGET: Gadget = Gadget {
             name: "argv",
             ty: "string[]",
             unit: None,
-            description: "the first 8 arguments, 63 bytes each at most",
+            description: "the arguments: the first 16, 255 bytes each, about 1 KiB in all",
         },
         Field {
             name: "argv_truncated",
             ty: "bool",
             unit: None,
-            description: "there were more than 8 arguments",
+            description: "arguments were left out, or one was cut at 255 bytes",
         },
         Field {
             name: "ret",
@@ -64,8 +67,8 @@ pub static GADGET: Gadget = Gadget {
     default_group_by: &["comm"],
     detail_fields: &[],
     decode,
-    // The struct is 8-byte aligned (its header holds u64s): padded after argv.
-    event_size: (HEADER + 12 + 256 + MAX_ARGS * ARG_LEN).next_multiple_of(8),
+    // The struct is 8-byte aligned (its header holds u64s): padded after args.
+    event_size: (HEADER + 16 + 256 + ARGS_SIZE + ARG_MAX).next_multiple_of(8),
     layout: Layout {
         btf_struct: "exec_event",
         skip: HEADER,
@@ -73,10 +76,9 @@ pub static GADGET: Gadget = Gadget {
             ("retval", RETVAL),
             ("argc", ARGC),
             ("more", MORE),
+            ("args_len", ARGS_LEN),
             ("filename", FILENAME),
-            ("argv", ARGV),
-            ("argv.0", ARGV.index(0, ARG_LEN)),
-            ("argv.7", ARGV.index(MAX_ARGS - 1, ARG_LEN)),
+            ("args", ARGS),
         ],
     },
 };
@@ -84,14 +86,41 @@ pub static GADGET: Gadget = Gadget {
 const RETVAL: At = At::new(0, 4);
 const ARGC: At = At::new(4, 4);
 const MORE: At = At::new(8, 4);
-const FILENAME: At = At::new(12, 256);
-const ARGV: At = At::new(12 + 256, MAX_ARGS * ARG_LEN);
+const ARGS_LEN: At = At::new(12, 4);
+const FILENAME: At = At::new(16, 256);
+const ARGS: At = At::new(16 + 256, ARGS_SIZE + ARG_MAX);
+
+/// The arguments in `args` (each ending in NUL), `argc` of them at most.
+fn split_args(args: &[u8], argc: usize) -> Vec<String> {
+    args.split(|&c| c == 0)
+        .take(argc.min(MAX_ARGS))
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
 
 fn decode(b: &[u8], out: &mut Map<String, Value>) {
-    let argc = (ARGC.u32(b) as usize).min(MAX_ARGS);
-    let argv: Vec<String> = (0..argc).map(|i| ARGV.index(i, ARG_LEN).str(b)).collect();
+    let args = ARGS.bytes(b);
+    let used = (ARGS_LEN.u32(b) as usize).min(args.len());
+    let argv = split_args(&args[..used], ARGC.u32(b) as usize);
     out.insert("filename".into(), json!(FILENAME.str(b)));
     out.insert("argv".into(), json!(argv));
     out.insert("argv_truncated".into(), json!(MORE.u32(b) != 0));
     result(i64::from(RETVAL.i32(b)), out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_split_at_their_nuls_up_to_argc() {
+        assert_eq!(split_args(b"ls\0-l\0/tmp\0", 3), ["ls", "-l", "/tmp"]);
+        assert_eq!(split_args(b"ls\0-l\0/tmp\0", 2), ["ls", "-l"]);
+        assert_eq!(
+            split_args(b"a\0\0b\0", 3),
+            ["a", "", "b"],
+            "empty arguments stay"
+        );
+        assert!(split_args(b"", 0).is_empty());
+    }
 }

@@ -61,6 +61,27 @@ async def test_exec_sees_the_binary_and_arguments(url):
     assert data["events_total"] == data["events_returned"] == len(events)
 
 
+async def test_exec_keeps_long_arguments_and_says_when_it_cut(url):
+    """Arguments up to 255 bytes each arrive whole; one longer is cut there, more than 16
+    are left out, and argv_truncated says so."""
+    marker = unique_marker()
+    long_arg = marker + "y" * 200  # under 255
+    longer = marker + "z" * 300
+
+    def action():
+        subprocess.run(["/bin/echo", long_arg, ""], check=True, capture_output=True)
+        subprocess.run(["/bin/echo", longer], check=True, capture_output=True)
+        subprocess.run(["/bin/echo", marker, *map(str, range(20))], check=True, capture_output=True)
+
+    data = await trace_while(url, {"gadget": "exec", "duration_ms": 2500, "comm": "echo"}, action)
+    mine = [e for e in data["events"] if any(marker in a for a in e["argv"])]
+    assert len(mine) == 3, data["events"]
+    whole, cut, many = mine
+    assert whole["argv"] == ["/bin/echo", long_arg, ""] and not whole["argv_truncated"]
+    assert cut["argv"] == ["/bin/echo", longer[:255]] and cut["argv_truncated"]
+    assert many["argv"] == ["/bin/echo", marker, *map(str, range(14))] and many["argv_truncated"]
+
+
 async def test_exec_comm_matches_the_name_after_exec(url):
     """`comm` compares the program's name once the exec has happened, as the events report
     it: md5sum run 5 times by python (whose name before exec is python3) is seen 5 times."""

@@ -92,6 +92,9 @@ fn gadgets_section(out: &mut String) {
         let hooks = match g.name {
             "tracepoint" => "the named tracepoint".to_owned(),
             "uprobe" => "uprobe (and uretprobe for histograms) on `target`".to_owned(),
+            "syscalls" => {
+                "raw_syscalls:sys_enter (and raw_syscalls:sys_exit for histograms)".to_owned()
+            }
             "profile" => "perf_event cpu-clock on every CPU".to_owned(),
             _ => g.hooks().join(", "),
         };

@@ -142,6 +142,7 @@ pub(crate) fn plan(p: &TraceParams) -> Result<Plan, EbpfError> {
     match p.gadget.as_str() {
         "tracepoint" => tracepoint_plan(p),
         "uprobe" => uprobe_plan(p),
+        "syscalls" => Ok(syscalls_plan(p)),
         "profile" => {
             let hz = p.frequency_hz.unwrap_or(profile::DEFAULT_HZ);
             if hz == 0 || hz > profile::MAX_HZ {
@@ -266,6 +267,32 @@ pub(crate) fn uprobe_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
     Ok(plan)
 }
 
+/// syscalls: counts (the default), or with mode histogram the duration of each call.
+pub(crate) fn syscalls_plan(p: &TraceParams) -> Plan {
+    use gadgets::syscalls;
+    let mut plan = Plan::of(&syscalls::GADGET);
+    if p.mode == Some(Mode::Histogram) {
+        plan.programs = vec![
+            (
+                syscalls::ENTER,
+                Hook::tracepoint("raw_syscalls", "sys_enter"),
+            ),
+            (syscalls::EXIT, Hook::tracepoint("raw_syscalls", "sys_exit")),
+        ];
+        plan.output = Output::KernelHistograms;
+        plan.detail_fields = &["pid"];
+        plan.decode = Box::new(|bytes, _| {
+            if bytes.len() < gadgets::hist::KEY_SIZE {
+                return None;
+            }
+            let mut out = Map::new();
+            syscalls::decode_hist_key(bytes, &mut out);
+            Some(out)
+        });
+    }
+    plan
+}
+
 /// The mode a gadget produces when the call names none, and the modes it allows.
 pub(crate) fn modes(output: Output) -> (Mode, &'static [Mode]) {
     match output {
@@ -278,7 +305,7 @@ pub(crate) fn modes(output: Output) -> (Mode, &'static [Mode]) {
 
 /// The modes a gadget offers, its default first.
 pub fn gadget_modes(gadget: &gadgets::Gadget) -> Vec<Mode> {
-    if gadget.name == "uprobe" {
+    if matches!(gadget.name, "uprobe" | "syscalls") {
         return vec![Mode::Count, Mode::Histogram];
     }
     modes(gadget.output).1.to_vec()
@@ -468,7 +495,7 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
             .iter()
             .map(|m| format!("`{}`", mode_name(*m)))
             .collect();
-        let extra = if plan.name == "uprobe" {
+        let extra = if matches!(plan.name, "uprobe" | "syscalls") {
             " (or `histogram` for latency)"
         } else {
             ""

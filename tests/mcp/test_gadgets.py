@@ -548,4 +548,5 @@ async def test_info_reports_which_gadgets_this_kernel_supports(url):
     assert {"name": "latency_ns", "type": "u64", "unit": "ns"}.items() <= next(
         f for f in conn["fields"] if f["name"] == "latency_ns").items()
     assert gadgets["runqlat"]["modes"] == ["histogram"]
+    assert gadgets["syscalls"]["modes"] == ["count", "histogram"]
     assert info["gadget_common_fields"][0]["name"] == "time"

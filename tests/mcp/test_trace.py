@@ -207,6 +207,35 @@ async def test_syscalls_counts_exactly_in_the_kernel(url):
     assert data["events_total"] >= n
 
 
+async def test_syscall_latency_shows_where_dsync_writes_wait(url):
+    """Mode histogram: how long each syscall takes from entry to return. 200 O_DSYNC writes
+    to a file on disk (the repository's filesystem) each wait for the device; the reads
+    of /dev/zero next to them do not."""
+    directory = pathlib.Path(tempfile.mkdtemp(dir=pathlib.Path(__file__).resolve().parents[2] / "target"))
+    target = directory / "dsync.out"
+    child = {}
+
+    def action():
+        proc = subprocess.Popen(["dd", "if=/dev/zero", f"of={target}", "bs=4k", "count=200",
+                                 "oflag=dsync", "status=none"])
+        child["pid"] = proc.pid
+        assert proc.wait(timeout=60) == 0
+
+    try:
+        data = await trace_while(url, {"gadget": "syscalls", "mode": "histogram", "duration_ms": 4000,
+                                       "comm": "dd", "group_by": ["pid", "syscall"]}, action)
+    finally:
+        target.unlink(missing_ok=True)
+        directory.rmdir()
+    assert data["mode"] == "histogram"
+    assert data["hooks"] == ["raw_syscalls:sys_enter", "raw_syscalls:sys_exit"]
+    rows = {(h["key"]["pid"], h["key"]["syscall"]): h for h in data["histograms"]}
+    write, read = rows[(child["pid"], "write")], rows[(child["pid"], "read")]
+    assert write["count"] == 200 and read["count"] >= 200, (write, read)
+    assert write["avg_us"] > read["avg_us"], (write, read)
+    assert sum(b["count"] for b in write["buckets"]) == 200
+
+
 async def test_count_mode_groups_events(url):
     def action():
         for _ in range(5):

@@ -1,8 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
 /* uprobe: calls of one user-space function, counted in the kernel per process; with arg1
  * set, also the time from entry to return as log2 histograms (per process when arg0 is
- * set). */
+ * set); or (uprobe_call) one event per call with its first six arguments. */
+#define GADGET_EVENT struct uprobe_event
 #include "../hist.h"
+
+struct uprobe_event {
+	struct event_header h;
+	u64 args[6];
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -19,7 +25,40 @@ struct {
 	__type(value, u64);
 } entered SEC(".maps");
 
-struct pt_regs;
+/* The argument registers of the x86-64 calling convention, relocated against the running
+ * kernel's struct pt_regs (CO-RE): on another architecture the program does not load
+ * rather than report the wrong registers. */
+struct pt_regs {
+	unsigned long di;
+	unsigned long si;
+	unsigned long dx;
+	unsigned long cx;
+	unsigned long r8;
+	unsigned long r9;
+} __attribute__((preserve_access_index));
+
+SEC("uprobe")
+int uprobe_call(struct pt_regs *ctx)
+{
+	struct event_header h = {};
+	struct uprobe_event *e;
+
+	if (!want(config(), &h))
+		return 0;
+	e = reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	e->h = h;
+	stamp(&e->h);
+	e->args[0] = ctx->di;
+	e->args[1] = ctx->si;
+	e->args[2] = ctx->dx;
+	e->args[3] = ctx->cx;
+	e->args[4] = ctx->r8;
+	e->args[5] = ctx->r9;
+	submit(e);
+	return 0;
+}
 
 SEC("uprobe")
 int uprobe_entry(struct pt_regs *ctx)

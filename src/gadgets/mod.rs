@@ -284,6 +284,19 @@ mod layout_tests {
                 check(g.object, &hist::VALUE_LAYOUT, None, &mut problems);
             }
         }
+        // uprobe's events mode.
+        check(
+            uprobe::GADGET.object,
+            &uprobe::EVENT_LAYOUT,
+            Some(uprobe::EVENT_SIZE),
+            &mut problems,
+        );
+        check(
+            uprobe::GADGET.object,
+            &decode::HEADER_LAYOUT,
+            Some(decode::HEADER),
+            &mut problems,
+        );
         assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
 

@@ -10,6 +10,31 @@ use crate::ebpf::sys::PinnedFile;
 
 pub const ENTRY: &str = "uprobe_entry";
 pub const RETURN: &str = "uprobe_return";
+/// events mode: one event per call with its argument registers (struct uprobe_event).
+pub const CALL: &str = "uprobe_call";
+pub const EVENT_SIZE: usize = super::decode::HEADER + 6 * 8;
+/// The fields of a call event after the common ones.
+pub static CALL_FIELDS: [Field; 6] = [
+    Field::new("arg0", "u64", "the first argument register (x86-64: rdi)"),
+    Field::new("arg1", "u64", "the second (rsi)"),
+    Field::new("arg2", "u64", "the third (rdx)"),
+    Field::new("arg3", "u64", "the fourth (rcx)"),
+    Field::new("arg4", "u64", "the fifth (r8)"),
+    Field::new("arg5", "u64", "the sixth (r9)"),
+];
+pub const EVENT_LAYOUT: super::decode::Layout = super::decode::Layout {
+    btf_struct: "uprobe_event",
+    skip: super::decode::HEADER,
+    fields: &[("args", super::decode::At::new(0, 48))],
+};
+
+/// Decodes the arguments of a call event (after the header).
+pub fn decode_call(rest: &[u8], out: &mut serde_json::Map<String, serde_json::Value>) {
+    for (i, f) in CALL_FIELDS.iter().enumerate() {
+        let v = super::decode::At::new(i * 8, 8).u64(rest);
+        out.insert(f.name.into(), v.into());
+    }
+}
 /// The kernel's count table (key: struct hist_key).
 pub const COUNTS: &str = "call_counts";
 
@@ -21,7 +46,8 @@ static FIELDS: [Field; 2] = [
 pub static GADGET: Gadget = Gadget {
     name: "uprobe",
     summary: "calls of a user-space function, `target: \"binary:symbol\"`: counts per process \
-        (mode count), or entry-to-return latency histograms (mode histogram)",
+        (mode count), entry-to-return latency histograms (mode histogram), or one event per \
+        call with its first six arguments, arg0..arg5 (mode events)",
     object: aya::include_bytes_aligned!("../../bpf/obj/uprobe.bpf.o"),
     programs: &[],
     fields: &FIELDS,
@@ -145,6 +171,16 @@ fn resolve_in(binary: &str, pid: u32) -> Result<Resolved, TargetError> {
             "cannot read which files process {pid} maps (/proc/{pid}/maps: {e})"
         )),
     })?;
+    // A relative path is the process's: from its working directory.
+    let absolute;
+    let binary = if binary.contains('/') && !binary.starts_with('/') {
+        let cwd =
+            std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(|_| TargetError::NotFound)?;
+        absolute = lexical(&cwd.join(binary));
+        absolute.as_str()
+    } else {
+        binary
+    };
     let chosen = choose(&files, binary);
     match chosen.as_slice() {
         [one] => open_mapped(pid, one),
@@ -187,6 +223,23 @@ fn resolve_in(binary: &str, pid: u32) -> Result<Resolved, TargetError> {
                 .join(", ")
         ))),
     }
+}
+
+/// `path` with `.` and `..` taken out by name (the kernel names mapped files without them).
+fn lexical(path: &Path) -> String {
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            std::path::Component::Normal(p) => parts.push(p),
+            _ => {}
+        }
+    }
+    let mut out = PathBuf::from("/");
+    out.extend(parts);
+    out.to_string_lossy().into_owned()
 }
 
 fn file_name(path: &str) -> &str {
@@ -443,6 +496,12 @@ mod tests {
         // By exact path; a path it does not map resolves with a warning.
         let again = resolve(exe.to_str().unwrap(), Some(me)).unwrap();
         assert_eq!(again.shown, exe);
+        // A relative path is taken from the process's working directory.
+        let cwd = std::env::current_dir().unwrap();
+        let rel = pathdiff(&exe, &cwd);
+        let relative = resolve(&rel, Some(me)).unwrap();
+        assert_eq!(relative.shown, exe, "{rel}");
+        assert_eq!(lexical(Path::new("/a/./b/../c")), "/a/c");
         let other = resolve("/bin/sh", Some(me)).unwrap();
         assert!(other.warning.unwrap().contains("does not map"));
         let TargetError::Invalid(text) = resolve("nosuchlibrary", Some(me)).unwrap_err() else {
@@ -456,6 +515,21 @@ mod tests {
             resolve("libc", Some(u32::MAX)).unwrap_err(),
             TargetError::NoProcess(u32::MAX)
         );
+    }
+
+    /// `target` relative to `base` (both absolute), with `..` where needed.
+    fn pathdiff(target: &Path, base: &Path) -> String {
+        let t: Vec<_> = target.components().collect();
+        let b: Vec<_> = base.components().collect();
+        let common = t.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        let mut out = vec![".".to_owned()];
+        out.extend(std::iter::repeat_n("..".to_owned(), b.len() - common));
+        out.extend(
+            t[common..]
+                .iter()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+        );
+        out.join("/")
     }
 
     #[test]

@@ -257,6 +257,31 @@ pub(crate) fn uprobe_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
         pid: p.pid,
     };
     plan.programs = vec![(uprobe::ENTRY, hook(false))];
+    if p.mode == Some(Mode::Events) {
+        // One event per call, with its argument registers.
+        plan.programs = vec![(uprobe::CALL, hook(false))];
+        plan.output = Output::Events;
+        plan.fields = gadgets::COMMON_FIELDS
+            .iter()
+            .chain(&uprobe::CALL_FIELDS)
+            .map(|f| f.name.to_owned())
+            .collect();
+        plan.kinds = gadgets::COMMON_FIELDS
+            .iter()
+            .chain(&uprobe::CALL_FIELDS)
+            .map(|f| Kind::of_type(f.ty))
+            .collect();
+        plan.default_group_by = vec!["comm".to_owned()];
+        plan.decode = Box::new(|bytes, clock| {
+            if bytes.len() < uprobe::EVENT_SIZE {
+                return None;
+            }
+            let mut out = Map::new();
+            let rest = gadgets::header(bytes, clock, &mut out)?;
+            uprobe::decode_call(rest, &mut out);
+            Some(out)
+        });
+    }
     if p.mode == Some(Mode::Histogram) {
         // Latency: entry stamps the time, return adds it to a histogram (arg1).
         plan.programs.push((uprobe::RETURN, hook(true)));
@@ -305,8 +330,10 @@ pub(crate) fn modes(output: Output) -> (Mode, &'static [Mode]) {
 
 /// The modes a gadget offers, its default first.
 pub fn gadget_modes(gadget: &gadgets::Gadget) -> Vec<Mode> {
-    if matches!(gadget.name, "uprobe" | "syscalls") {
-        return vec![Mode::Count, Mode::Histogram];
+    match gadget.name {
+        "uprobe" => return vec![Mode::Count, Mode::Histogram, Mode::Events],
+        "syscalls" => return vec![Mode::Count, Mode::Histogram],
+        _ => {}
     }
     modes(gadget.output).1.to_vec()
 }
@@ -495,7 +522,7 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
             .iter()
             .map(|m| format!("`{}`", mode_name(*m)))
             .collect();
-        let extra = if matches!(plan.name, "uprobe" | "syscalls") {
+        let extra = if plan.name == "syscalls" {
             " (or `histogram` for latency)"
         } else {
             ""
@@ -683,7 +710,7 @@ mod tests {
                 "names no directory",
             ),
             (
-                serde_json::json!({"gadget": "uprobe", "target": "libc:malloc", "mode": "events"}),
+                serde_json::json!({"gadget": "syscalls", "mode": "events"}),
                 "(or `histogram` for latency)",
             ),
             (

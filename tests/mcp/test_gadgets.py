@@ -348,6 +348,23 @@ async def test_uprobe_counts_every_call(url, mode):
         assert len(data["hooks"]) == 2 and data["hooks"][1].startswith("uretprobe:")
 
 
+async def test_uprobe_events_carry_the_arguments(url):
+    """Mode events: one event per call with its argument registers; ebpf_mcp_work(i) is
+    called with i = 0..N-1, and a filter on arg0 keeps the calls asked for."""
+    proc = start_caller(50)
+
+    def action():
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=10) == 0
+
+    data = await trace_while(url, {"gadget": "uprobe", "mode": "events", "target": f"{WORKLOAD}:ebpf_mcp_work",
+                                   "pid": proc.pid, "duration_ms": 4000, "filter": "arg0 >= 40",
+                                   "fields": ["pid", "arg0"]}, action)
+    assert data["events"] == [{"pid": proc.pid, "arg0": i} for i in range(40, 50)], data["events"]
+    assert data["events_filtered"] == 40 and data["stopped_by"] == "process_exited"
+
+
 async def test_uprobe_on_a_library_by_name(url):
     """A bare library name resolves through the loader's cache (libc's getpid wrapper)."""
 

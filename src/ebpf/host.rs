@@ -668,14 +668,25 @@ pub fn process_groups(pid: i32) -> Vec<u32> {
 pub struct MappedFile {
     /// Its path as the process names it (in its own mount namespace).
     pub path: String,
-    /// The first mapping of it: `/proc/PID/map_files/START-END` opens this very file.
+    /// The mapping: `/proc/PID/map_files/START-END` opens this very file.
     pub start: u64,
     pub end: u64,
-    /// Device (major, minor) and inode the mapping is of.
-    pub dev: (u32, u32),
-    pub inode: u64,
+    /// Where in the file the mapping starts.
+    pub offset: u64,
+    pub executable: bool,
     /// The file was deleted or replaced since it was mapped (`(deleted)`).
     pub deleted: bool,
+}
+
+impl MappedFile {
+    /// `addr` as `file+0xoffset` (the file's name, the offset in the file), if it lies in
+    /// this mapping.
+    pub fn locate(&self, addr: u64) -> Option<String> {
+        (self.start..self.end).contains(&addr).then(|| {
+            let name = self.path.rsplit('/').next().unwrap_or(&self.path);
+            format!("{name}+{:#x}", addr - self.start + self.offset)
+        })
+    }
 }
 
 /// The files process `pid` maps, each once, in address order. `NotFound` when there is no
@@ -685,9 +696,27 @@ pub fn mapped_files(pid: u32) -> std::io::Result<Vec<MappedFile>> {
     Ok(parse_maps(&text))
 }
 
-/// The file mappings of a /proc/PID/maps text, each path once.
+/// Every file mapping of process `pid` (empty when it is gone).
+pub fn file_mappings(pid: u32) -> Vec<MappedFile> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map(|t| parse_mappings(&t))
+        .unwrap_or_default()
+}
+
+/// The file mappings of a /proc/PID/maps text, each path once (its first mapping).
 pub fn parse_maps(text: &str) -> Vec<MappedFile> {
     let mut out: Vec<MappedFile> = Vec::new();
+    for m in parse_mappings(text) {
+        if !out.iter().any(|o| o.path == m.path) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// Every file mapping of a /proc/PID/maps text, in address order.
+pub fn parse_mappings(text: &str) -> Vec<MappedFile> {
+    let mut out = Vec::new();
     for line in text.lines() {
         let mut rest = line;
         let mut field = || {
@@ -697,37 +726,29 @@ pub fn parse_maps(text: &str) -> Vec<MappedFile> {
             rest = r;
             f
         };
-        let (range, _perms, _offset, dev, inode) = (field(), field(), field(), field(), field());
+        let (range, perms, offset, _dev, inode) = (field(), field(), field(), field(), field());
         let path = rest.trim_start();
-        let (Some((start, end)), Some((major, minor)), Ok(inode)) = (
-            range.split_once('-'),
-            dev.split_once(':'),
-            inode.parse::<u64>(),
-        ) else {
-            continue;
-        };
-        if inode == 0 || !path.starts_with('/') {
+        if inode.parse::<u64>().is_ok_and(|i| i == 0) || !path.starts_with('/') {
             continue;
         }
         let (path, deleted) = match path.strip_suffix(" (deleted)") {
             Some(p) => (p, true),
             None => (path, false),
         };
-        if out.iter().any(|m| m.path == path) {
-            continue;
-        }
         let hex = |s: &str| u64::from_str_radix(s, 16).ok();
-        let (Some(start), Some(end), Some(major), Some(minor)) =
-            (hex(start), hex(end), hex(major), hex(minor))
+        let Some((Some(start), Some(end))) = range.split_once('-').map(|(a, b)| (hex(a), hex(b)))
         else {
+            continue;
+        };
+        let Some(offset) = hex(offset) else {
             continue;
         };
         out.push(MappedFile {
             path: path.to_owned(),
             start,
             end,
-            dev: (major as u32, minor as u32),
-            inode,
+            offset,
+            executable: perms.contains('x'),
             deleted,
         });
     }
@@ -754,10 +775,14 @@ mod maps_tests {
             (files[0].start, files[0].end),
             (0x55d0c0a00000, 0x55d0c0a28000)
         );
-        assert_eq!((files[0].dev, files[0].inode), ((0xfe, 1), 1835123));
-        assert!(!files[0].deleted);
+        assert!(!files[0].deleted && !files[0].executable);
         assert_eq!(files[1].path, "/opt/my lib/libpython3.11.so.1.0");
-        assert!(files[1].deleted && files[1].dev == (8, 2));
+        assert!(files[1].deleted);
+        let all = parse_mappings(text);
+        assert_eq!(all.len(), 3);
+        assert!(all[1].executable && all[1].offset == 0x28000);
+        assert_eq!(all[1].locate(0x55d0c0a28010).unwrap(), "python3.11+0x28010");
+        assert_eq!(all[1].locate(0x1000), None);
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub static GADGET: Gadget = Gadget {
     programs: &[],
     fields: &FIELDS,
     output: Output::Stacks,
-    default_group_by: &["comm"],
+    default_group_by: &["pid", "comm"],
     detail_fields: &[],
     decode,
     event_size: KEY_SIZE,
@@ -167,10 +167,24 @@ fn process_names(
     let mut process = Process::new(Pid::from(pid));
     process.debug_syms = false;
     let src = Source::Process(process);
+    let mut mappings: Option<Vec<crate::ebpf::host::MappedFile>> = None;
     addrs
         .iter()
         .copied()
         .zip(names(symbolizer, &src, &addrs))
+        .map(|(addr, name)| {
+            if name != UNKNOWN {
+                return (addr, name);
+            }
+            // No symbol (a stripped binary, JIT code): the file and the offset in it, which
+            // `addr2line -e FILE OFFSET` or a debug-symbol package turns into a name.
+            let maps = mappings.get_or_insert_with(|| crate::ebpf::host::file_mappings(pid));
+            let located = maps
+                .iter()
+                .filter(|m| m.executable)
+                .find_map(|m| m.locate(addr));
+            (addr, located.unwrap_or(name))
+        })
         .collect()
 }
 
@@ -183,7 +197,8 @@ pub struct StackRow {
     /// Share of all samples, in percent.
     pub percent: f64,
     /// Leaf first: kernel frames (`[k] name`), then user frames (past the leaf, only as
-    /// good as the binary's frame pointers).
+    /// good as the binary's frame pointers); code without symbols as `file+0xoffset`
+    /// (stripped binaries, JIT), `[unknown]` where the process is gone.
     pub frames: Vec<String>,
 }
 

@@ -81,7 +81,8 @@ const PROMPTS: &[PromptDef] = &[
                  \"frequency_hz\": 99{filter}}}. `counts` gives samples per process (at 99 Hz, \
                  99 samples per second is one full CPU); `functions` the functions samples \
                  landed in; `stacks` the hottest call paths (kernel frames `[k]` first). \
-                 `[unknown]` frames belong to processes that exited or were stripped.\n\
+                 `file+0x…` frames are code without symbols (stripped binaries, JIT), `[unknown]` frames \
+                 belong to processes that exited.\n\
                  2. For the top process, call `trace` with {{\"gadget\": \"syscalls\", \
                  \"duration_ms\": {ms}, \"pid\": <its pid>}}: many syscalls per second means \
                  time in the kernel on its behalf.\n\

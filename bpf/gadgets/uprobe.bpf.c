@@ -8,6 +8,8 @@
 struct uprobe_event {
 	struct event_header h;
 	u64 args[6];
+	u64 ret;         /* uprobe_call_return: the return value register */
+	u64 duration_ns; /* uprobe_call_return: from entry to return */
 };
 
 struct {
@@ -35,7 +37,18 @@ struct pt_regs {
 	unsigned long cx;
 	unsigned long r8;
 	unsigned long r9;
+	unsigned long ax;
 } __attribute__((preserve_access_index));
+
+static __always_inline void read_args(struct pt_regs *ctx, u64 *args)
+{
+	args[0] = ctx->di;
+	args[1] = ctx->si;
+	args[2] = ctx->dx;
+	args[3] = ctx->cx;
+	args[4] = ctx->r8;
+	args[5] = ctx->r9;
+}
 
 SEC("uprobe")
 int uprobe_call(struct pt_regs *ctx)
@@ -50,13 +63,63 @@ int uprobe_call(struct pt_regs *ctx)
 		return 0;
 	e->h = h;
 	stamp(&e->h);
-	e->args[0] = ctx->di;
-	e->args[1] = ctx->si;
-	e->args[2] = ctx->dx;
-	e->args[3] = ctx->cx;
-	e->args[4] = ctx->r8;
-	e->args[5] = ctx->r9;
+	read_args(ctx, e->args);
+	e->ret = 0;
+	e->duration_ns = 0;
 	submit(e);
+	return 0;
+}
+
+/* A call's arguments and start, per thread, until it returns. LRU: calls that never return
+ * (longjmp, exit) are pushed out by newer ones. A recursive call replaces its caller's. */
+struct call_start {
+	u64 ts;
+	u64 args[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u32);
+	__type(value, struct call_start);
+} call_starts SEC(".maps");
+
+SEC("uprobe")
+int uprobe_call_enter(struct pt_regs *ctx)
+{
+	struct event_header h = {};
+	struct call_start c = {};
+
+	if (!want(config(), &h))
+		return 0;
+	c.ts = bpf_ktime_get_ns();
+	read_args(ctx, c.args);
+	bpf_map_update_elem(&call_starts, &h.tid, &c, BPF_ANY);
+	return 0;
+}
+
+SEC("uretprobe")
+int uprobe_call_return(struct pt_regs *ctx)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+	struct call_start *c = bpf_map_lookup_elem(&call_starts, &tid);
+	struct event_header h = {};
+	struct uprobe_event *e;
+
+	if (!c)
+		return 0;
+	if (want(config(), &h)) {
+		e = reserve(sizeof(*e));
+		if (e) {
+			e->h = h;
+			stamp(&e->h);
+			__builtin_memcpy(e->args, c->args, sizeof(e->args));
+			e->ret = ctx->ax;
+			e->duration_ns = bpf_ktime_get_ns() - c->ts;
+			submit(e);
+		}
+	}
+	bpf_map_delete_elem(&call_starts, &tid);
 	return 0;
 }
 

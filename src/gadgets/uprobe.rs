@@ -12,7 +12,15 @@ pub const ENTRY: &str = "uprobe_entry";
 pub const RETURN: &str = "uprobe_return";
 /// events mode: one event per call with its argument registers (struct uprobe_event).
 pub const CALL: &str = "uprobe_call";
-pub const EVENT_SIZE: usize = super::decode::HEADER + 6 * 8;
+/// events mode with `return: true`: the call is reported at its return.
+pub const CALL_ENTER: &str = "uprobe_call_enter";
+pub const CALL_RETURN: &str = "uprobe_call_return";
+pub const EVENT_SIZE: usize = super::decode::HEADER + 8 * 8;
+/// The fields a call reported at its return adds.
+pub static RETURN_FIELDS: [Field; 2] = [
+    Field::new("ret", "u64", "the return value register (x86-64: rax)"),
+    Field::with_unit("duration_ns", "u64", "ns", "from entry to return"),
+];
 /// The fields of a call event after the common ones.
 pub static CALL_FIELDS: [Field; 6] = [
     Field::new("arg0", "u64", "the first argument register (x86-64: rdi)"),
@@ -25,14 +33,29 @@ pub static CALL_FIELDS: [Field; 6] = [
 pub const EVENT_LAYOUT: super::decode::Layout = super::decode::Layout {
     btf_struct: "uprobe_event",
     skip: super::decode::HEADER,
-    fields: &[("args", super::decode::At::new(0, 48))],
+    fields: &[
+        ("args", super::decode::At::new(0, 48)),
+        ("ret", super::decode::At::new(48, 8)),
+        ("duration_ns", super::decode::At::new(56, 8)),
+    ],
 };
 
-/// Decodes the arguments of a call event (after the header).
-pub fn decode_call(rest: &[u8], out: &mut serde_json::Map<String, serde_json::Value>) {
+/// Decodes a call event after the header: the arguments, and with `returned` the return
+/// value and the duration.
+pub fn decode_call(
+    rest: &[u8],
+    returned: bool,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) {
     for (i, f) in CALL_FIELDS.iter().enumerate() {
         let v = super::decode::At::new(i * 8, 8).u64(rest);
         out.insert(f.name.into(), v.into());
+    }
+    if returned {
+        for (i, f) in RETURN_FIELDS.iter().enumerate() {
+            let v = super::decode::At::new(48 + i * 8, 8).u64(rest);
+            out.insert(f.name.into(), v.into());
+        }
     }
 }
 /// The kernel's count table (key: struct hist_key).

@@ -125,6 +125,9 @@ pub struct TraceParams {
     /// gadget uprobe: `binary:symbol` (`libc:malloc`); with `pid`, among the files it maps.
     #[serde(default)]
     pub target: Option<String>,
+    /// gadget uprobe, mode events: each call at its return, with `ret`, `duration_ns`.
+    #[serde(default, rename = "return")]
+    pub on_return: Option<bool>,
     /// gadget profile: samples/s per CPU (default 49, at most 1000).
     #[serde(default)]
     pub frequency_hz: Option<u32>,

@@ -126,6 +126,7 @@ pub(crate) fn check_options(p: &TraceParams) -> Result<(), EbpfError> {
     for (given, option, owner) in [
         (p.tracepoint.is_some(), "tracepoint", "tracepoint"),
         (p.target.is_some(), "target", "uprobe"),
+        (p.on_return.is_some(), "return", "uprobe"),
         (p.frequency_hz.is_some(), "frequency_hz", "profile"),
     ] {
         if given && p.gadget != owner {
@@ -257,28 +258,45 @@ pub(crate) fn uprobe_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
         pid: p.pid,
     };
     plan.programs = vec![(uprobe::ENTRY, hook(false))];
+    let on_return = p.on_return == Some(true);
+    if on_return && p.mode != Some(Mode::Events) {
+        return Err(invalid(
+            "`return: true` applies to mode events (mode histogram gives call durations)",
+        ));
+    }
     if p.mode == Some(Mode::Events) {
-        // One event per call, with its argument registers.
-        plan.programs = vec![(uprobe::CALL, hook(false))];
+        // One event per call, with its argument registers: at entry, or at the return with
+        // the return value and the duration.
+        plan.programs = if on_return {
+            vec![
+                (uprobe::CALL_ENTER, hook(false)),
+                (uprobe::CALL_RETURN, hook(true)),
+            ]
+        } else {
+            vec![(uprobe::CALL, hook(false))]
+        };
         plan.output = Output::Events;
-        plan.fields = gadgets::COMMON_FIELDS
-            .iter()
-            .chain(&uprobe::CALL_FIELDS)
-            .map(|f| f.name.to_owned())
-            .collect();
-        plan.kinds = gadgets::COMMON_FIELDS
-            .iter()
-            .chain(&uprobe::CALL_FIELDS)
-            .map(|f| Kind::of_type(f.ty))
-            .collect();
+        let extra: &[gadgets::Field] = if on_return {
+            &uprobe::RETURN_FIELDS
+        } else {
+            &[]
+        };
+        let all = || {
+            gadgets::COMMON_FIELDS
+                .iter()
+                .chain(&uprobe::CALL_FIELDS)
+                .chain(extra)
+        };
+        plan.fields = all().map(|f| f.name.to_owned()).collect();
+        plan.kinds = all().map(|f| Kind::of_type(f.ty)).collect();
         plan.default_group_by = vec!["comm".to_owned()];
-        plan.decode = Box::new(|bytes, clock| {
+        plan.decode = Box::new(move |bytes, clock| {
             if bytes.len() < uprobe::EVENT_SIZE {
                 return None;
             }
             let mut out = Map::new();
             let rest = gadgets::header(bytes, clock, &mut out)?;
-            uprobe::decode_call(rest, &mut out);
+            uprobe::decode_call(rest, on_return, &mut out);
             Some(out)
         });
     }

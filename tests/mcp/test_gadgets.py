@@ -365,6 +365,28 @@ async def test_uprobe_events_carry_the_arguments(url):
     assert data["events_filtered"] == 40 and data["stopped_by"] == "process_exited"
 
 
+def work(i: int) -> int:
+    """What examples/workload.rs's ebpf_mcp_work(i) returns."""
+    v = (i * 2654435761) % 2**64
+    return ((v << 7) | (v >> 57)) % 2**64
+
+
+async def test_uprobe_return_events_carry_the_result_and_the_duration(url):
+    proc = start_caller(20)
+
+    def action():
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=10) == 0
+
+    data = await trace_while(url, {"gadget": "uprobe", "mode": "events", "return": True,
+                                   "target": f"{WORKLOAD}:ebpf_mcp_work", "pid": proc.pid, "duration_ms": 4000,
+                                   "fields": ["arg0", "ret", "duration_ns"]}, action)
+    assert [e["arg0"] for e in data["events"]] == list(range(20)), data["events"]
+    assert all(e["ret"] == work(e["arg0"]) and e["duration_ns"] > 0 for e in data["events"]), data["events"]
+    assert data["hooks"][1].startswith("uretprobe:")
+
+
 async def test_uprobe_on_a_library_by_name(url):
     """A bare library name resolves through the loader's cache (libc's getpid wrapper)."""
 

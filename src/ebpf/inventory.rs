@@ -105,20 +105,6 @@ impl Holders {
         list.sort_by_key(|h| h.pid);
         list
     }
-
-    /// Ids held by `pid`.
-    pub fn held_by(&self, kind: Object, pid: u32) -> Vec<u32> {
-        let table = match kind {
-            Object::Prog => &self.progs,
-            Object::Map => &self.maps,
-            _ => &self.links,
-        };
-        table
-            .iter()
-            .filter(|(_, hs)| hs.iter().any(|h| h.pid == pid))
-            .map(|(id, _)| *id)
-            .collect()
-    }
 }
 
 /// A numeric field of an fdinfo file ("memlock:\t4096"). One read into a stack buffer:

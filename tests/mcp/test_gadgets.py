@@ -387,6 +387,32 @@ async def test_uprobe_return_events_carry_the_result_and_the_duration(url):
     assert data["hooks"][1].startswith("uretprobe:")
 
 
+async def test_list_links_names_a_uprobe_by_file_and_offset(url):
+    """While a uprobe session runs, list_links shows its link as `uprobe FILE+0xOFFSET`,
+    the file the probe is in and the symbol's offset in it."""
+    proc = start_caller(1)
+    try:
+        async with Client(url, mode="legacy") as client:
+            started = (await client.call_tool("trace_start", {"gadget": "uprobe", "pid": proc.pid,
+                                                              "target": f"{WORKLOAD}:ebpf_mcp_work"})).structured_content
+            try:
+                links = (await client.call_tool("list_links", {"type": "perf_event"})).structured_content
+            finally:
+                await client.call_tool("trace_stop", {"session_id": started["session_id"]})
+    finally:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        proc.wait(timeout=10)
+    nm = subprocess.run(["nm", str(WORKLOAD)], capture_output=True, text=True, check=True).stdout
+    (addr,) = [line.split()[0] for line in nm.splitlines() if line.endswith(" ebpf_mcp_work")]
+    mine = [lk for lk in links["links"] if str(WORKLOAD.resolve()) in lk["target"]]
+    assert mine, links["links"]
+    assert mine[0]["target"].startswith("uprobe ") and mine[0]["attach_type"] == "uprobe", mine
+    assert mine[0]["offset"] > 0 and mine[0]["target"].endswith(f"+{mine[0]['offset']:#x}"), mine
+    # The offset is the symbol's, in the file (its address minus the segment's).
+    assert abs(mine[0]["offset"] - int(addr, 16)) < 0x100000, (mine, addr)
+
+
 async def test_uprobe_on_a_library_by_name(url):
     """A bare library name resolves through the loader's cache (libc's getpid wrapper)."""
 

@@ -578,3 +578,47 @@ pub fn apply(
     report.seccomp = seccomp(&mut report.problems);
     report
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filesystem_policy_follows_the_configuration() {
+        let mut config = Config::default();
+        config.security.audit_log = PathBuf::from("/var/log/ebpf-mcp/audit.log");
+        config.observability.logging.file = Some(PathBuf::from("/var/log/ebpf-mcp/server.log"));
+        let sock = Path::new("/run/ebpf-mcp");
+        // The trace tier reads anywhere: uprobe targets and profiled binaries can be.
+        let p = fs_policy(&config, None, Some(sock));
+        assert_eq!(p.read, [PathBuf::from("/")]);
+        assert!(p.write.contains(&PathBuf::from("/var/log/ebpf-mcp")));
+        assert!(p.write.contains(&config.ebpf.bpffs_dir));
+        assert!(p.write.contains(&sock.to_path_buf()));
+        // Without it, only what the other tools read.
+        config.tools.trace.enabled = false;
+        config.tools.deploy.allowed_dirs = vec![PathBuf::from("/srv/bpf")];
+        config.security.access_control.tokens_file = Some(PathBuf::from("/etc/ebpf-mcp/tokens"));
+        let p = fs_policy(&config, Some(Path::new("/etc/ebpf-mcp/config.yaml")), None);
+        for want in [
+            "/proc",
+            "/sys",
+            "/etc",
+            "/srv/bpf",
+            "/etc/ebpf-mcp/config.yaml",
+            "/etc/ebpf-mcp/tokens",
+        ] {
+            assert!(
+                p.read.contains(&PathBuf::from(want)),
+                "{want}: {:?}",
+                p.read
+            );
+        }
+        assert!(!p.read.contains(&PathBuf::from("/")));
+        // No audit log, no audit directory.
+        config.security.enable_audit = false;
+        config.observability.logging.file = None;
+        let p = fs_policy(&config, None, None);
+        assert_eq!(p.write, [config.ebpf.bpffs_dir.clone()]);
+    }
+}

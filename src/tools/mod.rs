@@ -713,3 +713,45 @@ async fn guarded(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_are_an_object_or_nothing() {
+        let none: crate::tools::info::InfoParams = parse_args("info", Value::Null).unwrap();
+        assert!(!none.refresh);
+        for (args, kind) in [
+            (serde_json::json!([1]), "an array"),
+            (serde_json::json!("x"), "a string"),
+            (serde_json::json!(3), "a number"),
+            (serde_json::json!(true), "a boolean"),
+        ] {
+            let e = parse_args::<crate::tools::info::InfoParams>("info", args).unwrap_err();
+            assert!(e.message.contains(&format!("not {kind}")), "{}", e.message);
+        }
+        let e = parse_args::<crate::tools::info::InfoParams>(
+            "info",
+            serde_json::json!({"refresh": "yes"}),
+        )
+        .unwrap_err();
+        assert!(e.message.contains("argument `refresh`"), "{}", e.message);
+        assert_eq!(json_kind(&Value::Null), "null");
+        assert_eq!(json_kind(&serde_json::json!({})), "an object");
+    }
+
+    #[test]
+    fn the_registry_names_every_tool_once() {
+        let names: Vec<&str> = registry().all().iter().map(|t| t.name).collect();
+        let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
+        assert_eq!(names.len(), unique.len(), "{names:?}");
+        let info = registry().get("info").unwrap();
+        assert!(format!("{info:?}").contains("info"));
+        assert!(registry().get("nope").is_none());
+        let config = Config::default();
+        assert!(info.enabled(&config));
+        assert!(!registry().get("deploy").unwrap().enabled(&config));
+        assert_eq!(info.time_limit(&config), config.server.request_timeout.0);
+    }
+}

@@ -70,7 +70,8 @@ pub static GADGET: Gadget = Gadget {
     name: "uprobe",
     summary: "calls of a user-space function, `target: \"binary:symbol\"`: counts per process \
         (mode count), entry-to-return latency histograms (mode histogram), or one event per \
-        call with its first six arguments, arg0..arg5 (mode events)",
+        call with its first six arguments, arg0..arg5 (mode events; with `return: true` at \
+        the return, with `ret` and `duration_ns`)",
     object: aya::include_bytes_aligned!("../../bpf/obj/uprobe.bpf.o"),
     programs: &[],
     fields: &FIELDS,

@@ -520,6 +520,15 @@ impl ServerHandler for McpServer {
             resources::Plan::Tool(tool, args) => {
                 self.resource_tool(tool, args, &context, uri).await?
             }
+            resources::Plan::Part(tool, args, fields) => {
+                let whole = self.resource_tool(tool, args, &context, uri).await?;
+                Value::Object(
+                    fields
+                        .iter()
+                        .filter_map(|f| Some(((*f).to_owned(), whole.get(*f)?.clone())))
+                        .collect(),
+                )
+            }
             resources::Plan::Map(id) => {
                 let (list_args, dump_args) = resources::map_preview_args(id);
                 let listed = self

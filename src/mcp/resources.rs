@@ -13,6 +13,13 @@ const FIXED: &[(&str, &str, &str, &str)] = &[
         "The same JSON as the `info` tool: kernel facts, probed features, server setup",
     ),
     (
+        "ebpf://gadgets",
+        "gadgets",
+        "Trace gadgets",
+        "The trace gadgets: what each reports, its modes, hooks and fields, and whether this \
+         kernel supports it (the gadget part of `info`)",
+    ),
+    (
         "ebpf://programs",
         "programs",
         "BPF programs",
@@ -80,6 +87,8 @@ pub fn templates() -> Vec<ResourceTemplate> {
 pub enum Plan {
     /// The tool's result is the resource.
     Tool(&'static str, Value),
+    /// These fields of the tool's result.
+    Part(&'static str, Value, &'static [&'static str]),
     /// A map: its list_maps entry plus a map_dump preview.
     Map(u32),
 }
@@ -91,6 +100,11 @@ pub fn resolve(uri: &str) -> Option<Plan> {
     match rest.split_once('/') {
         None => match rest {
             "system" => Some(Plan::Tool("info", json!({}))),
+            "gadgets" => Some(Plan::Part(
+                "info",
+                json!({}),
+                &["gadgets", "gadget_common_fields"],
+            )),
             "programs" => Some(Plan::Tool("list_programs", json!({}))),
             "maps" => Some(Plan::Tool("list_maps", json!({}))),
             "links" => Some(Plan::Tool("list_links", json!({}))),
@@ -122,6 +136,9 @@ mod tests {
             Some(Plan::Tool("info", json!({})))
         );
         assert_eq!(resolve("ebpf://maps/7"), Some(Plan::Map(7)));
+        assert!(
+            matches!(resolve("ebpf://gadgets"), Some(Plan::Part("info", _, f)) if f.contains(&"gadgets"))
+        );
         assert_eq!(
             resolve("ebpf://programs/12"),
             Some(Plan::Tool(

@@ -131,14 +131,20 @@ async def test_system_resource_mirrors_info(binary, session_kind):
     transport, mode = session_kind
     async with connect(binary, transport, mode) as client:
         listed = (await client.list_resources()).resources
-        assert [str(r.uri) for r in listed] == ["ebpf://system", "ebpf://programs", "ebpf://maps", "ebpf://links"]
+        assert [str(r.uri) for r in listed] == ["ebpf://system", "ebpf://gadgets", "ebpf://programs", "ebpf://maps",
+                                               "ebpf://links"]
         assert all(r.mime_type == "application/json" for r in listed)
         read = await client.read_resource("ebpf://system")
+        gadgets = json.loads((await client.read_resource("ebpf://gadgets")).contents[0].text)
         with pytest.raises(MCPError) as missing:
             await client.read_resource("ebpf://nothing-here")
     content = read.contents[0]
     assert content.mime_type == "application/json"
-    assert json.loads(content.text)["kernel"]["release"] == os.uname().release
+    system = json.loads(content.text)
+    assert system["kernel"]["release"] == os.uname().release
+    # The gadget part alone, the same as info's.
+    assert set(gadgets) == {"gadgets", "gadget_common_fields"}
+    assert gadgets["gadgets"] == system["gadgets"] and len(content.text) > len(json.dumps(gadgets))
     # 2026-07-28 reports not-found as invalid params; earlier eras as -32002.
     assert missing.value.code in (-32002, -32602)
 

@@ -425,14 +425,15 @@ async def test_uprobe_on_a_library_by_name(url):
 
 
 # A process in a mount namespace of its own, with a copy of libz at a path only it sees:
-# tmpfs on /mnt inside the namespace. It loads the copy, says "ready", calls zlibVersion N
-# times when told to, and exits.
+# tmpfs on /mnt inside the namespace. It loads the host's libz and the copy, says "ready",
+# calls the copy's zlibVersion N times when told to, and exits.
 LIBZ_CALLER = r"""
 set -e
 mount -t tmpfs none /mnt
 cp "$(readlink -f /lib/x86_64-linux-gnu/libz.so.1)" /mnt/libz.so.1
 exec python3 -c '
 import ctypes, sys
+ctypes.CDLL("/lib/x86_64-linux-gnu/libz.so.1")  # the host's, so that `libz` names two files
 z = ctypes.CDLL("/mnt/libz.so.1")
 print("ready", flush=True)
 n = int(sys.stdin.readline())
@@ -457,8 +458,8 @@ def libz_in_own_namespace():
 async def test_uprobe_with_pid_finds_the_library_the_process_maps(url):
     """With `pid`, the target is the file that process maps, as it sees it: /mnt/libz.so.1
     exists only in its mount namespace, yet every call is counted and the hook names it.
-    `libz` alone names both that copy and the host's libz (python loads that too): the
-    answer lists both."""
+    `libz` alone names both that copy and the host's libz (it loads that too): the answer
+    lists both."""
     assert not pathlib.Path("/mnt/libz.so.1").exists()
     calls = 777
     with libz_in_own_namespace() as proc:

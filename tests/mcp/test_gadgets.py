@@ -492,7 +492,8 @@ async def test_uprobe_targets_name_what_the_process_maps(url):
             r = await trace(target="libnosuch:f", pid=proc.pid)
             assert r.is_error and r.structured_content["code"] == "INVALID_ARGUMENTS"
             message = r.structured_content["message"]
-            assert "maps no file named `libnosuch`" in message and "libz.so.1" in message, message
+            assert "maps no file named `libnosuch`" in message and "it maps " in message, message
+            assert "libz.so.1" in message or " more;" in message, message
             # A path the process does not map: attached, and said to be unable to fire.
             r = await trace(target=f"{WORKLOAD}:ebpf_mcp_work", pid=proc.pid)
             assert not r.is_error, r

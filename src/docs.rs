@@ -73,7 +73,10 @@ fn gadgets_section(out: &mut String) {
          The filters `pid`, `comm`, `uid` and `cgroup` run in the kernel and compare what \
          the process is when the event happens: `comm` is its name then (for `exec`, the \
          new program's name, so `comm: \"md5sum\"` sees every exec of md5sum), and a \
-         `pid`-scoped trace ends when that process exits. For `uprobe` with `pid`, the \
+         `pid`-scoped trace ends when that process exits. `filter` runs in the server on \
+         every decoded event, before counting, grouping, `top` and `max_events`; its \
+         top-level `pid ==`, `uid ==` and `comm ==` terms are checked in the kernel as well, \
+         so events that cannot pass are not sent. For `uprobe` with `pid`, the \
          `target` binary is one of the files that process maps, as it sees them: an exact \
          path, a file name, or a prefix naming one file (`libc` for `libc.so.6`); without \
          `pid`, a bare name is a program on PATH or a library in the loader's directories, \

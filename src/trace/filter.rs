@@ -86,6 +86,13 @@ enum Node {
     },
 }
 
+/// A value a passing event must have (see [`Filter::required_equalities`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Required<'a> {
+    Int(i128),
+    Str(&'a str),
+}
+
 /// A parsed filter.
 #[derive(Debug)]
 pub struct Filter {
@@ -122,6 +129,31 @@ impl Filter {
 
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// The `field == value` terms every passing event satisfies (the filter itself, or
+    /// terms of its top-level `&&`): the kernel can check these before an event is sent.
+    pub fn required_equalities(&self) -> Vec<(&str, Required<'_>)> {
+        let terms: Vec<&Node> = match &self.root {
+            Node::And(nodes) => nodes.iter().collect(),
+            other => vec![other],
+        };
+        terms
+            .into_iter()
+            .filter_map(|n| match n {
+                Node::Compare {
+                    field,
+                    op: Op::Eq,
+                    value,
+                    ..
+                } => match value {
+                    Literal::Int(i) => Some((field.as_str(), Required::Int(*i))),
+                    Literal::String(s) => Some((field.as_str(), Required::Str(s))),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect()
     }
 
     /// Whether the filter reads `field`.
@@ -590,6 +622,26 @@ mod tests {
         ] {
             let err = Filter::parse(filter, &fields()).unwrap_err();
             assert!(err.contains(needle), "{filter}: {err}");
+        }
+    }
+
+    #[test]
+    fn top_level_equalities_are_what_the_kernel_can_check() {
+        let f = Filter::parse("pid == 7 && comm == \"cat\" && ret < 0", &fields()).unwrap();
+        assert_eq!(
+            f.required_equalities(),
+            [("pid", Required::Int(7)), ("comm", Required::Str("cat"))]
+        );
+        let one = Filter::parse("comm == \"cat\"", &fields()).unwrap();
+        assert_eq!(one.required_equalities(), [("comm", Required::Str("cat"))]);
+        for none in [
+            "pid == 7 || comm == \"cat\"",
+            "!(pid == 7)",
+            "pid != 7",
+            "pid in [7]",
+        ] {
+            let f = Filter::parse(none, &fields()).unwrap();
+            assert!(f.required_equalities().is_empty(), "{none}");
         }
     }
 

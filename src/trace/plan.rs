@@ -379,6 +379,36 @@ pub(crate) fn shorten_verifier_log(text: &str) -> String {
     }
 }
 
+/// The `pid`, `uid` and `comm` equalities a filter requires, checked in the kernel as
+/// well when the call's own parameters leave those filters free: events that cannot pass
+/// are then not sent at all. The filter still runs on every event, so the answer is the
+/// same either way.
+pub(crate) fn push_down(filter: &Filter, cfg: &mut GadgetCfg) {
+    use super::filter::Required;
+    for (field, value) in filter.required_equalities() {
+        match (field, value) {
+            ("pid", Required::Int(pid)) if cfg.tgid == 0 => {
+                if let Ok(pid @ 1..) = u32::try_from(pid) {
+                    cfg.tgid = pid;
+                }
+            }
+            ("uid", Required::Int(uid)) if cfg.uid_set == 0 => {
+                if let Ok(uid) = u32::try_from(uid) {
+                    (cfg.uid_set, cfg.uid) = (1, uid);
+                }
+            }
+            ("comm", Required::Str(comm)) if cfg.comm_set == 0 => {
+                if (1..=15).contains(&comm.len()) {
+                    cfg.comm_set = 1;
+                    cfg.comm = [0; 16];
+                    cfg.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 pub(crate) fn process_not_found(pid: u32) -> EbpfError {
     EbpfError::new(
         Code::ProcessNotFound,
@@ -640,6 +670,9 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
     }
     let mut cfg = filters(p)?;
     (cfg.arg0, cfg.arg1, cfg.arg2) = plan.args;
+    if let Some(f) = &filter {
+        push_down(f, &mut cfg);
+    }
     let process = match p.pid {
         Some(pid) => {
             Some(crate::ebpf::host::ProcessId::alive(pid).ok_or_else(|| process_not_found(pid))?)
@@ -739,6 +772,39 @@ mod tests {
             let got = refusal(args.clone());
             assert!(got.contains(needle), "{args}: {got}");
         }
+    }
+
+    #[test]
+    fn filter_equalities_reach_the_kernel_filters_left_free() {
+        let fields: Vec<(String, Kind)> = gadgets::find("open")
+            .unwrap()
+            .all_fields()
+            .map(|f| (f.name.to_owned(), Kind::of_type(f.ty)))
+            .collect();
+        let f = Filter::parse(
+            "comm == \"cat\" && uid == 0 && pid == 42 && ret < 0",
+            &fields,
+        )
+        .unwrap();
+        let mut cfg = GadgetCfg::default();
+        push_down(&f, &mut cfg);
+        assert_eq!(
+            (cfg.tgid, cfg.uid_set, cfg.uid, cfg.comm_set),
+            (42, 1, 0, 1)
+        );
+        assert_eq!(&cfg.comm[..4], b"cat\0");
+        // A filter the call's parameters already set is left to them.
+        let mut set = GadgetCfg {
+            tgid: 7,
+            ..GadgetCfg::default()
+        };
+        push_down(&f, &mut set);
+        assert_eq!(set.tgid, 7);
+        // Names the kernel cannot hold, and alternatives, stay in user space.
+        let long = Filter::parse("comm == \"a-name-longer-than-15\" || pid == 1", &fields).unwrap();
+        let mut free = GadgetCfg::default();
+        push_down(&long, &mut free);
+        assert_eq!((free.tgid, free.comm_set), (0, 0));
     }
 
     #[test]

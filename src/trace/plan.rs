@@ -397,12 +397,12 @@ pub(crate) fn push_down(filter: &Filter, cfg: &mut GadgetCfg) {
                     (cfg.uid_set, cfg.uid) = (1, uid);
                 }
             }
-            ("comm", Required::Str(comm)) if cfg.comm_set == 0 => {
-                if (1..=15).contains(&comm.len()) {
-                    cfg.comm_set = 1;
-                    cfg.comm = [0; 16];
-                    cfg.comm[..comm.len()].copy_from_slice(comm.as_bytes());
-                }
+            ("comm", Required::Str(comm))
+                if cfg.comm_set == 0 && (1..=15).contains(&comm.len()) =>
+            {
+                cfg.comm_set = 1;
+                cfg.comm = [0; 16];
+                cfg.comm[..comm.len()].copy_from_slice(comm.as_bytes());
             }
             _ => {}
         }

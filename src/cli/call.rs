@@ -111,8 +111,11 @@ pub(super) async fn call_command(
         });
         tools::execute_stream(&core, spec, args, ctx, sink)
             .await
-            .map(|summary| {
+            .map(|mut summary| {
                 // The last line: what the rows add up to (totals, drops, why it stopped).
+                if let (Value::Object(m), Some(field)) = (&mut summary, spec.list_field) {
+                    m.remove(field);
+                }
                 write_stdout(&format!("{}\n", serde_json::json!({ "summary": summary })));
                 if let Some(note) = summary.get("hint").and_then(Value::as_str) {
                     eprintln!("ebpf-mcp: {note}");

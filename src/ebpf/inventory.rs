@@ -430,6 +430,46 @@ pub fn read_link(id: u32) -> Result<LinkRecord, SyscallError> {
     Ok(rec)
 }
 
+impl LinkRecord {
+    /// A uprobe attached through `/proc/self/fd/N` (as this server attaches, so that the
+    /// file checked is the file probed) is named by the kernel by that path, meaningful
+    /// only to the process that attached. The file it is: read from this process when it
+    /// holds the link, else from a holder that still has descriptor N open.
+    pub fn resolve_fd_path(&mut self, holders: &[Holder]) {
+        let Some(n) = self
+            .name
+            .as_deref()
+            .and_then(|p| p.strip_prefix("/proc/self/fd/"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            return;
+        };
+        let me = std::process::id();
+        let pids = held_here(self.id)
+            .then_some(me)
+            .into_iter()
+            .chain(holders.iter().map(|h| h.pid));
+        for pid in pids {
+            if let Ok(path) = std::fs::read_link(format!("/proc/{pid}/fd/{n}")) {
+                self.name = Some(path.display().to_string());
+                self.target = describe(self);
+                return;
+            }
+        }
+    }
+}
+
+/// Whether this process holds link `id` (Holders leaves this process out).
+fn held_here(id: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return false;
+    };
+    let want = format!("link_id:\t{id}\n");
+    entries
+        .flatten()
+        .any(|e| std::fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&want)))
+}
+
 fn describe(r: &LinkRecord) -> String {
     let name = r.name.as_deref().unwrap_or("");
     let at = r.attach_type.as_deref().unwrap_or("");

@@ -203,11 +203,16 @@ fn link_index(records: &[LinkRecord]) -> HashMap<u32, Vec<Attachment>> {
     by_prog
 }
 
+/// Every link, with uprobe files this server attached through a descriptor named.
 fn all_links() -> Vec<LinkRecord> {
     inventory::ids(Object::Link)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|id| inventory::read_link(id).ok())
+        .map(|mut l| {
+            l.resolve_fd_path(&[]);
+            l
+        })
         .collect()
 }
 
@@ -654,9 +659,10 @@ fn list_links(
     let mut links: Vec<LinkEntry> = matching
         .into_iter()
         .filter(|l| page_ids.contains(&l.id))
-        .map(|link| LinkEntry {
-            holders: holders.of(Object::Link, link.id),
-            link,
+        .map(|mut link| {
+            let holders = holders.of(Object::Link, link.id);
+            link.resolve_fd_path(&holders);
+            LinkEntry { holders, link }
         })
         .collect();
     let cut = super::fit_rows(&mut links, super::row_budget(&ctx.config));

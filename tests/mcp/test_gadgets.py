@@ -433,7 +433,7 @@ mount -t tmpfs none /mnt
 cp "$(readlink -f /lib/x86_64-linux-gnu/libz.so.1)" /mnt/libz.so.1
 exec python3 -c '
 import ctypes, sys
-ctypes.CDLL("/lib/x86_64-linux-gnu/libz.so.1")  # the host's, so that `libz` names two files
+ctypes.CDLL("/lib/x86_64-linux-gnu/libz.so.1")  # the host copy: `libz` then names two files
 z = ctypes.CDLL("/mnt/libz.so.1")
 print("ready", flush=True)
 n = int(sys.stdin.readline())

@@ -178,6 +178,19 @@ static __always_inline void *reserve(u64 size)
 	return e;
 }
 
+/* Reserves an event of `size` bytes starting with header `h` (from want()), stamped;
+ * NULL, with a drop counted, when the ring buffer is full. */
+static __always_inline void *reserve_event(u64 size, const struct event_header *h)
+{
+	struct event_header *e = reserve(size);
+
+	if (e) {
+		*e = *h;
+		stamp(e);
+	}
+	return e;
+}
+
 /* Pending bytes in the ring buffer past which a submit wakes the reader at once. Below it,
  * submits do not wake anyone: the reader polls every few milliseconds instead. A wakeup per
  * event would cost the traced task more than the event itself. */

@@ -32,11 +32,9 @@ int exit_trace(void *ctx)
 	/* Only the thread group's end is a process exit. */
 	if (h.pid != h.tid)
 		return 0;
-	e = reserve(sizeof(*e));
+	e = reserve_event(sizeof(*e), &h);
 	if (!e)
 		return 0;
-	e->h = h;
-	stamp(&e->h);
 	task = (struct task_struct *)bpf_get_current_task();
 	code = BPF_CORE_READ(task, exit_code);
 	e->exit_code = (code >> 8) & 0xff;

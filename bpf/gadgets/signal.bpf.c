@@ -33,11 +33,9 @@ int signal_trace(struct trace_event_raw_signal_generate *ctx)
 
 	if (!want(config(), &h))
 		return 0;
-	e = reserve(sizeof(*e));
+	e = reserve_event(sizeof(*e), &h);
 	if (!e)
 		return 0;
-	e->h = h;
-	stamp(&e->h);
 	e->sig = BPF_CORE_READ(ctx, sig);
 	e->code = BPF_CORE_READ(ctx, code);
 	e->target_pid = BPF_CORE_READ(ctx, pid);

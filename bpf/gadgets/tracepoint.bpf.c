@@ -42,11 +42,9 @@ int tracepoint_record(void *ctx)
 
 	if (!cfg || !want(cfg, &h))
 		return 0;
-	e = reserve(sizeof(*e));
+	e = reserve_event(sizeof(*e), &h);
 	if (!e)
 		return 0;
-	e->h = h;
-	stamp(&e->h);
 	size = cfg->arg0;
 	if (size > RECORD_MAX)
 		size = RECORD_MAX;

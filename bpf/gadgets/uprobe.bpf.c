@@ -58,11 +58,9 @@ int uprobe_call(struct pt_regs *ctx)
 
 	if (!want(config(), &h))
 		return 0;
-	e = reserve(sizeof(*e));
+	e = reserve_event(sizeof(*e), &h);
 	if (!e)
 		return 0;
-	e->h = h;
-	stamp(&e->h);
 	read_args(ctx, e->args);
 	e->ret = 0;
 	e->duration_ns = 0;
@@ -109,10 +107,8 @@ int uprobe_call_return(struct pt_regs *ctx)
 	if (!c)
 		return 0;
 	if (want(config(), &h)) {
-		e = reserve(sizeof(*e));
+		e = reserve_event(sizeof(*e), &h);
 		if (e) {
-			e->h = h;
-			stamp(&e->h);
 			__builtin_memcpy(e->args, c->args, sizeof(e->args));
 			e->ret = ctx->ax;
 			e->duration_ns = bpf_ktime_get_ns() - c->ts;

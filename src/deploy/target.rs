@@ -709,23 +709,24 @@ mod tests {
             ))
             .contains("absolute path")
         );
-        if let Some(root) = crate::ebpf::host::cgroup2_root() {
-            let root = root.display().to_string();
-            let t = kind("cgroup_skb", "cgroup_skb/egress", cg(&root), &all).unwrap();
-            assert_eq!(t.point(), format!("cgroup_skb:{root}"));
-            assert!(matches!(
-                t,
-                Target::CgroupSkb {
-                    direction: CgroupDirection::Egress,
-                    ..
-                }
-            ));
-            // A directory that is not a cgroup reads as refused, like a missing one.
-            assert!(matches!(
-                kind("cgroup_skb", "cgroup_skb/ingress", cg("/tmp"), &all),
-                Err(TargetError::NotAllowed { .. })
-            ));
-        }
+        let root = crate::ebpf::host::cgroup2_root()
+            .expect("a cgroup v2 hierarchy (cgroup_skb attaches to one)")
+            .display()
+            .to_string();
+        let t = kind("cgroup_skb", "cgroup_skb/egress", cg(&root), &all).unwrap();
+        assert_eq!(t.point(), format!("cgroup_skb:{root}"));
+        assert!(matches!(
+            t,
+            Target::CgroupSkb {
+                direction: CgroupDirection::Egress,
+                ..
+            }
+        ));
+        // A directory that is not a cgroup reads as refused, like a missing one.
+        assert!(matches!(
+            kind("cgroup_skb", "cgroup_skb/ingress", cg("/tmp"), &all),
+            Err(TargetError::NotAllowed { .. })
+        ));
         // A tracepoint section without a name, a uprobe without a target.
         assert!(
             invalid(kind(

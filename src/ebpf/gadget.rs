@@ -68,6 +68,20 @@ pub struct GadgetCfg {
     pub arg2: u32,
 }
 
+impl GadgetCfg {
+    /// Filters on a process name: false, unchanged, unless it is 1 to 15 bytes (what the
+    /// kernel keeps of a name).
+    pub fn set_comm(&mut self, comm: &str) -> bool {
+        if !(1..=15).contains(&comm.len()) {
+            return false;
+        }
+        self.comm_set = 1;
+        self.comm = [0; 16];
+        self.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+        true
+    }
+}
+
 // SAFETY: #[repr(C)] of integers and a byte array with no padding holes (u64 fields are
 // 8-aligned by the u32 pairs before them), matching the C struct; any bit pattern is valid.
 unsafe impl Pod for GadgetCfg {}

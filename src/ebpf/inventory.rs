@@ -427,6 +427,7 @@ pub fn read_link(id: u32) -> Result<LinkRecord, SyscallError> {
         LinkTarget::Other => {}
     }
     rec.target = describe(&rec);
+    rec.resolve_fd_path(&[]);
     Ok(rec)
 }
 
@@ -434,7 +435,8 @@ impl LinkRecord {
     /// A uprobe attached through `/proc/self/fd/N` (as this server attaches, so that the
     /// file checked is the file probed) is named by the kernel by that path, meaningful
     /// only to the process that attached. The file it is: read from this process when it
-    /// holds the link, else from a holder that still has descriptor N open.
+    /// holds the link (read_link does that), else from a holder that still has descriptor
+    /// N open.
     pub fn resolve_fd_path(&mut self, holders: &[Holder]) {
         let Some(n) = self
             .name

@@ -237,10 +237,15 @@ fn audit_refusal(core: &Core, reason: &str, status: StatusCode, identity: &str, 
     }
 }
 
+/// A refusal at the HTTP layer: counted by `reason` and on the audit record.
+fn count_refusal(core: &Core, reason: &str, status: StatusCode, identity: &str, method: &str) {
+    core.metrics.refused(reason);
+    audit_refusal(core, reason, status, identity, method);
+}
+
 /// 503 for a request over `key`'s limit, counted by `reason` and logged.
 fn refuse_busy(core: &Core, reason: &str, key: &str, what: String, identity: &str) -> Response {
-    core.metrics.refused(reason);
-    audit_refusal(
+    count_refusal(
         core,
         reason,
         StatusCode::SERVICE_UNAVAILABLE,
@@ -308,8 +313,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
     // How often.
     let rate = &config.server.rate_limit;
     if let Err(retry) = gate.admit(&identity.id, rate.requests_per_second, rate.burst) {
-        core.metrics.refused("rate_limited");
-        audit_refusal(
+        count_refusal(
             core,
             "rate_limited",
             StatusCode::TOO_MANY_REQUESTS,
@@ -343,8 +347,7 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         && let Some(owner) = gate.sessions().get(sid)
         && *owner != identity.id
     {
-        core.metrics.refused("session_owner");
-        audit_refusal(
+        count_refusal(
             core,
             "session_owner",
             StatusCode::FORBIDDEN,
@@ -363,6 +366,17 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
 
     // The body: bounded, and read once to see which tool a call asks for.
     let limit = config.server.max_request_bytes.get();
+    // Said before reading (Content-Length) or found while reading: the same refusal.
+    let too_big = || {
+        count_refusal(
+            core,
+            "body_size",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &identity.id,
+            parts.method.as_str(),
+        );
+        too_large(limit)
+    };
     if parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -370,34 +384,15 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request, next: Next) -
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n > limit)
     {
-        core.metrics.refused("body_size");
-        audit_refusal(
-            core,
-            "body_size",
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &identity.id,
-            parts.method.as_str(),
-        );
-        return too_large(limit);
+        return too_big();
     }
     let read_timeout = config.server.request_read_timeout.0;
     let read = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX));
     let bytes: Bytes = match tokio::time::timeout(read_timeout, read).await {
         Ok(Ok(b)) => b,
-        Ok(Err(_)) => {
-            core.metrics.refused("body_size");
-            audit_refusal(
-                core,
-                "body_size",
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &identity.id,
-                parts.method.as_str(),
-            );
-            return too_large(limit);
-        }
+        Ok(Err(_)) => return too_big(),
         Err(_) => {
-            core.metrics.refused("body_timeout");
-            audit_refusal(
+            count_refusal(
                 core,
                 "body_timeout",
                 StatusCode::REQUEST_TIMEOUT,

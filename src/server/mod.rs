@@ -74,6 +74,30 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// Runs `work` on a blocking thread every `period` (a missed beat is not made up) until
+/// `stop`.
+fn periodic(
+    core: &Arc<Core>,
+    stop: &CancellationToken,
+    period: std::time::Duration,
+    work: fn(&Core),
+) {
+    let core = Arc::clone(core);
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            let core = Arc::clone(&core);
+            tokio::task::spawn_blocking(move || work(&core)).await.ok();
+        }
+    });
+}
+
 /// What every server does before serving: removes the pins a previous server left in its
 /// bpffs directory (it crashed, or was killed), and starts the tasks that reload on SIGHUP
 /// or file changes, release deployments over resources.max_cpu_time_ms (checked every
@@ -125,53 +149,18 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
     // Finished trace sessions go after their time for a last read, or when newer ones
     // finished: what they hold is bounded even when no one starts or reads a session. The
     // audit records the log could not take are retried on the same beat.
-    {
-        let core = Arc::clone(core);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = stop.cancelled() => return,
-                }
-                let core = Arc::clone(&core);
-                tokio::task::spawn_blocking(move || {
-                    core.sessions.purge(
-                        core.config().tools.trace.max_sessions.get() as usize,
-                        &core.tracker,
-                    );
-                    // Retries the server's own records the log could not take.
-                    let _ = core.audit.check();
-                })
-                .await
-                .ok();
-            }
-        });
-    }
+    periodic(core, &stop, std::time::Duration::from_secs(5), |core| {
+        core.sessions.purge(
+            core.config().tools.trace.max_sessions.get() as usize,
+            &core.tracker,
+        );
+        let _ = core.audit.check();
+    });
     // Deployments whose programs use more CPU than resources.max_cpu_time_ms go.
-    {
-        let core = Arc::clone(core);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = stop.cancelled() => return,
-                }
-                let core = Arc::clone(&core);
-                tokio::task::spawn_blocking(move || {
-                    let limit = core.config().resources.max_cpu_time_ms;
-                    crate::deploy::watchdog::enforce_cpu(&core.deploy_env(), limit)
-                })
-                .await
-                .ok();
-            }
-        });
-    }
+    periodic(core, &stop, std::time::Duration::from_secs(1), |core| {
+        let limit = core.config().resources.max_cpu_time_ms;
+        crate::deploy::watchdog::enforce_cpu(&core.deploy_env(), limit);
+    });
     let core = Arc::clone(core);
     let every = core.config().resources.cleanup_interval.0;
     tokio::spawn(async move {

@@ -203,16 +203,11 @@ fn link_index(records: &[LinkRecord]) -> HashMap<u32, Vec<Attachment>> {
     by_prog
 }
 
-/// Every link, with uprobe files this server attached through a descriptor named.
 fn all_links() -> Vec<LinkRecord> {
     inventory::ids(Object::Link)
         .unwrap_or_default()
         .into_iter()
         .filter_map(|id| inventory::read_link(id).ok())
-        .map(|mut l| {
-            l.resolve_fd_path(&[]);
-            l
-        })
         .collect()
 }
 

@@ -30,15 +30,13 @@ pub(crate) fn filters(p: &TraceParams) -> Result<GadgetCfg, EbpfError> {
         cfg.uid_set = 1;
         cfg.uid = uid;
     }
-    if let Some(comm) = &p.comm {
-        if comm.is_empty() || comm.len() > 15 {
-            return Err(invalid(format!(
-                "`comm` must be 1 to 15 bytes (the kernel keeps 15 of a process name); `{comm}` is {}",
-                comm.len()
-            )));
-        }
-        cfg.comm_set = 1;
-        cfg.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+    if let Some(comm) = &p.comm
+        && !cfg.set_comm(comm)
+    {
+        return Err(invalid(format!(
+            "`comm` must be 1 to 15 bytes (the kernel keeps 15 of a process name); `{comm}` is {}",
+            comm.len()
+        )));
     }
     if let Some(path) = &p.cgroup {
         cfg.cgroup_id = cgroup_id(path)?;
@@ -397,12 +395,8 @@ pub(crate) fn push_down(filter: &Filter, cfg: &mut GadgetCfg) {
                     (cfg.uid_set, cfg.uid) = (1, uid);
                 }
             }
-            ("comm", Required::Str(comm))
-                if cfg.comm_set == 0 && (1..=15).contains(&comm.len()) =>
-            {
-                cfg.comm_set = 1;
-                cfg.comm = [0; 16];
-                cfg.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+            ("comm", Required::Str(comm)) if cfg.comm_set == 0 => {
+                cfg.set_comm(comm);
             }
             _ => {}
         }

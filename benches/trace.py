@@ -6,8 +6,10 @@ default); it reports its own elapsed time. Measured, each as the median of --run
 as a ratio against the untraced workload measured in the same go:
 
 - ebpf-mcp `trace` gadget `open`, `mode: count`, filtered to the workload in the kernel
-  (`comm`), over MCP against a running server: every event crosses the ring buffer to the
-  server and is decoded and counted (`events_total` must equal N, `events_dropped` 0).
+  (`comm`), over MCP against a running server, grouped by `path`: every event crosses the
+  ring buffer to the server and is decoded and counted (the /dev/null count must equal N,
+  `events_dropped` 0); and grouped by `comm`, which the kernel counts in a table (the count
+  must equal the path run's total).
   Also the server's CPU time per event and its peak RSS (VmHWM) while tracing.
 - The same ebpf-mcp trace with the kernel's BPF run-time statistics on (kernel.bpf_stats_enabled,
   as while the server watches deployments for resources.max_cpu_time_ms): what the
@@ -92,9 +94,9 @@ class Server:
         self.proc.wait(timeout=20)
 
 
-async def traced_by_ebpf_mcp(server: Server, opens: int) -> tuple[float, dict, float]:
-    """Workload seconds under `trace open` count mode, the trace's result, and the server's
-    CPU seconds over the trace."""
+async def traced_by_ebpf_mcp(server: Server, opens: int, group_by: list[str]) -> tuple[float, dict, float]:
+    """Workload seconds under `trace open` count mode grouped by `group_by`, the trace's
+    result, and the server's CPU seconds over the trace."""
     from mcp import Client
 
     ready = asyncio.Event()
@@ -107,7 +109,7 @@ async def traced_by_ebpf_mcp(server: Server, opens: int) -> tuple[float, dict, f
         await client.set_logging_level("info")
         cpu_before = proc_times(server.proc.pid)
         call = asyncio.create_task(client.call_tool("trace", {
-            "gadget": "open", "mode": "count", "comm": "workload", "group_by": ["path"],
+            "gadget": "open", "mode": "count", "comm": "workload", "group_by": group_by,
             "duration_ms": 1000 + int(opens / 1000_000 * 12_000)}))
         await asyncio.wait_for(ready.wait(), 30)
         elapsed = await asyncio.to_thread(workload, opens)
@@ -182,19 +184,22 @@ def main() -> None:
     n = args.opens
     workload(10_000)  # warm the page cache and the binary
 
-    base, ours, with_stats, bt_print, bt_count, cpu, hwm = [], [], [], [], [], [], 0
-    results = []
+    base, ours, in_kernel, with_stats, bt_print, bt_count, cpu, hwm = [], [], [], [], [], [], [], 0
+    results, kernel_results = [], []
     server = Server()
     try:
         cold = asyncio.run(first_event_latency(server))
         for _ in range(args.runs):
             base.append(workload(n))
-            elapsed, result, server_cpu = asyncio.run(traced_by_ebpf_mcp(server, n))
+            elapsed, result, server_cpu = asyncio.run(traced_by_ebpf_mcp(server, n, ["path"]))
             ours.append(elapsed)
             cpu.append(server_cpu)
             results.append(result)
+            elapsed, result, _ = asyncio.run(traced_by_ebpf_mcp(server, n, ["comm"]))
+            in_kernel.append(elapsed)
+            kernel_results.append(result)
             with bpf_stats():
-                elapsed, result, _ = asyncio.run(traced_by_ebpf_mcp(server, n))
+                elapsed, result, _ = asyncio.run(traced_by_ebpf_mcp(server, n, ["path"]))
             with_stats.append(elapsed)
             results.append(result)
             bt_print.append(traced_by_bpftrace(
@@ -210,6 +215,11 @@ def main() -> None:
     # The workload's own start-up opens (its libraries) come on top of the N of /dev/null.
     dev_null = [sum(c["count"] for c in r["counts"] if c["key"]["path"] == "/dev/null") for r in results]
     exact = all(d == n for d in dev_null) and all(r["events_dropped"] == 0 for r in results)
+    # Counted in the kernel by comm: the same opens, start-up ones included.
+    startup = results[0]["events_total"] - dev_null[0]
+    by_comm = [r["counts"][0]["count"] if r["counts"] else 0 for r in kernel_results]
+    exact = exact and all(r["counted_in"] == "kernel" and r["events_dropped"] == 0 for r in kernel_results)
+    exact = exact and all(c == n + startup for c in by_comm)
     b = statistics.median(base)
 
     def row(name: str, xs: list[float]) -> str:
@@ -219,12 +229,14 @@ def main() -> None:
     print(f"workload: {n} opens of /dev/null, median of {args.runs} runs, kernel {os.uname().release}")
     print("| run | workload time | vs untraced |\n|---|---|---|")
     print(row("untraced", base))
-    print(row("ebpf-mcp trace open, mode count (every event to user space)", ours))
+    print(row("ebpf-mcp trace open, mode count by path (every event to user space)", ours))
+    print(row("ebpf-mcp trace open, mode count by comm (counted in the kernel)", in_kernel))
     print(row("the same with BPF run-time statistics on", with_stats))
     print(row("bpftrace printf per event", bt_print))
     print(row("bpftrace count() in the kernel", bt_count))
     print(f"\nebpf-mcp: opens of /dev/null counted {dev_null}, events_total {[r['events_total'] for r in results]}, "
-          f"events_dropped {[r['events_dropped'] for r in results]}, exact: {exact}")
+          f"events_dropped {[r['events_dropped'] for r in results]}; counted in the kernel by comm {by_comm} "
+          f"(expected {n + startup}); exact: {exact}")
     # Two programs run per open (the openat entry and exit tracepoints).
     stats_ns = (statistics.median(with_stats) - statistics.median(ours)) / (2 * n) * 1e9
     print(f"BPF run-time statistics: {stats_ns:.0f} ns more per program run")

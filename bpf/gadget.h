@@ -45,6 +45,12 @@ struct gadget_cfg {
 	u32 arg0;
 	u32 arg1;
 	u32 arg2;
+	/* Count mode in the kernel (COUNT_*, 0: send every event): see counted(). */
+	u32 count_keys;
+	/* A numeric field of the hook's record (generic tracepoint): its offset in the low 16
+	 * bits, its size (1, 2, 4 or 8) in the next 8, bit 24 set when it is signed; 0: none. */
+	u32 value_field;
+	u32 pad;
 };
 
 struct {
@@ -71,6 +77,35 @@ struct {
 	__type(key, u32);
 	__type(value, u64);
 } drops SEC(".maps");
+
+/* Which fields key the counts of count mode in the kernel (gadget_cfg.count_keys). */
+#define COUNT_ON (1u << 0)
+#define COUNT_PID (1u << 1)
+#define COUNT_TID (1u << 2)
+#define COUNT_PPID (1u << 3)
+#define COUNT_UID (1u << 4)
+#define COUNT_COMM (1u << 5)
+#define COUNT_CGROUP (1u << 6)
+#define COUNT_VALUE (1u << 7) /* the gadget's value (a tracepoint field) */
+
+struct count_key {
+	u32 pid;
+	u32 tid;
+	u32 ppid;
+	u32 uid;
+	u64 cgroup_id;
+	s64 value;
+	char comm[TASK_COMM_LEN];
+};
+
+/* Entries are allocated as keys appear: a gadget that never counts costs nothing here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 10240);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct count_key);
+	__type(value, u64);
+} counts SEC(".maps");
 
 /* Every event starts with this. */
 struct event_header {
@@ -166,6 +201,58 @@ static __always_inline void count_drop(void)
 
 	if (n)
 		(*n)++;
+}
+
+/* Adds one to the u64 that `key` maps to in hash `table`; a full table counts a drop. */
+static __always_inline void table_add(void *table, const void *key)
+{
+	u64 one = 1, *n = bpf_map_lookup_elem(table, key);
+
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+		return;
+	}
+	if (!bpf_map_update_elem(table, key, &one, BPF_NOEXIST))
+		return;
+	/* Another CPU inserted the key first (count it there), or the table is full. */
+	n = bpf_map_lookup_elem(table, key);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+	else
+		count_drop();
+}
+
+/* Count mode in the kernel: when the server set count_keys (every group key is a field
+ * known here and the call's filter is wholly the filters above), the event `h` (from
+ * want()) is counted in `counts` under those fields and nothing is sent: returns 1. */
+static __always_inline int counted(const struct gadget_cfg *cfg, const struct event_header *h,
+				   s64 value)
+{
+	struct count_key key = {};
+	u32 keys;
+
+	if (!cfg || !(cfg->count_keys & COUNT_ON))
+		return 0;
+	keys = cfg->count_keys;
+	if (keys & COUNT_PID)
+		key.pid = h->pid;
+	if (keys & COUNT_TID)
+		key.tid = h->tid;
+	if (keys & COUNT_PPID) {
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+
+		key.ppid = BPF_CORE_READ(task, real_parent, tgid);
+	}
+	if (keys & COUNT_UID)
+		key.uid = h->uid;
+	if (keys & COUNT_CGROUP)
+		key.cgroup_id = h->cgroup_id;
+	if (keys & COUNT_VALUE)
+		key.value = value;
+	if (keys & COUNT_COMM)
+		__builtin_memcpy(key.comm, h->comm, sizeof(key.comm));
+	table_add(&counts, &key);
+	return 1;
 }
 
 /* Reserves an event of `size` bytes, counting a drop when the ring buffer is full. */

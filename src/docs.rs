@@ -80,7 +80,16 @@ fn gadgets_section(out: &mut String) {
          `target` binary is one of the files that process maps, as it sees them: an exact \
          path, a file name, or a prefix naming one file (`libc` for `libc.so.6`); without \
          `pid`, a bare name is a program on PATH or a library in the loader's directories, \
-         and a script found that way is refused naming its interpreter.\n",
+         and a script found that way is refused naming its interpreter.\n\n\
+         Count mode counts in the kernel (`\"counted_in\": \"kernel\"`: a table is read, no \
+         event crosses to the server) when every `group_by` field is one the kernel knows \
+         where the event happens and `filter`, if any, is only `pid ==`, `uid ==` and \
+         `comm ==` terms: the common fields `pid`, `tid`, `ppid`, `uid`, `comm`, \
+         `cgroup_id`, and for `signal` the signal (`sig`, `signal`), for `exit` \
+         `exit_code`, for `tracepoint` one integer field of the record. `open` then counts \
+         at entry and attaches no exit programs. Other keys (a path, a result) are counted \
+         by the server from every event (`\"counted_in\": \"server\"`); both are exact, \
+         and a full kernel table counts in `events_dropped`.\n",
     );
     for g in crate::gadgets::catalogue() {
         let modes: Vec<String> = crate::trace::gadget_modes(g)

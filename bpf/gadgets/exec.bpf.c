@@ -106,7 +106,7 @@ static __always_inline int leave(s64 ret)
 		return 0;
 	/* After a successful exec the task has the new program's name (and maybe uid): the
 	 * event carries them, and the filters compare them. */
-	if (want(config(), &now)) {
+	if (want(config(), &now) && !counted(config(), &now, 0)) {
 		e = reserve(sizeof(*e));
 		if (e) {
 			bpf_probe_read_kernel(e, sizeof(*e), pending);

@@ -22,21 +22,24 @@ struct exit_event {
 SEC("tracepoint/sched/sched_process_exit")
 int exit_trace(void *ctx)
 {
+	struct gadget_cfg *cfg = config();
 	struct event_header h = {};
 	struct task_struct *task;
 	struct exit_event *e;
 	int code;
 
-	if (!want(config(), &h))
+	if (!want(cfg, &h))
 		return 0;
 	/* Only the thread group's end is a process exit. */
 	if (h.pid != h.tid)
 		return 0;
+	task = (struct task_struct *)bpf_get_current_task();
+	code = BPF_CORE_READ(task, exit_code);
+	if (counted(cfg, &h, (code >> 8) & 0xff))
+		return 0;
 	e = reserve_event(sizeof(*e), &h);
 	if (!e)
 		return 0;
-	task = (struct task_struct *)bpf_get_current_task();
-	code = BPF_CORE_READ(task, exit_code);
 	e->exit_code = (code >> 8) & 0xff;
 	e->signal = code & 0x7f;
 	e->core_dump = (code & 0x80) ? 1 : 0;

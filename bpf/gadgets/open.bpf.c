@@ -49,10 +49,14 @@ struct open_how_head {
 
 static __always_inline int enter(const char *path, u32 flags, u32 mode)
 {
+	struct gadget_cfg *cfg = config();
 	u32 zero = 0;
 	struct open_event *e = bpf_map_lookup_elem(&open_scratch, &zero);
 
-	if (!e || !want(config(), &e->h))
+	if (!e || !want(cfg, &e->h))
+		return 0;
+	/* Counted at entry: the server then attaches no exit programs. */
+	if (counted(cfg, &e->h, 0))
 		return 0;
 	e->flags = flags;
 	e->mode = mode;

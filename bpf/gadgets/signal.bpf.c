@@ -28,10 +28,13 @@ struct signal_event {
 SEC("tracepoint/signal/signal_generate")
 int signal_trace(struct trace_event_raw_signal_generate *ctx)
 {
+	struct gadget_cfg *cfg = config();
 	struct event_header h = {};
 	struct signal_event *e;
 
-	if (!want(config(), &h))
+	if (!want(cfg, &h))
+		return 0;
+	if (counted(cfg, &h, BPF_CORE_READ(ctx, sig)))
 		return 0;
 	e = reserve_event(sizeof(*e), &h);
 	if (!e)

@@ -28,26 +28,13 @@ int syscalls_count(struct raw_syscall_enter *ctx)
 {
 	struct event_header h = {};
 	struct syscall_key key = {};
-	u64 one = 1, *n;
 
 	if (ctx->id < 0 || !want(config(), &h))
 		return 0;
 	key.pid = h.pid;
 	key.nr = (u32)ctx->id;
 	__builtin_memcpy(key.comm, h.comm, sizeof(key.comm));
-	n = bpf_map_lookup_elem(&syscall_counts, &key);
-	if (n) {
-		__sync_fetch_and_add(n, 1);
-		return 0;
-	}
-	if (!bpf_map_update_elem(&syscall_counts, &key, &one, BPF_NOEXIST))
-		return 0;
-	/* Another CPU inserted the key first (count it there), or the table is full. */
-	n = bpf_map_lookup_elem(&syscall_counts, &key);
-	if (n)
-		__sync_fetch_and_add(n, 1);
-	else
-		count_drop();
+	table_add(&syscall_counts, &key);
 	return 0;
 }
 

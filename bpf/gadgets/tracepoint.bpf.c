@@ -32,6 +32,24 @@ static __always_inline void read_string(void *ctx, u32 off, char *dst)
 		bpf_probe_read_kernel_str(dst, STR_MAX, ptr);
 }
 
+/* The numeric field gadget_cfg.value_field names (see gadget.h), sign-extended; 0 if none. */
+static __always_inline s64 value(void *ctx, u32 field)
+{
+	u32 off = field & 0xffff, size = (field >> 16) & 0xff, sign = field >> 24;
+	u64 v = 0;
+
+	if (!size || size > 8 || off > RECORD_MAX - 8)
+		return 0;
+	if (bpf_probe_read_kernel(&v, size & 0xf, ctx + off))
+		return 0;
+	if (sign && size < 8) {
+		u32 shift = 64 - 8 * size;
+
+		return ((s64)(v << shift)) >> shift;
+	}
+	return (s64)v;
+}
+
 SEC("tracepoint/any/any")
 int tracepoint_record(void *ctx)
 {
@@ -41,6 +59,8 @@ int tracepoint_record(void *ctx)
 	u32 size;
 
 	if (!cfg || !want(cfg, &h))
+		return 0;
+	if (counted(cfg, &h, value(ctx, cfg->value_field)))
 		return 0;
 	e = reserve_event(sizeof(*e), &h);
 	if (!e)

@@ -66,6 +66,12 @@ pub struct GadgetCfg {
     pub arg0: u32,
     pub arg1: u32,
     pub arg2: u32,
+    /// Count mode in the kernel: which fields key the counts (`COUNT_*` of bpf/gadget.h,
+    /// see [`crate::gadgets::count`]); 0 sends every event.
+    pub count_keys: u32,
+    /// A numeric field of the hook's record the kernel reads (generic tracepoint).
+    pub value_field: u32,
+    pub pad: u32,
 }
 
 impl GadgetCfg {

@@ -35,6 +35,7 @@ pub static GADGET: Gadget = Gadget {
     output: Output::KernelHistograms,
     default_group_by: &["device"],
     detail_fields: &[],
+    kernel_count: None,
     decode,
     event_size: KEY_SIZE,
     layout: super::hist::KEY_LAYOUT,

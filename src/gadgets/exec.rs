@@ -12,25 +12,27 @@ const ARG_MAX: usize = 256;
 const ARGS_SIZE: usize = 1024;
 const MAX_ARGS: usize = 16;
 
+const PROGRAMS: &[(&str, Hook)] = &[
+    (
+        "exec_enter",
+        Hook::tracepoint("syscalls", "sys_enter_execve"),
+    ),
+    ("exec_exit", Hook::tracepoint("syscalls", "sys_exit_execve")),
+    (
+        "execat_enter",
+        Hook::tracepoint("syscalls", "sys_enter_execveat"),
+    ),
+    (
+        "execat_exit",
+        Hook::tracepoint("syscalls", "sys_exit_execveat"),
+    ),
+];
+
 pub static GADGET: Gadget = Gadget {
     name: "exec",
     summary: "process executions (execve, execveat): file, arguments, result",
     object: aya::include_bytes_aligned!("../../bpf/obj/exec.bpf.o"),
-    programs: &[
-        (
-            "exec_enter",
-            Hook::tracepoint("syscalls", "sys_enter_execve"),
-        ),
-        ("exec_exit", Hook::tracepoint("syscalls", "sys_exit_execve")),
-        (
-            "execat_enter",
-            Hook::tracepoint("syscalls", "sys_enter_execveat"),
-        ),
-        (
-            "execat_exit",
-            Hook::tracepoint("syscalls", "sys_exit_execveat"),
-        ),
-    ],
+    programs: PROGRAMS,
     fields: &[
         Field {
             name: "filename",
@@ -66,6 +68,11 @@ pub static GADGET: Gadget = Gadget {
     output: Output::Events,
     default_group_by: &["comm"],
     detail_fields: &[],
+    kernel_count: Some(super::count::KernelCount {
+        programs: PROGRAMS,
+        value_fields: &[],
+        decode_value: super::count::NO_VALUE,
+    }),
     decode,
     // The struct is 8-byte aligned (its header holds u64s): padded after args.
     event_size: (HEADER + 16 + 256 + ARGS_SIZE + ARG_MAX).next_multiple_of(8),

@@ -6,14 +6,16 @@ use super::decode::{At, HEADER, Layout, signal_name};
 use super::{Field, Gadget, Output};
 use crate::ebpf::gadget::Hook;
 
+const PROGRAMS: &[(&str, Hook)] = &[(
+    "exit_trace",
+    Hook::tracepoint("sched", "sched_process_exit"),
+)];
+
 pub static GADGET: Gadget = Gadget {
     name: "exit",
     summary: "process exits: exit code, the signal that killed it, lifetime",
     object: aya::include_bytes_aligned!("../../bpf/obj/exit.bpf.o"),
-    programs: &[(
-        "exit_trace",
-        Hook::tracepoint("sched", "sched_process_exit"),
-    )],
+    programs: PROGRAMS,
     fields: &[
         Field {
             name: "exit_code",
@@ -43,6 +45,11 @@ pub static GADGET: Gadget = Gadget {
     output: Output::Events,
     default_group_by: &["comm", "exit_code"],
     detail_fields: &[],
+    kernel_count: Some(super::count::KernelCount {
+        programs: PROGRAMS,
+        value_fields: &["exit_code"],
+        decode_value: |v, out| drop(out.insert("exit_code".into(), json!(v as i32))),
+    }),
     decode,
     event_size: HEADER + 24,
     layout: Layout {

@@ -3,6 +3,7 @@
 //! bytes the kernel sends to JSON. No kernel access here: `ebpf::gadget` runs them.
 
 mod biolatency;
+pub mod count;
 mod decode;
 mod exec;
 mod exit;
@@ -139,6 +140,9 @@ pub struct Gadget {
     pub default_group_by: &'static [&'static str],
     /// Fields the kernel keys by only when asked (grouping by any of them sets arg0).
     pub detail_fields: &'static [&'static str],
+    /// How count mode runs in the kernel, where it can (else events are counted by the
+    /// server).
+    pub kernel_count: Option<count::KernelCount>,
     /// Turns one event's bytes (after the common header) into its own fields.
     pub decode: fn(&[u8], &mut Map<String, Value>),
     /// Size of the gadget's event, header included (shorter records are malformed).
@@ -279,6 +283,24 @@ mod layout_tests {
                     Some(decode::HEADER),
                     &mut problems,
                 );
+            }
+            if g.kernel_count.is_some() || g.name == "tracepoint" {
+                check(
+                    g.object,
+                    &count::KEY_LAYOUT,
+                    Some(count::KEY_SIZE),
+                    &mut problems,
+                );
+            }
+            let btf = btf_of(g.object);
+            let cfg = struct_id(&btf, "gadget_cfg").expect("every gadget has gadget_cfg");
+            let size = btf.size_of(cfg).unwrap();
+            if size != std::mem::size_of::<crate::ebpf::gadget::GadgetCfg>() {
+                problems.push(format!(
+                    "{}: struct gadget_cfg is {size} bytes; GadgetCfg is {}",
+                    g.name,
+                    std::mem::size_of::<crate::ebpf::gadget::GadgetCfg>()
+                ));
             }
             if g.output == Output::KernelHistograms {
                 check(g.object, &hist::VALUE_LAYOUT, None, &mut problems);

@@ -38,6 +38,7 @@ pub static GADGET: Gadget = Gadget {
     output: Output::Events,
     default_group_by: &["victim_comm"],
     detail_fields: &[],
+    kernel_count: None,
     decode,
     event_size: HEADER + 72,
     layout: Layout {

@@ -6,28 +6,31 @@ use super::decode::{At, HEADER, Layout, open_flags, result};
 use super::{Field, Gadget, Output};
 use crate::ebpf::gadget::Hook;
 
+/// Entry programs first: counting in the kernel attaches only those.
+const PROGRAMS: &[(&str, Hook)] = &[
+    (
+        "openat_enter",
+        Hook::tracepoint("syscalls", "sys_enter_openat"),
+    ),
+    (
+        "openat2_enter",
+        Hook::tracepoint("syscalls", "sys_enter_openat2"),
+    ),
+    (
+        "openat_exit",
+        Hook::tracepoint("syscalls", "sys_exit_openat"),
+    ),
+    (
+        "openat2_exit",
+        Hook::tracepoint("syscalls", "sys_exit_openat2"),
+    ),
+];
+
 pub static GADGET: Gadget = Gadget {
     name: "open",
     summary: "file opens (openat, openat2): path, flags, fd or error",
     object: aya::include_bytes_aligned!("../../bpf/obj/open.bpf.o"),
-    programs: &[
-        (
-            "openat_enter",
-            Hook::tracepoint("syscalls", "sys_enter_openat"),
-        ),
-        (
-            "openat_exit",
-            Hook::tracepoint("syscalls", "sys_exit_openat"),
-        ),
-        (
-            "openat2_enter",
-            Hook::tracepoint("syscalls", "sys_enter_openat2"),
-        ),
-        (
-            "openat2_exit",
-            Hook::tracepoint("syscalls", "sys_exit_openat2"),
-        ),
-    ],
+    programs: PROGRAMS,
     fields: &[
         Field {
             name: "path",
@@ -63,6 +66,12 @@ pub static GADGET: Gadget = Gadget {
     output: Output::Events,
     default_group_by: &["comm", "path"],
     detail_fields: &[],
+    // Counted at entry: no exit program, no path read.
+    kernel_count: Some(super::count::KernelCount {
+        programs: PROGRAMS.split_at(2).0,
+        value_fields: &[],
+        decode_value: super::count::NO_VALUE,
+    }),
     decode,
     event_size: HEADER + 16 + 256,
     layout: Layout {

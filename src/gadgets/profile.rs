@@ -35,6 +35,7 @@ pub static GADGET: Gadget = Gadget {
     output: Output::Stacks,
     default_group_by: &["pid", "comm"],
     detail_fields: &[],
+    kernel_count: None,
     decode,
     event_size: KEY_SIZE,
     layout: Layout {

@@ -27,6 +27,7 @@ pub static GADGET: Gadget = Gadget {
     output: Output::KernelHistograms,
     default_group_by: &[],
     detail_fields: &["pid", "comm"],
+    kernel_count: None,
     decode: decode_process_key,
     event_size: KEY_SIZE,
     layout: super::hist::KEY_LAYOUT,

@@ -6,14 +6,16 @@ use super::decode::{At, HEADER, Layout, signal_name};
 use super::{Field, Gadget, Output};
 use crate::ebpf::gadget::Hook;
 
+const PROGRAMS: &[(&str, Hook)] = &[(
+    "signal_trace",
+    Hook::tracepoint("signal", "signal_generate"),
+)];
+
 pub static GADGET: Gadget = Gadget {
     name: "signal",
     summary: "signals sent: sender (the event's process), target, signal, result",
     object: aya::include_bytes_aligned!("../../bpf/obj/signal.bpf.o"),
-    programs: &[(
-        "signal_trace",
-        Hook::tracepoint("signal", "signal_generate"),
-    )],
+    programs: PROGRAMS,
     fields: &[
         Field {
             name: "signal",
@@ -55,6 +57,15 @@ pub static GADGET: Gadget = Gadget {
     output: Output::Events,
     default_group_by: &["comm", "signal"],
     detail_fields: &[],
+    kernel_count: Some(super::count::KernelCount {
+        programs: PROGRAMS,
+        value_fields: &["sig", "signal"],
+        decode_value: |v, out| {
+            let sig = v as i32;
+            out.insert("signal".into(), json!(signal_name(sig)));
+            out.insert("sig".into(), json!(sig));
+        },
+    }),
     decode,
     event_size: HEADER + 40,
     layout: Layout {

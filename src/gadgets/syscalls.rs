@@ -46,6 +46,7 @@ pub static GADGET: Gadget = Gadget {
     output: Output::KernelCounts("syscall_counts"),
     default_group_by: &["comm", "syscall"],
     detail_fields: &[],
+    kernel_count: None,
     decode,
     event_size: KEY_SIZE,
     layout: Layout {

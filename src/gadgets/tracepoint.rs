@@ -21,6 +21,7 @@ pub static GADGET: super::Gadget = super::Gadget {
     output: super::Output::Events,
     default_group_by: &["comm"],
     detail_fields: &[],
+    kernel_count: None,
     decode: |_, _| {},
     event_size: EVENT_SIZE,
     layout: Layout {
@@ -118,6 +119,48 @@ fn field_value(record: &[u8], f: &TpField) -> Value {
         );
     }
     int_at(record, f, f.offset, f.size)
+}
+
+/// An integer field of the record that the kernel can read where the event happens (to
+/// key counts by): its event name, its gadget_cfg.value_field, and how to show its value.
+#[derive(Debug)]
+pub struct Numeric {
+    pub name: String,
+    pub cfg: u32,
+    pub signed: bool,
+    pub size: usize,
+}
+
+impl Numeric {
+    /// The value as the event shows it (the kernel sign-extends signed fields).
+    pub fn json(&self, v: i64) -> Value {
+        match (self.signed, self.size) {
+            (true, _) => json!(v),
+            (false, 8) => json!(v as u64),
+            (false, size) => json!((v as u64) & ((1u64 << (8 * size)) - 1)),
+        }
+    }
+}
+
+/// The record's integer fields (not arrays, strings or pointers).
+pub fn numeric_fields(format: &Format) -> Vec<Numeric> {
+    format
+        .fields
+        .iter()
+        .filter(|f| {
+            matches!(f.size, 1 | 2 | 4 | 8)
+                && f.array_len.is_none()
+                && !f.is_data_loc()
+                && !f.ty.contains('*')
+                && f.offset + 8 <= RECORD_MAX
+        })
+        .map(|f| Numeric {
+            name: field_name(&f.name),
+            cfg: f.offset as u32 | (f.size as u32) << 16 | u32::from(f.signed) << 24,
+            signed: f.signed,
+            size: f.size,
+        })
+        .collect()
 }
 
 /// The name a record field gets in an event: its own, or `tp_<name>` when it would

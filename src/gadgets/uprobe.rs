@@ -78,6 +78,7 @@ pub static GADGET: Gadget = Gadget {
     output: Output::KernelCounts(COUNTS),
     default_group_by: &["pid", "comm"],
     detail_fields: &["pid", "comm"],
+    kernel_count: None,
     decode: decode_process_key,
     event_size: KEY_SIZE,
     layout: super::hist::KEY_LAYOUT,

@@ -91,6 +91,7 @@ fn start(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<StartOutput, 
         gadget: prepared.gadget(),
         hooks: prepared.hooks(),
         mode: prepared.mode,
+        counted_in: prepared.counted_in(),
         group_by: prepared.group_by.clone(),
         top: prepared.top,
         started_at,
@@ -246,6 +247,8 @@ pub struct ReadOutput {
     /// Pass to the next trace_read to get what follows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_in: Option<trace::CountedIn>,
     #[serde(flatten)]
     pub aggregates: trace::Aggregates,
     pub events_total: u64,
@@ -371,6 +374,7 @@ fn report(budget: usize, s: &Session, p: &ReadParams) -> ReadOutput {
         state: if end.is_some() { "finished" } else { "running" }.to_owned(),
         events,
         next_cursor,
+        counted_in: s.counted_in,
         aggregates: summary.rows,
         events_total: st.total + st.shed + st.kernel.as_ref().map_or(0, Snapshot::total),
         events_dropped: dropped,

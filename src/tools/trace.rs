@@ -13,8 +13,8 @@ use crate::config::Tier;
 use crate::core::Core;
 use crate::error::{Code, EbpfError};
 use crate::trace::{
-    Aggregates, Cut, Delivery, Limits, Mode, Snapshot, StoppedBy, Tally, TraceParams, add_cut,
-    execute, note_shed, prepare, summarize,
+    Aggregates, CountedIn, Cut, Delivery, Limits, Mode, Snapshot, StoppedBy, Tally, TraceParams,
+    add_cut, execute, note_shed, prepare, summarize,
 };
 
 /// Result of `trace`.
@@ -24,6 +24,8 @@ pub struct TraceOutput {
     /// Where it attached (`category:name`).
     pub hooks: Vec<String>,
     pub mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_in: Option<CountedIn>,
     /// events mode: decoded events, oldest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<Map<String, Value>>>,
@@ -209,6 +211,7 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
         gadget: prepared.gadget().to_owned(),
         hooks: prepared.hooks(),
         mode: prepared.mode,
+        counted_in: prepared.counted_in(),
         events: None,
         aggregates: summary.rows,
         events_total: total,

@@ -156,6 +156,15 @@ impl Filter {
             .collect()
     }
 
+    /// Whether the filter is nothing but [`Self::required_equalities`].
+    pub fn is_only_equalities(&self) -> bool {
+        let terms = match &self.root {
+            Node::And(nodes) => nodes.len(),
+            _ => 1,
+        };
+        self.required_equalities().len() == terms
+    }
+
     /// Whether the filter reads `field`.
     pub fn reads(&self, field: &str) -> bool {
         fn walk(node: &Node, field: &str) -> bool {

@@ -65,6 +65,17 @@ pub fn add_cut(cuts: &mut Vec<Cut>, cut: Cut) {
     }
 }
 
+/// count mode: where the events were counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CountedIn {
+    /// In a kernel table: no event crossed to the server (every group key is known where
+    /// the event happens, and the filter is wholly the kernel's).
+    Kernel,
+    /// By the server, from every event (a group key or filter needs the whole event).
+    Server,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StoppedBy {

@@ -91,6 +91,51 @@ pub(crate) struct Plan {
     pub(crate) decode: Decoder,
     /// Said with the result: why it may see less than asked (a probe that cannot fire).
     pub(crate) warnings: Vec<String>,
+    /// How count mode can run in the kernel (`None`: the server counts every event).
+    pub(crate) counting: Option<Counting>,
+}
+
+/// Fields that come from one value the kernel reads where the event happens, and how.
+pub(crate) struct CountValue {
+    pub(crate) fields: Vec<String>,
+    /// gadget_cfg.value_field: which part of the hook's record it is (0: the gadget knows).
+    pub(crate) cfg: u32,
+    pub(crate) decode: ValueDecoder,
+}
+
+/// The fields one value stands for, added to a group's record.
+pub(crate) type ValueDecoder = std::sync::Arc<dyn Fn(i64, &mut Map<String, Value>) + Send + Sync>;
+
+/// Count mode in the kernel (gadgets::count): the programs that count, and the values
+/// they can key by besides the common fields (one at a time).
+pub(crate) struct Counting {
+    pub(crate) programs: Vec<(&'static str, Hook)>,
+    pub(crate) values: Vec<CountValue>,
+}
+
+impl Counting {
+    fn of(k: &'static gadgets::count::KernelCount) -> Self {
+        Counting {
+            programs: k.programs.to_vec(),
+            values: vec![CountValue {
+                fields: k.value_fields.iter().map(|f| (*f).to_owned()).collect(),
+                cfg: 0,
+                decode: std::sync::Arc::new(k.decode_value),
+            }],
+        }
+    }
+
+    /// The count keys for `group_by`, and the value among them, when the kernel knows
+    /// every field of it.
+    fn keys(&self, group_by: &[String]) -> Option<(u32, Option<&CountValue>)> {
+        let none: &[String] = &[];
+        if let Some(keys) = gadgets::count::keys(group_by, none) {
+            return Some((keys, None));
+        }
+        self.values
+            .iter()
+            .find_map(|v| gadgets::count::keys(group_by, &v.fields).map(|keys| (keys, Some(v))))
+    }
 }
 
 impl Plan {
@@ -115,6 +160,7 @@ impl Plan {
             args: (0, 0, 0),
             decode: Box::new(move |bytes, clock| gadget.record(bytes, clock)),
             warnings: Vec::new(),
+            counting: gadget.kernel_count.as_ref().map(Counting::of),
         }
     }
 }
@@ -217,6 +263,19 @@ pub(crate) fn tracepoint_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
         .collect();
     plan.fields = fields;
     plan.args = args;
+    plan.counting = Some(Counting {
+        programs: plan.programs.clone(),
+        values: gadgets::tracepoint::numeric_fields(&format)
+            .into_iter()
+            .map(|field| CountValue {
+                fields: vec![field.name.clone()],
+                cfg: field.cfg,
+                decode: std::sync::Arc::new(move |v, out| {
+                    out.insert(field.name.clone(), field.json(v));
+                }),
+            })
+            .collect(),
+    });
     plan.decode = Box::new(move |bytes, clock| {
         if bytes.len() < gadgets::tracepoint::EVENT_SIZE {
             return None;
@@ -403,6 +462,51 @@ pub(crate) fn push_down(filter: &Filter, cfg: &mut GadgetCfg) {
     }
 }
 
+/// Whether the kernel's filters alone decide `filter`: it is nothing but equalities on
+/// pid, uid and comm, each one set in `cfg`.
+pub(crate) fn wholly_in_kernel(filter: &Filter, cfg: &GadgetCfg) -> bool {
+    use super::filter::Required;
+    filter.is_only_equalities()
+        && filter
+            .required_equalities()
+            .into_iter()
+            .all(|(field, value)| match (field, value) {
+                ("pid", Required::Int(pid)) => cfg.tgid != 0 && i128::from(cfg.tgid) == pid,
+                ("uid", Required::Int(uid)) => cfg.uid_set != 0 && i128::from(cfg.uid) == uid,
+                ("comm", Required::Str(comm)) => {
+                    let mut want = GadgetCfg::default();
+                    cfg.comm_set != 0 && want.set_comm(comm) && want.comm == cfg.comm
+                }
+                _ => false,
+            })
+}
+
+/// Count mode in the kernel where the gadget can and the kernel knows every group key:
+/// its counting programs attach, and the server reads a table instead of every event.
+fn count_in_kernel(plan: &mut Plan, cfg: &mut GadgetCfg, group_by: &[String]) {
+    let Some(counting) = plan.counting.take() else {
+        return;
+    };
+    let Some((keys, value)) = counting.keys(group_by) else {
+        return;
+    };
+    cfg.count_keys = keys;
+    cfg.value_field = value.map_or(0, |v| v.cfg);
+    let decode_value = value.map(|v| v.decode.clone());
+    plan.programs = counting.programs;
+    plan.output = Output::KernelCounts(gadgets::count::TABLE);
+    plan.decode = Box::new(move |bytes, _| {
+        let mut out = Map::new();
+        let no_value = |_: i64, _: &mut Map<String, Value>| {};
+        let decode: &dyn Fn(i64, &mut Map<String, Value>) = match &decode_value {
+            Some(d) => d.as_ref(),
+            None => &no_value,
+        };
+        gadgets::count::decode_key(bytes, keys, decode, &mut out)?;
+        Some(out)
+    });
+}
+
 pub(crate) fn process_not_found(pid: u32) -> EbpfError {
     EbpfError::new(
         Code::ProcessNotFound,
@@ -505,6 +609,15 @@ impl Prepared {
     pub fn select(&self, record: &mut Map<String, Value>) {
         if let Some(fields) = &self.fields {
             record.retain(|k, _| fields.iter().any(|f| f == k));
+        }
+    }
+
+    /// count mode: where the counting happens.
+    pub fn counted_in(&self) -> Option<super::CountedIn> {
+        match (self.mode, self.plan.output) {
+            (Mode::Count, Output::Events) => Some(super::CountedIn::Server),
+            (Mode::Count, _) => Some(super::CountedIn::Kernel),
+            _ => None,
         }
     }
 
@@ -666,6 +779,9 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
     (cfg.arg0, cfg.arg1, cfg.arg2) = plan.args;
     if let Some(f) = &filter {
         push_down(f, &mut cfg);
+    }
+    if mode == Mode::Count && filter.as_ref().is_none_or(|f| wholly_in_kernel(f, &cfg)) {
+        count_in_kernel(&mut plan, &mut cfg, &group_by);
     }
     let process = match p.pid {
         Some(pid) => {

@@ -56,6 +56,7 @@ pub(crate) struct Session {
     pub(crate) gadget: &'static str,
     pub(crate) hooks: Vec<String>,
     pub(crate) mode: Mode,
+    pub(crate) counted_in: Option<super::CountedIn>,
     pub(crate) group_by: Vec<String>,
     pub(crate) top: usize,
     pub(crate) started_at: SystemTime,

@@ -19,7 +19,7 @@ import httpx2 as httpx
 import pytest
 from mcp import Client, StdioServerParameters
 
-from conftest import INITIALIZE, UNLIMITED, _bpf_ids, require_root, server_env, start_http_server, trace_while, unique_marker
+from conftest import INITIALIZE, UNLIMITED, WORKLOAD, _bpf_ids, require_root, server_env, start_http_server, trace_while, unique_marker
 
 pytestmark = pytest.mark.anyio
 
@@ -524,6 +524,58 @@ async def test_filter_keeps_only_matching_events(url):
             r = await client.call_tool("trace", {"duration_ms": 200, **args})
             assert r.is_error and r.structured_content["code"] == "INVALID_ARGUMENTS", args
             assert needle in r.structured_content["message"], r.structured_content["message"]
+
+
+async def test_counts_whose_keys_the_kernel_knows_are_kept_in_the_kernel(url):
+    """count mode grouped by fields the kernel knows (pid, comm, a signal, a tracepoint's
+    integer field), with a filter wholly in the kernel, counts in a kernel table: no event
+    crosses, the open gadget attaches no exit programs, and the counts equal those the
+    server makes from every event of the same workload, traced at the same time."""
+    opens = 20000
+    server_counted = {}
+
+    def workload():
+        server_counted.update(anyio.from_thread.run(
+            trace_while, url, {"gadget": "open", "mode": "count", "duration_ms": 4000, "comm": "workload",
+                               "group_by": ["pid", "path"], "top": 1000},
+            lambda: subprocess.run([str(WORKLOAD), "opens", str(opens)], check=True, capture_output=True)))
+
+    kernel = await trace_while(url, {"gadget": "open", "mode": "count", "duration_ms": 8000,
+                                     "filter": "comm == \"workload\"", "group_by": ["pid", "comm"]}, workload)
+    assert server_counted["counted_in"] == "server", server_counted
+    assert kernel["counted_in"] == "kernel", kernel
+    assert kernel["hooks"] == ["syscalls:sys_enter_openat", "syscalls:sys_enter_openat2"], kernel["hooks"]
+    (row,) = kernel["counts"]
+    pid = row["key"]["pid"]
+    assert row["key"]["comm"] == "workload" and kernel["events_dropped"] == 0, kernel
+    by_server = [c for c in server_counted["counts"] if c["key"]["pid"] == pid]
+    assert {"key": {"pid": pid, "path": "/dev/null"}, "count": opens} in by_server, by_server
+    assert row["count"] == sum(c["count"] for c in by_server) == kernel["events_total"], (row, by_server)
+
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        def signals():
+            for sig in [signal.SIGUSR1, signal.SIGUSR1, signal.SIGUSR2]:
+                os.kill(child.pid, sig)
+                time.sleep(0.05)
+
+        me = os.getpid()
+        for args, rows in [
+            ({"gadget": "signal", "group_by": ["signal", "sig"]},
+             [{"key": {"signal": "SIGUSR1", "sig": 10}, "count": 2}, {"key": {"signal": "SIGUSR2", "sig": 12}, "count": 1}]),
+            ({"gadget": "tracepoint", "tracepoint": "signal:signal_generate", "group_by": ["sig"]},
+             [{"key": {"sig": 10}, "count": 2}, {"key": {"sig": 12}, "count": 1}]),
+        ]:
+            data = await trace_while(url, {**args, "mode": "count", "duration_ms": 2000,
+                                           "filter": f"pid == {me}"}, signals)
+            assert data["counted_in"] == "kernel" and data["counts"] == rows, data
+        # A key the kernel does not know is counted by the server, from the events.
+        data = await trace_while(url, {"gadget": "signal", "mode": "count", "duration_ms": 2000, "pid": me,
+                                       "group_by": ["target_pid"]}, signals)
+        assert data["counted_in"] == "server" and data["counts"] == [{"key": {"target_pid": child.pid}, "count": 3}], data
+    finally:
+        child.kill()
+        child.wait()
 
 
 async def test_results_say_what_cut_them(url):

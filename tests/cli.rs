@@ -52,7 +52,7 @@ fn temp_file(name: &str, text: &str) -> PathBuf {
 #[ignore = "needs root"]
 fn call_info_prints_the_running_kernel() {
     require_root();
-    let out = run(&["call", "info"]);
+    let out = run(&["call", "info", r#"{"sections": ["all"]}"#]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let v = json(&out);
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
@@ -103,14 +103,14 @@ fn output_formats() {
     assert_eq!(table.status.code(), Some(0));
     let text = String::from_utf8(table.stdout).unwrap();
     assert!(
-        text.lines().any(|l| l.starts_with("kernel.release ")),
+        text.lines().any(|l| l.starts_with("summary.kernel ")),
         "{text}"
     );
     let jsonl = run(&["call", "info", "-o", "jsonl"]);
     let text = String::from_utf8(jsonl.stdout).unwrap();
     assert_eq!(text.lines().count(), 1);
     let v: Value = serde_json::from_str(text.trim()).unwrap();
-    assert!(v["kernel"].is_object());
+    assert!(v["summary"].is_object());
     // A list: one line per row, then one line with the rest of the result.
     for tool in ["list_tracepoints", "list_programs"] {
         let args = if tool == "list_tracepoints" {
@@ -160,7 +160,7 @@ fn arguments_can_come_from_stdin() {
         .stdin
         .take()
         .unwrap()
-        .write_all(br#"{"refresh": true}"#)
+        .write_all(br#"{"refresh": true, "sections": ["features"]}"#)
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
@@ -222,13 +222,14 @@ fn shipped_configs_check_clean() {
 fn config_comes_from_flag_or_environment() {
     require_root();
     let path = temp_file("small.yaml", "server:\n  request_timeout: 7s\n");
-    let by_flag = run(&["--config", path.to_str().unwrap(), "call", "info"]);
+    let server = r#"{"sections": ["server"]}"#;
+    let by_flag = run(&["--config", path.to_str().unwrap(), "call", "info", server]);
     assert_eq!(
         json(&by_flag)["server"]["limits"]["request_timeout_ms"],
         7000
     );
     let by_env = Command::new(BIN)
-        .args(["call", "info"])
+        .args(["call", "info", server])
         .env("EBPF_MCP_CONFIG", &path)
         .output()
         .unwrap();
@@ -318,6 +319,7 @@ fn unprivileged_info_names_the_missing_capabilities() {
             BIN,
             "call",
             "info",
+            r#"{"sections": ["all"]}"#,
         ])
         .env_remove("EBPF_MCP_CONFIG")
         .output()
@@ -446,7 +448,7 @@ fn deploy_from_the_command_line_lasts_as_long_as_the_command() {
 #[test]
 fn info_names_the_node_and_cluster_in_a_pod() {
     let out = Command::new(BIN)
-        .args(["call", "info"])
+        .args(["call", "info", r#"{"sections": ["server"]}"#])
         .env_remove("EBPF_MCP_CONFIG")
         .env("NODE_NAME", "node-7")
         .env("POD_NAME", "ebpf-mcp-x1")
@@ -462,7 +464,7 @@ fn info_names_the_node_and_cluster_in_a_pod() {
     assert_eq!(k["cluster"], "prod-eu");
     // Outside a pod there is no such section.
     let plain = Command::new(BIN)
-        .args(["call", "info"])
+        .args(["call", "info", r#"{"sections": ["server"]}"#])
         .env_remove("EBPF_MCP_CONFIG")
         .env_remove("NODE_NAME")
         .env_remove("POD_NAME")

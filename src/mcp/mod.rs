@@ -37,7 +37,7 @@ use crate::tools::{self, CallContext, ToolEvent, ToolSpec};
 
 const INSTRUCTIONS: &str = "ebpf-mcp gives structured, bounded access to this Linux host's \
 eBPF: call `info` first to learn what the kernel allows (lockdown, BTF, which program and \
-attach types work). Every result is JSON in structuredContent; errors carry a stable `code` \
+attach types and gadgets work; a summary, details by `sections`). Every result is JSON in structuredContent; errors carry a stable `code` \
 and a `message` that says how to fix the call.";
 
 /// One MCP server instance (one per HTTP session, one for stdio) over the shared core.

@@ -21,7 +21,8 @@ const PROMPTS: &[PromptDef] = &[
         description: "Report what eBPF can and cannot do on this host, and what to fix",
         arguments: &[],
         render: |_| {
-            "Call the `info` tool of the ebpf-mcp server, then write a short report for an SRE:\n\
+            "Call the `info` tool of the ebpf-mcp server with `{\"sections\": [\"all\"]}`, then \
+             write a short report for an SRE:\n\
              1. Kernel: `kernel.release`, `kernel.arch`, and `kernel.lockdown.mode` with what \
              it blocks (`kernel.lockdown.detail`).\n\
              2. Type information: whether `kernel.btf.vmlinux` is present (needed for CO-RE and \
@@ -52,11 +53,13 @@ const PROMPTS: &[PromptDef] = &[
             format!(
                 "Goal: {question}\n\n\
                  Plan how to observe this with the ebpf-mcp server:\n\
-                 1. Call `info`. Note `kernel.lockdown.mode` and which entries of \
-                 `features.attach` have status `available`; read the `reason` of the others.\n\
+                 1. Call `info`. Note `summary.lockdown` and which attach kinds are available \
+                 (`summary.attach`); for the reasons of the others call it again with \
+                 `{{\"sections\": [\"features\"]}}` and read `features.attach`.\n\
                  2. Choose the least intrusive mechanism that can answer the goal and is \
-                 available here: first a `trace` gadget (`info.gadgets` lists them with their \
-                 fields and whether this kernel supports them), then any tracepoint \
+                 available here: first a `trace` gadget (`summary.gadgets` names those this \
+                 kernel supports; the ebpf://gadgets resource, or `info` with section \
+                 `gadgets`, lists their fields), then any tracepoint \
                  (`list_tracepoints`, gadget `tracepoint`), uprobes for user-space functions, \
                  perf_event for CPU sampling; kprobe, fentry or lsm only if `info` reports \
                  them available.\n\

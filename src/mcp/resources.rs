@@ -99,10 +99,10 @@ pub fn resolve(uri: &str) -> Option<Plan> {
     let id = |s: &str| s.parse::<u32>().ok().filter(|id| *id > 0);
     match rest.split_once('/') {
         None => match rest {
-            "system" => Some(Plan::Tool("info", json!({}))),
+            "system" => Some(Plan::Tool("info", json!({"sections": ["all"]}))),
             "gadgets" => Some(Plan::Part(
                 "info",
-                json!({}),
+                json!({"sections": ["gadgets"]}),
                 &["gadgets", "gadget_common_fields"],
             )),
             "programs" => Some(Plan::Tool("list_programs", json!({}))),
@@ -133,7 +133,7 @@ mod tests {
     fn resolves_known_uris_only() {
         assert_eq!(
             resolve("ebpf://system"),
-            Some(Plan::Tool("info", json!({})))
+            Some(Plan::Tool("info", json!({"sections": ["all"]})))
         );
         assert_eq!(resolve("ebpf://maps/7"), Some(Plan::Map(7)));
         assert!(

@@ -210,6 +210,11 @@ pub fn bound_result(
     );
     if let Value::Object(m) = value {
         m.insert("truncated".into(), Value::Bool(true));
+        // A hint the result had (how to get more of it) stays, after this one.
+        let hint = match m.get("hint") {
+            Some(Value::String(had)) => format!("{hint}; {had}"),
+            _ => hint,
+        };
         m.insert("hint".into(), Value::String(hint));
         let cuts = m.entry("cut").or_insert_with(|| Value::Array(Vec::new()));
         if let Value::Array(cuts) = cuts

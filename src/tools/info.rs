@@ -25,25 +25,100 @@ pub struct InfoParams {
     /// Probe the kernel again instead of answering from the cached probes.
     #[serde(default)]
     pub refresh: bool,
+    /// Details besides the summary: kernel, features, server, gadgets, or all.
+    #[serde(default)]
+    pub sections: Vec<Section>,
+}
+
+/// A part of `info` given in full when asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Section {
+    Kernel,
+    Features,
+    Server,
+    Gadgets,
+    All,
 }
 
 /// Result of `info`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct InfoOutput {
-    /// The running kernel, from /proc and /sys.
-    pub kernel: KernelFacts,
-    /// Probed features; absent when the server lacks the capabilities to probe (see
-    /// `problems`).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The essentials, in a few hundred bytes.
+    pub summary: Summary,
+    /// section kernel: the running kernel, from /proc and /sys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<KernelFacts>,
+    /// section features: every probe with its reason; absent when the server lacks the
+    /// capabilities to probe (see `problems`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub features: Option<Features>,
-    pub server: ServerFacts,
-    /// The trace tool's gadgets: what each reports, where it attaches, its fields, and
-    /// whether this kernel supports it.
-    pub gadgets: Vec<GadgetFacts>,
-    /// Fields every event of an event gadget starts with.
-    pub gadget_common_fields: Vec<Field>,
+    /// section server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerFacts>,
+    /// section gadgets: what each reports, where it attaches, its fields, and whether this
+    /// kernel supports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gadgets: Option<Vec<GadgetFacts>>,
+    /// section gadgets: fields every event of an event gadget starts with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gadget_common_fields: Option<Vec<Field>>,
     /// What limits this server on this host, each with how to fix it.
     pub problems: Vec<EbpfError>,
+    /// How to get the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// What an agent needs first: the kernel, what works, the server, the gadgets.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Summary {
+    /// Release and architecture.
+    pub kernel: String,
+    /// none, integrity or confidentiality.
+    pub lockdown: String,
+    /// vmlinux BTF is there (CO-RE, typed map dumps).
+    pub btf: bool,
+    pub jit: bool,
+    /// Probed attach kinds (absent without the capabilities to probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attach: Option<Availability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_types: Option<Availability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_types: Option<Availability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helpers: Option<Availability>,
+    /// Server version, pid and uptime.
+    pub server: String,
+    /// Enabled tiers.
+    pub tiers: Vec<Tier>,
+    /// The pod and node, in Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesFacts>,
+    /// Kernel objects this server holds and background sessions, when any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holding: Vec<String>,
+    /// Gadgets that load here.
+    pub gadgets: Vec<String>,
+    /// Gadgets that do not, with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gadgets_unsupported: Vec<Unsupported>,
+}
+
+/// Which of a kind of feature work: how many do, and the names of those that do not (the
+/// features section says why).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Availability {
+    pub available: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Unsupported {
+    pub name: String,
+    pub reason: String,
 }
 
 /// This server process.
@@ -150,8 +225,8 @@ pub fn spec() -> ToolSpec {
             description: "What eBPF can do on this host and how this server is set up: \
                 kernel, lockdown, BTF, JIT, mounts, capabilities, and which program types, \
                 attach kinds, maps and helpers really work (probed once; `refresh` probes \
-                again), and the gadgets with their fields. Call it first; `problems` says what \
-                is missing and how to fix it.",
+                again), and the gadgets. A summary unless `sections` asks for details. Call it \
+                first; `problems` says what is missing and how to fix it.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: None,
@@ -198,14 +273,119 @@ fn run(core: &Core, params: InfoParams, ctx: &CallContext) -> Result<InfoOutput,
         }
     };
     ctx.progress(2.0, Some(2.0), "done");
+    let wants =
+        |s: Section| params.sections.contains(&s) || params.sections.contains(&Section::All);
+    let gadgets = gadget_facts(features.as_ref());
+    let server = server_facts(core, &ctx.config);
+    let summary = summarize(&kernel, features.as_ref(), &server, &gadgets);
+    let all = [
+        Section::Kernel,
+        Section::Features,
+        Section::Server,
+        Section::Gadgets,
+    ];
+    let rest: Vec<&str> = all
+        .iter()
+        .filter(|s| !wants(**s))
+        .map(|s| section_name(*s))
+        .collect();
     Ok(InfoOutput {
-        gadgets: gadget_facts(features.as_ref()),
-        gadget_common_fields: gadgets::COMMON_FIELDS.to_vec(),
-        kernel,
-        features,
-        server: server_facts(core, &ctx.config),
+        summary,
+        kernel: wants(Section::Kernel).then_some(kernel),
+        features: features.filter(|_| wants(Section::Features)),
+        server: wants(Section::Server).then_some(server),
+        gadget_common_fields: wants(Section::Gadgets).then(|| gadgets::COMMON_FIELDS.to_vec()),
+        gadgets: wants(Section::Gadgets).then_some(gadgets),
         problems,
+        hint: (!rest.is_empty()).then(|| {
+            format!(
+                "details: `sections` [{}] (or [\"all\"]); each gadget's fields: section \
+                 gadgets, or the ebpf://gadgets resource",
+                rest.iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }),
     })
+}
+
+fn section_name(s: Section) -> &'static str {
+    match s {
+        Section::Kernel => "kernel",
+        Section::Features => "features",
+        Section::Server => "server",
+        Section::Gadgets => "gadgets",
+        Section::All => "all",
+    }
+}
+
+fn availability(probes: &std::collections::BTreeMap<String, probe::Support>) -> Availability {
+    Availability {
+        available: probes
+            .values()
+            .filter(|s| s.status == Status::Available)
+            .count(),
+        unavailable: probes
+            .iter()
+            .filter(|(_, s)| s.status != Status::Available)
+            .map(|(name, _)| name.clone())
+            .collect(),
+    }
+}
+
+fn summarize(
+    kernel: &KernelFacts,
+    features: Option<&Features>,
+    server: &ServerFacts,
+    gadgets: &[GadgetFacts],
+) -> Summary {
+    let live = &server.live_objects;
+    let mut holding: Vec<String> = serde_json::to_value(live)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(kind, n)| n.as_u64().filter(|n| *n > 0).map(|n| format!("{n} {kind}")))
+        .collect();
+    if !server.trace_sessions.is_empty() && !holding.iter().any(|h| h.ends_with("trace_sessions")) {
+        holding.push(format!("{} trace_sessions", server.trace_sessions.len()));
+    }
+    Summary {
+        kernel: format!("{} {}", kernel.release, kernel.arch),
+        lockdown: kernel.lockdown.mode.clone(),
+        btf: kernel.btf.vmlinux,
+        jit: kernel.jit.enabled,
+        attach: features.map(|f| availability(&f.attach)),
+        program_types: features.map(|f| availability(&f.program_types)),
+        map_types: features.map(|f| availability(&f.map_types)),
+        helpers: features.map(|f| availability(&f.helpers)),
+        server: format!(
+            "{} {}, pid {}, up {} s",
+            server.name, server.version, server.pid, server.uptime_seconds
+        ),
+        tiers: server
+            .tiers
+            .iter()
+            .filter(|t| t.enabled)
+            .map(|t| t.tier)
+            .collect(),
+        kubernetes: server.kubernetes.clone(),
+        holding,
+        gadgets: gadgets
+            .iter()
+            .filter(|g| g.supported)
+            .map(|g| g.name.clone())
+            .collect(),
+        gadgets_unsupported: gadgets
+            .iter()
+            .filter(|g| !g.supported)
+            .map(|g| Unsupported {
+                name: g.name.clone(),
+                reason: g.reason.clone().unwrap_or_default(),
+            })
+            .collect(),
+    }
 }
 
 /// Which attach kind a hook needs, and whether it exists on this kernel.

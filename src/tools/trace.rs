@@ -65,7 +65,7 @@ pub fn spec() -> ToolSpec {
             title: "Trace with a built-in gadget",
             description: "Watch the host for a bounded time with a built-in gadget: exec, \
                 exit, open, tcp_connect, tcp_accept, tcp_state, tcp_retransmit, signal, \
-                oom_kill, syscalls, biolatency, runqlat, profile, uprobe, tracepoint (info \
+                oom_kill, syscalls, biolatency, runqlat, profile, uprobe, tracepoint (ebpf://gadgets \
                 lists their fields and modes). Totals are exact, drops counted; cancel returns \
                 what was seen.",
             tier: Tier::Trace,

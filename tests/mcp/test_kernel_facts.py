@@ -22,9 +22,9 @@ async def info(binary) -> dict:
     require_root()
     params = StdioServerParameters(command=str(binary), args=["serve"], env=server_env())
     async with Client(params, mode="legacy") as client:
-        first = (await client.call_tool("info", {})).structured_content
-        cached = (await client.call_tool("info", {})).structured_content
-        refreshed = (await client.call_tool("info", {"refresh": True})).structured_content
+        first = (await client.call_tool("info", {"sections": ["all"]})).structured_content
+        cached = (await client.call_tool("info", {"sections": ["all"]})).structured_content
+        refreshed = (await client.call_tool("info", {"refresh": True, "sections": ["all"]})).structured_content
     assert cached["features"] == first["features"], "probes are cached between calls"
     assert refreshed["features"]["attach"] == first["features"]["attach"], "probes are stable"
     return first

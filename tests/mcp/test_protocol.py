@@ -87,7 +87,7 @@ async def test_tools_list_describes_info(binary, session_kind):
 async def test_info_reports_this_kernel(binary, session_kind):
     transport, mode = session_kind
     async with connect(binary, transport, mode) as client:
-        result = await client.call_tool("info", {})
+        result = await client.call_tool("info", {"sections": ["all"]})
     assert not result.is_error
     data = result.structured_content
     # The same JSON as text, for clients that only read content.
@@ -98,6 +98,34 @@ async def test_info_reports_this_kernel(binary, session_kind):
     assert data["features"]["attach"]["tracepoint"]["status"] == "available"
     assert data["server"]["name"] == "ebpf-mcp"
     assert data["problems"] == [] or all("code" in p for p in data["problems"])
+
+
+async def test_info_is_a_summary_unless_sections_are_asked(binary, session_kind):
+    """Plain `info` is a summary of a few hundred bytes that agrees with the details, which
+    come by section."""
+    transport, mode = session_kind
+    async with connect(binary, transport, mode) as client:
+        plain = (await client.call_tool("info", {})).structured_content
+        full = (await client.call_tool("info", {"sections": ["all"]})).structured_content
+        server = (await client.call_tool("info", {"sections": ["server"]})).structured_content
+        bad = await client.call_tool("info", {"sections": ["kernal"]})
+    assert len(json.dumps(plain, separators=(",", ":"))) <= 4096, plain
+    assert set(plain) == {"summary", "problems", "hint"}, set(plain)
+    assert "`sections`" in plain["hint"] and "ebpf://gadgets" in plain["hint"]
+    s = plain["summary"]
+    assert s["kernel"] == f"{os.uname().release} {os.uname().machine}"
+    assert s["lockdown"] == full["kernel"]["lockdown"]["mode"] and s["btf"] == full["kernel"]["btf"]["vmlinux"]
+    for kind in ["attach", "program_types", "map_types", "helpers"]:
+        probes = full["features"][kind]
+        down = sorted(k for k, v in probes.items() if v["status"] != "available")
+        assert s[kind].get("unavailable", []) == down and s[kind]["available"] == len(probes) - len(down), kind
+    assert s["gadgets"] == [g["name"] for g in full["gadgets"] if g["supported"]]
+    assert s.get("gadgets_unsupported", []) == [{"name": g["name"], "reason": g["reason"]}
+                                                for g in full["gadgets"] if not g["supported"]]
+    assert s["tiers"] == [t["tier"] for t in full["server"]["tiers"] if t["enabled"]]
+    assert "hint" not in full and set(server) == {"summary", "server", "problems", "hint"}
+    assert '"kernel", "features", "gadgets"' in server["hint"]
+    assert bad.is_error and "kernal" in bad.structured_content["message"], bad.structured_content
 
 
 async def test_invalid_arguments_are_tool_errors(binary, session_kind):

@@ -47,7 +47,7 @@ async def test_the_running_server_is_confined(binary):
             tst = status_of(int(task.name))
             assert tst["Seccomp"].strip() == "2" and int(tst["CapEff"], 16) == KEPT_MASK, task.name
         async with Client(server.url, mode="legacy") as c:
-            info = (await c.call_tool("info", {})).structured_content
+            info = (await c.call_tool("info", {"sections": ["all"]})).structured_content
         sandbox = info["server"]["sandbox"]
         assert sandbox["enabled"] and sandbox["no_new_privs"] and sandbox["bounding_set_reduced"]
         # Landlock is opt-in: its domain could not read other processes' /proc entries.
@@ -70,7 +70,7 @@ async def test_landlock_when_asked_confines_the_server_and_says_what_it_costs(bi
     )
     try:
         async with Client(server.url, mode="legacy") as c:
-            info = (await c.call_tool("info", {})).structured_content
+            info = (await c.call_tool("info", {"sections": ["all"]})).structured_content
             assert info["server"]["sandbox"]["landlock"] == "enforced"
             # Tools keep working (their audit lines are written in the allowed directory).
             assert not (await c.call_tool("list_programs", {})).is_error
@@ -146,7 +146,7 @@ async def test_a_non_root_user_with_ambient_capabilities_serves_every_tier(binar
         assert st["Uid"].split()[0] == "65534"
         assert int(st["CapEff"], 16) == KEPT_MASK and int(st["CapAmb"], 16) == 0
         async with Client(server.url, mode="legacy") as c:
-            info = (await c.call_tool("info", {})).structured_content
+            info = (await c.call_tool("info", {"sections": ["all"]})).structured_content
             assert info["kernel"]["capabilities"]["bpf"] is True
             assert info["server"]["sandbox"]["bounding_set_reduced"] is False  # no CAP_SETPCAP
             assert any("bounding set" in p for p in info["server"]["sandbox"]["problems"])

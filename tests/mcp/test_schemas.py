@@ -86,7 +86,7 @@ async def test_tools_list_fits_the_token_budget(server):
 
 async def test_results_are_bounded_by_default(server):
     async with Client(server.url, mode="legacy") as client:
-        result = await client.call_tool("info", {})
+        result = await client.call_tool("info", {"sections": ["all"]})
     size = len(json.dumps(result.structured_content, separators=(",", ":")))
     assert size <= DEFAULT_RESULT_CAP
     assert "truncated" not in result.structured_content
@@ -101,7 +101,7 @@ async def test_an_oversized_result_is_cut_marked_and_still_valid(binary):
     try:
         async with Client(server.url, mode="legacy") as client:
             tools = {t.name: t for t in (await client.list_tools()).tools}
-            result = await client.call_tool("info", {})
+            result = await client.call_tool("info", {"sections": ["all"]})
     finally:
         assert server.stop() == 0
     assert not result.is_error
@@ -119,7 +119,7 @@ async def test_a_result_that_cannot_be_cut_is_a_clear_error(binary):
     server = start_http_server(binary, config="server:\n  max_result_bytes: 600\n")
     try:
         async with Client(server.url, mode="legacy") as client:
-            result = await client.call_tool("info", {})
+            result = await client.call_tool("info", {"sections": ["all"]})
     finally:
         assert server.stop() == 0
     assert result.is_error

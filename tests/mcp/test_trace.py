@@ -602,7 +602,7 @@ async def test_background_session_reads_new_events_and_stops(url):
         started = await call_ok(client, "trace_start", {"gadget": "exec", "duration_ms": 60000})
         sid = started["session_id"]
         assert started["hooks"][0] == "syscalls:sys_enter_execve"
-        info = await call_ok(client, "info", {})
+        info = await call_ok(client, "info", {"sections": ["server"]})
         assert sid in [s["session_id"] for s in info["server"]["trace_sessions"]]
         assert info["server"]["live_objects"]["trace_sessions"] >= 1
         subprocess.run(["/bin/echo", marker, "one"], check=True, capture_output=True)

@@ -678,15 +678,63 @@ pub struct MappedFile {
     pub deleted: bool,
 }
 
-impl MappedFile {
-    /// `addr` as `file+0xoffset` (the file's name, the offset in the file), if it lies in
-    /// this mapping.
-    pub fn locate(&self, addr: u64) -> Option<String> {
-        (self.start..self.end).contains(&addr).then(|| {
-            let name = self.path.rsplit('/').next().unwrap_or(&self.path);
-            format!("{name}+{:#x}", addr - self.start + self.offset)
-        })
+/// What the start of an ELF file says about where its code is: its GNU build id and its
+/// loadable segments.
+#[derive(Debug, Clone, Default)]
+pub struct ElfHead {
+    /// Hex; `None` when the file has no build-id note.
+    pub build_id: Option<String>,
+    /// PT_LOAD segments: (file offset, virtual address, size in the file).
+    loads: Vec<(u64, u64, u64)>,
+}
+
+impl ElfHead {
+    /// The ELF virtual address of a file offset (what `addr2line -e FILE` and debuggers
+    /// take), if a loadable segment holds it.
+    pub fn address(&self, file_offset: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|(off, _, size)| (*off..off.saturating_add(*size)).contains(&file_offset))
+            .map(|(off, vaddr, _)| file_offset - off + vaddr)
     }
+}
+
+/// The [`ElfHead`] of the file a mapping of process `pid` maps, read from its first 64 KiB
+/// (program headers and the notes they point to) through `/proc/PID/map_files`: the very
+/// file mapped, in whatever mount namespace. `None` when it is not a 64-bit ELF file.
+pub fn elf_head(pid: u32, m: &MappedFile) -> Option<ElfHead> {
+    use object::elf;
+    use object::read::elf::{FileHeader, ProgramHeader};
+    use std::io::Read;
+    let path = format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end);
+    let file = std::fs::File::open(path).ok()?;
+    let mut head = Vec::with_capacity(64 * 1024);
+    file.take(64 * 1024).read_to_end(&mut head).ok()?;
+    let data = head.as_slice();
+    let header = elf::FileHeader64::<object::Endianness>::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    let mut out = ElfHead::default();
+    for segment in header.program_headers(endian, data).ok()? {
+        if segment.p_type(endian) == elf::PT_LOAD {
+            out.loads.push((
+                segment.p_offset(endian),
+                segment.p_vaddr(endian),
+                segment.p_filesz(endian),
+            ));
+        }
+        let Ok(Some(mut notes)) = segment.notes(endian, data) else {
+            continue;
+        };
+        while let Ok(Some(note)) = notes.next() {
+            if out.build_id.is_none()
+                && note.name() == elf::ELF_NOTE_GNU
+                && note.n_type(endian) == elf::NT_GNU_BUILD_ID
+            {
+                out.build_id = Some(note.desc().iter().map(|b| format!("{b:02x}")).collect());
+            }
+        }
+    }
+    Some(out)
 }
 
 /// The files process `pid` maps, each once, in address order. `NotFound` when there is no
@@ -781,8 +829,34 @@ mod maps_tests {
         let all = parse_mappings(text);
         assert_eq!(all.len(), 3);
         assert!(all[1].executable && all[1].offset == 0x28000);
-        assert_eq!(all[1].locate(0x55d0c0a28010).unwrap(), "python3.11+0x28010");
-        assert_eq!(all[1].locate(0x1000), None);
+    }
+
+    #[test]
+    fn the_elf_head_gives_the_build_id_and_code_addresses() {
+        use object::{Object as _, ObjectSection as _};
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let here = the_elf_head_gives_the_build_id_and_code_addresses as usize as u64;
+        let all = parse_mappings(&std::fs::read_to_string("/proc/self/maps").unwrap());
+        let m = all
+            .iter()
+            .find(|m| (m.start..m.end).contains(&here))
+            .expect("this function is in a file mapping");
+        assert_eq!(std::path::Path::new(&m.path), exe);
+        let head = elf_head(std::process::id(), m).expect("the test binary is ELF");
+        let whole = std::fs::read(&exe).unwrap();
+        let elf = object::File::parse(whole.as_slice()).unwrap();
+        let want = elf
+            .build_id()
+            .unwrap()
+            .map(|id| id.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        assert_eq!(head.build_id, want);
+        let text = elf.section_by_name(".text").unwrap();
+        let at = head.address(here - m.start + m.offset).unwrap();
+        assert!(
+            (text.address()..text.address() + text.size()).contains(&at),
+            "{at:#x}"
+        );
+        assert_eq!(head.address(u64::MAX), None);
     }
 
     #[test]

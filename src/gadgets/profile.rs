@@ -70,6 +70,8 @@ pub struct Sample {
     pub user: Vec<u64>,
     /// User frames named while the process ran (see [`UserNames`]).
     pub user_names: Option<Vec<String>>,
+    /// The files of those of them without a symbol.
+    pub modules: Vec<ModuleRow>,
     pub kernel: Vec<u64>,
     /// The kernel could not record a stack (its table was full or two stacks collided).
     pub lost: bool,
@@ -93,7 +95,7 @@ impl Sample {
 /// rather than only at the end.
 pub struct UserNames {
     symbolizer: blazesym::symbolize::Symbolizer,
-    known: HashMap<(u32, i32), Vec<String>>,
+    known: HashMap<(u32, i32), (Vec<String>, Vec<ModuleRow>)>,
 }
 
 impl std::fmt::Debug for UserNames {
@@ -124,7 +126,7 @@ impl UserNames {
             }
         }
         for (pid, stacks) in by_pid {
-            let names = process_names(
+            let (names, modules) = process_names(
                 &self.symbolizer,
                 pid,
                 stacks.iter().flat_map(|s| s.user.iter().copied()),
@@ -134,12 +136,13 @@ impl UserNames {
                 continue;
             }
             for s in stacks {
-                let frames = s
+                let frames: Vec<String> = s
                     .user
                     .iter()
                     .map(|a| names.get(a).cloned().unwrap_or_else(|| UNKNOWN.to_owned()))
                     .collect();
-                self.known.insert((s.pid, s.user_id), frames);
+                let used = modules_of(&frames, &modules);
+                self.known.insert((s.pid, s.user_id), (frames, used));
             }
         }
     }
@@ -147,19 +150,52 @@ impl UserNames {
     /// Gives each sample the names learnt for its user stack.
     pub fn apply(&self, samples: &mut [Sample]) {
         for s in samples {
-            if let Some(names) = self.known.get(&(s.pid, s.user_id)) {
+            if let Some((names, modules)) = self.known.get(&(s.pid, s.user_id)) {
                 s.user_names = Some(names.clone());
+                s.modules = modules.clone();
             }
         }
     }
 }
 
-/// Names for user addresses of one process.
+/// A file that frames without a symbol are in (shown as `file+0xADDR`, ADDR its ELF address): where the
+/// process mapped it, and its GNU build id, which debuginfod or a debug-symbol package turns
+/// into names (`addr2line -e FILE OFFSET` with the debug file).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, JsonSchema)]
+pub struct ModuleRow {
+    /// The file name the frames start with.
+    pub module: String,
+    /// Its path as the process sees it.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+}
+
+/// Modules a profile lists at most.
+pub const MAX_MODULES: usize = 32;
+
+/// The modules of `all` that `frames` name.
+fn modules_of(frames: &[String], all: &[ModuleRow]) -> Vec<ModuleRow> {
+    all.iter()
+        .filter(|m| {
+            frames.iter().any(|f| {
+                f.strip_prefix(m.module.as_str())
+                    .is_some_and(|r| r.starts_with("+0x"))
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Names for user addresses of one process, and the files of those without a symbol.
+/// Only code is a frame: an address in a file's data (what a frame-pointer walk through code
+/// built without frame pointers reads off the stack) is `[unknown]`, never the name of the
+/// variable there.
 fn process_names(
     symbolizer: &blazesym::symbolize::Symbolizer,
     pid: u32,
     addrs: impl Iterator<Item = u64>,
-) -> HashMap<u64, String> {
+) -> (HashMap<u64, String>, Vec<ModuleRow>) {
     use blazesym::Pid;
     use blazesym::symbolize::source::{Process, Source};
     let mut addrs: Vec<u64> = addrs.collect();
@@ -168,25 +204,43 @@ fn process_names(
     let mut process = Process::new(Pid::from(pid));
     process.debug_syms = false;
     let src = Source::Process(process);
-    let mut mappings: Option<Vec<crate::ebpf::host::MappedFile>> = None;
-    addrs
+    let maps = crate::ebpf::host::file_mappings(pid);
+    let mut modules: Vec<ModuleRow> = Vec::new();
+    let mut heads: HashMap<String, Option<crate::ebpf::host::ElfHead>> = HashMap::new();
+    let names = addrs
         .iter()
         .copied()
         .zip(names(symbolizer, &src, &addrs))
         .map(|(addr, name)| {
-            if name != UNKNOWN {
-                return (addr, name);
+            let mapping = maps.iter().find(|m| (m.start..m.end).contains(&addr));
+            match mapping {
+                Some(m) if !m.executable => (addr, UNKNOWN.to_owned()),
+                _ if name != UNKNOWN => (addr, name),
+                // No symbol (a stripped binary): the file and the address in its ELF.
+                Some(m) => {
+                    let module = m.path.rsplit('/').next().unwrap_or(&m.path).to_owned();
+                    let head = heads
+                        .entry(m.path.clone())
+                        .or_insert_with(|| crate::ebpf::host::elf_head(pid, m));
+                    if modules.len() < MAX_MODULES && !modules.iter().any(|x| x.module == module) {
+                        modules.push(ModuleRow {
+                            module: module.clone(),
+                            path: m.path.clone(),
+                            build_id: head.as_ref().and_then(|h| h.build_id.clone()),
+                        });
+                    }
+                    let file_offset = addr - m.start + m.offset;
+                    let at = head
+                        .as_ref()
+                        .and_then(|h| h.address(file_offset))
+                        .unwrap_or(file_offset);
+                    (addr, format!("{module}+{at:#x}"))
+                }
+                None => (addr, name),
             }
-            // No symbol (a stripped binary, JIT code): the file and the offset in it, which
-            // `addr2line -e FILE OFFSET` or a debug-symbol package turns into a name.
-            let maps = mappings.get_or_insert_with(|| crate::ebpf::host::file_mappings(pid));
-            let located = maps
-                .iter()
-                .filter(|m| m.executable)
-                .find_map(|m| m.locate(addr));
-            (addr, located.unwrap_or(name))
         })
-        .collect()
+        .collect();
+    (names, modules)
 }
 
 /// A stack as the result shows it.
@@ -198,8 +252,9 @@ pub struct StackRow {
     /// Share of all samples, in percent.
     pub percent: f64,
     /// Leaf first: kernel frames (`[k] name`), then user frames (past the leaf, only as
-    /// good as the binary's frame pointers); code without symbols as `file+0xoffset`
-    /// (stripped binaries, JIT), `[unknown]` where the process is gone.
+    /// good as the binary's frame pointers); code without symbols as `file+0xADDR`, the
+    /// address in the file's ELF (`modules` has its path and build id), `[unknown]` where
+    /// the process is gone or the address is not code.
     pub frames: Vec<String>,
 }
 
@@ -218,6 +273,8 @@ pub struct Report {
     pub functions: Vec<FunctionRow>,
     /// `comm;root;...;leaf count`, largest first: the input of flamegraph.pl and speedscope.
     pub folded: Vec<String>,
+    /// The files of frames without a symbol.
+    pub modules: Vec<ModuleRow>,
     pub total: u64,
 }
 
@@ -279,11 +336,17 @@ pub fn report(samples: &[Sample], top: usize) -> Report {
         by_pid.entry(s.pid).or_default().extend(&s.user);
     }
     let mut user_names: HashMap<(u32, u64), String> = HashMap::new();
+    let mut modules: Vec<ModuleRow> = samples.iter().flat_map(|s| s.modules.clone()).collect();
     for (pid, addrs) in by_pid {
-        for (addr, name) in process_names(&symbolizer, pid, addrs.into_iter()) {
+        let (names, found) = process_names(&symbolizer, pid, addrs.into_iter());
+        modules.extend(found);
+        for (addr, name) in names {
             user_names.insert((pid, addr), name);
         }
     }
+    modules.sort();
+    modules.dedup_by(|a, b| a.module == b.module);
+    modules.truncate(MAX_MODULES);
 
     // Stacks that symbolize alike are one stack.
     let mut stacks: HashMap<(u32, String, Vec<String>), u64> = HashMap::new();
@@ -360,6 +423,7 @@ pub fn report(samples: &[Sample], top: usize) -> Report {
             .into_iter()
             .map(|(line, n)| format!("{line} {n}"))
             .collect(),
+        modules,
         total,
     }
 }
@@ -373,6 +437,24 @@ mod tests {
         here as *const () as u64
     }
 
+    /// A named variable in this binary's data.
+    #[unsafe(no_mangle)]
+    static EBPF_MCP_TEST_DATA: [u64; 64] = [7; 64];
+
+    #[test]
+    fn only_code_addresses_become_frames() {
+        let symbolizer = blazesym::symbolize::Symbolizer::new();
+        let data = std::hint::black_box(&EBPF_MCP_TEST_DATA) as *const _ as u64 + 8;
+        let (names, modules) =
+            process_names(&symbolizer, std::process::id(), [here(), data].into_iter());
+        assert!(names[&here()].ends_with("here"), "{names:?}");
+        assert_eq!(
+            names[&data], UNKNOWN,
+            "a variable is not a frame: {names:?}"
+        );
+        assert!(modules.is_empty(), "every frame had a symbol: {modules:?}");
+    }
+
     #[test]
     fn symbolizes_this_process_and_folds_root_first() {
         let addr = here();
@@ -383,6 +465,7 @@ mod tests {
                 user_id: 1,
                 user: vec![addr],
                 user_names: None,
+                modules: Vec::new(),
                 kernel: vec![],
                 lost: false,
                 count: 3,
@@ -393,6 +476,7 @@ mod tests {
                 user_id: -14,
                 user: vec![1],
                 user_names: None,
+                modules: Vec::new(),
                 kernel: vec![],
                 lost: true,
                 count: 1,

@@ -87,6 +87,7 @@ pub(crate) fn snapshot(
                     user_id,
                     user,
                     user_names: None,
+                    modules: Vec::new(),
                     kernel,
                     lost,
                     count: gadgets::decode_u64(&v),

@@ -135,6 +135,9 @@ pub struct Aggregates {
     /// profile: folded stacks (`comm;root;...;leaf count`) for flame graphs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub folded: Option<Vec<String>>,
+    /// profile: the files of frames without a symbol (`file+0xADDR`), with build ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<Vec<profile::ModuleRow>>,
 }
 
 /// The aggregate part of a result, with how much of it fits.
@@ -252,6 +255,7 @@ pub fn summarize(
             out.rows.functions = Some(functions);
             out.rows.stacks = Some(stacks);
             out.rows.folded = Some(folded);
+            out.rows.modules = (!report.modules.is_empty()).then_some(report.modules);
         }
         (Mode::Count, snap) => {
             let mut merged = tally.clone();

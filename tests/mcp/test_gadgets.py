@@ -10,6 +10,8 @@ import json
 import mmap
 import os
 import pathlib
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -317,6 +319,29 @@ async def test_profile_finds_the_busy_function(url):
     line = next(f for f in data["folded"] if f.startswith("workload;"))
     assert ";ebpf_mcp_spin " in line and int(line.rsplit(" ", 1)[1]) > 50
     assert data["events_total"] == sum(c["count"] for c in data["counts"])
+
+
+async def test_profile_names_stripped_code_by_file_address_and_build_id(url):
+    """Frames of a stripped binary are `file+0xADDR` with ADDR the address in its ELF (what
+    addr2line takes: here inside the function the unstripped binary names), and the file is
+    listed with its build id."""
+    stripped = pathlib.Path(tempfile.mkdtemp()) / "wl-stripped"
+    shutil.copy(WORKLOAD, stripped)
+    subprocess.run(["strip", str(stripped)], check=True)
+    build_id = re.search(r"Build ID: (\w+)", subprocess.run(["readelf", "-n", str(stripped)], capture_output=True,
+                                                            text=True, check=True).stdout).group(1)
+    symbols = subprocess.run(["nm", "-S", str(WORKLOAD)], capture_output=True, text=True, check=True).stdout
+    start, size = next((int(f[0], 16), int(f[1], 16)) for f in map(str.split, symbols.splitlines())
+                       if len(f) == 4 and f[3] == "ebpf_mcp_spin")
+
+    def action():
+        subprocess.run([str(stripped), "spin", "1500"], capture_output=True, check=True)
+
+    data = await trace_while(url, {"gadget": "profile", "duration_ms": 2500, "frequency_hz": 99,
+                                   "comm": "wl-stripped"}, action)
+    leaf = data["functions"][0]["function"]
+    assert leaf.startswith("wl-stripped+0x") and start <= int(leaf.split("+")[1], 16) < start + size, (leaf, start, size)
+    assert data["modules"] == [{"module": "wl-stripped", "path": str(stripped), "build_id": build_id}], data["modules"]
 
 
 def start_caller(calls: int) -> subprocess.Popen:

@@ -835,7 +835,7 @@ mod maps_tests {
     fn the_elf_head_gives_the_build_id_and_code_addresses() {
         use object::{Object as _, ObjectSection as _};
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
-        let here = the_elf_head_gives_the_build_id_and_code_addresses as usize as u64;
+        let here = the_elf_head_gives_the_build_id_and_code_addresses as *const () as u64;
         let all = parse_mappings(&std::fs::read_to_string("/proc/self/maps").unwrap());
         let m = all
             .iter()

@@ -87,6 +87,8 @@ struct {
 #define COUNT_COMM (1u << 5)
 #define COUNT_CGROUP (1u << 6)
 #define COUNT_VALUE (1u << 7) /* the gadget's value (a tracepoint field) */
+/* Not a count: the value goes into a histogram (bpf/hist.h), per process when COUNT_PID. */
+#define COUNT_HIST (1u << 8)
 
 struct count_key {
 	u32 pid;

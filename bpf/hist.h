@@ -62,11 +62,11 @@ static __always_inline u32 hist_slot(u64 ns)
 	return slot < HIST_SLOTS ? slot : HIST_SLOTS - 1;
 }
 
-/* Adds one observation of `ns` to the histogram of `key`; a full table counts a drop. */
-static __always_inline void hist_add(struct hist_key *key, u64 ns)
+/* Adds one observation to slot `slot` and `sum` to the sum of the histogram of `key`; a
+ * full table counts a drop. */
+static __always_inline void hist_add_slot(struct hist_key *key, u32 slot, u64 sum)
 {
 	struct hist *h = bpf_map_lookup_elem(&hists, key);
-	u32 slot = hist_slot(ns);
 
 	if (!h) {
 		struct hist zero = {};
@@ -79,12 +79,28 @@ static __always_inline void hist_add(struct hist_key *key, u64 ns)
 		}
 	}
 	__sync_fetch_and_add(&h->count, 1);
-	__sync_fetch_and_add(&h->sum_ns, ns);
+	__sync_fetch_and_add(&h->sum_ns, sum);
 	/* The mask is a no-op on the value, but the compiler must keep it (barrier) so the
 	 * verifier sees the index bounded. */
 	barrier_var(slot);
 	slot &= HIST_SLOTS - 1;
 	__sync_fetch_and_add(&h->slots[slot], 1);
+}
+
+/* Adds one observation of `ns` to the latency histogram of `key`. */
+static __always_inline void hist_add(struct hist_key *key, u64 ns)
+{
+	hist_add_slot(key, hist_slot(ns), ns);
+}
+
+/* Adds one observation of the value `v` (a size, a count: not a time) to the histogram of
+ * `key`, in log2 buckets of the value itself; values below 1 count as 0. */
+static __always_inline void hist_add_value(struct hist_key *key, s64 v)
+{
+	u64 u = v > 0 ? (u64)v : 0;
+	u32 slot = u ? log2_floor(u) + 1 : 0;
+
+	hist_add_slot(key, slot < HIST_SLOTS ? slot : HIST_SLOTS - 1, u);
 }
 
 #endif

@@ -5,9 +5,11 @@
  *
  * gadget_cfg: arg0 = bytes of the record to copy, arg1 = bytes to copy when that read
  * fails (the fixed part only: records with variable-length data are shorter than arg0),
- * arg2 = offsets of two pointer fields to read as strings, low and high 16 bits (0: none). */
+ * arg2 = offsets of two pointer fields to read as strings, low and high 16 bits (0: none).
+ * With COUNT_HIST in count_keys, the integer field value_field names goes into a histogram
+ * instead (per process with COUNT_PID). */
 #define GADGET_EVENT struct tp_event
-#include "../gadget.h"
+#include "../hist.h"
 
 #define RECORD_MAX 512
 #define STR_MAX 128
@@ -60,6 +62,16 @@ int tracepoint_record(void *ctx)
 
 	if (!cfg || !want(cfg, &h))
 		return 0;
+	if (cfg->count_keys & COUNT_HIST) {
+		struct hist_key key = {};
+
+		if (cfg->count_keys & COUNT_PID) {
+			key.id = h.pid;
+			__builtin_memcpy(key.comm, h.comm, sizeof(key.comm));
+		}
+		hist_add_value(&key, value(ctx, cfg->value_field));
+		return 0;
+	}
 	if (counted(cfg, &h, value(ctx, cfg->value_field)))
 		return 0;
 	e = reserve_event(sizeof(*e), &h);

@@ -36,6 +36,11 @@ pub const KEY_LAYOUT: Layout = Layout {
 };
 
 const ON: u32 = 1;
+/// `count_keys` of a histogram of the gadget's value (generic tracepoint), per process
+/// with `per_process`.
+pub fn histogram(per_process: bool) -> u32 {
+    ON | 1 << 8 | if per_process { 1 << 1 } else { 0 }
+}
 const VALUE_BIT: u32 = 1 << 7;
 /// The common fields the kernel keys counts by, and their `COUNT_*` bits.
 const COMMON: [(&str, u32); 6] = [

@@ -201,8 +201,80 @@ pub struct HistRow {
     pub buckets: Vec<Bucket>,
 }
 
+/// One histogram of a value (a size, a count: not a time), log2 buckets of the value.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ValueRow {
+    /// The group's field values (empty: everything traced).
+    pub key: Map<String, Value>,
+    /// Observations (exact).
+    pub count: u64,
+    /// Sum and mean of the values (exact; values below 1 count as 0).
+    pub sum: u64,
+    pub avg: f64,
+    /// Upper end of the bucket holding the median: half were at most this.
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    /// From the first to the last non-empty bucket, in order (the last bucket also holds
+    /// everything above it).
+    pub buckets: Vec<ValueBucket>,
+}
+
+/// One log2 bucket of values.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ValueBucket {
+    pub low: u64,
+    pub high: u64,
+    pub count: u64,
+}
+
+impl ValueRow {
+    pub fn new(key: Map<String, Value>, h: &Hist) -> Self {
+        let first = h.slots.iter().position(|n| *n > 0);
+        let last = h.slots.iter().rposition(|n| *n > 0);
+        let buckets = match (first, last) {
+            (Some(a), Some(b)) => (a..=b)
+                .map(|i| {
+                    let (low, high) = Hist::bounds(i);
+                    ValueBucket {
+                        low,
+                        high,
+                        count: h.slots[i],
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        ValueRow {
+            key,
+            count: h.count,
+            sum: h.sum_ns,
+            avg: if h.count == 0 {
+                0.0
+            } else {
+                (h.sum_ns as f64 / h.count as f64 * 100.0).round() / 100.0
+            },
+            p50: h.quantile_bound(0.50),
+            p90: h.quantile_bound(0.90),
+            p99: h.quantile_bound(0.99),
+            buckets,
+        }
+    }
+}
+
 /// Histograms merged by the values of `group_by`, largest count first.
 pub fn grouped(entries: &[(Map<String, Value>, Hist)], group_by: &[String]) -> Vec<HistRow> {
+    merged(entries, group_by)
+        .into_iter()
+        .map(|(key, h)| h.row(key))
+        .collect()
+}
+
+/// Histograms merged by the values of `group_by`, largest count first.
+pub fn merged(
+    entries: &[(Map<String, Value>, Hist)],
+    group_by: &[String],
+) -> Vec<(Map<String, Value>, Hist)> {
     let mut groups: HashMap<String, (Map<String, Value>, Hist)> = HashMap::new();
     for (record, hist) in entries {
         let key: Map<String, Value> = group_by
@@ -218,7 +290,7 @@ pub fn grouped(entries: &[(Map<String, Value>, Hist)], group_by: &[String]) -> V
     }
     let mut rows: Vec<_> = groups.into_iter().collect();
     rows.sort_by(|a, b| b.1.1.count.cmp(&a.1.1.count).then_with(|| a.0.cmp(&b.0)));
-    rows.into_iter().map(|(_, (key, h))| h.row(key)).collect()
+    rows.into_iter().map(|(_, row)| row).collect()
 }
 
 #[cfg(test)]

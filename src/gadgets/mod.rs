@@ -122,6 +122,8 @@ pub enum Output {
     KernelCounts(&'static str),
     /// Latency histograms kept in the kernel (`hists`, bpf/hist.h).
     KernelHistograms,
+    /// Histograms of a value (a size, a count) kept in the kernel, in the same table.
+    KernelValues,
     /// CPU samples with their stacks (profile).
     Stacks,
 }

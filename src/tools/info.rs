@@ -22,7 +22,7 @@ use crate::trace::{self, Mode};
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InfoParams {
-    /// Probe the kernel again instead of answering from the cached probes.
+    /// Probe the kernel again instead of using cached probes.
     #[serde(default)]
     pub refresh: bool,
     /// Details besides the summary: kernel, features, server, gadgets, or all.
@@ -30,7 +30,7 @@ pub struct InfoParams {
     pub sections: Vec<Section>,
 }
 
-/// A part of `info` given in full when asked for.
+// A part of `info` given in full when asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Section {

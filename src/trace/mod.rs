@@ -95,7 +95,7 @@ pub enum StoppedBy {
 pub struct TraceParams {
     /// Which gadget.
     pub gadget: String,
-    /// How long to trace (default 5000; at most tools.trace.max_duration).
+    /// ms to trace (default 5000, at most tools.trace.max_duration).
     #[serde(default)]
     pub duration_ms: Option<u64>,
     /// events mode: stop after this many (default 1000).
@@ -104,14 +104,13 @@ pub struct TraceParams {
     /// Only this process (thread group id).
     #[serde(default)]
     pub pid: Option<u32>,
-    /// Only processes of this name (exact, at most 15 bytes) when the event happens (exec:
-    /// the new program's).
+    /// Only this process name (exact, ≤15 bytes) at the event (exec: the new program's).
     #[serde(default)]
     pub comm: Option<String>,
     /// Only this user id.
     #[serde(default)]
     pub uid: Option<u32>,
-    /// Only this cgroup v2 directory (a path under the cgroup2 mount).
+    /// Only this cgroup v2 directory (path under its mount).
     #[serde(default)]
     pub cgroup: Option<String>,
     /// events, count or histogram (default: the gadget's).
@@ -124,22 +123,25 @@ pub struct TraceParams {
     /// events mode: only these fields per event, e.g. `["pid", "argv"]`.
     #[serde(default)]
     pub fields: Option<Vec<String>>,
-    /// count/histogram mode: fields to group by (default: the gadget's).
+    /// count/histogram: fields to group by (default: the gadget's).
     #[serde(default)]
     pub group_by: Option<Vec<String>>,
-    /// count/histogram mode: groups to return, largest first (default 20).
+    /// count/histogram: groups to return, largest first (default 20).
     #[serde(default)]
     pub top: Option<u32>,
     /// gadget tracepoint: `category:name` (list_tracepoints finds them).
     #[serde(default)]
     pub tracepoint: Option<String>,
+    /// gadget tracepoint, mode histogram: integer field to bucket.
+    #[serde(default)]
+    pub value: Option<String>,
     /// gadget uprobe: `binary:symbol` (`libc:malloc`); with `pid`, among the files it maps.
     #[serde(default)]
     pub target: Option<String>,
-    /// gadget uprobe, mode events: each call at its return, with `ret`, `duration_ns`.
+    /// gadget uprobe, mode events: events at return, with `ret`, `duration_ns`.
     #[serde(default, rename = "return")]
     pub on_return: Option<bool>,
-    /// gadget profile: samples/s per CPU (default 49, at most 1000).
+    /// gadget profile: samples/s per CPU (default 49, max 1000).
     #[serde(default)]
     pub frequency_hz: Option<u32>,
 }

@@ -93,6 +93,8 @@ pub(crate) struct Plan {
     pub(crate) warnings: Vec<String>,
     /// How count mode can run in the kernel (`None`: the server counts every event).
     pub(crate) counting: Option<Counting>,
+    /// A histogram of this field of the hook's record (its gadget_cfg.value_field).
+    pub(crate) value_hist: Option<u32>,
 }
 
 /// Fields that come from one value the kernel reads where the event happens, and how.
@@ -161,6 +163,7 @@ impl Plan {
             decode: Box::new(move |bytes, clock| gadget.record(bytes, clock)),
             warnings: Vec::new(),
             counting: gadget.kernel_count.as_ref().map(Counting::of),
+            value_hist: None,
         }
     }
 }
@@ -169,6 +172,7 @@ impl Plan {
 pub(crate) fn check_options(p: &TraceParams) -> Result<(), EbpfError> {
     for (given, option, owner) in [
         (p.tracepoint.is_some(), "tracepoint", "tracepoint"),
+        (p.value.is_some(), "value", "tracepoint"),
         (p.target.is_some(), "target", "uprobe"),
         (p.on_return.is_some(), "return", "uprobe"),
         (p.frequency_hz.is_some(), "frequency_hz", "profile"),
@@ -276,6 +280,10 @@ pub(crate) fn tracepoint_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
             })
             .collect(),
     });
+    if p.mode == Some(Mode::Histogram) || p.value.is_some() {
+        value_histogram(&mut plan, p, spec, &format)?;
+        return Ok(plan);
+    }
     plan.decode = Box::new(move |bytes, clock| {
         if bytes.len() < gadgets::tracepoint::EVENT_SIZE {
             return None;
@@ -286,6 +294,56 @@ pub(crate) fn tracepoint_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
         Some(out)
     });
     Ok(plan)
+}
+
+/// The tracepoint gadget's histogram mode: log2 buckets of one integer field of the record
+/// (`value`), kept in the kernel, per process when grouped by pid or comm.
+fn value_histogram(
+    plan: &mut Plan,
+    p: &TraceParams,
+    spec: &str,
+    format: &tracefs::Format,
+) -> Result<(), EbpfError> {
+    let numeric = gadgets::tracepoint::numeric_fields(format);
+    let names: Vec<&str> = numeric.iter().map(|f| f.name.as_str()).collect();
+    if p.mode != Some(Mode::Histogram) {
+        return Err(invalid("`value` applies to mode histogram"));
+    }
+    if numeric.is_empty() {
+        return Err(invalid(format!(
+            "`{spec}` has no integer fields to make a histogram of; use mode events or count"
+        )));
+    }
+    let name = p.value.as_deref().ok_or_else(|| {
+        invalid(format!(
+            "mode histogram of the tracepoint gadget needs `value`: the integer field to \
+             bucket, one of {}",
+            names.join(", ")
+        ))
+    })?;
+    let field = numeric.iter().find(|f| f.name == name).ok_or_else(|| {
+        invalid(format!(
+            "`value`: `{name}` is not an integer field of `{spec}`{}; its integer fields: {}",
+            crate::suggest::did_you_mean(name, names.iter().copied()),
+            names.join(", ")
+        ))
+        .with_context("value", name)
+    })?;
+    plan.output = Output::KernelValues;
+    plan.fields = vec!["pid".to_owned(), "comm".to_owned()];
+    plan.kinds = vec![Kind::of_type("u32"), Kind::of_type("string")];
+    plan.default_group_by = Vec::new();
+    plan.counting = None;
+    plan.value_hist = Some(field.cfg);
+    plan.decode = Box::new(|bytes, _| {
+        if bytes.len() < gadgets::hist::KEY_SIZE {
+            return None;
+        }
+        let mut out = Map::new();
+        gadgets::hist::decode_process_key(bytes, &mut out);
+        Some(out)
+    });
+    Ok(())
 }
 
 pub(crate) fn uprobe_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
@@ -398,7 +456,7 @@ pub(crate) fn modes(output: Output) -> (Mode, &'static [Mode]) {
     match output {
         Output::Events => (Mode::Events, &[Mode::Events, Mode::Count]),
         Output::KernelCounts(_) => (Mode::Count, &[Mode::Count]),
-        Output::KernelHistograms => (Mode::Histogram, &[Mode::Histogram]),
+        Output::KernelHistograms | Output::KernelValues => (Mode::Histogram, &[Mode::Histogram]),
         Output::Stacks => (Mode::Count, &[Mode::Count]),
     }
 }
@@ -408,6 +466,7 @@ pub fn gadget_modes(gadget: &gadgets::Gadget) -> Vec<Mode> {
     match gadget.name {
         "uprobe" => return vec![Mode::Count, Mode::Histogram, Mode::Events],
         "syscalls" => return vec![Mode::Count, Mode::Histogram],
+        "tracepoint" => return vec![Mode::Events, Mode::Count, Mode::Histogram],
         _ => {}
     }
     modes(gadget.output).1.to_vec()
@@ -779,6 +838,11 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
     (cfg.arg0, cfg.arg1, cfg.arg2) = plan.args;
     if let Some(f) = &filter {
         push_down(f, &mut cfg);
+    }
+    if let Some(field) = plan.value_hist {
+        let per_process = group_by.iter().any(|f| f == "pid" || f == "comm");
+        cfg.count_keys = gadgets::count::histogram(per_process);
+        cfg.value_field = field;
     }
     if mode == Mode::Count && filter.as_ref().is_none_or(|f| wholly_in_kernel(f, &cfg)) {
         count_in_kernel(&mut plan, &mut cfg, &group_by);

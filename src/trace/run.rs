@@ -53,14 +53,19 @@ pub(crate) fn snapshot(
                 .filter_map(|(k, v)| Some((decode(&k)?, gadgets::decode_u64(&v))))
                 .collect(),
         ),
-        Output::KernelHistograms => Snapshot::Histograms(
-            running
+        Output::KernelHistograms | Output::KernelValues => {
+            let rows = running
                 .map_entries("hists")
                 .map_err(read_error)?
                 .into_iter()
                 .filter_map(|(k, v)| Some((decode(&k)?, Hist::parse(&v)?)))
-                .collect(),
-        ),
+                .collect();
+            if plan.output == Output::KernelValues {
+                Snapshot::Values(rows)
+            } else {
+                Snapshot::Histograms(rows)
+            }
+        }
         Output::Stacks => {
             let mut samples = Vec::new();
             for (k, v) in running.map_entries(profile::SAMPLES).map_err(read_error)? {

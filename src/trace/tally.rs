@@ -100,6 +100,8 @@ impl Tally {
 pub enum Snapshot {
     Counts(Vec<(Map<String, Value>, u64)>),
     Histograms(Vec<(Map<String, Value>, Hist)>),
+    /// Histograms of a value, not a latency.
+    Values(Vec<(Map<String, Value>, Hist)>),
     Stacks(Vec<Sample>),
 }
 
@@ -108,7 +110,9 @@ impl Snapshot {
     pub fn total(&self) -> u64 {
         match self {
             Snapshot::Counts(rows) => rows.iter().map(|(_, n)| n).sum(),
-            Snapshot::Histograms(rows) => rows.iter().map(|(_, h)| h.count).sum(),
+            Snapshot::Histograms(rows) | Snapshot::Values(rows) => {
+                rows.iter().map(|(_, h)| h.count).sum()
+            }
             Snapshot::Stacks(samples) => samples.iter().map(|s| s.count).sum(),
         }
     }
@@ -126,6 +130,9 @@ pub struct Aggregates {
     /// histogram mode: one per group, largest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub histograms: Option<Vec<HistRow>>,
+    /// histogram mode of the tracepoint gadget's `value`: one per group, largest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<hist::ValueRow>>,
     /// profile: the functions CPU samples were in, most first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub functions: Option<Vec<FunctionRow>>,
@@ -200,28 +207,15 @@ pub fn summarize(
     match (mode, snapshot) {
         (Mode::Events, _) => {}
         (Mode::Histogram, Some(Snapshot::Histograms(entries))) => {
-            let mut rows = hist::grouped(entries, group_by);
-            let groups = rows.len();
-            rows.truncate(top);
-            if rows.len() < groups {
-                out.cut.push(Cut::Top);
-                out.hint = Some(format!(
-                    "the {} largest of {groups} histograms; raise `top` or add filters for the rest",
-                    rows.len()
-                ));
-            }
-            let cut = crate::rows::fit_rows(&mut rows, budget);
-            out.returned = rows.iter().map(|r| r.count as usize).sum();
-            out.truncated = rows.len() < groups;
-            if cut {
-                out.cut.push(Cut::Size);
-                note(
-                    &mut out.hint,
-                    "histograms cut to fit server.max_result_bytes; lower top or group by fewer fields".into(),
-                );
-            }
-            out.rows.groups = Some(groups);
-            out.rows.histograms = Some(rows);
+            let rows = hist::grouped(entries, group_by);
+            out.rows.histograms = Some(ranked(rows, top, budget, &mut out, |r| r.count));
+        }
+        (Mode::Histogram, Some(Snapshot::Values(entries))) => {
+            let rows = hist::merged(entries, group_by)
+                .into_iter()
+                .map(|(key, h)| hist::ValueRow::new(key, &h))
+                .collect();
+            out.rows.values = Some(ranked(rows, top, budget, &mut out, |r| r.count));
         }
         (Mode::Histogram, _) => out.rows.histograms = Some(Vec::new()),
         (Mode::Count, Some(Snapshot::Stacks(samples))) => {
@@ -268,6 +262,38 @@ pub fn summarize(
         }
     }
     out
+}
+
+/// Histogram rows (largest first) cut to `top` and to `budget` bytes, with what cut them.
+fn ranked<R: Serialize>(
+    mut rows: Vec<R>,
+    top: usize,
+    budget: usize,
+    out: &mut Summary,
+    count: impl Fn(&R) -> u64,
+) -> Vec<R> {
+    let groups = rows.len();
+    rows.truncate(top);
+    if rows.len() < groups {
+        out.cut.push(Cut::Top);
+        out.hint = Some(format!(
+            "the {} largest of {groups} histograms; raise `top` or add filters for the rest",
+            rows.len()
+        ));
+    }
+    let cut = crate::rows::fit_rows(&mut rows, budget);
+    out.returned = rows.iter().map(|r| count(r) as usize).sum();
+    out.truncated = rows.len() < groups;
+    if cut {
+        out.cut.push(Cut::Size);
+        note(
+            &mut out.hint,
+            "histograms cut to fit server.max_result_bytes; lower top or group by fewer fields"
+                .into(),
+        );
+    }
+    out.rows.groups = Some(groups);
+    rows
 }
 
 pub(crate) fn note(out: &mut Option<String>, note: String) {

@@ -578,6 +578,37 @@ async def test_counts_whose_keys_the_kernel_knows_are_kept_in_the_kernel(url):
         child.wait()
 
 
+async def test_tracepoint_histogram_of_an_integer_field(url):
+    """mode histogram of the tracepoint gadget buckets one integer field of the record in the
+    kernel: the sizes a process passes to write(), exact in count and sum."""
+    child = subprocess.Popen([sys.executable, "-c", "import os, sys\n"
+                              "sys.stdin.readline()\n"
+                              "fd = os.open('/dev/null', os.O_WRONLY)\n"
+                              "for n in [4096] * 100 + [100] * 10: os.write(fd, b'x' * n)\n"],
+                             stdin=subprocess.PIPE, text=True)
+
+    def action():
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        child.wait()
+
+    data = await trace_while(url, {"gadget": "tracepoint", "tracepoint": "syscalls:sys_enter_write", "mode": "histogram",
+                                   "value": "count", "pid": child.pid, "duration_ms": 10000}, action)
+    (row,) = data["values"]
+    assert (row["key"], row["count"], row["sum"], row["p50"], row["p99"]) == ({}, 110, 100 * 4096 + 10 * 100, 8191, 8191), row
+    assert [(b["low"], b["count"]) for b in row["buckets"] if b["count"]] == [(64, 10), (4096, 100)], row["buckets"]
+    assert data["stopped_by"] == "process_exited" and data["events_total"] == 110, data
+    async with Client(url, mode="legacy") as client:
+        for args, needle in [
+            ({"mode": "histogram"}, "needs `value`: the integer field to bucket, one of __syscall_nr, fd, count"),
+            ({"mode": "histogram", "value": "buf"}, "`buf` is not an integer field"),
+            ({"value": "count"}, "`value` applies to mode histogram"),
+        ]:
+            r = await client.call_tool("trace", {"gadget": "tracepoint", "tracepoint": "syscalls:sys_enter_write",
+                                                 "duration_ms": 200, **args})
+            assert r.is_error and needle in r.structured_content["message"], (args, r.structured_content)
+
+
 async def test_results_say_what_cut_them(url):
     """`cut` names why a result holds less than was seen, and the hint how to get more."""
     def action():

@@ -11,15 +11,15 @@ ebpf-mcp, stdout for bpftrace), and whether each answer was correct.
 2. enoent_storm  which file keeps failing to open, while another process opens
                  /dev/null 20x as often
 3. short_lived   who keeps starting md5sum every 200 ms: the parent's command line
-4. dsync_writes  how long the application's write() calls take: exact count and the
-                 mean the writer measured itself
+4. dsync_writes  how long the application's O_DSYNC pwrite() calls take: exact count and
+                 the mean the writer measured itself
 5. closed_port   who keeps connecting to a closed port
 6. malloc        how many malloc(12345) calls one process makes: exact
 7. tracepoint    how often a sleeper is woken, asked first with a mistyped tracepoint
                  name and corrected from the answer
 
 Run as root from the repository root after
-    cargo build --release --bins --examples
+    cargo build --release --bins --examples && cargo build --examples
 with
     .venv/bin/python benches/investigations.py
 """
@@ -41,6 +41,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REL = os.path.join(ROOT, "target", "release")
 BIN = os.path.join(REL, "ebpf-mcp")
 WORKLOAD = os.path.join(REL, "examples", "workload")
+# The release examples are stripped: the CPU hog is the debug build, which has symbols.
+WORKLOAD_SYMBOLS = os.path.join(ROOT, "target", "debug", "examples", "workload")
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
 
 
@@ -95,7 +97,7 @@ def stop(*procs: subprocess.Popen) -> None:
 
 
 async def cpu_hog(agent: Agent, peer: Peer) -> tuple[bool, bool]:
-    hog = subprocess.Popen([WORKLOAD, "spin", "20000"], stdout=subprocess.DEVNULL)
+    hog = subprocess.Popen([WORKLOAD_SYMBOLS, "spin", "20000"], stdout=subprocess.DEVNULL)
     try:
         time.sleep(0.3)
         r = await agent.call("trace", {"gadget": "profile", "duration_ms": 2000, "top": 3})
@@ -155,17 +157,18 @@ async def short_lived(agent: Agent, peer: Peer) -> tuple[bool, bool]:
     return ours, theirs
 
 
-DSYNC_WRITER = """
+WRITES = 200
+DSYNC_WRITER = f"""
 import os, sys, time
 path = sys.argv[1]
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_DSYNC, 0o600)
 sys.stdin.readline()
 spent = 0
-for _ in range(200):
+for _ in range({WRITES}):
     t = time.perf_counter_ns()
-    os.write(fd, b"x" * 4096)
+    os.pwrite(fd, b"x" * 4096, 0)
     spent += time.perf_counter_ns() - t
-print(spent / 200 / 1000, flush=True)
+print(spent / {WRITES} / 1000, flush=True)
 sys.stdin.readline()
 """
 
@@ -185,24 +188,29 @@ async def dsync_writes(agent: Agent, peer: Peer) -> tuple[bool, bool]:
         await asyncio.sleep(1.0)
         felt_us = float(await asyncio.to_thread(go, w))
         r = await call
-        row = next((h for h in r["histograms"] if h["key"]["syscall"] == "write"), None)
-        ours = row is not None and row["count"] == 200 and 0.5 <= row["avg_us"] / felt_us <= 2.0
+        # pwrite: nothing else the writer does (its report line) is one.
+        row = next((h for h in r["histograms"] if h["key"]["syscall"] == "pwrite64"), None)
+        if os.environ.get("VERBOSE"):
+            print("dsync:", felt_us, r["histograms"][:3], file=sys.stderr)
+        ours = row is not None and row["count"] == WRITES and 0.5 <= row["avg_us"] / felt_us <= 2.0
     finally:
         stop(w)
     w = writer()
     try:
         time.sleep(0.3)
-        program = (f"tracepoint:syscalls:sys_enter_write /pid == {w.pid}/ {{ @s[tid] = nsecs; }} "
-                   f"tracepoint:syscalls:sys_exit_write /@s[tid]/ {{ @us = hist((nsecs - @s[tid]) / 1000); "
+        program = (f"tracepoint:syscalls:sys_enter_pwrite64 /pid == {w.pid}/ {{ @s[tid] = nsecs; }} "
+                   f"tracepoint:syscalls:sys_exit_pwrite64 /@s[tid]/ {{ @us = hist((nsecs - @s[tid]) / 1000); "
                    f"@n = count(); @sum = sum((nsecs - @s[tid]) / 1000); delete(@s[tid]); }}")
         bt = asyncio.create_task(asyncio.to_thread(peer.bpftrace, program, 4))
         await asyncio.sleep(1.5)
         felt_us = float(await asyncio.to_thread(go, w))
         out = await bt
+        if os.environ.get("VERBOSE"):
+            print("dsync bpftrace:", felt_us, out, file=sys.stderr)
         n = re.search(r"@n: (\d+)", out)
         total = re.search(r"@sum: (\d+)", out)
-        theirs = bool(n and total and int(n.group(1)) == 200
-                      and 0.5 <= int(total.group(1)) / 200 / felt_us <= 2.0)
+        theirs = bool(n and total and int(n.group(1)) == WRITES
+                      and 0.5 <= int(total.group(1)) / WRITES / felt_us <= 2.0)
     finally:
         stop(w)
         os.unlink(path)
@@ -258,13 +266,12 @@ async def malloc(agent: Agent, peer: Peer) -> tuple[bool, bool]:
     p = start()
     try:
         call = asyncio.create_task(agent.call("trace", {"gadget": "uprobe", "target": "libc:malloc", "pid": p.pid,
-                                                        "mode": "events", "filter": "arg0 == 12345",
-                                                        "fields": ["arg0"], "max_events": 1, "duration_ms": 3000}))
+                                                        "filter": "arg0 == 12345", "group_by": ["pid"],
+                                                        "duration_ms": 3000}))
         await asyncio.sleep(1.0)
         await asyncio.to_thread(go, p)
         r = await call
-        # max_events 1 keeps one event; events_total counts every call that passed.
-        ours = r["events_total"] == 5000 and r["hooks"][0].startswith("uprobe:") and "libc.so.6" in r["hooks"][0]
+        ours = r["counts"] == [{"key": {"pid": p.pid}, "count": 5000}] and "libc.so.6" in r["hooks"][0]
     finally:
         stop(p)
     p = start()
@@ -307,16 +314,19 @@ async def tracepoint(agent: Agent, peer: Peer) -> tuple[bool, bool]:
 
 
 INVESTIGATIONS = [cpu_hog, enoent_storm, short_lived, dsync_writes, closed_port, malloc, tracepoint]
+if os.environ.get("ONLY"):
+    INVESTIGATIONS = [i for i in INVESTIGATIONS if i.__name__ == os.environ["ONLY"]]
 
 
 async def main() -> None:
     from mcp import Client, StdioServerParameters
 
-    for path in (BIN, WORKLOAD):
+    for path in (BIN, WORKLOAD, WORKLOAD_SYMBOLS):
         if not os.path.exists(path):
-            sys.exit(f"{path} missing: cargo build --release --bins --examples")
+            sys.exit(f"{path} missing: cargo build --release --bins --examples && cargo build --examples")
     rows, failed = [], []
-    params = StdioServerParameters(command=BIN, args=["serve"], env={**os.environ, "EBPF_MCP_CONFIG": ""})
+    env = {k: v for k, v in os.environ.items() if k != "EBPF_MCP_CONFIG"}
+    params = StdioServerParameters(command=BIN, args=["serve"], env=env)
     for inv in INVESTIGATIONS:
         async with Client(params, mode="legacy") as client:
             agent, peer = Agent(client), Peer()

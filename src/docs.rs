@@ -89,7 +89,9 @@ fn gadgets_section(out: &mut String) {
          `exit_code`, for `tracepoint` one integer field of the record. `open` then counts \
          at entry and attaches no exit programs. Other keys (a path, a result) are counted \
          by the server from every event (`\"counted_in\": \"server\"`); both are exact, \
-         and a full kernel table counts in `events_dropped`.\n\n\
+         and a full kernel table counts in `events_dropped`. `uprobe` counts calls in the \
+         kernel, or with a `filter` over their arguments (`arg0 == 4096`) sends each call \
+         and counts in the server.\n\n\
          The `tracepoint` gadget's histogram mode buckets one integer field of the record, \
          named by `value` (`{\"mode\": \"histogram\", \"value\": \"count\"}` on \
          `syscalls:sys_enter_write` gives the sizes written), in log2 buckets of the value \

@@ -95,6 +95,8 @@ pub(crate) struct Plan {
     pub(crate) counting: Option<Counting>,
     /// A histogram of this field of the hook's record (its gadget_cfg.value_field).
     pub(crate) value_hist: Option<u32>,
+    /// The mode when the call names none, if not the output's (see [`modes`]).
+    pub(crate) default_mode: Option<Mode>,
 }
 
 /// Fields that come from one value the kernel reads where the event happens, and how.
@@ -164,6 +166,7 @@ impl Plan {
             warnings: Vec::new(),
             counting: gadget.kernel_count.as_ref().map(Counting::of),
             value_hist: None,
+            default_mode: None,
         }
     }
 }
@@ -379,7 +382,11 @@ pub(crate) fn uprobe_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
             "`return: true` applies to mode events (mode histogram gives call durations)",
         ));
     }
-    if p.mode == Some(Mode::Events) {
+    // Counting calls whose arguments pass a filter needs each call's arguments: the calls
+    // are sent as events and counted by the server.
+    let per_call = p.mode == Some(Mode::Events)
+        || (p.filter.is_some() && matches!(p.mode, None | Some(Mode::Count)));
+    if per_call {
         // One event per call, with its argument registers: at entry, or at the return with
         // the return value and the duration.
         plan.programs = if on_return {
@@ -391,6 +398,7 @@ pub(crate) fn uprobe_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
             vec![(uprobe::CALL, hook(false))]
         };
         plan.output = Output::Events;
+        plan.default_mode = Some(Mode::Count);
         let extra: &[gadgets::Field] = if on_return {
             &uprobe::RETURN_FIELDS
         } else {
@@ -730,7 +738,7 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
     let (max_duration, max_events_cap) = (limits.max_duration, limits.max_events);
     let mut plan = plan(p)?;
     let (default_mode, allowed) = modes(plan.output);
-    let mode = p.mode.unwrap_or(default_mode);
+    let mode = p.mode.or(plan.default_mode).unwrap_or(default_mode);
     if !allowed.contains(&mode) {
         let names: Vec<String> = allowed
             .iter()

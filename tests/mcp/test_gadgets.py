@@ -373,6 +373,24 @@ async def test_uprobe_counts_every_call(url, mode):
         assert len(data["hooks"]) == 2 and data["hooks"][1].startswith("uretprobe:")
 
 
+async def test_uprobe_counts_calls_whose_arguments_pass_a_filter(url):
+    """count mode with `filter` on the arguments: each call is sent and counted by the
+    server, exactly."""
+    proc = start_caller(1000)
+
+    def action():
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=10) == 0
+
+    data = await trace_while(url, {"gadget": "uprobe", "target": f"{WORKLOAD}:ebpf_mcp_work", "pid": proc.pid,
+                                   "duration_ms": 2500, "filter": "arg0 < 10 || arg0 >= 995", "group_by": ["pid"]},
+                             action)
+    assert data["mode"] == "count" and data["counted_in"] == "server", data
+    assert data["counts"] == [{"key": {"pid": proc.pid}, "count": 15}], data
+    assert data["events_filtered"] == 985
+
+
 async def test_uprobe_events_carry_the_arguments(url):
     """Mode events: one event per call with its argument registers; ebpf_mcp_work(i) is
     called with i = 0..N-1, and a filter on arg0 keeps the calls asked for."""

@@ -22,12 +22,35 @@ typedef __s64 s64;
 
 /* Minimal CO-RE views of kernel types: field offsets are relocated against the running
  * kernel's BTF at load time, so only the fields used need declaring. */
+struct kernfs_node {
+	const char *name;
+	u64 id;
+} __attribute__((preserve_access_index));
+
+/* The parent link was renamed in 6.15. */
+struct kernfs_node___old {
+	struct kernfs_node *parent;
+} __attribute__((preserve_access_index));
+
+struct kernfs_node___new {
+	struct kernfs_node *__parent;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
+} __attribute__((preserve_access_index));
+
+struct css_set {
+	struct cgroup *dfl_cgrp;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	int pid;
 	int tgid;
 	struct task_struct *real_parent;
 	int exit_code;
 	u64 start_time;
+	struct css_set *cgroups;
 } __attribute__((preserve_access_index));
 
 /* Filters, written by the server into gadget_cfg[0] before any program is attached.
@@ -77,6 +100,58 @@ struct {
 	__type(key, u32);
 	__type(value, u64);
 } drops SEC(".maps");
+
+/* The names of the cgroup v2 directories events come from and of their parents, recorded
+ * the first time each is seen: the server reads container ids and pod UIDs out of them,
+ * also for a container that is already gone when its event is read. */
+#define CGROUP_NAME 96
+
+struct cgroup_name {
+	char leaf[CGROUP_NAME];
+	char parent[CGROUP_NAME];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, u64);
+	__type(value, struct cgroup_name);
+} cgroup_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct cgroup_name);
+} cgroup_scratch SEC(".maps");
+
+/* Records the names of the current task's cgroup `id` unless known (or the root). */
+static __always_inline void note_cgroup(u64 id)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct kernfs_node *kn, *parent;
+	struct cgroup_name *n;
+	u32 zero = 0;
+
+	if (id <= 1 || bpf_map_lookup_elem(&cgroup_names, &id))
+		return;
+	n = bpf_map_lookup_elem(&cgroup_scratch, &zero);
+	if (!n)
+		return;
+	kn = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn);
+	if (!kn)
+		return;
+	if (bpf_core_field_exists(((struct kernfs_node___new *)0)->__parent))
+		parent = BPF_CORE_READ((struct kernfs_node___new *)kn, __parent);
+	else
+		parent = BPF_CORE_READ((struct kernfs_node___old *)kn, parent);
+	n->leaf[0] = 0;
+	n->parent[0] = 0;
+	bpf_probe_read_kernel_str(n->leaf, sizeof(n->leaf), BPF_CORE_READ(kn, name));
+	if (parent)
+		bpf_probe_read_kernel_str(n->parent, sizeof(n->parent), BPF_CORE_READ(parent, name));
+	bpf_map_update_elem(&cgroup_names, &id, n, BPF_NOEXIST);
+}
 
 /* Which fields key the counts of count mode in the kernel (gadget_cfg.count_keys). */
 #define COUNT_ON (1u << 0)
@@ -166,6 +241,9 @@ static __always_inline int filter_task(struct gadget_cfg *cfg, struct event_head
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 	if (!before_exec && cfg->comm_set && !comm_equal(h->comm, cfg->comm))
 		return 0;
+	/* Counted in the kernel, the event needs no container id. */
+	if (!(cfg->count_keys & COUNT_ON))
+		note_cgroup(h->cgroup_id);
 	return 1;
 }
 

@@ -68,8 +68,19 @@ fn gadgets_section(out: &mut String) {
     out.push_str(
         "\n## Gadgets\n\n\
          The `gadget` argument of `trace` and `trace_start`. Events of event gadgets start \
-         with the common fields `time`, `pid`, `tid`, `ppid`, `uid`, `comm`, `cgroup_id`; \
-         `info` says which gadgets this kernel supports.\n\n\
+         with the common fields `time`, `pid`, `tid`, `ppid`, `uid`, `comm`, `cgroup_id`, \
+         and, when the event's cgroup is a container's, `container_id` (and `pod_uid` in \
+         Kubernetes); `info` says which gadgets this kernel supports.\n\n\
+         Containers are named from the cgroup v2 directory of the event and its parent, \
+         whose names the gadget records in the kernel the first time it sees that cgroup \
+         (so a container that has already exited is still named), in the layouts of \
+         docker (cgroupfs `/docker/ID` and systemd `docker-ID.scope`), containerd \
+         (`cri-containerd-ID.scope`, kubepods), cri-o (`crio-ID.scope`) and podman \
+         (`libpod-ID.scope`); the pod UID from the kubepods parent. On a host without a \
+         cgroup v2 hierarchy events name no container (process_info still names a running \
+         process's, from its v1 paths). `container` (an id or its first hex digits) traces \
+         only that running container, in the kernel, and a `filter` term `container_id == \
+         \"ID\"` with a whole id is checked there too.\n\n\
          The filters `pid`, `comm`, `uid` and `cgroup` run in the kernel and compare what \
          the process is when the event happens: `comm` is its name then (for `exec`, the \
          new program's name, so `comm: \"md5sum\"` sees every exec of md5sum), and a \

@@ -6,18 +6,6 @@
 
 #define TASK_RUNNING 0
 
-struct kernfs_node {
-	u64 id;
-} __attribute__((preserve_access_index));
-
-struct cgroup {
-	struct kernfs_node *kn;
-} __attribute__((preserve_access_index));
-
-struct css_set {
-	struct cgroup *dfl_cgrp;
-} __attribute__((preserve_access_index));
-
 struct kuid {
 	u32 val;
 };

@@ -144,6 +144,23 @@ pub struct Running {
     ebpf: Ebpf,
 }
 
+/// The names a gadget recorded for the cgroups its events came from.
+#[derive(Debug)]
+pub struct CgroupNames(super::maps::OpenMap);
+
+impl CgroupNames {
+    /// The names of cgroup v2 `id`: its directory's and its parent's.
+    pub fn get(&self, id: u64) -> Option<(String, String)> {
+        const NAME: usize = 96;
+        let v = self.0.lookup(&id.to_ne_bytes()).ok()??;
+        let text = |b: &[u8]| {
+            let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+            String::from_utf8_lossy(&b[..end]).into_owned()
+        };
+        (v.len() >= 2 * NAME).then(|| (text(&v[..NAME]), text(&v[NAME..2 * NAME])))
+    }
+}
+
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Running").finish_non_exhaustive()
@@ -375,6 +392,16 @@ impl Running {
             true
         })?;
         Ok(out)
+    }
+
+    /// The gadget's record of cgroup names (bpf/gadget.h `cgroup_names`), readable while
+    /// its ring buffer is read.
+    pub fn cgroup_names(&self) -> Option<CgroupNames> {
+        let aya::maps::Map::LruHashMap(data) = self.map("cgroup_names").ok()? else {
+            return None;
+        };
+        let fd = data.fd().as_fd().try_clone_to_owned().ok()?;
+        super::maps::OpenMap::from_fd(fd).ok().map(CgroupNames)
     }
 
     /// The addresses of stack `id` in the gadget's stack map, leaf first.

@@ -1,6 +1,7 @@
 //! What /proc says about one process (for `process_info`), and which container a cgroup
 //! path belongs to. Every read is bounded: a command line of megabytes costs a few KiB.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// Arguments of a command line kept, and bytes kept of each and of all of them.
@@ -133,6 +134,31 @@ pub fn cgroup(pid: u32) -> (Option<String>, Option<Container>) {
     (cgroup_of(&text), container)
 }
 
+/// The container this server runs in: named by its cgroup path, or, in a private cgroup
+/// namespace (where that path is `/`), by the container's own files that docker mounts
+/// (`/var/lib/docker/containers/ID/hostname`, seen in mountinfo).
+pub fn own_container() -> Option<Container> {
+    if let (_, Some(c)) = cgroup(std::process::id()) {
+        return Some(c);
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    container_of_mounts(&mounts)
+}
+
+fn container_of_mounts(mountinfo: &str) -> Option<Container> {
+    mountinfo.lines().find_map(|line| {
+        // The 4th field is the mounted path within its filesystem.
+        let root = line.split(' ').nth(3)?;
+        let (_, rest) = root.split_once("/containers/")?;
+        let id = rest.split('/').next()?;
+        is_container_id(id).then(|| Container {
+            id: id.to_owned(),
+            runtime: "docker",
+            pod_uid: None,
+        })
+    })
+}
+
 /// The v2 path (`0::/…`) when there is one below the root, else the v1 path of the
 /// hierarchy with the most specific (longest) path.
 fn cgroup_of(text: &str) -> Option<String> {
@@ -200,6 +226,43 @@ pub fn container_of(path: &str) -> Option<Container> {
         }
     }
     None
+}
+
+/// The cgroup v2 directories of running containers whose id starts with `prefix`, under
+/// `root`: for each such container its id and the deepest directory naming it (where its
+/// processes are: podman's `libpod-ID.scope/container`). Walks at most `MAX_DIRS`
+/// directories, 8 deep.
+pub fn container_cgroups(root: &Path, prefix: &str) -> Vec<(String, PathBuf)> {
+    const MAX_DIRS: usize = 100_000;
+    let mut found: Vec<(String, PathBuf, usize)> = Vec::new();
+    let mut stack = vec![(root.to_path_buf(), 0usize)];
+    let mut seen = 0;
+    while let Some((dir, depth)) = stack.pop() {
+        seen += 1;
+        if seen > MAX_DIRS {
+            break;
+        }
+        if let Ok(rel) = dir.strip_prefix(root)
+            && let Some(c) = container_of(&format!("/{}", rel.display()))
+            && c.id.starts_with(prefix)
+        {
+            match found.iter_mut().find(|(id, _, _)| *id == c.id) {
+                Some(entry) if entry.2 < depth => (entry.1, entry.2) = (dir.clone(), depth),
+                Some(_) => {}
+                None => found.push((c.id, dir.clone(), depth)),
+            }
+        }
+        if depth < 8
+            && let Ok(entries) = std::fs::read_dir(&dir)
+        {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push((e.path(), depth + 1));
+                }
+            }
+        }
+    }
+    found.into_iter().map(|(id, dir, _)| (id, dir)).collect()
 }
 
 fn is_container_id(s: &str) -> bool {
@@ -277,6 +340,18 @@ mod tests {
         let v1 = "12:memory:/docker/abc\n3:cpu,cpuacct:/\n1:name=systemd:/docker/abc/x\n0::/\n";
         assert_eq!(cgroup_of(v1).unwrap(), "/docker/abc/x");
         assert_eq!(cgroup_of("0::/\n").unwrap(), "/");
+    }
+
+    #[test]
+    fn a_private_cgroup_namespace_still_names_the_docker_container() {
+        let id = "9c0f31c899d48e651a715515d1fe20be7eefc44ca69bf5dbc25068a65fca1b59";
+        let mountinfo = format!(
+            "1 0 8:1 / / rw - overlay overlay rw\n\
+             2 1 254:0 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/vda rw\n"
+        );
+        let c = container_of_mounts(&mountinfo).unwrap();
+        assert_eq!((c.id.as_str(), c.runtime), (id, "docker"));
+        assert!(container_of_mounts("1 0 8:1 / / rw - ext4 /dev/vda rw\n").is_none());
     }
 
     #[test]

@@ -111,6 +111,19 @@ pub const COMMON_FIELDS: &[Field] = &[
         unit: None,
         description: "cgroup v2 id (inode of the cgroup directory)",
     },
+    Field {
+        name: "container_id",
+        ty: "string",
+        unit: None,
+        description: "the container (64 hex digits) whose cgroup it is: docker, containerd, \
+            cri-o, podman; absent outside containers",
+    },
+    Field {
+        name: "pod_uid",
+        ty: "string",
+        unit: None,
+        description: "the Kubernetes pod of that container; absent outside pods",
+    },
 ];
 
 /// How a gadget's results come out.

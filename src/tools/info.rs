@@ -93,6 +93,9 @@ pub struct Summary {
     pub server: String,
     /// Enabled tiers.
     pub tiers: Vec<Tier>,
+    /// The container the server runs in: `ID (runtime)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     /// The pod and node, in Kubernetes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesFacts>,
@@ -144,6 +147,9 @@ pub struct ServerFacts {
     /// The confinement in force (absent for the command line, which is not sandboxed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<crate::security::sandbox::SandboxReport>,
+    /// The container the server runs in (absent on the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<super::process::ContainerInfo>,
     /// Where the server runs when it is a Kubernetes pod (the downward API's NODE_NAME,
     /// POD_NAME, POD_NAMESPACE and the cluster's CLUSTER_NAME, as deploy/kubernetes sets them).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -370,6 +376,10 @@ fn summarize(
             .filter(|t| t.enabled)
             .map(|t| t.tier)
             .collect(),
+        container: server
+            .container
+            .as_ref()
+            .map(|c| format!("{} ({})", c.id, c.runtime)),
         kubernetes: server.kubernetes.clone(),
         holding,
         gadgets: gadgets
@@ -487,5 +497,6 @@ fn server_facts(core: &Core, config: &crate::config::Config) -> ServerFacts {
         trace_sessions: core.sessions.list(),
         sandbox: core.sandbox.get().cloned(),
         kubernetes: KubernetesFacts::from_env(),
+        container: crate::ebpf::process::own_container().map(super::process::ContainerInfo::from),
     }
 }

@@ -173,7 +173,7 @@ pub fn programs_spec() -> ToolSpec {
         ToolMeta {
             name: "list_programs",
             title: "List BPF programs",
-            description: "Every BPF program on the host (not only this server's): id, name, \
+            description: "Every BPF program on the host: id, name, \
                 type, tag, load time, owner, sizes, memory, maps, holders and links. \
                 `sample_ms` measures runs, ns per run and CPU share over a window (\"which BPF \
                 program is eating my CPU\"); `id` with `detail` adds its instructions.",
@@ -430,7 +430,7 @@ pub struct ListMapsParams {
     /// Only this type (hash, array, percpu_hash, ringbuf, ...).
     #[serde(default, rename = "type")]
     pub map_type: Option<String>,
-    /// Count each map's entries exactly (a full scan: slower on big maps).
+    /// Count entries exactly (a full scan).
     #[serde(default)]
     pub count: bool,
     /// Maps per page (default 100, at most 1000).

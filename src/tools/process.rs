@@ -45,6 +45,16 @@ pub struct ContainerInfo {
     pub pod_uid: Option<String>,
 }
 
+impl From<process::Container> for ContainerInfo {
+    fn from(c: process::Container) -> Self {
+        ContainerInfo {
+            id: c.id,
+            runtime: c.runtime.to_owned(),
+            pod_uid: c.pod_uid,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ProcessInfoOutput {
     pub pid: u32,
@@ -134,11 +144,7 @@ fn run(
         next = parent.ppid;
     }
     let (cgroup, container) = process::cgroup(p.pid);
-    let container = container.map(|c| ContainerInfo {
-        id: c.id,
-        runtime: c.runtime.to_owned(),
-        pod_uid: c.pod_uid,
-    });
+    let container = container.map(ContainerInfo::from);
     Ok(ProcessInfoOutput {
         pid: me.pid,
         comm: me.comm,

@@ -43,9 +43,9 @@ pub fn start_spec() -> ToolSpec {
         ToolMeta {
             name: "trace_start",
             title: "Start a background trace",
-            description: "Run `trace` in the background (same arguments; `duration_ms` \
-                defaults to tools.trace.session_max_duration, events mode keeps the newest \
-                `max_events`). Returns a session_id for trace_read/trace_stop once attached.",
+            description: "`trace` in the background (same arguments; `duration_ms` defaults \
+                to tools.trace.session_max_duration; events mode keeps the newest \
+                `max_events`): a session_id for trace_read/trace_stop, once attached.",
             tier: Tier::Trace,
             hints: Hints {
                 read_only: true,

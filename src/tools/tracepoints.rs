@@ -17,7 +17,7 @@ const MAX_LIMIT: u32 = 2000;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListTracepointsParams {
-    /// `category:name` glob, e.g. `syscalls:sys_enter_open*` (without `:`, either part);
+    /// `category:name` glob, e.g. `sched:*` (without `:`, either part);
     /// none: the categories.
     #[serde(default)]
     pub pattern: Option<String>,

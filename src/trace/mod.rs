@@ -110,13 +110,16 @@ pub struct TraceParams {
     /// Only this user id.
     #[serde(default)]
     pub uid: Option<u32>,
-    /// Only this cgroup v2 directory (path under its mount).
+    /// Only this cgroup v2 directory.
     #[serde(default)]
     pub cgroup: Option<String>,
+    /// Only this container (id or unique prefix).
+    #[serde(default)]
+    pub container: Option<String>,
     /// events, count or histogram (default: the gadget's).
     #[serde(default)]
     pub mode: Option<Mode>,
-    /// Keep events where this holds, e.g. `ret < 0 && comm ~ "py*"`, `dport in [80, 443]`:
+    /// Events where this holds, e.g. `ret < 0 && comm ~ "py*"`, `dport in [80, 443]`:
     /// == != < <= > >= ~(glob) in && || ! ().
     #[serde(default)]
     pub filter: Option<String>,

@@ -38,10 +38,58 @@ pub(crate) fn filters(p: &TraceParams) -> Result<GadgetCfg, EbpfError> {
             comm.len()
         )));
     }
-    if let Some(path) = &p.cgroup {
-        cfg.cgroup_id = cgroup_id(path)?;
+    match (&p.cgroup, &p.container) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "give `cgroup` or `container`, not both: a container is one cgroup",
+            ));
+        }
+        (Some(path), None) => cfg.cgroup_id = cgroup_id(path)?,
+        (None, Some(id)) => cfg.cgroup_id = container_cgroup_id(id)?,
+        (None, None) => {}
     }
     Ok(cfg)
+}
+
+/// The cgroup v2 id of the running container whose id is or starts with `prefix`.
+pub(crate) fn container_cgroup_id(prefix: &str) -> Result<u64, EbpfError> {
+    let prefix = prefix.to_ascii_lowercase();
+    if prefix.len() < 4 || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(format!(
+            "`container` is a container id or its first 4 to 64 hex digits (`docker ps`, \
+             `crictl ps`, process_info's container); got `{prefix}`"
+        )));
+    }
+    let root = crate::ebpf::host::cgroup2_root()
+        .ok_or_else(|| invalid("`container` needs a cgroup v2 hierarchy, and none is mounted"))?;
+    let found = crate::ebpf::process::container_cgroups(&root, &prefix);
+    match found.as_slice() {
+        [] => Err(invalid(format!(
+            "no running container with an id starting `{prefix}` has a cgroup under {}; \
+             `docker ps --no-trunc` or `crictl ps` list the running ones",
+            root.display()
+        ))
+        .with_context("container", prefix.as_str())),
+        [(_, dir)] => {
+            let not_one = || {
+                invalid(format!(
+                    "the container's cgroup {} went away",
+                    dir.display()
+                ))
+            };
+            let pinned = crate::ebpf::sys::PinnedFile::open(dir).map_err(|_| not_one())?;
+            pinned.inode().map_err(|_| not_one())
+        }
+        many => Err(invalid(format!(
+            "`{prefix}` starts the ids of {} containers ({}); give more of the id",
+            many.len(),
+            many.iter()
+                .map(|(id, _)| &id[..12])
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .with_context("container", prefix.as_str())),
+    }
 }
 
 /// The cgroup v2 id of a directory: its inode number. Any failure reads the same, so the
@@ -523,6 +571,11 @@ pub(crate) fn push_down(filter: &Filter, cfg: &mut GadgetCfg) {
             }
             ("comm", Required::Str(comm)) if cfg.comm_set == 0 => {
                 cfg.set_comm(comm);
+            }
+            ("container_id", Required::Str(id)) if cfg.cgroup_id == 0 && id.len() == 64 => {
+                if let Ok(cgroup) = container_cgroup_id(id) {
+                    cfg.cgroup_id = cgroup;
+                }
             }
             _ => {}
         }

@@ -103,6 +103,52 @@ pub(crate) fn snapshot(
     }))
 }
 
+/// Which container an event's cgroup belongs to, from the names the gadget recorded for
+/// it (so also for a container already gone), remembered per cgroup.
+struct Containers {
+    names: Option<runner::CgroupNames>,
+    known: HashMap<u64, Option<(String, Option<String>)>>,
+}
+
+impl Containers {
+    /// Cgroups remembered at most (then it starts afresh).
+    const KNOWN: usize = 4096;
+
+    fn new(running: &runner::Running) -> Self {
+        Self {
+            names: running.cgroup_names(),
+            known: HashMap::new(),
+        }
+    }
+
+    /// Adds `container_id` (and `pod_uid`) to an event whose cgroup is a container's.
+    fn annotate(&mut self, record: &mut serde_json::Map<String, serde_json::Value>) {
+        let Some(names) = &self.names else {
+            return;
+        };
+        let Some(id) = record.get("cgroup_id").and_then(serde_json::Value::as_u64) else {
+            return;
+        };
+        if id <= 1 {
+            return;
+        }
+        if self.known.len() >= Self::KNOWN {
+            self.known.clear();
+        }
+        let found = self.known.entry(id).or_insert_with(|| {
+            let (leaf, parent) = names.get(id)?;
+            let c = crate::ebpf::process::container_of(&format!("/{parent}/{leaf}"))?;
+            Some((c.id, c.pod_uid))
+        });
+        if let Some((container, pod)) = found {
+            record.insert("container_id".into(), container.clone().into());
+            if let Some(pod) = pod {
+                record.insert("pod_uid".into(), pod.clone().into());
+            }
+        }
+    }
+}
+
 /// How a run ended.
 #[derive(Debug)]
 pub struct RunEnd {
@@ -161,6 +207,13 @@ pub fn execute(
         && !prepared.group_by.iter().any(|f| f == "time")
         && !prepared.filter.as_ref().is_some_and(|f| f.reads("time"));
     let mut memo: HashMap<Box<[u8]>, Option<Group>> = HashMap::new();
+    let mut containers = Containers::new(&running);
+    let clock_ref = &clock;
+    let mut decode = move |bytes: &[u8]| {
+        let mut record = (plan.decode)(bytes, clock_ref)?;
+        containers.annotate(&mut record);
+        Some(record)
+    };
     let passes = |record: &serde_json::Map<String, serde_json::Value>| {
         prepared.filter.as_ref().is_none_or(|f| f.matches(record))
     };
@@ -180,7 +233,7 @@ pub fn execute(
             running
                 .poll(Duration::ZERO, |bytes| {
                     total += 1;
-                    match (plan.decode)(bytes, &clock) {
+                    match decode(bytes) {
                         Some(record) if passes(&record) => on_event(Delivery::Event(record)),
                         Some(_) => {
                             total -= 1;
@@ -229,7 +282,7 @@ pub fn execute(
                     None => {}
                 }
             }
-            let Some(record) = (plan.decode)(bytes, &clock) else {
+            let Some(record) = decode(bytes) else {
                 total -= 1;
                 malformed += 1;
                 return true;

@@ -1,14 +1,13 @@
 # ebpf-mcp container image: `docker build -t ebpf-mcp:0.1.0 .`
-# Build stage: the same command as scripts/install.sh (the BPF objects are committed in
-# bpf/obj, so no clang is needed).
-FROM rust:1.95-bookworm AS build
-WORKDIR /src
-COPY . .
-RUN cargo build --release --locked --bin ebpf-mcp
+# Base images are build arguments, so the image can be built without a registry from a
+# locally made Debian image (docs/operations.md): `--build-arg BASE_IMAGE=...`, and
+# `--target prebuilt` packages an already built binary (dist/ebpf-mcp in the build
+# context) instead of compiling.
+ARG BASE_IMAGE=debian:bookworm-slim
+ARG RUST_IMAGE=rust:1.95-bookworm
 
-# Run stage: the binary and the default configuration only.
-FROM debian:bookworm-slim
-COPY --from=build /src/target/release/ebpf-mcp /usr/local/bin/ebpf-mcp
+# What every variant runs: the default configuration, and how to start.
+FROM ${BASE_IMAGE} AS runtime
 COPY configs/default.yaml /etc/ebpf-mcp/config.yaml
 # Every tier needs CAP_BPF and CAP_PERFMON, and container runtimes give capabilities to
 # root only (no ambient capabilities for other users), so the image runs as root; the
@@ -21,3 +20,18 @@ USER 0:0
 EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/ebpf-mcp"]
 CMD ["--config", "/etc/ebpf-mcp/config.yaml", "serve", "--http", "0.0.0.0:8080"]
+
+# An already built release binary (`cargo build --release`, copied to dist/ebpf-mcp).
+FROM runtime AS prebuilt
+COPY dist/ebpf-mcp /usr/local/bin/ebpf-mcp
+
+# Build stage: the same command as scripts/install.sh (the BPF objects are committed in
+# bpf/obj, so no clang is needed).
+FROM ${RUST_IMAGE} AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin ebpf-mcp
+
+# The default: built from source.
+FROM runtime
+COPY --from=build /src/target/release/ebpf-mcp /usr/local/bin/ebpf-mcp

@@ -388,6 +388,10 @@ mod tests {
             let c = container_of(&path).unwrap_or_else(|| panic!("{path}"));
             assert_eq!((c.id.as_str(), c.runtime), (ID, runtime), "{path}");
             assert_eq!(c.pod_uid.as_deref(), pod, "{path}");
+            // Events know a cgroup's directory and its parent only: that is enough.
+            let parts: Vec<&str> = path.rsplitn(3, '/').collect();
+            let last_two = format!("/{}/{}", parts[1], parts[0]);
+            assert_eq!(container_of(&last_two), Some(c), "{last_two}");
         }
         for path in [
             "/",

@@ -2,7 +2,9 @@
 # Base images are build arguments, so the image can be built without a registry from a
 # locally made Debian image (docs/operations.md): `--build-arg BASE_IMAGE=...`, and
 # `--target prebuilt` packages an already built binary (dist/ebpf-mcp in the build
-# context) instead of compiling.
+# context) instead of compiling. The default build skips that stage with BuildKit (Docker
+# 23 and later; set DOCKER_BUILDKIT=1 before): the classic builder builds every stage
+# before its target, and can only make `--target prebuilt`.
 ARG BASE_IMAGE=debian:bookworm-slim
 ARG RUST_IMAGE=rust:1.95-bookworm
 

@@ -73,8 +73,13 @@ struct gadget_cfg {
 	/* A numeric field of the hook's record (generic tracepoint): its offset in the low 16
 	 * bits, its size (1, 2, 4 or 8) in the next 8, bit 24 set when it is signed; 0: none. */
 	u32 value_field;
+	/* CFG_*: record cgroup names for container ids; only tasks under cgroup_scope[0]. */
+	u32 flags;
 	u32 pad;
 };
+
+#define CFG_NAME_CGROUPS (1u << 0)
+#define CFG_UNDER_SCOPE (1u << 1)
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -111,12 +116,21 @@ struct cgroup_name {
 	char parent[CGROUP_NAME];
 };
 
+/* Sized by the server; full, it records no more (a preallocated table: safe in any hook). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 1024);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2048);
 	__type(key, u64);
 	__type(value, struct cgroup_name);
 } cgroup_names SEC(".maps");
+
+/* A container's cgroup (put here by the server): events of tasks in it or below it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, u32);
+} cgroup_scope SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -175,11 +189,11 @@ struct count_key {
 	char comm[TASK_COMM_LEN];
 };
 
-/* Entries are allocated as keys appear: a gadget that never counts costs nothing here. */
+/* Preallocated (kernels before 6.1 warn about tables allocated in tracing programs): the
+ * server sizes it to one entry unless the gadget counts. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 10240);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct count_key);
 	__type(value, u64);
 } counts SEC(".maps");
@@ -238,11 +252,12 @@ static __always_inline int filter_task(struct gadget_cfg *cfg, struct event_head
 	h->cgroup_id = bpf_get_current_cgroup_id();
 	if (cfg->cgroup_id && cfg->cgroup_id != h->cgroup_id)
 		return 0;
+	if ((cfg->flags & CFG_UNDER_SCOPE) && bpf_current_task_under_cgroup(&cgroup_scope, 0) != 1)
+		return 0;
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 	if (!before_exec && cfg->comm_set && !comm_equal(h->comm, cfg->comm))
 		return 0;
-	/* Counted in the kernel, the event needs no container id. */
-	if (!(cfg->count_keys & COUNT_ON))
+	if (cfg->flags & CFG_NAME_CGROUPS)
 		note_cgroup(h->cgroup_id);
 	return 1;
 }

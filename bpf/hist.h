@@ -94,13 +94,12 @@ static __always_inline void hist_add(struct hist_key *key, u64 ns)
 }
 
 /* Adds one observation of the value `v` (a size, a count: not a time) to the histogram of
- * `key`, in log2 buckets of the value itself; values below 1 count as 0. */
-static __always_inline void hist_add_value(struct hist_key *key, s64 v)
+ * `key`, in log2 buckets of the value itself (the last holds everything from 2^30). */
+static __always_inline void hist_add_value(struct hist_key *key, u64 v)
 {
-	u64 u = v > 0 ? (u64)v : 0;
-	u32 slot = u ? log2_floor(u) + 1 : 0;
+	u32 slot = v ? log2_floor(v) + 1 : 0;
 
-	hist_add_slot(key, slot < HIST_SLOTS ? slot : HIST_SLOTS - 1, u);
+	hist_add_slot(key, slot < HIST_SLOTS ? slot : HIST_SLOTS - 1, v);
 }
 
 #endif

@@ -78,9 +78,10 @@ fn gadgets_section(out: &mut String) {
          (`cri-containerd-ID.scope`, kubepods), cri-o (`crio-ID.scope`) and podman \
          (`libpod-ID.scope`); the pod UID from the kubepods parent. On a host without a \
          cgroup v2 hierarchy events name no container (process_info still names a running \
-         process's, from its v1 paths). `container` (an id or its first hex digits) traces \
-         only that running container, in the kernel, and a `filter` term `container_id == \
-         \"ID\"` with a whole id is checked there too.\n\n\
+         process's, from its v1 paths), and a container is named for processes in its own \
+         cgroup or one level below it. `container` (an id or its first hex digits) traces \
+         only that running container's processes, its cgroup and every cgroup below it, in \
+         the kernel; a `filter` on `container_id` runs in the server.\n\n\
          The filters `pid`, `comm`, `uid` and `cgroup` run in the kernel and compare what \
          the process is when the event happens: `comm` is its name then (for `exec`, the \
          new program's name, so `comm: \"md5sum\"` sees every exec of md5sum), and a \

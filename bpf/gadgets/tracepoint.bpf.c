@@ -69,7 +69,10 @@ int tracepoint_record(void *ctx)
 			key.id = h.pid;
 			__builtin_memcpy(key.comm, h.comm, sizeof(key.comm));
 		}
-		hist_add_value(&key, value(ctx, cfg->value_field));
+		s64 v = value(ctx, cfg->value_field);
+
+		/* Signed fields below 0 count as 0; unsigned ones keep all 64 bits. */
+		hist_add_value(&key, (cfg->value_field >> 24) && v < 0 ? 0 : (u64)v);
 		return 0;
 	}
 	if (counted(cfg, &h, value(ctx, cfg->value_field)))

@@ -449,6 +449,20 @@ pub fn next_key(
     }
 }
 
+/// BPF_MAP_UPDATE_ELEM of `key` to `value` (any: BPF_ANY).
+pub fn update(fd: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> Result<(), SyscallError> {
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_2.map_fd = fd.as_raw_fd() as u32;
+    attr.__bindgen_anon_2.key = key.as_ptr() as u64;
+    attr.__bindgen_anon_2.__bindgen_anon_1.value = value.as_ptr() as u64;
+    sys_bpf(
+        bpf_cmd::BPF_MAP_UPDATE_ELEM,
+        &mut attr,
+        "BPF_MAP_UPDATE_ELEM",
+    )
+    .map(|_| ())
+}
+
 /// BPF_MAP_LOOKUP_ELEM of `key` into `value`; `false` when the key is absent.
 pub fn lookup(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> Result<bool, SyscallError> {
     let mut attr = zeroed_attr();

@@ -71,14 +71,21 @@ pub struct GadgetCfg {
     pub count_keys: u32,
     /// A numeric field of the hook's record the kernel reads (generic tracepoint).
     pub value_field: u32,
+    /// [`NAME_CGROUPS`], [`UNDER_SCOPE`].
+    pub flags: u32,
     pub pad: u32,
 }
 
+/// GadgetCfg::flags: record the names of events' cgroups (container ids).
+pub const NAME_CGROUPS: u32 = 1;
+/// GadgetCfg::flags: only tasks in the scope cgroup given to [`start`], or below it.
+pub const UNDER_SCOPE: u32 = 2;
+
 impl GadgetCfg {
     /// Filters on a process name: false, unchanged, unless it is 1 to 15 bytes (what the
-    /// kernel keeps of a name).
+    /// kernel keeps of a name) without a NUL (where the kernel's comparison stops).
     pub fn set_comm(&mut self, comm: &str) -> bool {
-        if !(1..=15).contains(&comm.len()) {
+        if !(1..=15).contains(&comm.len()) || comm.contains('\0') {
             return false;
         }
         self.comm_set = 1;
@@ -167,18 +174,39 @@ impl std::fmt::Debug for Running {
     }
 }
 
-/// Loads `object`, sizes its ring buffer to `ring_bytes` (a power of two, at least a page),
-/// writes `cfg`, and attaches `programs` in order.
+/// Loads `object`, sizes its ring buffer to `ring_bytes` (a power of two, at least a page)
+/// and the maps named in `sizes` (the loader is shared: name every size that matters
+/// to a gadget, each time), writes `cfg` (and `scope`, a cgroup directory, for
+/// [`UNDER_SCOPE`]), and attaches `programs` in order.
 pub fn start(
     object: &[u8],
     ring_bytes: u32,
+    sizes: &[(&'static str, u32)],
     cfg: GadgetCfg,
+    scope: Option<&std::fs::File>,
     programs: &[(&str, Hook)],
 ) -> Result<Running, GadgetError> {
     let mut ebpf = btf::load_object_with(object, |loader| {
         loader.map_max_entries("events", ring_bytes);
+        for (map, entries) in sizes {
+            loader.map_max_entries(map, *entries);
+        }
     })
     .map_err(|e| GadgetError::Load(e.to_string()))?;
+    if let Some(dir) = scope {
+        let map = ebpf.map("cgroup_scope").ok_or(GadgetError::Missing {
+            what: "map",
+            name: "cgroup_scope".into(),
+        })?;
+        let aya::maps::Map::CgroupArray(data) = map else {
+            return Err(GadgetError::Missing {
+                what: "cgroup array",
+                name: "cgroup_scope".into(),
+            });
+        };
+        let fd = (dir.as_raw_fd() as u32).to_ne_bytes();
+        super::bpf::update(data.fd().as_fd(), &0u32.to_ne_bytes(), &fd)?;
+    }
     {
         let map = ebpf.map_mut("gadget_cfg").ok_or(GadgetError::Missing {
             what: "map",
@@ -397,7 +425,9 @@ impl Running {
     /// The gadget's record of cgroup names (bpf/gadget.h `cgroup_names`), readable while
     /// its ring buffer is read.
     pub fn cgroup_names(&self) -> Option<CgroupNames> {
-        let aya::maps::Map::LruHashMap(data) = self.map("cgroup_names").ok()? else {
+        let (aya::maps::Map::HashMap(data) | aya::maps::Map::LruHashMap(data)) =
+            self.map("cgroup_names").ok()?
+        else {
             return None;
         };
         let fd = data.fd().as_fd().try_clone_to_owned().ok()?;

@@ -110,10 +110,10 @@ impl Hist {
     }
 
     pub fn merge(&mut self, other: &Hist) {
-        self.count += other.count;
-        self.sum_ns += other.sum_ns;
+        self.count = self.count.saturating_add(other.count);
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
         for (a, b) in self.slots.iter_mut().zip(other.slots.iter()) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
     }
 
@@ -211,12 +211,12 @@ pub struct ValueRow {
     /// Sum and mean of the values (exact; values below 1 count as 0).
     pub sum: u64,
     pub avg: f64,
-    /// Upper end of the bucket holding the median: half were at most this.
-    pub p50: u64,
-    pub p90: u64,
-    pub p99: u64,
-    /// From the first to the last non-empty bucket, in order (the last bucket also holds
-    /// everything above it).
+    /// Upper end of the bucket holding the median: half were at most this (`null`: in the
+    /// last bucket, which has no upper end).
+    pub p50: Option<u64>,
+    pub p90: Option<u64>,
+    pub p99: Option<u64>,
+    /// From the first to the last non-empty bucket, in order.
     pub buckets: Vec<ValueBucket>,
 }
 
@@ -224,7 +224,8 @@ pub struct ValueRow {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ValueBucket {
     pub low: u64,
-    pub high: u64,
+    /// `null` for the last bucket: it holds every value from `low` up.
+    pub high: Option<u64>,
     pub count: u64,
 }
 
@@ -238,7 +239,7 @@ impl ValueRow {
                     let (low, high) = Hist::bounds(i);
                     ValueBucket {
                         low,
-                        high,
+                        high: (i < SLOTS - 1).then_some(high),
                         count: h.slots[i],
                     }
                 })
@@ -254,12 +255,17 @@ impl ValueRow {
             } else {
                 (h.sum_ns as f64 / h.count as f64 * 100.0).round() / 100.0
             },
-            p50: h.quantile_bound(0.50),
-            p90: h.quantile_bound(0.90),
-            p99: h.quantile_bound(0.99),
+            p50: bounded(h.quantile_bound(0.50)),
+            p90: bounded(h.quantile_bound(0.90)),
+            p99: bounded(h.quantile_bound(0.99)),
             buckets,
         }
     }
+}
+
+/// A quantile's bound, unless it is the last bucket's (which has none).
+fn bounded(bound: u64) -> Option<u64> {
+    (bound != Hist::bounds(SLOTS - 1).1).then_some(bound)
 }
 
 /// Histograms merged by the values of `group_by`, largest count first.
@@ -328,6 +334,21 @@ mod tests {
         assert_eq!(row.p90_us, 3);
         assert_eq!(row.p99_us, 2047);
         assert_eq!(row.avg_us, 152.25);
+    }
+
+    #[test]
+    fn value_rows_leave_the_last_bucket_open() {
+        // 3 values of 100..127, 1 at 2^40 (in the last bucket).
+        let mut h = hist(&[(7, 3), (SLOTS - 1, 1)], 3 * 100 + (1 << 40));
+        let row = ValueRow::new(Map::new(), &h);
+        assert_eq!((row.count, row.sum), (4, 3 * 100 + (1 << 40)));
+        assert_eq!((row.p50, row.p99), (Some(127), None));
+        let last = row.buckets.last().unwrap();
+        assert_eq!((last.low, last.high, last.count), (1 << 30, None, 1));
+        assert_eq!(row.buckets[0].high, Some(127));
+        h.sum_ns = u64::MAX;
+        h.merge(&hist(&[(1, 1)], 5));
+        assert_eq!(h.sum_ns, u64::MAX, "sums saturate");
     }
 
     #[test]

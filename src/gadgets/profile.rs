@@ -345,7 +345,7 @@ pub fn report(samples: &[Sample], top: usize) -> Report {
         }
     }
     modules.sort();
-    modules.dedup_by(|a, b| a.module == b.module);
+    modules.dedup_by(|a, b| a.path == b.path && a.build_id == b.build_id);
     modules.truncate(MAX_MODULES);
 
     // Stacks that symbolize alike are one stack.

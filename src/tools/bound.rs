@@ -195,10 +195,16 @@ pub fn bound_result(
             None => cuts.push((name, kept, total)),
         }
     }
-    let what: Vec<String> = cuts
+    // The hint stays within its reserve: the first cuts by name, then how many more.
+    const NAMED_CUTS: usize = 4;
+    let mut what: Vec<String> = cuts
         .iter()
+        .take(NAMED_CUTS)
         .map(|(p, kept, total)| format!("`{p}` kept {kept} of {total}"))
         .collect();
+    if cuts.len() > NAMED_CUTS {
+        what.push(format!("{} more lists cut", cuts.len() - NAMED_CUTS));
+    }
     let hint = format!(
         "result cut from {original} to fit server.max_result_bytes ({cap} bytes): {}; narrow \
          the call (filters, smaller max_entries, a cursor) or raise the limit",

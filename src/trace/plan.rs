@@ -17,8 +17,11 @@ pub(crate) fn invalid(message: impl Into<String>) -> EbpfError {
     EbpfError::new(Code::InvalidArguments, message)
 }
 
-/// The kernel-side filter configuration for these arguments.
-pub(crate) fn filters(p: &TraceParams) -> Result<GadgetCfg, EbpfError> {
+/// The kernel-side filter configuration for these arguments, and the cgroup directory of a
+/// `container` (its tasks and those of cgroups below it pass).
+pub(crate) fn filters(
+    p: &TraceParams,
+) -> Result<(GadgetCfg, Option<crate::ebpf::sys::PinnedFile>), EbpfError> {
     let mut cfg = GadgetCfg {
         self_tgid: std::process::id(),
         ..GadgetCfg::default()
@@ -34,10 +37,13 @@ pub(crate) fn filters(p: &TraceParams) -> Result<GadgetCfg, EbpfError> {
         && !cfg.set_comm(comm)
     {
         return Err(invalid(format!(
-            "`comm` must be 1 to 15 bytes (the kernel keeps 15 of a process name); `{comm}` is {}",
+            "`comm` must be 1 to 15 bytes without NUL (the kernel keeps 15 of a process name); \
+             `{}` is {}",
+            comm.escape_debug(),
             comm.len()
         )));
     }
+    let mut scope = None;
     match (&p.cgroup, &p.container) {
         (Some(_), Some(_)) => {
             return Err(invalid(
@@ -45,14 +51,17 @@ pub(crate) fn filters(p: &TraceParams) -> Result<GadgetCfg, EbpfError> {
             ));
         }
         (Some(path), None) => cfg.cgroup_id = cgroup_id(path)?,
-        (None, Some(id)) => cfg.cgroup_id = container_cgroup_id(id)?,
+        (None, Some(id)) => {
+            scope = Some(container_cgroup(id)?);
+            cfg.flags |= crate::ebpf::gadget::UNDER_SCOPE;
+        }
         (None, None) => {}
     }
-    Ok(cfg)
+    Ok((cfg, scope))
 }
 
-/// The cgroup v2 id of the running container whose id is or starts with `prefix`.
-pub(crate) fn container_cgroup_id(prefix: &str) -> Result<u64, EbpfError> {
+/// The cgroup v2 directory of the running container whose id is or starts with `prefix`.
+pub(crate) fn container_cgroup(prefix: &str) -> Result<crate::ebpf::sys::PinnedFile, EbpfError> {
     let prefix = prefix.to_ascii_lowercase();
     if prefix.len() < 4 || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid(format!(
@@ -66,7 +75,9 @@ pub(crate) fn container_cgroup_id(prefix: &str) -> Result<u64, EbpfError> {
     match found.as_slice() {
         [] => Err(invalid(format!(
             "no running container with an id starting `{prefix}` has a cgroup under {}; \
-             `docker ps --no-trunc` or `crictl ps` list the running ones",
+             `docker ps --no-trunc` or `crictl ps` list the running ones (a server in a \
+             container sees them when the host's /sys/fs/cgroup is mounted, as \
+             deploy/kubernetes does)",
             root.display()
         ))
         .with_context("container", prefix.as_str())),
@@ -77,8 +88,7 @@ pub(crate) fn container_cgroup_id(prefix: &str) -> Result<u64, EbpfError> {
                     dir.display()
                 ))
             };
-            let pinned = crate::ebpf::sys::PinnedFile::open(dir).map_err(|_| not_one())?;
-            pinned.inode().map_err(|_| not_one())
+            crate::ebpf::sys::PinnedFile::open(dir).map_err(|_| not_one())
         }
         many => Err(invalid(format!(
             "`{prefix}` starts the ids of {} containers ({}); give more of the id",
@@ -572,11 +582,6 @@ pub(crate) fn push_down(filter: &Filter, cfg: &mut GadgetCfg) {
             ("comm", Required::Str(comm)) if cfg.comm_set == 0 => {
                 cfg.set_comm(comm);
             }
-            ("container_id", Required::Str(id)) if cfg.cgroup_id == 0 && id.len() == 64 => {
-                if let Ok(cgroup) = container_cgroup_id(id) {
-                    cfg.cgroup_id = cgroup;
-                }
-            }
             _ => {}
         }
     }
@@ -706,6 +711,8 @@ pub struct Prepared {
     pub fields: Option<Vec<String>>,
     /// Events that do not pass are not counted, grouped or kept.
     pub filter: Option<Filter>,
+    /// `container`: its cgroup directory.
+    pub(crate) scope: Option<crate::ebpf::sys::PinnedFile>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -730,6 +737,22 @@ impl Prepared {
         if let Some(fields) = &self.fields {
             record.retain(|k, _| fields.iter().any(|f| f == k));
         }
+    }
+
+    /// The sizes of the kernel tables this run uses, and of those it does not (one entry:
+    /// every table is created with its object, and preallocated ones cost their size).
+    pub(crate) fn map_sizes(&self) -> Vec<(&'static str, u32)> {
+        use crate::ebpf::gadget::NAME_CGROUPS;
+        let counting = self.cfg.count_keys != 0 && self.plan.value_hist.is_none();
+        let naming = self.cfg.flags & NAME_CGROUPS != 0;
+        // Histogram gadgets keep theirs (bpf/hist.h's size); the generic tracepoint uses
+        // its table only for `value`.
+        let unused_hists = self.plan.name == "tracepoint" && self.plan.value_hist.is_none();
+        vec![
+            (gadgets::count::TABLE, if counting { 10_240 } else { 1 }),
+            ("cgroup_names", if naming { 2048 } else { 1 }),
+            ("hists", if unused_hists { 1 } else { 4096 }),
+        ]
     }
 
     /// count mode: where the counting happens.
@@ -895,7 +918,7 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
             limits.events_key
         )));
     }
-    let mut cfg = filters(p)?;
+    let (mut cfg, scope) = filters(p)?;
     (cfg.arg0, cfg.arg1, cfg.arg2) = plan.args;
     if let Some(f) = &filter {
         push_down(f, &mut cfg);
@@ -907,6 +930,9 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
     }
     if mode == Mode::Count && filter.as_ref().is_none_or(|f| wholly_in_kernel(f, &cfg)) {
         count_in_kernel(&mut plan, &mut cfg, &group_by);
+    }
+    if plan.output == Output::Events {
+        cfg.flags |= crate::ebpf::gadget::NAME_CGROUPS;
     }
     let process = match p.pid {
         Some(pid) => {
@@ -929,6 +955,7 @@ pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepar
         process,
         fields: p.fields.clone(),
         filter,
+        scope,
     })
 }
 

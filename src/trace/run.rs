@@ -135,11 +135,17 @@ impl Containers {
         if self.known.len() >= Self::KNOWN {
             self.known.clear();
         }
-        let found = self.known.entry(id).or_insert_with(|| {
-            let (leaf, parent) = names.get(id)?;
-            let c = crate::ebpf::process::container_of(&format!("/{parent}/{leaf}"))?;
-            Some((c.id, c.pod_uid))
-        });
+        let found = match self.known.get(&id) {
+            Some(known) => known,
+            None => {
+                // Not recorded (its table was full): ask again next time.
+                let Some((leaf, parent)) = names.get(id) else {
+                    return;
+                };
+                let c = crate::ebpf::process::container_of(&format!("/{parent}/{leaf}"));
+                self.known.entry(id).or_insert(c.map(|c| (c.id, c.pod_uid)))
+            }
+        };
         if let Some((container, pod)) = found {
             record.insert("container_id".into(), container.clone().into());
             if let Some(pod) = pod {
@@ -178,8 +184,25 @@ pub fn execute(
 ) -> Result<RunEnd, EbpfError> {
     let plan = &prepared.plan;
     let ring = if live { SESSION_RING_BYTES } else { RING_BYTES };
-    let mut running = runner::start(plan.object, ring, prepared.cfg, &plan.programs)
-        .map_err(|e| load_error(plan.name, &e))?;
+    let scope = match &prepared.scope {
+        Some(dir) => Some(dir.reopen().map_err(|e| {
+            EbpfError::new(
+                Code::InvalidArguments,
+                format!("the container's cgroup went away: {e}"),
+            )
+        })?),
+        None => None,
+    };
+    let sizes = prepared.map_sizes();
+    let mut running = runner::start(
+        plan.object,
+        ring,
+        &sizes,
+        prepared.cfg,
+        scope.as_ref(),
+        &plan.programs,
+    )
+    .map_err(|e| load_error(plan.name, &e))?;
     crate::fault::hit(if live {
         "session.after_attach"
     } else {

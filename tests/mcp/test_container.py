@@ -279,8 +279,30 @@ async def test_the_image_runs_as_the_daemonset_and_names_containers(engine, bina
             inside = [e for e in events if e["argv"] == ["/bin/echo", f"container-{marker}"]]
             assert len(host) == 1 and "container_id" not in host[0], events
             assert len(inside) == 1 and inside[0]["container_id"] == second["id"], (events, second)
-            # The container filter, in the kernel: only the server's own container (nothing
-            # execs there), so nothing from the host.
+            # The container filter, in the kernel: a running container's processes (its own
+            # cgroup and those below it), nothing from the host or the server's container.
+            looping = engine("run", "-d", "--network", "none", BASE, "/bin/sh", "-c",
+                             "mkdir -p /tmp/x; while true; do /bin/true; sleep 0.1; done").stdout.strip()
+            try:
+                def host_execs():
+                    for _ in range(5):
+                        subprocess.run(["/bin/true"], check=True)
+
+                async with anyio.create_task_group() as tg:
+                    result.clear()
+
+                    async def scoped():
+                        result["data"] = await call(c, "trace", {"gadget": "exec", "duration_ms": 2000,
+                                                                 "container": looping[:12],
+                                                                 "fields": ["comm", "container_id"]})
+
+                    tg.start_soon(scoped)
+                    await anyio.sleep(0.5)
+                    await anyio.to_thread.run_sync(host_execs)
+                seen = result["data"]["events"]
+                assert seen and {e["container_id"] for e in seen} == {looping}, seen
+            finally:
+                engine("rm", "-f", looping)
             only = await call(c, "trace", {"gadget": "exec", "duration_ms": 1000, "container": cid[:12]})
             assert only["events_total"] == 0, only
     deadline = time.monotonic() + 10

@@ -22,6 +22,7 @@ Run as root from the repository root after
     cargo build --release --bins --examples && cargo build --examples
 with
     .venv/bin/python benches/investigations.py
+(ONLY=dsync_writes runs one investigation; VERBOSE=1 prints what the latency one read.)
 """
 
 from __future__ import annotations

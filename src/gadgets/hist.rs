@@ -143,23 +143,24 @@ impl Hist {
         Self::bounds(SLOTS - 1).1
     }
 
+    /// From the first to the last non-empty slot: index, bounds, count.
+    fn filled(&self) -> impl Iterator<Item = (usize, (u64, u64), u64)> + '_ {
+        let first = self.slots.iter().position(|n| *n > 0).unwrap_or(SLOTS);
+        let last = self.slots.iter().rposition(|n| *n > 0).unwrap_or(0);
+        // Empty (first past last) when every slot is.
+        (first..=last).map(|i| (i, Self::bounds(i), self.slots[i]))
+    }
+
     /// The result row: non-empty range of buckets, exact mean, quantile bounds.
     pub fn row(&self, key: Map<String, Value>) -> HistRow {
-        let first = self.slots.iter().position(|n| *n > 0);
-        let last = self.slots.iter().rposition(|n| *n > 0);
-        let buckets = match (first, last) {
-            (Some(a), Some(b)) => (a..=b)
-                .map(|i| {
-                    let (low_us, high_us) = Self::bounds(i);
-                    Bucket {
-                        low_us,
-                        high_us,
-                        count: self.slots[i],
-                    }
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let buckets = self
+            .filled()
+            .map(|(_, (low_us, high_us), count)| Bucket {
+                low_us,
+                high_us,
+                count,
+            })
+            .collect();
         HistRow {
             key,
             count: self.count,
@@ -231,21 +232,14 @@ pub struct ValueBucket {
 
 impl ValueRow {
     pub fn new(key: Map<String, Value>, h: &Hist) -> Self {
-        let first = h.slots.iter().position(|n| *n > 0);
-        let last = h.slots.iter().rposition(|n| *n > 0);
-        let buckets = match (first, last) {
-            (Some(a), Some(b)) => (a..=b)
-                .map(|i| {
-                    let (low, high) = Hist::bounds(i);
-                    ValueBucket {
-                        low,
-                        high: (i < SLOTS - 1).then_some(high),
-                        count: h.slots[i],
-                    }
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
+        let buckets = h
+            .filled()
+            .map(|(i, (low, high), count)| ValueBucket {
+                low,
+                high: (i < SLOTS - 1).then_some(high),
+                count,
+            })
+            .collect();
         ValueRow {
             key,
             count: h.count,

@@ -66,7 +66,8 @@ pub(crate) fn container_cgroup(prefix: &str) -> Result<crate::ebpf::sys::PinnedF
     if prefix.len() < 4 || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(invalid(format!(
             "`container` is a container id or its first 4 to 64 hex digits (`docker ps`, \
-             `crictl ps`, process_info's container); got `{prefix}`"
+             `crictl ps`, process_info's container); got `{}`",
+            prefix.chars().take(80).collect::<String>()
         )));
     }
     let root = crate::ebpf::host::cgroup2_root()

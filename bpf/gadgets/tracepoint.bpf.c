@@ -66,6 +66,8 @@ int tracepoint_record(void *ctx)
 		struct hist_key key = {};
 
 		if (cfg->count_keys & COUNT_PID) {
+			/* kind 1: per process, so pid 0 (idle, interrupts) is a process too. */
+			key.kind = 1;
 			key.id = h.pid;
 			__builtin_memcpy(key.comm, h.comm, sizeof(key.comm));
 		}

@@ -401,8 +401,13 @@ fn value_histogram(
         if bytes.len() < gadgets::hist::KEY_SIZE {
             return None;
         }
+        // kind 1 marks a per-process key: pid 0 (idle, interrupts) is one as well.
+        let key = gadgets::hist::Key::parse(bytes);
         let mut out = Map::new();
-        gadgets::hist::decode_process_key(bytes, &mut out);
+        if key.kind == 1 {
+            out.insert("pid".into(), key.id.into());
+            out.insert("comm".into(), key.comm().into());
+        }
         Some(out)
     });
     Ok(())

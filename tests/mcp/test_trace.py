@@ -599,6 +599,13 @@ async def test_tracepoint_histogram_of_an_integer_field(url):
     assert [(b["low"], b["count"]) for b in row["buckets"] if b["count"]] == [(64, 10), (4096, 100)], row["buckets"]
     assert data["stopped_by"] == "process_exited" and data["events_total"] == 110, data
     async with Client(url, mode="legacy") as client:
+        # Per process, the idle tasks (pid 0) are groups of their own, named.
+        r = await client.call_tool("trace", {"gadget": "tracepoint", "tracepoint": "sched:sched_switch",
+                                             "mode": "histogram", "value": "prev_state", "group_by": ["pid", "comm"],
+                                             "duration_ms": 500, "top": 100})
+        groups = [v["key"] for v in r.structured_content["values"]]
+        assert all(set(g) == {"pid", "comm"} for g in groups), groups
+        assert any(g["pid"] == 0 and g["comm"].startswith("swapper") for g in groups), groups
         for args, needle in [
             ({"mode": "histogram"}, "needs `value`: the integer field to bucket, one of __syscall_nr, fd, count"),
             ({"mode": "histogram", "value": "buf"}, "`buf` is not an integer field"),

@@ -153,18 +153,21 @@ pub struct Running {
 
 /// The names a gadget recorded for the cgroups its events came from.
 #[derive(Debug)]
-pub struct CgroupNames(super::maps::OpenMap);
+pub struct CgroupNames(std::os::fd::OwnedFd);
 
 impl CgroupNames {
     /// The names of cgroup v2 `id`: its directory's and its parent's.
     pub fn get(&self, id: u64) -> Option<(String, String)> {
         const NAME: usize = 96;
-        let v = self.0.lookup(&id.to_ne_bytes()).ok()??;
+        let mut v = [0u8; 2 * NAME];
+        if !super::bpf::lookup(self.0.as_fd(), &id.to_ne_bytes(), &mut v).ok()? {
+            return None;
+        }
         let text = |b: &[u8]| {
             let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
             String::from_utf8_lossy(&b[..end]).into_owned()
         };
-        (v.len() >= 2 * NAME).then(|| (text(&v[..NAME]), text(&v[NAME..2 * NAME])))
+        Some((text(&v[..NAME]), text(&v[NAME..])))
     }
 }
 
@@ -430,8 +433,7 @@ impl Running {
         else {
             return None;
         };
-        let fd = data.fd().as_fd().try_clone_to_owned().ok()?;
-        super::maps::OpenMap::from_fd(fd).ok().map(CgroupNames)
+        data.fd().as_fd().try_clone_to_owned().ok().map(CgroupNames)
     }
 
     /// The addresses of stack `id` in the gadget's stack map, leaf first.

@@ -13,6 +13,8 @@ use super::decode::{At, Layout};
 /// Bytes of struct hist_key.
 pub const KEY_SIZE: usize = 24;
 pub const SLOTS: usize = 32;
+/// Entries of the `hists` table (bpf/hist.h's `max_entries`).
+pub const TABLE_ENTRIES: u32 = 4096;
 
 const ID: At = At::new(0, 4);
 const KIND: At = At::new(4, 4);

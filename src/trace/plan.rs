@@ -623,17 +623,15 @@ fn count_in_kernel(plan: &mut Plan, cfg: &mut GadgetCfg, group_by: &[String]) {
     };
     cfg.count_keys = keys;
     cfg.value_field = value.map_or(0, |v| v.cfg);
-    let decode_value = value.map(|v| v.decode.clone());
+    let decode_value: ValueDecoder = match value {
+        Some(v) => v.decode.clone(),
+        None => std::sync::Arc::new(gadgets::count::NO_VALUE),
+    };
     plan.programs = counting.programs;
     plan.output = Output::KernelCounts(gadgets::count::TABLE);
     plan.decode = Box::new(move |bytes, _| {
         let mut out = Map::new();
-        let no_value = |_: i64, _: &mut Map<String, Value>| {};
-        let decode: &dyn Fn(i64, &mut Map<String, Value>) = match &decode_value {
-            Some(d) => d.as_ref(),
-            None => &no_value,
-        };
-        gadgets::count::decode_key(bytes, keys, decode, &mut out)?;
+        gadgets::count::decode_key(bytes, keys, decode_value.as_ref(), &mut out)?;
         Some(out)
     });
 }
@@ -749,15 +747,21 @@ impl Prepared {
     /// every table is created with its object, and preallocated ones cost their size).
     pub(crate) fn map_sizes(&self) -> Vec<(&'static str, u32)> {
         use crate::ebpf::gadget::NAME_CGROUPS;
-        let counting = self.cfg.count_keys != 0 && self.plan.value_hist.is_none();
+        let output = self.plan.output;
+        let counting = output == Output::KernelCounts(gadgets::count::TABLE);
         let naming = self.cfg.flags & NAME_CGROUPS != 0;
-        // Histogram gadgets keep theirs (bpf/hist.h's size); the generic tracepoint uses
-        // its table only for `value`.
-        let unused_hists = self.plan.name == "tracepoint" && self.plan.value_hist.is_none();
+        let histograms = matches!(output, Output::KernelHistograms | Output::KernelValues);
         vec![
             (gadgets::count::TABLE, if counting { 10_240 } else { 1 }),
             ("cgroup_names", if naming { 2048 } else { 1 }),
-            ("hists", if unused_hists { 1 } else { 4096 }),
+            (
+                "hists",
+                if histograms {
+                    gadgets::hist::TABLE_ENTRIES
+                } else {
+                    1
+                },
+            ),
         ]
     }
 

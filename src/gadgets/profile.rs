@@ -452,12 +452,13 @@ mod tests {
             "a variable is not a frame: {named:?}"
         );
         assert!(modules.is_empty(), "every frame had a symbol: {modules:?}");
-        // The symbol table does name it: only the check of the mapping keeps it out.
+        // The symbol table does name a variable there (ours, or in an instrumented build a
+        // coverage record laid out beside it): only the check of the mapping keeps it out.
         let mut process = blazesym::symbolize::source::Process::new(std::process::id().into());
         process.debug_syms = false;
         let src = blazesym::symbolize::source::Source::Process(process);
         let raw = names(&symbolizer, &src, &[data]);
-        assert!(raw[0].contains("EBPF_MCP_TEST_DATA"), "{raw:?}");
+        assert_ne!(raw[0], UNKNOWN, "{raw:?}");
     }
 
     #[test]

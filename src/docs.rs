@@ -108,7 +108,19 @@ fn gadgets_section(out: &mut String) {
          named by `value` (`{\"mode\": \"histogram\", \"value\": \"count\"}` on \
          `syscalls:sys_enter_write` gives the sizes written), in log2 buckets of the value \
          with its exact count and sum (`values` in the result), kept in the kernel, per \
-         process when grouped by `pid` or `comm`.\n",
+         process when grouped by `pid` or `comm`.\n\n\
+         The `kfunc` gadget traces kernel functions: `target` is a name or a glob over the \
+         functions ftrace can hook (`list_functions` finds them, with their prototypes). \
+         Count mode counts calls per `function` in the kernel; histogram mode gives each \
+         function's latency from entry to return (per process when grouped by `pid` or \
+         `comm`); events mode sends each call with `args`, its arguments by name decoded \
+         through the function's BTF prototype (integers, enum names, `const char *` as \
+         strings of up to 64 bytes, two per call, other pointers as hex), and with \
+         `return: true` `ret` and `duration_ns`. Naming `stack` in `fields` or `group_by` \
+         records each call's kernel stack, leaf first, symbolized through /proc/kallsyms. \
+         Nested calls of traced functions in one thread are followed four deep. Where \
+         neither fentry nor kprobes work, the call is refused with the kernel's reason \
+         for each.\n",
     );
     for g in crate::gadgets::catalogue() {
         let modes: Vec<String> = crate::trace::gadget_modes(g)
@@ -123,6 +135,13 @@ fn gadgets_section(out: &mut String) {
         let hooks = match g.name {
             "tracepoint" => "the named tracepoint".to_owned(),
             "uprobe" => "uprobe (and uretprobe for histograms) on `target`".to_owned(),
+            "kfunc" => format!(
+                "fentry (and fexit for histograms and `return`) on each function `target` \
+                 names, at most {}; kprobe and kretprobe where fentry does not work or for \
+                 more functions, at most `tools.trace.max_functions` ({} by default)",
+                crate::gadgets::kfunc::FENTRY.len(),
+                crate::config::Config::default().tools.trace.max_functions
+            ),
             "syscalls" => {
                 "raw_syscalls:sys_enter (and raw_syscalls:sys_exit for histograms)".to_owned()
             }

@@ -47,6 +47,27 @@ struct trace_event_raw_tcp_retransmit_skb {
 	int err;
 } __attribute__((preserve_access_index));
 
+/*
+ * The same record where the kernel's BTF has no type for it (Debian's 6.1 and 6.12 are
+ * built so): its fixed layout since 5.8 (`family` came then), read by plain offsets. The
+ * server checks these offsets against the tracepoint's tracefs format before it loads the
+ * gadget (gadgets/tcp.rs RETRANSMIT_LAYOUT), so a kernel laid out otherwise is refused,
+ * never misread.
+ */
+struct tcp_retransmit_skb_fixed {
+	u64 common;
+	const void *skbaddr;
+	const void *skaddr;
+	int state;
+	u16 sport;
+	u16 dport;
+	u16 family;
+	u8 saddr[4];
+	u8 daddr[4];
+	u8 saddr_v6[16];
+	u8 daddr_v6[16];
+};
+
 struct syscall_exit {
 	u64 common;
 	int nr;
@@ -306,7 +327,7 @@ int tcp_accept_exit(struct syscall_exit *ctx)
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
-int tcp_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
+int tcp_retransmit(void *raw)
 {
 	struct event_header h = {};
 	struct tcp_event *e;
@@ -320,14 +341,27 @@ int tcp_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
 		return 0;
 	e->h = h;
 	stamp(&e->h);
-	family = BPF_CORE_READ(ctx, family);
-	e->family = family;
-	e->sport = BPF_CORE_READ(ctx, sport);
-	e->dport = BPF_CORE_READ(ctx, dport);
-	e->newstate = BPF_CORE_READ(ctx, state);
-	if (bpf_core_field_exists(ctx->err))
-		e->err = BPF_CORE_READ(ctx, err);
-	copy_addrs(e, family, ctx->saddr, ctx->daddr, ctx->saddr_v6, ctx->daddr_v6);
+	if (bpf_core_type_exists(struct trace_event_raw_tcp_retransmit_skb)) {
+		struct trace_event_raw_tcp_retransmit_skb *ctx = raw;
+
+		family = BPF_CORE_READ(ctx, family);
+		e->family = family;
+		e->sport = BPF_CORE_READ(ctx, sport);
+		e->dport = BPF_CORE_READ(ctx, dport);
+		e->newstate = BPF_CORE_READ(ctx, state);
+		if (bpf_core_field_exists(ctx->err))
+			e->err = BPF_CORE_READ(ctx, err);
+		copy_addrs(e, family, ctx->saddr, ctx->daddr, ctx->saddr_v6, ctx->daddr_v6);
+	} else {
+		struct tcp_retransmit_skb_fixed *ctx = raw;
+
+		family = ctx->family;
+		e->family = family;
+		e->sport = ctx->sport;
+		e->dport = ctx->dport;
+		e->newstate = ctx->state;
+		copy_addrs(e, family, ctx->saddr, ctx->daddr, ctx->saddr_v6, ctx->daddr_v6);
+	}
 	submit(e);
 	return 0;
 }

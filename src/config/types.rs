@@ -455,6 +455,8 @@ pub struct TraceConfig {
     pub max_sessions: NonZeroU32,
     /// Most `trace` calls running at once (sessions count separately).
     pub max_concurrent: NonZeroU32,
+    /// Most kernel functions one kfunc trace attaches to (a glob naming more is refused).
+    pub max_functions: NonZeroU32,
 }
 
 impl Default for TraceConfig {
@@ -468,6 +470,7 @@ impl Default for TraceConfig {
             session_buffer_bytes: nz64(1024 * 1024),
             max_sessions: nz32(4),
             max_concurrent: nz32(4),
+            max_functions: nz32(64),
         }
     }
 }

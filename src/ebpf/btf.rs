@@ -64,6 +64,14 @@ pub fn vmlinux() -> Result<Arc<Vmlinux>, String> {
     }
 }
 
+/// Whether the kernel's BTF describes struct `name` (false without BTF).
+pub fn vmlinux_has_struct(name: &str) -> bool {
+    vmlinux().is_ok_and(|btf| {
+        btf.id_by_type_name_kind(name, aya_obj::btf::BtfKind::Struct)
+            .is_ok()
+    })
+}
+
 static LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
 static DEPLOY_LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
 

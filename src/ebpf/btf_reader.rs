@@ -323,6 +323,16 @@ impl Type<'_> {
         })
     }
 
+    /// FUNC_PROTO parameters as (name offset, type id); the return type is `size_or_type`.
+    pub fn params(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        (0..self.vlen).map(move |i| {
+            (
+                u32_at(self.extra, i * 8).unwrap_or(0),
+                u32_at(self.extra, i * 8 + 4).unwrap_or(0),
+            )
+        })
+    }
+
     /// ENUM / ENUM64 entries as (name offset, value).
     pub fn enumerators(&self) -> impl Iterator<Item = (u32, i128)> + '_ {
         let signed = self.kind_flag;

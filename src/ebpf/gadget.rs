@@ -11,7 +11,7 @@ use std::time::Duration;
 use aya::maps::{Array, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent};
 use aya::programs::uprobe::UProbeScope;
-use aya::programs::{PerfEvent, RawTracePoint, TracePoint, UProbe};
+use aya::programs::{FEntry, FExit, KProbe, PerfEvent, RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, Pod};
 
 use super::btf;
@@ -37,6 +37,12 @@ pub enum Hook {
     },
     /// A cpu-clock perf event on every online CPU, sampling at this frequency.
     CpuClock { frequency_hz: u64 },
+    /// A kernel function's entry (fentry) or return (fexit, `ret: true`) through a BPF
+    /// trampoline: the program is verified against that function, so one program each.
+    Fentry { function: String, ret: bool },
+    /// A kernel function's entry (kprobe) or return (kretprobe): one program may attach to
+    /// several functions.
+    Kprobe { function: String, ret: bool },
 }
 
 impl Hook {
@@ -171,6 +177,25 @@ impl CgroupNames {
     }
 }
 
+/// A gadget's table of stacks, readable while its ring buffer is read.
+#[derive(Debug)]
+pub struct Stacks(std::os::fd::OwnedFd);
+
+impl Stacks {
+    /// The addresses of stack `id`, leaf first (empty when the table has no such stack).
+    pub fn get(&self, id: u32) -> Vec<u64> {
+        const DEPTH: usize = 127;
+        let mut v = [0u8; DEPTH * 8];
+        if !super::bpf::lookup(self.0.as_fd(), &id.to_ne_bytes(), &mut v).unwrap_or(false) {
+            return Vec::new();
+        }
+        v.chunks_exact(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap_or([0; 8])))
+            .take_while(|a| *a != 0)
+            .collect()
+    }
+}
+
 impl std::fmt::Debug for Running {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Running").finish_non_exhaustive()
@@ -272,6 +297,26 @@ pub fn start(
                     CpuClockError::Attach(e) => fail_attach(e),
                 })?;
             }
+            Hook::Fentry { function, ret } => {
+                let btf = btf::vmlinux().map_err(GadgetError::Load)?;
+                if *ret {
+                    let p: &mut FExit = program.try_into().map_err(fail_load)?;
+                    p.load(function, &btf).map_err(fail_load)?;
+                    p.attach().map_err(fail_attach)?;
+                } else {
+                    let p: &mut FEntry = program.try_into().map_err(fail_load)?;
+                    p.load(function, &btf).map_err(fail_load)?;
+                    p.attach().map_err(fail_attach)?;
+                }
+            }
+            Hook::Kprobe { function, .. } => {
+                // One program for every function: loaded the first time only.
+                let p: &mut KProbe = program.try_into().map_err(fail_load)?;
+                if p.fd().is_err() {
+                    p.load().map_err(fail_load)?;
+                }
+                p.attach(function.as_str(), 0).map_err(fail_attach)?;
+            }
         }
     }
     let ring = RingBuf::try_from(ebpf.take_map("events").ok_or(GadgetError::Missing {
@@ -285,6 +330,65 @@ pub fn start(
     })?)
     .map_err(Box::new)?;
     Ok(Running { ring, drops, ebpf })
+}
+
+/// Loads `object` with its tables at their smallest and has the kernel verify its programs
+/// (those named in `only`, else all), attaching nothing; fentry/fexit programs are verified
+/// against kernel function `target`. Everything is closed on return. This is how `info`
+/// learns which gadgets really load here.
+pub fn check_load(
+    object: &[u8],
+    only: Option<&[&str]>,
+    target: Option<&str>,
+) -> Result<(), GadgetError> {
+    use aya::programs::Program;
+    let mut ebpf = btf::load_object_with(object, |loader| {
+        loader.map_max_entries("events", 4096);
+        for map in ["counts", "cgroup_names", "hists"] {
+            loader.map_max_entries(map, 1);
+        }
+    })
+    .map_err(|e| GadgetError::Load(e.to_string()))?;
+    let vmlinux = btf::vmlinux();
+    for (name, program) in ebpf.programs_mut() {
+        if only.is_some_and(|names| !names.contains(&name)) {
+            continue;
+        }
+        let tracing_target = || {
+            let btf = vmlinux.as_ref().map_err(|e| GadgetError::Load(e.clone()))?;
+            let function = target.ok_or_else(|| {
+                GadgetError::Load(format!(
+                    "program `{name}` needs a kernel function to verify"
+                ))
+            })?;
+            Ok::<_, GadgetError>((function, btf))
+        };
+        let loaded = match program {
+            Program::TracePoint(p) => p.load(),
+            Program::RawTracePoint(p) => p.load(),
+            Program::UProbe(p) => p.load(),
+            Program::KProbe(p) => p.load(),
+            Program::PerfEvent(p) => p.load(),
+            Program::FEntry(p) => {
+                let (function, btf) = tracing_target()?;
+                p.load(function, btf)
+            }
+            Program::FExit(p) => {
+                let (function, btf) = tracing_target()?;
+                p.load(function, btf)
+            }
+            _ => {
+                return Err(GadgetError::Load(format!(
+                    "program `{name}` is of a type gadgets do not use"
+                )));
+            }
+        };
+        loaded.map_err(|source| GadgetError::Program {
+            program: name.to_owned(),
+            source: Box::new(source),
+        })?;
+    }
+    Ok(())
 }
 
 /// Why a program could not be attached to every CPU's clock.
@@ -347,6 +451,16 @@ impl std::fmt::Display for Hook {
                 binary.display()
             ),
             Hook::CpuClock { frequency_hz } => write!(f, "perf_event:cpu-clock@{frequency_hz}Hz"),
+            Hook::Fentry { function, ret } => {
+                write!(f, "{}:{function}", if *ret { "fexit" } else { "fentry" })
+            }
+            Hook::Kprobe { function, ret } => {
+                write!(
+                    f,
+                    "{}:{function}",
+                    if *ret { "kretprobe" } else { "kprobe" }
+                )
+            }
         }
     }
 }
@@ -434,6 +548,14 @@ impl Running {
             return None;
         };
         data.fd().as_fd().try_clone_to_owned().ok().map(CgroupNames)
+    }
+
+    /// The gadget's stack table `name`, by descriptor (read while the ring is polled).
+    pub fn stacks(&self, name: &str) -> Option<Stacks> {
+        let aya::maps::Map::StackTraceMap(data) = self.map(name).ok()? else {
+            return None;
+        };
+        data.fd().as_fd().try_clone_to_owned().ok().map(Stacks)
     }
 
     /// The addresses of stack `id` in the gadget's stack map, leaf first.

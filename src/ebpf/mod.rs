@@ -8,6 +8,7 @@ pub mod btf;
 pub mod btf_reader;
 pub mod caps;
 pub mod disasm;
+pub mod functions;
 pub mod gadget;
 pub mod host;
 pub mod inventory;

@@ -20,7 +20,7 @@ use aya::programs::{
 };
 use aya::sys::{BpfHelper, is_helper_supported, is_map_supported, is_program_supported};
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::host::{self, KernelFacts};
 use super::{btf, sys};
@@ -29,7 +29,7 @@ use super::{btf, sys};
 static PROBES_OBJ: &[u8] = aya::include_bytes_aligned!("../../bpf/obj/probes.bpf.o");
 
 /// Outcome of one probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Loaded (and attached, for attach kinds) successfully.
@@ -40,7 +40,7 @@ pub enum Status {
     Unknown,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Support {
     pub status: Status,
     /// Why it is unavailable or unknown: the kernel's answer and what it means.
@@ -70,7 +70,7 @@ impl Support {
 }
 
 /// What this kernel lets eBPF do, probed for real.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Features {
     /// Attach kinds (tracepoint, raw_tp, tp_btf, kprobe, fentry, fexit, lsm, uprobe,
     /// perf_event, xdp, tc, cgroup): a program was loaded and attached.
@@ -82,7 +82,10 @@ pub struct Features {
     /// Notable helpers, checked by the verifier from a tracing program (override_return
     /// from a kprobe program).
     pub helpers: BTreeMap<String, Support>,
-    /// When the probes ran (RFC 3339); results are cached until `refresh`.
+    /// Built-in gadgets whose programs the verifier accepted here (loaded, not attached).
+    pub gadgets: BTreeMap<String, Support>,
+    /// When the probes ran (RFC 3339); results are cached until `refresh`, and for this
+    /// boot across restarts of the same binary (docs/operations.md).
     pub probed_at: String,
     /// How long probing took.
     pub probe_ms: u64,
@@ -95,23 +98,57 @@ pub fn is_cached() -> bool {
     CACHE.lock().unwrap_or_else(|p| p.into_inner()).is_some()
 }
 
-/// The probed features, from the cache unless `refresh` (or never probed). Needs CAP_BPF and
+/// Whether programs of attach kind `kind` (`fentry`, `kprobe`, ...) attach here: from the
+/// features probed already (in this process or this boot), else by running that one probe.
+pub fn attach_support(kind: &str) -> Support {
+    if let Some(f) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        && let Some(s) = f.attach.get(kind)
+    {
+        return s.clone();
+    }
+    let facts = host::kernel_facts();
+    match ATTACH_PROBES.iter().find(|(name, _)| *name == kind) {
+        Some((_, probe)) => probe(&facts),
+        None => Support::unknown(format!("no probe for attach kind `{kind}`")),
+    }
+}
+
+/// A gadget whose programs `info` has the kernel verify: its object, the programs (None:
+/// all of them) and the kernel function its fentry/fexit programs are verified against.
+#[derive(Debug, Clone, Copy)]
+pub struct GadgetCheck {
+    pub name: &'static str,
+    pub object: &'static [u8],
+    pub programs: Option<&'static [&'static str]>,
+    pub target: Option<&'static str>,
+}
+
+/// The probed features, from the cache unless `refresh` (or never probed): this process's,
+/// else the one this binary wrote in this boot ([`BootCache`]). Needs CAP_BPF and
 /// CAP_PERFMON; callers check first. Blocking: run it off the async runtime.
-pub fn features(facts: &KernelFacts, refresh: bool) -> Arc<Features> {
+pub fn features(facts: &KernelFacts, refresh: bool, gadgets: &[GadgetCheck]) -> Arc<Features> {
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
     if !refresh && let Some(f) = cache.as_ref() {
         return Arc::clone(f);
     }
+    let boot = BootCache::new(facts, gadgets);
+    if !refresh && let Some(f) = boot.as_ref().and_then(BootCache::read) {
+        let f = Arc::new(f);
+        *cache = Some(Arc::clone(&f));
+        return f;
+    }
     let started = Instant::now();
     let probed_at = crate::error::now_rfc3339();
     // Memory: one vmlinux BTF parse at a time. The loader's own parse (made once) comes
-    // first; then one parse shared by every attach probe, held until they are done; then,
-    // with it given back, the program-type probes, for two of which aya parses its own.
+    // first; then one parse shared by every attach probe and gadget load, held until they
+    // are done; then, with it given back, the program-type probes, for two of which aya
+    // parses its own.
     btf::prepare_loaders();
     let held = btf::vmlinux();
-    let (attach, map_types, helpers) = std::thread::scope(|s| {
+    let (attach, map_types, helpers, gadgets) = std::thread::scope(|s| {
         let attach = s.spawn(|| probe_attach_kinds(facts));
         let map_types = s.spawn(|| probe_map_types(facts));
+        let gadgets = s.spawn(|| probe_gadgets(facts, gadgets));
         let helpers = probe_helpers(facts);
         // Each probe inside a group already turns its own panic into `unknown`; a group
         // itself has nothing that can panic, but an empty group is logged, not hidden.
@@ -121,25 +158,172 @@ pub fn features(facts: &KernelFacts, refresh: bool) -> Arc<Features> {
                 BTreeMap::new()
             })
         };
-        (join(attach), join(map_types), helpers)
+        (join(attach), join(map_types), helpers, join(gadgets))
     });
     drop(held);
     let program_types = probe_program_types(facts);
     crate::ebpf::sys::trim_heap();
-    let features = Arc::new(Features {
+    let features = Features {
         attach,
         program_types,
         map_types,
         helpers,
+        gadgets,
         probed_at,
         probe_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-    });
+    };
     tracing::info!(
         elapsed_ms = features.probe_ms,
         "probed kernel eBPF features"
     );
+    if let Some(boot) = &boot {
+        boot.write(&features);
+    }
+    let features = Arc::new(features);
     *cache = Some(Arc::clone(&features));
     features
+}
+
+/// Probe results kept for the rest of the boot, so that each start of the server (or of
+/// `ebpf-mcp call`) need not probe again: /run/ebpf-mcp/probes.json, owned by the user and
+/// readable by it alone. It is used only when written by this very binary file, in this
+/// boot, for this kernel release and lockdown mode, with the same capabilities and the same
+/// gadgets; anything else, a file not ours or a key that differs, means probing afresh.
+/// `info` with `refresh` probes again and rewrites it.
+#[derive(Debug)]
+pub struct BootCache {
+    path: PathBuf,
+    key: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Cached {
+    key: String,
+    features: Features,
+}
+
+const BOOT_CACHE_DIR: &str = "/run/ebpf-mcp";
+
+impl BootCache {
+    fn new(facts: &KernelFacts, gadgets: &[GadgetCheck]) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let exe = std::fs::metadata("/proc/self/exe").ok()?;
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let cap_eff = status.lines().find(|l| l.starts_with("CapEff:"))?.trim();
+        let names: Vec<&str> = gadgets.iter().map(|g| g.name).collect();
+        let key = format!(
+            "boot {} | kernel {} {} | lockdown {} | {cap_eff} | exe {}:{} {} {}.{} | v{} | gadgets {}",
+            boot_id.trim(),
+            facts.release,
+            facts.version,
+            facts.lockdown.mode,
+            exe.dev(),
+            exe.ino(),
+            exe.size(),
+            exe.mtime(),
+            exe.mtime_nsec(),
+            env!("CARGO_PKG_VERSION"),
+            names.join(",")
+        );
+        Some(Self {
+            path: Path::new(BOOT_CACHE_DIR).join("probes.json"),
+            key,
+        })
+    }
+
+    /// The cached features, if the file is ours, private, and its key is this one.
+    fn read(&self) -> Option<Features> {
+        use std::os::unix::fs::MetadataExt;
+        let euid = euid();
+        let dir = std::fs::symlink_metadata(BOOT_CACHE_DIR).ok()?;
+        let file = std::fs::symlink_metadata(&self.path).ok()?;
+        let private = |m: &std::fs::Metadata| m.uid() == euid && m.mode() & 0o077 == 0;
+        if !dir.is_dir() || !file.is_file() || !private(&dir) || !private(&file) {
+            return None;
+        }
+        let cached: Cached = serde_json::from_slice(&std::fs::read(&self.path).ok()?).ok()?;
+        (cached.key == self.key).then_some(cached.features)
+    }
+
+    /// Saves `features` (best effort: a read-only /run only means probing next time).
+    fn write(&self, features: &Features) {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let cached = Cached {
+            key: self.key.clone(),
+            features: features.clone(),
+        };
+        let result = (|| -> io::Result<()> {
+            match std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(BOOT_CACHE_DIR)
+            {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+            let tmp = self
+                .path
+                .with_extension(format!("tmp.{}", std::process::id()));
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&serde_json::to_vec(&cached).map_err(io::Error::other)?)?;
+            drop(file);
+            std::fs::rename(&tmp, &self.path).inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+        })();
+        if let Err(e) = result {
+            tracing::debug!(error = %e, path = %self.path.display(), "probe results not cached for the boot");
+        }
+    }
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Has the kernel verify each gadget's programs, side by side.
+fn probe_gadgets(facts: &KernelFacts, checks: &[GadgetCheck]) -> BTreeMap<String, Support> {
+    let results = in_parallel(checks, |c| {
+        match super::gadget::check_load(c.object, c.programs, c.target) {
+            Ok(()) => Support::available(),
+            Err(e) => gadget_refused(facts, &e),
+        }
+    });
+    collect(checks.iter().map(|c| c.name), results)
+}
+
+/// Why a gadget did not load: the verifier's last words when it refused, else the errno.
+fn gadget_refused(facts: &KernelFacts, e: &super::gadget::GadgetError) -> Support {
+    let text = error_text(e);
+    match text.contains("Verifier output") {
+        true => Support::unavailable(format!(
+            "the verifier rejected it: {}",
+            verifier_tail(&text)
+        )),
+        false => refused(facts, e, "loading the gadget's programs"),
+    }
+}
+
+/// The last few lines of a verifier log that say why (not its statistics).
+fn verifier_tail(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && !l.starts_with("verification time")
+                && !l.starts_with("processed ")
+                && !l.starts_with("stack depth")
+        })
+        .collect();
+    let start = lines.len().saturating_sub(3);
+    lines[start..].join(" | ")
 }
 
 const PROGRAM_TYPES: &[(&str, ProgramType)] = &[

@@ -39,6 +39,7 @@ pub static GADGET: Gadget = Gadget {
     decode,
     event_size: KEY_SIZE,
     layout: super::hist::KEY_LAYOUT,
+    fixed_record: None,
 };
 
 fn decode(b: &[u8], out: &mut Map<String, Value>) {

@@ -88,6 +88,7 @@ pub static GADGET: Gadget = Gadget {
             ("args", ARGS),
         ],
     },
+    fixed_record: None,
 };
 
 const RETVAL: At = At::new(0, 4);

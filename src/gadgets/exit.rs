@@ -62,6 +62,7 @@ pub static GADGET: Gadget = Gadget {
             ("lifetime_ns", LIFETIME_NS),
         ],
     },
+    fixed_record: None,
 };
 
 const EXIT_CODE: At = At::new(0, 4);

@@ -8,6 +8,7 @@ mod decode;
 mod exec;
 mod exit;
 pub mod hist;
+pub mod kfunc;
 mod oom;
 mod open;
 pub mod profile;
@@ -164,6 +165,22 @@ pub struct Gadget {
     pub event_size: usize,
     /// The struct `decode` reads (the event, or the kernel table's key) and its fields.
     pub layout: Layout,
+    /// A tracepoint record read at fixed offsets where the kernel's BTF has no type for it.
+    pub fixed_record: Option<&'static FixedRecord>,
+}
+
+/// A tracepoint record a gadget reads through CO-RE where the kernel's BTF describes it
+/// and at fixed offsets where it does not (some distribution kernels leave tracepoint
+/// record types out of their BTF). The offsets are checked against the tracepoint's
+/// tracefs format before the gadget is loaded.
+#[derive(Debug)]
+pub struct FixedRecord {
+    pub category: &'static str,
+    pub name: &'static str,
+    /// The BTF struct the gadget reads where the kernel has it.
+    pub btf_type: &'static str,
+    /// The fields of the fixed layout and their offsets.
+    pub offsets: &'static [(&'static str, usize)],
 }
 
 impl Gadget {
@@ -203,7 +220,7 @@ impl Gadget {
 
 /// Every gadget, in the order they are listed.
 pub fn catalogue() -> &'static [&'static Gadget] {
-    static CATALOGUE: [&Gadget; 15] = [
+    static CATALOGUE: [&Gadget; 16] = [
         &exec::GADGET,
         &exit::GADGET,
         &open::GADGET,
@@ -218,6 +235,7 @@ pub fn catalogue() -> &'static [&'static Gadget] {
         &runqlat::GADGET,
         &profile::GADGET,
         &uprobe::GADGET,
+        &kfunc::GADGET,
         &tracepoint::GADGET,
     ];
     &CATALOGUE

@@ -57,6 +57,7 @@ pub static GADGET: Gadget = Gadget {
             ("detail", DETAIL),
         ],
     },
+    fixed_record: None,
 };
 
 const VICTIM_PID: At = At::new(0, 4);

@@ -84,6 +84,7 @@ pub static GADGET: Gadget = Gadget {
             ("path", PATH),
         ],
     },
+    fixed_record: None,
 };
 
 const RET: At = At::new(0, 4);

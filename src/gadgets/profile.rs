@@ -48,6 +48,7 @@ pub static GADGET: Gadget = Gadget {
             ("comm", COMM),
         ],
     },
+    fixed_record: None,
 };
 
 const PID: At = At::new(0, 4);
@@ -304,6 +305,61 @@ fn names(
             })
             .collect(),
         Err(_) => vec![UNKNOWN.to_owned(); addrs.len()],
+    }
+}
+
+/// Names kernel addresses through /proc/kallsyms (`[unknown]` where it has none).
+#[derive(Default)]
+pub struct KernelNames {
+    symbolizer: Option<blazesym::symbolize::Symbolizer>,
+    known: HashMap<u64, String>,
+}
+
+impl std::fmt::Debug for KernelNames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelNames")
+            .field("known", &self.known.len())
+            .finish()
+    }
+}
+
+impl KernelNames {
+    /// Addresses remembered at most (then it starts afresh).
+    const KNOWN: usize = 65_536;
+
+    pub fn names(&mut self, addrs: &[u64]) -> Vec<String> {
+        use blazesym::MaybeDefault;
+        use blazesym::symbolize::source::{Kernel, Source};
+        let missing: Vec<u64> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !self.known.contains_key(a))
+            .collect();
+        if !missing.is_empty() {
+            if self.known.len() + missing.len() > Self::KNOWN {
+                self.known.clear();
+            }
+            let symbolizer = self
+                .symbolizer
+                .get_or_insert_with(blazesym::symbolize::Symbolizer::new);
+            let src = Source::Kernel(Kernel {
+                vmlinux: MaybeDefault::None,
+                debug_syms: false,
+                ..Kernel::default()
+            });
+            for (a, n) in missing.iter().zip(names(symbolizer, &src, &missing)) {
+                self.known.insert(*a, n);
+            }
+        }
+        addrs
+            .iter()
+            .map(|a| {
+                self.known
+                    .get(a)
+                    .cloned()
+                    .unwrap_or_else(|| UNKNOWN.to_owned())
+            })
+            .collect()
     }
 }
 

@@ -79,6 +79,7 @@ pub static GADGET: Gadget = Gadget {
             ("target_comm", TARGET_COMM),
         ],
     },
+    fixed_record: None,
 };
 
 const SIG: At = At::new(0, 4);

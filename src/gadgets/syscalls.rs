@@ -54,6 +54,7 @@ pub static GADGET: Gadget = Gadget {
         skip: 0,
         fields: &[("pid", PID), ("nr", NR), ("comm", COMM)],
     },
+    fixed_record: None,
 };
 
 const PID: At = At::new(0, 4);

@@ -129,6 +129,7 @@ pub static CONNECT: Gadget = Gadget {
     decode: decode_connect,
     event_size: HEADER + BODY,
     layout: LAYOUT,
+    fixed_record: None,
 };
 
 pub static ACCEPT: Gadget = Gadget {
@@ -154,6 +155,7 @@ pub static ACCEPT: Gadget = Gadget {
     decode: decode_accept,
     event_size: HEADER + BODY,
     layout: LAYOUT,
+    fixed_record: None,
 };
 
 pub static STATE: Gadget = Gadget {
@@ -174,6 +176,7 @@ pub static STATE: Gadget = Gadget {
     decode: decode_state,
     event_size: HEADER + BODY,
     layout: LAYOUT,
+    fixed_record: None,
 };
 
 pub static RETRANSMIT: Gadget = Gadget {
@@ -193,6 +196,27 @@ pub static RETRANSMIT: Gadget = Gadget {
     decode: decode_retransmit,
     event_size: HEADER + BODY,
     layout: LAYOUT,
+    fixed_record: Some(&RETRANSMIT_RECORD),
+};
+
+/// `struct tcp_retransmit_skb_fixed` of bpf/gadgets/tcp.bpf.c: the record as it has been
+/// laid out since 5.8, read so where BTF lacks `trace_event_raw_tcp_retransmit_skb`.
+static RETRANSMIT_RECORD: super::FixedRecord = super::FixedRecord {
+    category: "tcp",
+    name: "tcp_retransmit_skb",
+    btf_type: "trace_event_raw_tcp_retransmit_skb",
+    offsets: &[
+        ("skbaddr", 8),
+        ("skaddr", 16),
+        ("state", 24),
+        ("sport", 28),
+        ("dport", 30),
+        ("family", 32),
+        ("saddr", 34),
+        ("daddr", 38),
+        ("saddr_v6", 42),
+        ("daddr_v6", 58),
+    ],
 };
 
 /// `ESTABLISHED` for 1 (include/net/tcp_states.h).

@@ -35,6 +35,7 @@ pub static GADGET: super::Gadget = super::Gadget {
             ("str.1", STRINGS.index(1, STR_MAX)),
         ],
     },
+    fixed_record: None,
 };
 
 const SIZE: At = At::new(0, 4);

@@ -82,6 +82,7 @@ pub static GADGET: Gadget = Gadget {
     decode: decode_process_key,
     event_size: KEY_SIZE,
     layout: super::hist::KEY_LAYOUT,
+    fixed_record: None,
 };
 
 /// Splits `binary:symbol`.

@@ -22,10 +22,10 @@ use crate::trace::{self, Mode};
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InfoParams {
-    /// Probe the kernel again instead of using cached probes.
+    /// Probe again instead of using cached probes.
     #[serde(default)]
     pub refresh: bool,
-    /// Details besides the summary: kernel, features, server, gadgets, or all.
+    /// Details besides the summary.
     #[serde(default)]
     pub sections: Vec<Section>,
 }
@@ -228,11 +228,10 @@ pub fn spec() -> ToolSpec {
         ToolMeta {
             name: "info",
             title: "Host eBPF capabilities",
-            description: "What eBPF can do on this host and how this server is set up: \
-                kernel, lockdown, BTF, JIT, mounts, capabilities, and which program types, \
-                attach kinds, maps and helpers really work (probed once; `refresh` probes \
-                again), and the gadgets. A summary unless `sections` asks for details. Call it \
-                first; `problems` says what is missing and how to fix it.",
+            description: "What eBPF can do here: kernel, lockdown, BTF, which program types, \
+                attach kinds, maps, helpers and gadgets really work (probed), and this server. \
+                A summary unless `sections` asks for more. Call it first; `problems` says what \
+                is missing and how to fix it.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: None,
@@ -270,7 +269,7 @@ fn run(core: &Core, params: InfoParams, ctx: &CallContext) -> Result<InfoOutput,
                     "probing kernel eBPF features by loading tiny programs (cached afterwards)",
                 );
             }
-            Some((*probe::features(&kernel, params.refresh)).clone())
+            Some((*probe::features(&kernel, params.refresh, &gadget_checks())).clone())
         }
         Err(e) => {
             ctx.log(LogLevel::Warn, e.message.clone());
@@ -410,7 +409,72 @@ fn hook_needs(hook: &Hook) -> (&'static str, Option<String>) {
         Hook::RawTracepoint(_) => ("raw_tp", None),
         Hook::Uprobe { .. } => ("uprobe", None),
         Hook::CpuClock { .. } => ("perf_event", None),
+        Hook::Fentry { .. } => ("fentry", None),
+        Hook::Kprobe { .. } => ("kprobe", None),
     }
+}
+
+/// Every gadget's programs, for the kernel to verify (`features.gadgets`).
+fn gadget_checks() -> Vec<probe::GadgetCheck> {
+    use gadgets::kfunc;
+    let mut checks: Vec<probe::GadgetCheck> = gadgets::catalogue()
+        .iter()
+        .filter(|g| g.name != "kfunc")
+        .map(|g| probe::GadgetCheck {
+            name: g.name,
+            object: g.object,
+            programs: None,
+            target: None,
+        })
+        .collect();
+    // kfunc: each way it hooks functions, verified on its own.
+    checks.push(probe::GadgetCheck {
+        name: KFUNC_FENTRY,
+        object: kfunc::GADGET.object,
+        programs: Some(&[kfunc::FENTRY[0], kfunc::FEXIT[0]]),
+        target: Some(kfunc::CHECK_TARGET),
+    });
+    checks.push(probe::GadgetCheck {
+        name: KFUNC_KPROBE,
+        object: kfunc::GADGET.object,
+        programs: Some(&[kfunc::KPROBE, kfunc::KRETPROBE]),
+        target: None,
+    });
+    checks
+}
+
+const NOT_PROBED: &str = "unknown: the server lacks CAP_BPF/CAP_PERFMON to probe (see problems)";
+const KFUNC_FENTRY: &str = "kfunc (fentry)";
+const KFUNC_KPROBE: &str = "kfunc (kprobe)";
+
+/// Why kernel functions cannot be traced here (None: they can): each way, fentry or
+/// kprobe, needs its attach kind to work and its programs to load.
+fn kfunc_reason(features: &Features) -> Option<String> {
+    let mut why = Vec::new();
+    for (kind, check) in [("fentry", KFUNC_FENTRY), ("kprobe", KFUNC_KPROBE)] {
+        let attach = features.attach.get(kind);
+        let loads = features.gadgets.get(check);
+        match (attach, loads) {
+            (Some(a), Some(l))
+                if a.status == Status::Available && l.status == Status::Available =>
+            {
+                return None;
+            }
+            (Some(a), _) if a.status != Status::Available => why.push(format!(
+                "{kind}: {}",
+                a.reason.as_deref().unwrap_or("does not attach")
+            )),
+            (_, Some(l)) => why.push(format!(
+                "{kind}: its programs do not load: {}",
+                l.reason.as_deref().unwrap_or("refused")
+            )),
+            _ => why.push(format!("{kind}: not probed")),
+        }
+    }
+    Some(format!(
+        "kernel functions cannot be traced here ({})",
+        why.join("; ")
+    ))
 }
 
 fn gadget_facts(features: Option<&Features>) -> Vec<GadgetFacts> {
@@ -427,6 +491,7 @@ fn gadget_facts(features: Option<&Features>) -> Vec<GadgetFacts> {
                     vec!["perf_event:cpu-clock".into()],
                     vec![("perf_event", None)],
                 ),
+                "kfunc" => (vec!["fentry|kprobe:<target>".into()], vec![]),
                 _ => (
                     g.hooks(),
                     g.programs.iter().map(|(_, h)| hook_needs(h)).collect(),
@@ -437,10 +502,7 @@ fn gadget_facts(features: Option<&Features>) -> Vec<GadgetFacts> {
                     return Some(m.clone());
                 }
                 let Some(features) = features else {
-                    return Some(
-                        "unknown: the server lacks CAP_BPF/CAP_PERFMON to probe (see problems)"
-                            .to_owned(),
-                    );
+                    return Some(NOT_PROBED.to_owned());
                 };
                 match features.attach.get(*kind) {
                     Some(s) if s.status == Status::Available => None,
@@ -451,6 +513,11 @@ fn gadget_facts(features: Option<&Features>) -> Vec<GadgetFacts> {
                     None => Some(format!("{kind} was not probed")),
                 }
             });
+            let reason = match (g.name, features) {
+                ("kfunc", Some(f)) => kfunc_reason(f),
+                ("kfunc", None) => Some(NOT_PROBED.to_owned()),
+                _ => reason.or_else(|| loads_here(g, features?)),
+            };
             GadgetFacts {
                 name: g.name.to_owned(),
                 summary: g.summary.to_owned(),
@@ -462,6 +529,22 @@ fn gadget_facts(features: Option<&Features>) -> Vec<GadgetFacts> {
             }
         })
         .collect()
+}
+
+/// Why the gadget cannot run although its hooks exist: its programs did not load, or its
+/// tracepoint record cannot be read here. None: it loads.
+fn loads_here(g: &gadgets::Gadget, features: &Features) -> Option<String> {
+    match features.gadgets.get(g.name) {
+        Some(s) if s.status == Status::Available => {}
+        Some(s) => {
+            return Some(format!(
+                "its programs do not load here: {}",
+                s.reason.as_deref().unwrap_or("refused")
+            ));
+        }
+        None => return Some("its programs were not checked".into()),
+    }
+    trace::fixed_record_fits(g).err()
 }
 
 fn server_facts(core: &Core, config: &crate::config::Config) -> ServerFacts {

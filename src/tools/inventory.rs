@@ -173,10 +173,9 @@ pub fn programs_spec() -> ToolSpec {
         ToolMeta {
             name: "list_programs",
             title: "List BPF programs",
-            description: "Every BPF program on the host: id, name, \
-                type, tag, load time, owner, sizes, memory, maps, holders and links. \
-                `sample_ms` measures runs, ns per run and CPU share over a window (\"which BPF \
-                program is eating my CPU\"); `id` with `detail` adds its instructions.",
+            description: "Every BPF program on the host: id, name, type, tag, load time, \
+                owner, sizes, memory, maps, holders, links. `sample_ms` measures runs, ns per run \
+                and CPU share; `id` with `detail` adds its instructions.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: Some("programs"),
@@ -474,9 +473,8 @@ pub fn maps_spec() -> ToolSpec {
         ToolMeta {
             name: "list_maps",
             title: "List BPF maps",
-            description: "Every BPF map on the host: id, name, type, key/value sizes and BTF \
-                types, max entries, flags, memory, frozen, the processes holding it; `count` \
-                counts entries exactly. Contents: map_dump.",
+            description: "Every BPF map on the host: id, name, type, sizes, BTF types, flags, \
+                memory, holders; `count` counts entries exactly. Contents: map_dump.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: Some("maps"),
@@ -610,8 +608,7 @@ pub fn links_spec() -> ToolSpec {
             name: "list_links",
             title: "List BPF links",
             description: "Every BPF link on the host: which program attaches where, in human \
-                terms (tracepoint, interface for XDP/TCX, cgroup path, uprobe file and offset, \
-                kernel function), and who holds it.",
+                terms, and who holds it.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: Some("links"),

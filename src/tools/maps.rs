@@ -14,11 +14,10 @@ pub fn dump_spec() -> ToolSpec {
         ToolMeta {
             name: "map_dump",
             title: "Read a BPF map",
-            description: "Entries of any BPF map on the host, decoded through its BTF \
-                (structs, enums by name, strings; hex without BTF; per-CPU values and their \
-                sum). Select it by `map_name`, `map_id` or `pin_path`; filter, sort \
-                (`sort_by: \"bytes\"`, `max_entries: 20`: the top 20) and page on the server; \
-                totals are exact. One key: map_lookup.",
+            description: "Entries of any BPF map on the host, decoded through its BTF (hex \
+                without). Select it by `map_name`, `map_id` or `pin_path`; filter, sort \
+                (`sort_by: \"bytes\"`, `max_entries: 20`) and page on the server; totals exact. \
+                One key: map_lookup.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: Some("entries"),

@@ -6,6 +6,7 @@
 mod bound;
 pub mod deploy;
 
+pub mod functions;
 pub mod info;
 pub mod inventory;
 pub mod maps;
@@ -275,6 +276,7 @@ static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(|| Reg
         maps::dump_spec(),
         maps::lookup_spec(),
         tracepoints::spec(),
+        functions::spec(),
         process::spec(),
         trace::spec(),
         sessions::start_spec().with_state_change(),

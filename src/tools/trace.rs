@@ -63,11 +63,10 @@ pub fn spec() -> ToolSpec {
         ToolMeta {
             name: "trace",
             title: "Trace with a built-in gadget",
-            description: "Watch the host for a bounded time with a built-in gadget: exec, \
-                exit, open, tcp_connect, tcp_accept, tcp_state, tcp_retransmit, signal, \
-                oom_kill, syscalls, biolatency, runqlat, profile, uprobe, tracepoint (ebpf://gadgets \
-                lists their fields and modes). Totals are exact, drops counted; cancel returns \
-                what was seen.",
+            description: "Watch the host for a bounded time with a gadget: exec, exit, open, \
+                tcp_connect, tcp_accept, tcp_state, tcp_retransmit, signal, oom_kill, syscalls, \
+                biolatency, runqlat, profile, uprobe, kfunc, tracepoint (fields, modes: \
+                ebpf://gadgets). Totals exact, drops counted.",
             tier: Tier::Trace,
             hints: Hints::READ_ONLY,
             list_field: Some("events"),

@@ -64,7 +64,7 @@ pub fn spec() -> ToolSpec {
             title: "Find tracepoints",
             description: "The kernel's tracepoints: without `pattern`, the categories; with a \
                 glob (`sched:*`), the names; with `detail` and a pattern matching one, its \
-                fields (name, C type, offset, size). Trace them with gadget `tracepoint`.",
+                fields. Trace them with gadget `tracepoint`.",
             tier: Tier::Read,
             hints: Hints::READ_ONLY,
             list_field: Some("tracepoints"),

@@ -7,6 +7,7 @@
 //! attached is released when it ends, however it ends.
 
 pub mod filter;
+mod kfunc;
 mod plan;
 mod run;
 pub mod sessions;
@@ -17,7 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use plan::{Limits, Prepared, gadget_modes, prepare};
+pub use plan::{Limits, Prepared, fixed_record_fits, gadget_modes, prepare};
 pub use run::{RunEnd, execute};
 pub use tally::{
     Aggregates, Delivery, Group, MAX_GROUPS, Snapshot, Summary, Tally, note_losses, note_shed,
@@ -95,7 +96,7 @@ pub enum StoppedBy {
 pub struct TraceParams {
     /// Which gadget.
     pub gadget: String,
-    /// ms to trace (default 5000, at most tools.trace.max_duration).
+    /// ms to trace (default 5000, max tools.trace.max_duration).
     #[serde(default)]
     pub duration_ms: Option<u64>,
     /// events mode: stop after this many (default 1000).
@@ -104,7 +105,7 @@ pub struct TraceParams {
     /// Only this process (thread group id).
     #[serde(default)]
     pub pid: Option<u32>,
-    /// Only this process name (exact, ≤15 bytes) at the event (exec: the new program's).
+    /// Only this process name (exact, ≤15 bytes).
     #[serde(default)]
     pub comm: Option<String>,
     /// Only this user id.
@@ -119,8 +120,8 @@ pub struct TraceParams {
     /// events, count or histogram (default: the gadget's).
     #[serde(default)]
     pub mode: Option<Mode>,
-    /// Events where this holds, e.g. `ret < 0 && comm ~ "py*"`, `dport in [80, 443]`:
-    /// == != < <= > >= ~(glob) in && || ! ().
+    /// Events where this holds: `ret < 0 && comm ~ "py*"`, `dport in [80, 443]`
+    /// (== != < <= > >= ~ in && || !).
     #[serde(default)]
     pub filter: Option<String>,
     /// events mode: only these fields per event, e.g. `["pid", "argv"]`.
@@ -132,19 +133,19 @@ pub struct TraceParams {
     /// count/histogram: groups to return, largest first (default 20).
     #[serde(default)]
     pub top: Option<u32>,
-    /// gadget tracepoint: `category:name` (list_tracepoints finds them).
+    /// tracepoint: `category:name` (list_tracepoints finds them).
     #[serde(default)]
     pub tracepoint: Option<String>,
-    /// gadget tracepoint, mode histogram: integer field to bucket.
+    /// tracepoint, mode histogram: integer field to bucket.
     #[serde(default)]
     pub value: Option<String>,
-    /// gadget uprobe: `binary:symbol` (`libc:malloc`); with `pid`, among the files it maps.
+    /// uprobe: `binary:symbol` (`libc:malloc`); kfunc: a kernel function or glob.
     #[serde(default)]
     pub target: Option<String>,
-    /// gadget uprobe, mode events: events at return, with `ret`, `duration_ns`.
+    /// uprobe, kfunc, mode events: events at return, with `ret`, `duration_ns`.
     #[serde(default, rename = "return")]
     pub on_return: Option<bool>,
-    /// gadget profile: samples/s per CPU (default 49, max 1000).
+    /// profile: samples/s per CPU (default 49, max 1000).
     #[serde(default)]
     pub frequency_hz: Option<u32>,
 }

@@ -232,27 +232,31 @@ impl Plan {
 
 /// Says which option belongs to which gadget when one is given to another.
 pub(crate) fn check_options(p: &TraceParams) -> Result<(), EbpfError> {
-    for (given, option, owner) in [
-        (p.tracepoint.is_some(), "tracepoint", "tracepoint"),
-        (p.value.is_some(), "value", "tracepoint"),
-        (p.target.is_some(), "target", "uprobe"),
-        (p.on_return.is_some(), "return", "uprobe"),
-        (p.frequency_hz.is_some(), "frequency_hz", "profile"),
+    let probes: &[&str] = &["uprobe", "kfunc"];
+    for (given, option, owners) in [
+        (p.tracepoint.is_some(), "tracepoint", &["tracepoint"][..]),
+        (p.value.is_some(), "value", &["tracepoint"]),
+        (p.target.is_some(), "target", probes),
+        (p.on_return.is_some(), "return", probes),
+        (p.frequency_hz.is_some(), "frequency_hz", &["profile"]),
     ] {
-        if given && p.gadget != owner {
+        if given && !owners.contains(&p.gadget.as_str()) {
             return Err(invalid(format!(
-                "`{option}` applies to the {owner} gadget only"
+                "`{option}` applies to the {} gadget{} only",
+                owners.join(" and "),
+                if owners.len() > 1 { "s" } else { "" }
             )));
         }
     }
     Ok(())
 }
 
-pub(crate) fn plan(p: &TraceParams) -> Result<Plan, EbpfError> {
+pub(crate) fn plan(p: &TraceParams, limits: &Limits) -> Result<Plan, EbpfError> {
     check_options(p)?;
     match p.gadget.as_str() {
         "tracepoint" => tracepoint_plan(p),
         "uprobe" => uprobe_plan(p),
+        "kfunc" => super::kfunc::kfunc_plan(p, limits.max_functions),
         "syscalls" => Ok(syscalls_plan(p)),
         "profile" => {
             let hz = p.frequency_hz.unwrap_or(profile::DEFAULT_HZ);
@@ -281,9 +285,51 @@ pub(crate) fn plan(p: &TraceParams) -> Result<Plan, EbpfError> {
                 ))
                 .with_context("gadget", name)
             })?;
+            fixed_record_fits(gadget).map_err(|why| {
+                EbpfError::new(
+                    Code::GadgetFailed,
+                    format!("the `{name}` gadget cannot run on this kernel: {why}"),
+                )
+                .with_context("gadget", name)
+            })?;
             Ok(Plan::of(gadget))
         }
     }
+}
+
+/// Whether the gadget can read its tracepoint's record here: through CO-RE where the
+/// kernel's BTF has the record's type, else only when the tracefs format puts every field
+/// the gadget reads at the offset its fixed layout has. Err: why not.
+pub fn fixed_record_fits(gadget: &gadgets::Gadget) -> Result<(), String> {
+    let Some(record) = gadget.fixed_record else {
+        return Ok(());
+    };
+    if crate::ebpf::btf::vmlinux_has_struct(record.btf_type) {
+        return Ok(());
+    }
+    let (category, name) = (record.category, record.name);
+    let format = crate::ebpf::tracefs::format(category, name)
+        .map_err(|e| format!("reading the format of {category}:{name}: {e}"))?;
+    for &(field, offset) in record.offsets {
+        match format.fields.iter().find(|f| f.name == field) {
+            Some(f) if f.offset == offset => {}
+            Some(f) => {
+                return Err(format!(
+                    "the kernel's BTF does not describe the {category}:{name} record and its \
+                     tracefs format has `{field}` at offset {}, where the gadget's fixed layout \
+                     has {offset}",
+                    f.offset
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "the kernel's BTF does not describe the {category}:{name} record and its \
+                     tracefs format has no field `{field}`"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn tracepoint_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
@@ -536,7 +582,7 @@ pub(crate) fn modes(output: Output) -> (Mode, &'static [Mode]) {
 /// The modes a gadget offers, its default first.
 pub fn gadget_modes(gadget: &gadgets::Gadget) -> Vec<Mode> {
     match gadget.name {
-        "uprobe" => return vec![Mode::Count, Mode::Histogram, Mode::Events],
+        "uprobe" | "kfunc" => return vec![Mode::Count, Mode::Histogram, Mode::Events],
         "syscalls" => return vec![Mode::Count, Mode::Histogram],
         "tracepoint" => return vec![Mode::Events, Mode::Count, Mode::Histogram],
         _ => {}
@@ -762,6 +808,14 @@ impl Prepared {
                     1
                 },
             ),
+            (
+                gadgets::kfunc::STACKS,
+                if self.plan.name == "kfunc" && self.cfg.arg0 & gadgets::kfunc::STACK != 0 {
+                    1024
+                } else {
+                    1
+                },
+            ),
         ]
     }
 
@@ -790,6 +844,8 @@ pub struct Limits {
     /// Used when the call gives none (each capped by its maximum).
     pub default_duration: Duration,
     pub default_events: u32,
+    /// `tools.trace.max_functions`: kernel functions one kfunc trace attaches to.
+    pub max_functions: usize,
 }
 
 impl Limits {
@@ -802,6 +858,7 @@ impl Limits {
             events_key: "tools.trace.max_events",
             default_duration: Duration::from_millis(DEFAULT_DURATION_MS),
             default_events: DEFAULT_MAX_EVENTS,
+            max_functions: config.max_functions.get() as usize,
         }
     }
 
@@ -815,6 +872,7 @@ impl Limits {
             events_key: "tools.trace.session_buffer",
             default_duration: config.session_max_duration.0,
             default_events: config.session_buffer.get(),
+            max_functions: config.max_functions.get() as usize,
         }
     }
 }
@@ -822,7 +880,7 @@ impl Limits {
 /// Checks the arguments against the gadget and the limits.
 pub fn prepare(p: &TraceParams, limits: &Limits, max_rate: u32) -> Result<Prepared, EbpfError> {
     let (max_duration, max_events_cap) = (limits.max_duration, limits.max_events);
-    let mut plan = plan(p)?;
+    let mut plan = plan(p, limits)?;
     let (default_mode, allowed) = modes(plan.output);
     let mode = p.mode.or(plan.default_mode).unwrap_or(default_mode);
     if !allowed.contains(&mode) {

@@ -103,6 +103,33 @@ pub(crate) fn snapshot(
     }))
 }
 
+/// Kernel stacks of events (kfunc): the `stack_id` a decoder leaves becomes `stack`, the
+/// stack's frames named through /proc/kallsyms.
+struct KernelStacks {
+    table: Option<runner::Stacks>,
+    names: profile::KernelNames,
+}
+
+impl KernelStacks {
+    fn new(running: &runner::Running) -> Self {
+        Self {
+            table: running.stacks(gadgets::kfunc::STACKS),
+            names: profile::KernelNames::default(),
+        }
+    }
+
+    fn annotate(&mut self, record: &mut serde_json::Map<String, serde_json::Value>) {
+        let Some(id) = record.remove("stack_id").and_then(|v| v.as_u64()) else {
+            return;
+        };
+        let Some(table) = &self.table else {
+            return;
+        };
+        let addrs = table.get(id as u32);
+        record.insert("stack".into(), self.names.names(&addrs).into());
+    }
+}
+
 /// Which container an event's cgroup belongs to, from the names the gadget recorded for
 /// it (so also for a container already gone), remembered per cgroup.
 struct Containers {
@@ -231,10 +258,12 @@ pub fn execute(
         && !prepared.filter.as_ref().is_some_and(|f| f.reads("time"));
     let mut memo: HashMap<Box<[u8]>, Option<Group>> = HashMap::new();
     let mut containers = Containers::new(&running);
+    let mut stacks = KernelStacks::new(&running);
     let clock_ref = &clock;
     let mut decode = move |bytes: &[u8]| {
         let mut record = (plan.decode)(bytes, clock_ref)?;
         containers.annotate(&mut record);
+        stacks.annotate(&mut record);
         Some(record)
     };
     let passes = |record: &serde_json::Map<String, serde_json::Value>| {

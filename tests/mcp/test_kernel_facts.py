@@ -120,3 +120,38 @@ async def test_attach_kinds_are_probed_truthfully(info):
     # tp_btf needs vmlinux BTF (and no trampoline, so lockdown does not stop it).
     if info["kernel"]["btf"]["vmlinux"]:
         assert attach["tp_btf"]["status"] == "available", attach["tp_btf"]
+
+
+def _info(binary, args: dict) -> dict:
+    out = subprocess.run([str(binary), "call", "info", json.dumps(args)], capture_output=True, text=True,
+                         check=True, timeout=120)
+    return json.loads(out.stdout)
+
+
+def test_probes_are_kept_for_the_boot_and_only_a_private_file_of_ours_is_trusted(binary):
+    """A second process of the same binary in the same boot reads the probes the first made
+    (so cold `info` costs no probing); a file with another key, or one others can write,
+    is probed over; `refresh` probes again."""
+    require_root()
+    cache = pathlib.Path("/run/ebpf-mcp/probes.json")
+    first = _info(binary, {"refresh": True, "sections": ["features"]})["features"]
+    assert cache.stat().st_mode & 0o777 == 0o600 and cache.stat().st_uid == os.geteuid()
+    assert cache.parent.stat().st_mode & 0o777 == 0o700
+    again = _info(binary, {"sections": ["features"]})["features"]
+    assert again["probed_at"] == first["probed_at"], "the boot's probes are reused"
+    assert again["gadgets"] == first["gadgets"]
+    saved = json.loads(cache.read_text())
+    try:
+        for tamper in ("key", "mode"):
+            forged = json.loads(json.dumps(saved))
+            forged["features"]["probed_at"] = "1999-01-01T00:00:00Z"
+            if tamper == "key":
+                forged["key"] += " (another binary)"
+            cache.write_text(json.dumps(forged))
+            cache.chmod(0o600 if tamper == "key" else 0o666)
+            seen = _info(binary, {"sections": ["features"]})["features"]
+            assert seen["probed_at"] != "1999-01-01T00:00:00Z", f"a cache with a bad {tamper} was trusted"
+        fresh = _info(binary, {"refresh": True, "sections": ["features"]})["features"]
+        assert fresh["probed_at"] != first["probed_at"]
+    finally:
+        _info(binary, {"refresh": True})

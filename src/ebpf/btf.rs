@@ -73,6 +73,9 @@ pub fn vmlinux_has_struct(name: &str) -> bool {
 }
 
 static LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
+/// The loader of `info`'s gadget checks, so that they do not queue behind the feature
+/// probes on the gadgets' loader.
+static CHECK_LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
 static DEPLOY_LOADER: OnceLock<Mutex<EbpfLoader<'static>>> = OnceLock::new();
 
 /// A loader made once: `new()` parses BTF of its own, dropped at once (and the heap
@@ -92,6 +95,7 @@ fn loader(
 /// with each other or with the shared one (memory).
 pub fn prepare_loaders() {
     loader(&LOADER);
+    loader(&CHECK_LOADER);
     loader(&DEPLOY_LOADER);
 }
 
@@ -137,6 +141,18 @@ pub fn load_object_with(
     configure: impl FnOnce(&mut EbpfLoader<'static>),
 ) -> Result<Ebpf, EbpfError> {
     let mut loader = loader(&LOADER).lock().unwrap_or_else(|p| p.into_inner());
+    configure(&mut loader);
+    with_btf(&mut loader, |l| l.load(bytes))
+}
+
+/// As [`load_object_with`], on the loader of `info`'s gadget checks.
+pub fn load_check_object(
+    bytes: &[u8],
+    configure: impl FnOnce(&mut EbpfLoader<'static>),
+) -> Result<Ebpf, EbpfError> {
+    let mut loader = loader(&CHECK_LOADER)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     configure(&mut loader);
     with_btf(&mut loader, |l| l.load(bytes))
 }

@@ -38,6 +38,8 @@ pub struct Param {
     pub ty: String,
     pub kind: ArgKind,
     pub slot: usize,
+    /// Bytes it takes (a struct passed by value may take more than a register).
+    pub size: usize,
 }
 
 /// A function's prototype from BTF.
@@ -49,6 +51,12 @@ pub struct Prototype {
 }
 
 impl Prototype {
+    /// Whether a BPF trampoline can hook it: at most 12 arguments, none a struct of more
+    /// than 16 bytes (the kernel's limits for fentry/fexit).
+    pub fn trampoline_can_hook(&self) -> bool {
+        self.params.len() <= 12 && self.params.iter().all(|p| p.size <= 16)
+    }
+
     /// As C declares it: `ssize_t vfs_read(struct file *file, char *buf, ...)`.
     pub fn declaration(&self, name: &str) -> String {
         let params: Vec<String> = self
@@ -160,10 +168,6 @@ impl Catalog {
         self.names.iter().map(|(n, _)| n.as_str())
     }
 
-    pub fn has_btf(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
-    }
-
     /// The function's prototype, if BTF describes it.
     pub fn prototype(&self, name: &str) -> Option<Prototype> {
         let btf = self.btf.as_ref()?;
@@ -184,6 +188,7 @@ impl Catalog {
                 ty: c_type(btf, ty),
                 kind: arg_kind(btf, ty),
                 slot,
+                size,
             });
             slot += size.div_ceil(8);
         }

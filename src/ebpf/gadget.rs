@@ -342,7 +342,7 @@ pub fn check_load(
     target: Option<&str>,
 ) -> Result<(), GadgetError> {
     use aya::programs::Program;
-    let mut ebpf = btf::load_object_with(object, |loader| {
+    let mut ebpf = btf::load_check_object(object, |loader| {
         loader.map_max_entries("events", 4096);
         for map in ["counts", "cgroup_names", "hists"] {
             loader.map_max_entries(map, 1);

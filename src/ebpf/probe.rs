@@ -121,6 +121,8 @@ pub struct GadgetCheck {
     pub object: &'static [u8],
     pub programs: Option<&'static [&'static str]>,
     pub target: Option<&'static str>,
+    /// A tracepoint record its programs read at fixed offsets where BTF lacks its type.
+    pub record: Option<&'static super::tracefs::FixedRecord>,
 }
 
 /// The probed features, from the cache unless `refresh` (or never probed): this process's,
@@ -290,8 +292,18 @@ fn euid() -> u32 {
 /// Has the kernel verify each gadget's programs, side by side.
 fn probe_gadgets(facts: &KernelFacts, checks: &[GadgetCheck]) -> BTreeMap<String, Support> {
     let results = in_parallel(checks, |c| {
-        match super::gadget::check_load(c.object, c.programs, c.target) {
-            Ok(()) => Support::available(),
+        let started = Instant::now();
+        let loaded = super::gadget::check_load(c.object, c.programs, c.target);
+        tracing::debug!(
+            gadget = c.name,
+            elapsed_ms = started.elapsed().as_millis(),
+            "verified a gadget's programs"
+        );
+        match loaded {
+            Ok(()) => match c.record.map_or(Ok(()), |r| r.fits()) {
+                Ok(()) => Support::available(),
+                Err(why) => Support::unavailable(why),
+            },
             Err(e) => gadget_refused(facts, &e),
         }
     });

@@ -211,6 +211,59 @@ fn parse_field(rest: &str) -> Option<TpField> {
     })
 }
 
+/// A tracepoint record a gadget reads through CO-RE where the kernel's BTF describes it
+/// and at fixed offsets where it does not (some distribution kernels leave tracepoint
+/// record types out of their BTF). The offsets are checked against the tracepoint's
+/// tracefs format before the gadget is loaded.
+#[derive(Debug)]
+pub struct FixedRecord {
+    pub category: &'static str,
+    pub name: &'static str,
+    /// The BTF struct the gadget reads where the kernel has it.
+    pub btf_type: &'static str,
+    /// The fields of the fixed layout and their offsets.
+    pub offsets: &'static [(&'static str, usize)],
+}
+
+impl FixedRecord {
+    /// Whether a gadget can read this record here: through CO-RE where the kernel's BTF has
+    /// the record's type, else only when the tracefs format puts every field the gadget
+    /// reads at the offset of its fixed layout. Err: why not.
+    pub fn fits(&self) -> Result<(), String> {
+        if super::btf::vmlinux_has_struct(self.btf_type) {
+            return Ok(());
+        }
+        let (category, name) = (self.category, self.name);
+        let format = format(category, name)
+            .map_err(|e| format!("reading the format of {category}:{name}: {e}"))?;
+        self.check(&format)
+    }
+
+    fn check(&self, format: &Format) -> Result<(), String> {
+        let (category, name) = (self.category, self.name);
+        for &(field, offset) in self.offsets {
+            match format.fields.iter().find(|f| f.name == field) {
+                Some(f) if f.offset == offset => {}
+                Some(f) => {
+                    return Err(format!(
+                        "the kernel's BTF does not describe the {category}:{name} record and \
+                         its tracefs format has `{field}` at offset {}, where the gadget's fixed \
+                         layout has {offset}",
+                        f.offset
+                    ));
+                }
+                None => {
+                    return Err(format!(
+                        "the kernel's BTF does not describe the {category}:{name} record and \
+                         its tracefs format has no field `{field}`"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +287,26 @@ mod tests {
         assert!(f.fields[3].is_char_array());
         assert_eq!(f.fixed_size(), 52);
         assert!(format("../x", "y").is_err());
+    }
+
+    #[test]
+    fn a_fixed_layout_is_checked_against_the_format() {
+        let record = FixedRecord {
+            category: "tcp",
+            name: "tcp_retransmit_skb",
+            btf_type: "no_such_type",
+            offsets: &[("skaddr", 16), ("family", 32)],
+        };
+        let text = |family_at: u32| {
+            format!(
+                "format:\n\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;\n\
+                 \tfield:__u16 family;\toffset:{family_at};\tsize:2;\tsigned:0;\n"
+            )
+        };
+        assert!(record.check(&parse("tcp", "x", &text(32))).is_ok());
+        let moved = record.check(&parse("tcp", "x", &text(34))).unwrap_err();
+        assert!(moved.contains("`family` at offset 34"), "{moved}");
+        let missing = record.check(&parse("tcp", "x", "format:\n")).unwrap_err();
+        assert!(missing.contains("no field `skaddr`"), "{missing}");
     }
 }

@@ -169,19 +169,7 @@ pub struct Gadget {
     pub fixed_record: Option<&'static FixedRecord>,
 }
 
-/// A tracepoint record a gadget reads through CO-RE where the kernel's BTF describes it
-/// and at fixed offsets where it does not (some distribution kernels leave tracepoint
-/// record types out of their BTF). The offsets are checked against the tracepoint's
-/// tracefs format before the gadget is loaded.
-#[derive(Debug)]
-pub struct FixedRecord {
-    pub category: &'static str,
-    pub name: &'static str,
-    /// The BTF struct the gadget reads where the kernel has it.
-    pub btf_type: &'static str,
-    /// The fields of the fixed layout and their offsets.
-    pub offsets: &'static [(&'static str, usize)],
-}
+pub use crate::ebpf::tracefs::FixedRecord;
 
 impl Gadget {
     /// Where the gadget attaches, as `category:name` strings.

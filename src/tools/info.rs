@@ -425,6 +425,7 @@ fn gadget_checks() -> Vec<probe::GadgetCheck> {
             object: g.object,
             programs: None,
             target: None,
+            record: g.fixed_record,
         })
         .collect();
     // kfunc: each way it hooks functions, verified on its own.
@@ -433,12 +434,14 @@ fn gadget_checks() -> Vec<probe::GadgetCheck> {
         object: kfunc::GADGET.object,
         programs: Some(&[kfunc::FENTRY[0], kfunc::FEXIT[0]]),
         target: Some(kfunc::CHECK_TARGET),
+        record: None,
     });
     checks.push(probe::GadgetCheck {
         name: KFUNC_KPROBE,
         object: kfunc::GADGET.object,
         programs: Some(&[kfunc::KPROBE, kfunc::KRETPROBE]),
         target: None,
+        record: None,
     });
     checks
 }
@@ -535,16 +538,13 @@ fn gadget_facts(features: Option<&Features>) -> Vec<GadgetFacts> {
 /// tracepoint record cannot be read here. None: it loads.
 fn loads_here(g: &gadgets::Gadget, features: &Features) -> Option<String> {
     match features.gadgets.get(g.name) {
-        Some(s) if s.status == Status::Available => {}
-        Some(s) => {
-            return Some(format!(
-                "its programs do not load here: {}",
-                s.reason.as_deref().unwrap_or("refused")
-            ));
-        }
-        None => return Some("its programs were not checked".into()),
+        Some(s) if s.status == Status::Available => None,
+        Some(s) => Some(format!(
+            "it cannot run here: {}",
+            s.reason.as_deref().unwrap_or("refused")
+        )),
+        None => Some("its programs were not checked".into()),
     }
-    trace::fixed_record_fits(g).err()
 }
 
 fn server_facts(core: &Core, config: &crate::config::Config) -> ServerFacts {

@@ -76,7 +76,11 @@ fn parse_target(target: &str) -> Result<Glob, EbpfError> {
 /// object's fentry programs and trampolines work; else kprobes; else why neither.
 fn mechanism(catalog: &Catalog, names: &[String]) -> Result<bool, EbpfError> {
     let fentry = probe::attach_support("fentry");
-    let all_btf = names.iter().all(|n| catalog.has_btf(n));
+    let all_btf = names.iter().all(|n| {
+        catalog
+            .prototype(n)
+            .is_some_and(|p| p.trampoline_can_hook())
+    });
     if fentry.status == Status::Available && all_btf && names.len() <= kfunc::FENTRY.len() {
         return Ok(true);
     }
@@ -86,7 +90,9 @@ fn mechanism(catalog: &Catalog, names: &[String]) -> Result<bool, EbpfError> {
     }
     let why = |s: &probe::Support| s.reason.clone().unwrap_or_else(|| "available".into());
     let fentry_why = if fentry.status == Status::Available && !all_btf {
-        "BTF does not describe every function named".to_owned()
+        "BTF does not describe every function named, or one takes arguments a trampoline \
+         cannot pass"
+            .to_owned()
     } else if fentry.status == Status::Available {
         format!(
             "at most {} functions at once, and kprobes are needed for more",

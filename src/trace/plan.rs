@@ -297,39 +297,10 @@ pub(crate) fn plan(p: &TraceParams, limits: &Limits) -> Result<Plan, EbpfError> 
     }
 }
 
-/// Whether the gadget can read its tracepoint's record here: through CO-RE where the
-/// kernel's BTF has the record's type, else only when the tracefs format puts every field
-/// the gadget reads at the offset its fixed layout has. Err: why not.
+/// Whether the gadget can read its tracepoint's record here (see
+/// [`crate::ebpf::tracefs::FixedRecord::fits`]). Err: why not.
 pub fn fixed_record_fits(gadget: &gadgets::Gadget) -> Result<(), String> {
-    let Some(record) = gadget.fixed_record else {
-        return Ok(());
-    };
-    if crate::ebpf::btf::vmlinux_has_struct(record.btf_type) {
-        return Ok(());
-    }
-    let (category, name) = (record.category, record.name);
-    let format = crate::ebpf::tracefs::format(category, name)
-        .map_err(|e| format!("reading the format of {category}:{name}: {e}"))?;
-    for &(field, offset) in record.offsets {
-        match format.fields.iter().find(|f| f.name == field) {
-            Some(f) if f.offset == offset => {}
-            Some(f) => {
-                return Err(format!(
-                    "the kernel's BTF does not describe the {category}:{name} record and its \
-                     tracefs format has `{field}` at offset {}, where the gadget's fixed layout \
-                     has {offset}",
-                    f.offset
-                ));
-            }
-            None => {
-                return Err(format!(
-                    "the kernel's BTF does not describe the {category}:{name} record and its \
-                     tracefs format has no field `{field}`"
-                ));
-            }
-        }
-    }
-    Ok(())
+    gadget.fixed_record.map_or(Ok(()), |r| r.fits())
 }
 
 pub(crate) fn tracepoint_plan(p: &TraceParams) -> Result<Plan, EbpfError> {
@@ -724,8 +695,13 @@ pub(crate) fn load_error(gadget: &str, e: &GadgetError) -> EbpfError {
         (_, Some(libc::ENOENT)) => EbpfError::new(
             Code::HookNotFound,
             format!(
-                "this kernel lacks a hook the `{gadget}` gadget needs ({text}); list_tracepoints \
-                 shows the tracepoints it has, info which gadgets this kernel supports"
+                "this kernel lacks a hook the `{gadget}` gadget needs ({text}); {} shows what it \
+                 has, info which gadgets this kernel supports",
+                if gadget == "kfunc" {
+                    "list_functions"
+                } else {
+                    "list_tracepoints"
+                }
             ),
         ),
         _ if verifier => EbpfError::new(

@@ -55,9 +55,18 @@ struct kf_calls {
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
-	__type(key, u32);
+	__type(key, u64);
 	__type(value, struct kf_calls);
 } kf_inflight SEC(".maps");
+
+/* Whose calls these are: the thread, or for the idle tasks (thread 0 on every CPU, where
+ * interrupts and softirqs run) the CPU. */
+static __always_inline u64 caller_key(void)
+{
+	u32 tid = (u32)bpf_get_current_pid_tgid();
+
+	return tid ? tid : (1ULL << 32) | bpf_get_smp_processor_id();
+}
 
 /* Scratch for a thread's first call (too large for the stack). */
 struct {
@@ -79,8 +88,6 @@ struct pt_regs {
 	unsigned long ax;
 } __attribute__((preserve_access_index));
 
-/* User addresses lie below this on x86-64 (TASK_SIZE_MAX with 5-level paging). */
-#define USER_TOP 0x00ff000000000000ULL
 
 /* arg1: which arguments are strings, (index + 1) in each of its low two bytes. */
 static __always_inline void read_strings(struct gadget_cfg *cfg, struct kfunc_event *e)
@@ -95,7 +102,8 @@ static __always_inline void read_strings(struct gadget_cfg *cfg, struct kfunc_ev
 		p = (const void *)e->args[(which - 1) & 7];
 		if (!p)
 			continue;
-		if ((u64)p < USER_TOP)
+		/* x86-64: user addresses have the top bit clear, kernel ones set. */
+		if ((s64)p >= 0)
 			bpf_probe_read_user_str(e->str[s], KF_STR_LEN, p);
 		else
 			bpf_probe_read_kernel_str(e->str[s], KF_STR_LEN, p);
@@ -118,8 +126,11 @@ static __always_inline void emit(void *ctx, struct gadget_cfg *cfg, struct event
 	e->stack_id = -1;
 	__builtin_memset(e->str, 0, sizeof(e->str));
 	read_strings(cfg, e);
-	if (cfg->arg0 & KF_STACK)
+	if (cfg->arg0 & KF_STACK) {
 		e->stack_id = bpf_get_stackid(ctx, &kf_stacks, 0);
+		if (e->stack_id < 0)
+			count_drop(); /* the table is full, or two stacks collided */
+	}
 	submit(e);
 }
 
@@ -129,6 +140,7 @@ static __always_inline int kf_enter(void *ctx, u64 ip, const u64 *args)
 	struct event_header h = {};
 	struct kf_calls *calls;
 	struct kf_frame *f;
+	u64 who;
 	u32 zero = 0, d;
 
 	if (!want(cfg, &h))
@@ -141,15 +153,16 @@ static __always_inline int kf_enter(void *ctx, u64 ip, const u64 *args)
 	}
 	if (!(cfg->arg0 & (KF_AT_RETURN | KF_HIST)))
 		return 0;
-	calls = bpf_map_lookup_elem(&kf_inflight, &h.tid);
+	who = caller_key();
+	calls = bpf_map_lookup_elem(&kf_inflight, &who);
 	if (!calls) {
 		struct kf_calls *fresh = bpf_map_lookup_elem(&kf_scratch, &zero);
 
 		if (!fresh)
 			return 0;
 		fresh->depth = 0;
-		bpf_map_update_elem(&kf_inflight, &h.tid, fresh, BPF_NOEXIST);
-		calls = bpf_map_lookup_elem(&kf_inflight, &h.tid);
+		bpf_map_update_elem(&kf_inflight, &who, fresh, BPF_NOEXIST);
+		calls = bpf_map_lookup_elem(&kf_inflight, &who);
 		if (!calls) {
 			count_drop();
 			return 0;
@@ -168,11 +181,11 @@ static __always_inline int kf_enter(void *ctx, u64 ip, const u64 *args)
 	return 0;
 }
 
-/* `ip`: the function returning where the hook knows it (fexit), else 0 (kretprobe). */
+/* `ip`: the function returning, where the hook can tell (0: it cannot). */
 static __always_inline int kf_return(void *ctx, u64 ip, s64 ret)
 {
 	struct gadget_cfg *cfg = config();
-	u32 tid = (u32)bpf_get_current_pid_tgid();
+	u64 who = caller_key();
 	struct event_header h = {};
 	struct kf_calls *calls;
 	struct kf_frame *f;
@@ -182,7 +195,7 @@ static __always_inline int kf_return(void *ctx, u64 ip, s64 ret)
 
 	if (!cfg)
 		return 0;
-	calls = bpf_map_lookup_elem(&kf_inflight, &tid);
+	calls = bpf_map_lookup_elem(&kf_inflight, &who);
 	if (!calls || !calls->depth)
 		return 0;
 	d = --calls->depth;
@@ -193,7 +206,8 @@ static __always_inline int kf_return(void *ctx, u64 ip, s64 ret)
 	start = f->ts;
 	__builtin_memcpy(args, f->args, sizeof(args));
 	if (ip && fip != ip) {
-		/* A return was missed: this frame is not this call's. Start over. */
+		/* A return was missed (a kretprobe out of instances, a recursion guard): this
+		 * frame is not this call's. Start over. */
 		calls->depth = 0;
 		count_drop();
 		return 0;
@@ -226,7 +240,7 @@ int kf_kprobe(struct pt_regs *ctx)
 SEC("kretprobe")
 int kf_kretprobe(struct pt_regs *ctx)
 {
-	return kf_return(ctx, 0, (s64)ctx->ax);
+	return kf_return(ctx, bpf_get_func_ip(ctx), (s64)ctx->ax);
 }
 
 static __always_inline void fentry_args(void *ctx, u64 *args)

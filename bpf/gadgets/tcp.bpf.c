@@ -329,12 +329,13 @@ int tcp_accept_exit(struct syscall_exit *ctx)
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int tcp_retransmit(void *raw)
 {
+	struct gadget_cfg *cfg = config();
 	struct event_header h = {};
 	struct tcp_event *e;
 	u16 family;
 
 	/* Retransmits run from timers, in whichever task was on the CPU. */
-	if (!want_incidental(config(), &h))
+	if (!want_incidental(cfg, &h))
 		return 0;
 	e = new_event();
 	if (!e)
@@ -361,6 +362,13 @@ int tcp_retransmit(void *raw)
 		e->dport = ctx->dport;
 		e->newstate = ctx->state;
 		copy_addrs(e, family, ctx->saddr, ctx->daddr, ctx->saddr_v6, ctx->daddr_v6);
+		/* arg0: where the record's `err` is (its tracefs format), 0: it has none. */
+		if (cfg && cfg->arg0) {
+			int err = 0;
+
+			bpf_probe_read_kernel(&err, sizeof(err), (const char *)raw + (cfg->arg0 & 0xfff));
+			e->err = err;
+		}
 	}
 	submit(e);
 	return 0;

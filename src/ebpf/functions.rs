@@ -19,8 +19,12 @@ pub enum ArgKind {
     /// An unsigned integer of this many bytes.
     Unsigned(u8),
     Bool,
-    /// An enum: its enumerators by value.
-    Enum(BTreeMap<i64, String>),
+    /// An enum of this many bytes, signed or not: its enumerators by value.
+    Enum {
+        names: BTreeMap<i64, String>,
+        size: u8,
+        signed: bool,
+    },
     /// `char *` (or const char *): the string it points to.
     Str,
     /// Any other pointer: the address, as hex.
@@ -51,10 +55,23 @@ pub struct Prototype {
 }
 
 impl Prototype {
-    /// Whether a BPF trampoline can hook it: at most 12 arguments, none a struct of more
-    /// than 16 bytes (the kernel's limits for fentry/fexit).
+    /// Whether its arguments are where the decoder reads them: each in one or two of the
+    /// six argument registers. A struct over 16 bytes passed by value goes on the stack,
+    /// and a returned struct over 16 bytes takes a hidden first argument: such functions'
+    /// registers are shown raw.
+    pub fn registers_match(&self) -> bool {
+        self.params.iter().all(|p| p.size <= 16) && self.ret != ArgKind::Raw
+    }
+
+    /// Whether a BPF trampoline can hook it everywhere: its arguments fill at most the six
+    /// argument registers (kernels before 6.6 refuse more), none a struct over 16 bytes,
+    /// and it does not return a struct.
     pub fn trampoline_can_hook(&self) -> bool {
-        self.params.len() <= 12 && self.params.iter().all(|p| p.size <= 16)
+        let slots = self
+            .params
+            .last()
+            .map_or(0, |p| p.slot + p.size.div_ceil(8));
+        self.registers_match() && slots <= 6
     }
 
     /// As C declares it: `ssize_t vfs_read(struct file *file, char *buf, ...)`.
@@ -193,6 +210,17 @@ impl Catalog {
             slot += size.div_ceil(8);
         }
         let ret = proto.size_or_type;
+        // `const char *buf, size_t count` is a buffer of `count` bytes, not a string.
+        for i in 1..params.len() {
+            let sized = matches!(params[i].kind, ArgKind::Unsigned(_) | ArgKind::Signed(_))
+                && matches!(
+                    params[i].name.as_str(),
+                    "count" | "len" | "size" | "length" | "nbytes" | "n" | "buflen" | "bufsize"
+                );
+            if sized && params[i - 1].kind == ArgKind::Str {
+                params[i - 1].kind = ArgKind::Pointer;
+            }
+        }
         Some(Prototype {
             ret_ty: c_type(btf, ret),
             ret: if ret == 0 {
@@ -243,11 +271,14 @@ fn arg_kind(btf: &Btf, ty: u32) -> ArgKind {
                 ArgKind::Unsigned(bytes)
             }
         }
-        Kind::Enum | Kind::Enum64 => ArgKind::Enum(
-            t.enumerators()
+        Kind::Enum | Kind::Enum64 => ArgKind::Enum {
+            names: t
+                .enumerators()
                 .map(|(off, v)| (v as i64, btf.string(off).to_owned()))
                 .collect(),
-        ),
+            size: u8::try_from(t.size_or_type).unwrap_or(8).clamp(1, 8),
+            signed: t.kind_flag,
+        },
         // Strings are read only from `const char *`: a plain `char *` is mostly a buffer
         // the function is about to fill, whose old bytes are nobody's argument.
         Kind::Ptr => match btf.resolve(t.size_or_type) {

@@ -98,8 +98,8 @@ pub fn is_cached() -> bool {
     CACHE.lock().unwrap_or_else(|p| p.into_inner()).is_some()
 }
 
-/// Whether programs of attach kind `kind` (`fentry`, `kprobe`, ...) attach here: from the
-/// features probed already (in this process or this boot), else by running that one probe.
+/// Whether programs of attach kind `kind` (`fentry`, `kprobe`, ...) attach here: as probed
+/// already in this process, else by running that one probe.
 pub fn attach_support(kind: &str) -> Support {
     if let Some(f) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
         && let Some(s) = f.attach.get(kind)
@@ -115,11 +115,11 @@ pub fn attach_support(kind: &str) -> Support {
 
 /// A gadget whose programs `info` has the kernel verify: its object, the programs (None:
 /// all of them) and the kernel function its fentry/fexit programs are verified against.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GadgetCheck {
     pub name: &'static str,
     pub object: &'static [u8],
-    pub programs: Option<&'static [&'static str]>,
+    pub programs: Option<Vec<&'static str>>,
     pub target: Option<&'static str>,
     /// A tracepoint record its programs read at fixed offsets where BTF lacks its type.
     pub record: Option<&'static super::tracefs::FixedRecord>,
@@ -209,17 +209,40 @@ const BOOT_CACHE_DIR: &str = "/run/ebpf-mcp";
 impl BootCache {
     fn new(facts: &KernelFacts, gadgets: &[GadgetCheck]) -> Option<Self> {
         use std::os::unix::fs::MetadataExt;
-        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned());
+        let boot_id = read("/proc/sys/kernel/random/boot_id").ok()?;
         let exe = std::fs::metadata("/proc/self/exe").ok()?;
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let cap_eff = status.lines().find(|l| l.starts_with("CapEff:"))?.trim();
+        // What the process may do: its capabilities, and whether a seccomp filter or
+        // no_new_privs confine it (`serve` sandboxes itself, `call` may not).
+        let process: Vec<&str> = status
+            .lines()
+            .filter(|l| {
+                ["CapEff:", "Seccomp:", "NoNewPrivs:"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .map(str::trim)
+            .collect();
+        // Settings that change what loads within a boot: stack depth (stack maps), ftrace.
+        let sysctls: Vec<String> = ["kernel/perf_event_max_stack", "kernel/ftrace_enabled"]
+            .iter()
+            .map(|k| {
+                format!(
+                    "{k}={}",
+                    read(&format!("/proc/sys/{k}")).unwrap_or_default()
+                )
+            })
+            .collect();
         let names: Vec<&str> = gadgets.iter().map(|g| g.name).collect();
         let key = format!(
-            "boot {} | kernel {} {} | lockdown {} | {cap_eff} | exe {}:{} {} {}.{} | v{} | gadgets {}",
-            boot_id.trim(),
+            "boot {boot_id} | kernel {} {} | lockdown {} | {} | {} | exe {}:{} {} {}.{} | v{} | \
+             gadgets {}",
             facts.release,
             facts.version,
             facts.lockdown.mode,
+            process.join(" "),
+            sysctls.join(" "),
             exe.dev(),
             exe.ino(),
             exe.size(),
@@ -234,24 +257,60 @@ impl BootCache {
         })
     }
 
-    /// The cached features, if the file is ours, private, and its key is this one.
-    fn read(&self) -> Option<Features> {
+    /// Owned by this user and writable by no one else.
+    fn ours(m: &std::fs::Metadata) -> bool {
         use std::os::unix::fs::MetadataExt;
-        let euid = euid();
-        let dir = std::fs::symlink_metadata(BOOT_CACHE_DIR).ok()?;
-        let file = std::fs::symlink_metadata(&self.path).ok()?;
-        let private = |m: &std::fs::Metadata| m.uid() == euid && m.mode() & 0o077 == 0;
-        if !dir.is_dir() || !file.is_file() || !private(&dir) || !private(&file) {
+        m.uid() == euid() && m.mode() & 0o022 == 0
+    }
+
+    /// The directory, if it is a real one of ours.
+    fn dir_is_ours() -> bool {
+        std::fs::symlink_metadata(BOOT_CACHE_DIR).is_ok_and(|m| m.is_dir() && Self::ours(&m))
+    }
+
+    /// The cached features, if the file is a regular file of ours in a directory of ours
+    /// (opened without following links, checked on the open descriptor) and its key is
+    /// this one.
+    fn read(&self) -> Option<Features> {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        if !Self::dir_is_ours() {
             return None;
         }
-        let cached: Cached = serde_json::from_slice(&std::fs::read(&self.path).ok()?).ok()?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || !Self::ours(&meta) {
+            return None;
+        }
+        let mut text = Vec::new();
+        file.take(4 << 20).read_to_end(&mut text).ok()?;
+        let cached: Cached = serde_json::from_slice(&text).ok()?;
         (cached.key == self.key).then_some(cached.features)
     }
 
     /// Saves `features` (best effort: a read-only /run only means probing next time).
+    /// Results with an `unknown` among them (a probe that could not run: often passing) are
+    /// not kept beyond the process.
     fn write(&self, features: &Features) {
         use std::io::Write;
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let unknown = [
+            &features.attach,
+            &features.program_types,
+            &features.map_types,
+            &features.helpers,
+            &features.gadgets,
+        ]
+        .iter()
+        .any(|group| group.values().any(|s| s.status == Status::Unknown));
+        if unknown {
+            tracing::debug!("probe results not kept for the boot: some are unknown");
+            return;
+        }
         let cached = Cached {
             key: self.key.clone(),
             features: features.clone(),
@@ -264,19 +323,32 @@ impl BootCache {
                 Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
                 _ => {}
             }
+            if !Self::dir_is_ours() {
+                return Err(io::Error::other(format!(
+                    "{BOOT_CACHE_DIR} is not a directory of this user that only it can write"
+                )));
+            }
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
             let tmp = self
                 .path
-                .with_extension(format!("tmp.{}", std::process::id()));
+                .with_extension(format!("tmp.{}.{nanos}", std::process::id()));
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW)
                 .mode(0o600)
                 .open(&tmp)?;
-            file.write_all(&serde_json::to_vec(&cached).map_err(io::Error::other)?)?;
+            let written = serde_json::to_vec(&cached)
+                .map_err(io::Error::other)
+                .and_then(|bytes| file.write_all(&bytes));
             drop(file);
-            std::fs::rename(&tmp, &self.path).inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
-            })
+            written
+                .and_then(|()| std::fs::rename(&tmp, &self.path))
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&tmp);
+                })
         })();
         if let Err(e) = result {
             tracing::debug!(error = %e, path = %self.path.display(), "probe results not cached for the boot");
@@ -291,23 +363,36 @@ fn euid() -> u32 {
 
 /// Has the kernel verify each gadget's programs, side by side.
 fn probe_gadgets(facts: &KernelFacts, checks: &[GadgetCheck]) -> BTreeMap<String, Support> {
-    let results = in_parallel(checks, |c| {
-        let started = Instant::now();
-        let loaded = super::gadget::check_load(c.object, c.programs, c.target);
-        tracing::debug!(
-            gadget = c.name,
-            elapsed_ms = started.elapsed().as_millis(),
-            "verified a gadget's programs"
-        );
-        match loaded {
-            Ok(()) => match c.record.map_or(Ok(()), |r| r.fits()) {
-                Ok(()) => Support::available(),
-                Err(why) => Support::unavailable(why),
-            },
-            Err(e) => gadget_refused(facts, &e),
-        }
-    });
+    let results = in_parallel(checks, |c| check_gadget(facts, c));
     collect(checks.iter().map(|c| c.name), results)
+}
+
+fn check_gadget(facts: &KernelFacts, c: &GadgetCheck) -> Support {
+    let started = Instant::now();
+    let loaded = super::gadget::check_load(c.object, c.programs.as_deref(), c.target);
+    tracing::debug!(
+        gadget = c.name,
+        elapsed_ms = started.elapsed().as_millis(),
+        "verified a gadget's programs"
+    );
+    match loaded {
+        Ok(()) => match c.record.map_or(Ok(()), |r| r.fits()) {
+            Ok(()) => Support::available(),
+            Err(why) => Support::unavailable(why),
+        },
+        Err(e) => gadget_refused(facts, &e),
+    }
+}
+
+/// Whether a gadget's programs load here: as probed already in this process, else checked
+/// now.
+pub fn gadget_support(check: &GadgetCheck) -> Support {
+    if let Some(f) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
+        && let Some(s) = f.gadgets.get(check.name)
+    {
+        return s.clone();
+    }
+    check_gadget(&host::kernel_facts(), check)
 }
 
 /// Why a gadget did not load: the verifier's last words when it refused, else the errno.

@@ -223,6 +223,9 @@ pub struct FixedRecord {
     pub btf_type: &'static str,
     /// The fields of the fixed layout and their offsets.
     pub offsets: &'static [(&'static str, usize)],
+    /// A 4-byte field only some kernels' records have, read at the offset the tracefs
+    /// format gives (handed to the gadget as `gadget_cfg.arg0`).
+    pub optional: Option<&'static str>,
 }
 
 impl FixedRecord {
@@ -237,6 +240,17 @@ impl FixedRecord {
         let format = format(category, name)
             .map_err(|e| format!("reading the format of {category}:{name}: {e}"))?;
         self.check(&format)
+    }
+
+    /// Where the optional field is, when the fixed layout is in use and the record has it.
+    pub fn optional_offset(&self) -> Option<usize> {
+        let field = self.optional?;
+        if super::btf::vmlinux_has_struct(self.btf_type) {
+            return None;
+        }
+        let format = format(self.category, self.name).ok()?;
+        let f = format.fields.iter().find(|f| f.name == field)?;
+        (f.size == 4 && f.offset < 0x1000).then_some(f.offset)
     }
 
     fn check(&self, format: &Format) -> Result<(), String> {
@@ -296,6 +310,7 @@ mod tests {
             name: "tcp_retransmit_skb",
             btf_type: "no_such_type",
             offsets: &[("skaddr", 16), ("family", 32)],
+            optional: None,
         };
         let text = |family_at: u32| {
             format!(

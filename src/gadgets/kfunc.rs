@@ -5,6 +5,7 @@
 
 use super::decode::{At, HEADER, Layout};
 use super::{Field, Gadget, Output};
+use crate::ebpf::probe::GadgetCheck;
 
 /// fentry/fexit programs in the object (KF_SLOT in bpf/gadgets/kfunc.bpf.c): at most this
 /// many functions are traced through trampolines; more take kprobes.
@@ -34,6 +35,31 @@ pub const KRETPROBE: &str = "kf_kretprobe";
 pub const STACKS: &str = "kf_stacks";
 /// The function the gadget's programs are verified against by `info`.
 pub const CHECK_TARGET: &str = "do_nanosleep";
+
+/// `info`'s names for its checks of each way the gadget hooks functions.
+pub const FENTRY_CHECK: &str = "kfunc (fentry)";
+pub const KPROBE_CHECK: &str = "kfunc (kprobe)";
+
+/// The loads that show each way works: an fentry and fexit slot verified against
+/// [`CHECK_TARGET`], and the kprobe programs.
+pub fn checks() -> [GadgetCheck; 2] {
+    [
+        GadgetCheck {
+            name: FENTRY_CHECK,
+            object: GADGET.object,
+            programs: Some(vec![FENTRY[0], FEXIT[0]]),
+            target: Some(CHECK_TARGET),
+            record: None,
+        },
+        GadgetCheck {
+            name: KPROBE_CHECK,
+            object: GADGET.object,
+            programs: Some(vec![KPROBE, KRETPROBE]),
+            target: None,
+            record: None,
+        },
+    ]
+}
 
 /// gadget_cfg.arg0 bits (KF_* of the C side).
 pub const AT_ENTRY: u32 = 1;

@@ -108,7 +108,7 @@ static RETRANSMIT_FIELDS: [Field; 7] = fields([
     Field::new(
         "result",
         "string",
-        "sent, or the error of the attempt (kernels from 6.12 report it)",
+        "sent, or the error of the attempt (kernels from 6.12 report it; before, always sent)",
     ),
 ]);
 
@@ -217,6 +217,7 @@ static RETRANSMIT_RECORD: super::FixedRecord = super::FixedRecord {
         ("saddr_v6", 42),
         ("daddr_v6", 58),
     ],
+    optional: Some("err"),
 };
 
 /// `ESTABLISHED` for 1 (include/net/tcp_states.h).

@@ -93,12 +93,14 @@ fn run(
         None => 0,
     };
     let total = matching.len();
-    let functions: Vec<FunctionRow> = matching
+    let mut functions: Vec<FunctionRow> = matching
         .iter()
         .skip(start)
         .take(limit as usize)
         .map(|(n, m)| catalog.row(n, m.as_deref()))
         .collect();
+    // A page fits the result bound whole, so the cursor continues after its last row.
+    super::fit_rows(&mut functions, super::row_budget(&ctx.config));
     let more = start + functions.len() < total;
     Ok(ListFunctionsOutput {
         next_cursor: more

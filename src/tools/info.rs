@@ -416,45 +416,42 @@ fn hook_needs(hook: &Hook) -> (&'static str, Option<String>) {
 
 /// Every gadget's programs, for the kernel to verify (`features.gadgets`).
 fn gadget_checks() -> Vec<probe::GadgetCheck> {
-    use gadgets::kfunc;
     let mut checks: Vec<probe::GadgetCheck> = gadgets::catalogue()
         .iter()
         .filter(|g| g.name != "kfunc")
-        .map(|g| probe::GadgetCheck {
-            name: g.name,
-            object: g.object,
-            programs: None,
-            target: None,
-            record: g.fixed_record,
+        .map(|g| {
+            // The programs a trace of it can load: those of objects shared by several
+            // gadgets (tcp) are checked per gadget; gadgets that pick their programs per
+            // call (uprobe, tracepoint, profile) have all of theirs checked.
+            let mut programs: Vec<&'static str> = g.programs.iter().map(|(n, _)| *n).collect();
+            if let Some(k) = &g.kernel_count {
+                programs.extend(k.programs.iter().map(|(n, _)| *n));
+            }
+            programs.dedup();
+            probe::GadgetCheck {
+                name: g.name,
+                object: g.object,
+                programs: (!programs.is_empty()).then_some(programs),
+                target: None,
+                record: g.fixed_record,
+            }
         })
         .collect();
     // kfunc: each way it hooks functions, verified on its own.
-    checks.push(probe::GadgetCheck {
-        name: KFUNC_FENTRY,
-        object: kfunc::GADGET.object,
-        programs: Some(&[kfunc::FENTRY[0], kfunc::FEXIT[0]]),
-        target: Some(kfunc::CHECK_TARGET),
-        record: None,
-    });
-    checks.push(probe::GadgetCheck {
-        name: KFUNC_KPROBE,
-        object: kfunc::GADGET.object,
-        programs: Some(&[kfunc::KPROBE, kfunc::KRETPROBE]),
-        target: None,
-        record: None,
-    });
+    checks.extend(gadgets::kfunc::checks());
     checks
 }
 
 const NOT_PROBED: &str = "unknown: the server lacks CAP_BPF/CAP_PERFMON to probe (see problems)";
-const KFUNC_FENTRY: &str = "kfunc (fentry)";
-const KFUNC_KPROBE: &str = "kfunc (kprobe)";
 
 /// Why kernel functions cannot be traced here (None: they can): each way, fentry or
 /// kprobe, needs its attach kind to work and its programs to load.
 fn kfunc_reason(features: &Features) -> Option<String> {
     let mut why = Vec::new();
-    for (kind, check) in [("fentry", KFUNC_FENTRY), ("kprobe", KFUNC_KPROBE)] {
+    for (kind, check) in [
+        ("fentry", gadgets::kfunc::FENTRY_CHECK),
+        ("kprobe", gadgets::kfunc::KPROBE_CHECK),
+    ] {
         let attach = features.attach.get(kind);
         let loads = features.gadgets.get(check);
         match (attach, loads) {

@@ -75,7 +75,17 @@ fn parse_target(target: &str) -> Result<Glob, EbpfError> {
 /// Which way functions are hooked here: fentry when every one has BTF, they fit the
 /// object's fentry programs and trampolines work; else kprobes; else why neither.
 fn mechanism(catalog: &Catalog, names: &[String]) -> Result<bool, EbpfError> {
-    let fentry = probe::attach_support("fentry");
+    // A way works where its attach kind does and the gadget's own programs for it load
+    // (fentry's call helpers a bare probe does not: bpf_get_func_arg is 5.17's).
+    let works = |kind: &str, check: &str| {
+        let attach = probe::attach_support(kind);
+        if attach.status != Status::Available {
+            return attach;
+        }
+        let c = kfunc::checks().into_iter().find(|c| c.name == check);
+        c.map_or(attach, |c| probe::gadget_support(&c))
+    };
+    let fentry = works("fentry", kfunc::FENTRY_CHECK);
     let all_btf = names.iter().all(|n| {
         catalog
             .prototype(n)
@@ -84,7 +94,7 @@ fn mechanism(catalog: &Catalog, names: &[String]) -> Result<bool, EbpfError> {
     if fentry.status == Status::Available && all_btf && names.len() <= kfunc::FENTRY.len() {
         return Ok(true);
     }
-    let kprobe = probe::attach_support("kprobe");
+    let kprobe = works("kprobe", kfunc::KPROBE_CHECK);
     if kprobe.status == Status::Available {
         return Ok(false);
     }
@@ -145,7 +155,7 @@ pub(crate) fn kfunc_plan(p: &TraceParams, max_functions: usize) -> Result<Plan, 
             "`{target}` names {} kernel functions; one trace attaches to at most \
              {max_functions} (tools.trace.max_functions): narrow the glob (the first: {})",
             names.len(),
-            names[..5].join(", ")
+            names.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
         ))
         .with_context("gadget", "kfunc"));
     }
@@ -177,7 +187,11 @@ pub(crate) fn kfunc_plan(p: &TraceParams, max_functions: usize) -> Result<Plan, 
         programs.extend(names.iter().enumerate().map(|(i, f)| exit(i, f)));
     }
 
-    let protos: Vec<Option<Prototype>> = names.iter().map(|n| catalog.prototype(n)).collect();
+    // Functions whose arguments are not all in registers are shown raw (arg0..arg5).
+    let protos: Vec<Option<Prototype>> = names
+        .iter()
+        .map(|n| catalog.prototype(n).filter(Prototype::registers_match))
+        .collect();
     let strings = string_slots(&protos);
     let functions = Arc::new(Functions {
         by_addr: crate::ebpf::functions::addresses(&names)
@@ -375,8 +389,16 @@ fn show(kind: &ArgKind, v: u64) -> Value {
         ArgKind::Signed(n) => json!(sign_extend(*n)),
         ArgKind::Unsigned(n) => json!(truncate(*n)),
         ArgKind::Bool => json!(v & 0xff != 0),
-        ArgKind::Enum(names) => {
-            let value = sign_extend(4);
+        ArgKind::Enum {
+            names,
+            size,
+            signed,
+        } => {
+            let value = if *signed {
+                sign_extend(*size)
+            } else {
+                truncate(*size) as i64
+            };
             names.get(&value).map_or_else(|| json!(value), |n| json!(n))
         }
         ArgKind::Str | ArgKind::Pointer | ArgKind::Raw | ArgKind::Void => json!(format!("{v:#x}")),
@@ -393,9 +415,27 @@ mod tests {
         assert_eq!(show(&ArgKind::Signed(8), u64::MAX), json!(-1));
         assert_eq!(show(&ArgKind::Unsigned(2), 0x1_0005), json!(5));
         assert_eq!(show(&ArgKind::Bool, 0x100), json!(false));
-        let e = ArgKind::Enum([(1, "ONE".to_owned())].into_iter().collect());
+        let e = ArgKind::Enum {
+            names: [(1, "ONE".to_owned()), (-1, "MINUS".to_owned())]
+                .into_iter()
+                .collect(),
+            size: 4,
+            signed: true,
+        };
         assert_eq!(show(&e, 1), json!("ONE"));
+        assert_eq!(
+            show(&e, 0xdead_0000_0000_0001),
+            json!("ONE"),
+            "upper bits ignored"
+        );
+        assert_eq!(show(&e, 0xffff_ffff), json!("MINUS"));
         assert_eq!(show(&e, 7), json!(7));
+        let u = ArgKind::Enum {
+            names: [(0x8000_0000, "HIGH".to_owned())].into_iter().collect(),
+            size: 4,
+            signed: false,
+        };
+        assert_eq!(show(&u, 0x8000_0000), json!("HIGH"));
         assert_eq!(
             show(&ArgKind::Pointer, 0xffff_8880_0000_1000),
             json!("0xffff888000001000")

@@ -292,7 +292,11 @@ pub(crate) fn plan(p: &TraceParams, limits: &Limits) -> Result<Plan, EbpfError> 
                 )
                 .with_context("gadget", name)
             })?;
-            Ok(Plan::of(gadget))
+            let mut plan = Plan::of(gadget);
+            if let Some(offset) = gadget.fixed_record.and_then(|r| r.optional_offset()) {
+                plan.args.0 = offset as u32;
+            }
+            Ok(plan)
         }
     }
 }

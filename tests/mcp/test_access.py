@@ -26,7 +26,7 @@ from conftest import require_root, server_env, start_http_server
 pytestmark = pytest.mark.anyio
 
 HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
-READ_TOOLS = {"info", "list_programs", "list_maps", "list_links", "map_dump", "map_lookup", "list_tracepoints", "process_info"}
+READ_TOOLS = {"info", "list_programs", "list_maps", "list_links", "map_dump", "map_lookup", "list_tracepoints", "list_functions", "process_info"}
 TRACE_TOOLS = {"trace", "trace_start", "trace_read", "trace_stop"}
 DEPLOY_TOOLS = {"deploy", "undeploy", "list_deployments"}
 

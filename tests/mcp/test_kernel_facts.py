@@ -151,6 +151,18 @@ def test_probes_are_kept_for_the_boot_and_only_a_private_file_of_ours_is_trusted
             cache.chmod(0o600 if tamper == "key" else 0o666)
             seen = _info(binary, {"sections": ["features"]})["features"]
             assert seen["probed_at"] != "1999-01-01T00:00:00Z", f"a cache with a bad {tamper} was trusted"
+        # A link to a forged file (even one of ours) is not followed.
+        forged = json.loads(json.dumps(saved))
+        forged["features"]["probed_at"] = "1999-01-01T00:00:00Z"
+        elsewhere = cache.parent / "forged.json"
+        elsewhere.write_text(json.dumps(forged))
+        elsewhere.chmod(0o600)
+        cache.unlink()
+        cache.symlink_to(elsewhere)
+        seen = _info(binary, {"sections": ["features"]})["features"]
+        assert seen["probed_at"] != "1999-01-01T00:00:00Z", "a link was followed"
+        assert not cache.is_symlink(), "the link was replaced by the probes written"
+        elsewhere.unlink()
         fresh = _info(binary, {"refresh": True, "sections": ["features"]})["features"]
         assert fresh["probed_at"] != first["probed_at"]
     finally:

@@ -12,6 +12,7 @@
  */
 #define GADGET_EVENT struct kfunc_event
 #include "../hist.h"
+#include "../regs.h"
 
 #define KF_AT_ENTRY (1u << 0)  /* events at entry */
 #define KF_AT_RETURN (1u << 1) /* events at return */
@@ -75,18 +76,6 @@ struct {
 	__type(key, u32);
 	__type(value, struct kf_calls);
 } kf_scratch SEC(".maps");
-
-/* The x86-64 argument and return registers, relocated against the running kernel's
- * struct pt_regs (CO-RE). */
-struct pt_regs {
-	unsigned long di;
-	unsigned long si;
-	unsigned long dx;
-	unsigned long cx;
-	unsigned long r8;
-	unsigned long r9;
-	unsigned long ax;
-} __attribute__((preserve_access_index));
 
 
 /* arg1: which arguments are strings, (index + 1) in each of its low two bytes. */

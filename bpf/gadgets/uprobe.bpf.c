@@ -4,6 +4,7 @@
  * set); or (uprobe_call) one event per call with its first six arguments. */
 #define GADGET_EVENT struct uprobe_event
 #include "../hist.h"
+#include "../regs.h"
 
 struct uprobe_event {
 	struct event_header h;
@@ -26,19 +27,6 @@ struct {
 	__type(key, u32);
 	__type(value, u64);
 } entered SEC(".maps");
-
-/* The argument registers of the x86-64 calling convention, relocated against the running
- * kernel's struct pt_regs (CO-RE): on another architecture the program does not load
- * rather than report the wrong registers. */
-struct pt_regs {
-	unsigned long di;
-	unsigned long si;
-	unsigned long dx;
-	unsigned long cx;
-	unsigned long r8;
-	unsigned long r9;
-	unsigned long ax;
-} __attribute__((preserve_access_index));
 
 static __always_inline void read_args(struct pt_regs *ctx, u64 *args)
 {

@@ -320,6 +320,11 @@ fn ftrace_functions() -> Result<Vec<(String, Option<String>)>, String> {
     let path = root.join("available_filter_functions");
     let text =
         std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    Ok(parse_ftrace(&text))
+}
+
+/// `available_filter_functions`: `name` or `name [module]` per line.
+fn parse_ftrace(text: &str) -> Vec<(String, Option<String>)> {
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for line in text.lines() {
@@ -334,7 +339,7 @@ fn ftrace_functions() -> Result<Vec<(String, Option<String>)>, String> {
             .map(|m| m.trim_matches(|c| c == '[' || c == ']').to_owned());
         out.push((name.to_owned(), module));
     }
-    Ok(out)
+    out
 }
 
 /// The addresses /proc/kallsyms gives the kernel's text symbols named in `names` (empty
@@ -344,6 +349,11 @@ pub fn addresses(names: &[String]) -> Vec<(u64, String)> {
     let Ok(text) = std::fs::read_to_string("/proc/kallsyms") else {
         return Vec::new();
     };
+    parse_kallsyms(&text, &wanted)
+}
+
+/// The text symbols of `wanted` in /proc/kallsyms' `address kind name [module]` lines.
+fn parse_kallsyms(text: &str, wanted: &std::collections::HashSet<&str>) -> Vec<(u64, String)> {
     let mut out = Vec::new();
     for line in text.lines() {
         let mut parts = line.split_whitespace();
@@ -363,4 +373,63 @@ pub fn addresses(names: &[String]) -> Vec<(u64, String)> {
     out.sort_unstable();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ftrace_lists_name_functions_once_without_compiler_copies() {
+        let text = "vfs_read\nvfs_read\nfoo.isra.0\nbar [ext4]\n\n";
+        assert_eq!(
+            parse_ftrace(text),
+            vec![
+                ("vfs_read".to_owned(), None),
+                ("bar".to_owned(), Some("ext4".to_owned()))
+            ]
+        );
+    }
+
+    #[test]
+    fn kallsyms_gives_text_addresses_of_the_functions_asked() {
+        let text = "ffffffff81000100 T vfs_read\nffffffff81000000 t do_x\n\
+                    ffffffff82000000 D vfs_read\n0000000000000000 T hidden\nbad line\n\
+                    ffffffffa0000000 t mod_fn\t[mod]\n";
+        let wanted = ["vfs_read", "do_x", "hidden", "mod_fn"]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            parse_kallsyms(text, &wanted),
+            vec![
+                (0xffff_ffff_8100_0000, "do_x".to_owned()),
+                (0xffff_ffff_8100_0100, "vfs_read".to_owned()),
+                (0xffff_ffff_a000_0000, "mod_fn".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn prototypes_come_from_the_kernels_btf() {
+        let catalog = Catalog::load();
+        let Some(proto) = catalog.prototype("do_sys_openat2") else {
+            return; // no vmlinux BTF on this machine
+        };
+        assert_eq!(
+            proto.declaration("do_sys_openat2"),
+            "long int do_sys_openat2(int dfd, const char *filename, struct open_how *how)"
+                .replace("long int", &proto.ret_ty)
+        );
+        assert_eq!(proto.params[0].kind, ArgKind::Signed(4));
+        assert_eq!(proto.params[1].kind, ArgKind::Str);
+        assert_eq!(proto.params[2].kind, ArgKind::Pointer);
+        assert!(proto.trampoline_can_hook());
+        // A buffer and its length: the pointer is not read as a string.
+        if let Some(w) = catalog.prototype("vfs_write") {
+            assert_eq!(w.params[1].kind, ArgKind::Pointer, "{:?}", w.params[1]);
+        }
+        let glob = Glob::new("do_sys_openat*").unwrap();
+        assert!(catalog.matching(&glob).any(|(n, _)| n == "do_sys_openat2"));
+        assert!(catalog.row("do_sys_openat2", None).prototype.is_some());
+    }
 }

@@ -160,6 +160,26 @@ pub(crate) fn kfunc_plan(p: &TraceParams, max_functions: usize) -> Result<Plan, 
         .with_context("gadget", "kfunc"));
     }
     let fentry = mechanism(&catalog, &names)?;
+    // Functions whose arguments are not all in registers are shown raw (arg0..arg5).
+    let protos: Vec<Option<Prototype>> = names
+        .iter()
+        .map(|n| catalog.prototype(n).filter(Prototype::registers_match))
+        .collect();
+    drop(catalog);
+    let addresses = crate::ebpf::functions::addresses(&names);
+    Ok(assemble(p, &names, protos, addresses, fentry))
+}
+
+/// The plan for tracing `names` (with their prototypes and kallsyms addresses) by fentry
+/// or by kprobes.
+fn assemble(
+    p: &TraceParams,
+    names: &[String],
+    protos: Vec<Option<Prototype>>,
+    addresses: Vec<(u64, String)>,
+    fentry: bool,
+) -> Plan {
+    let on_return = p.on_return == Some(true);
     let histogram = p.mode == Some(Mode::Histogram);
     let wants_stack = |list: &Option<Vec<String>>| {
         list.as_ref()
@@ -187,14 +207,9 @@ pub(crate) fn kfunc_plan(p: &TraceParams, max_functions: usize) -> Result<Plan, 
         programs.extend(names.iter().enumerate().map(|(i, f)| exit(i, f)));
     }
 
-    // Functions whose arguments are not all in registers are shown raw (arg0..arg5).
-    let protos: Vec<Option<Prototype>> = names
-        .iter()
-        .map(|n| catalog.prototype(n).filter(Prototype::registers_match))
-        .collect();
     let strings = string_slots(&protos);
     let functions = Arc::new(Functions {
-        by_addr: crate::ebpf::functions::addresses(&names)
+        by_addr: addresses
             .into_iter()
             .map(|(a, n)| {
                 let i = names.iter().position(|m| *m == n);
@@ -203,7 +218,6 @@ pub(crate) fn kfunc_plan(p: &TraceParams, max_functions: usize) -> Result<Plan, 
             .collect(),
         only: (names.len() == 1).then(|| (names[0].clone(), protos[0].clone())),
     });
-    drop(catalog);
 
     let mut plan = Plan::of(&kfunc::GADGET);
     plan.programs = programs;
@@ -238,7 +252,7 @@ pub(crate) fn kfunc_plan(p: &TraceParams, max_functions: usize) -> Result<Plan, 
             gadgets::hist::decode_process_key(bytes, &mut out);
             Some(out)
         });
-        return Ok(plan);
+        return plan;
     }
     // Events (and counts the server makes of them): one per call, at entry or return.
     plan.output = Output::Events;
@@ -279,7 +293,7 @@ pub(crate) fn kfunc_plan(p: &TraceParams, max_functions: usize) -> Result<Plan, 
         decode_call(&functions, &strings, rest, &mut out);
         Some(out)
     });
-    Ok(plan)
+    plan
 }
 
 fn hook(fentry: bool, function: &str, ret: bool) -> Hook {
@@ -408,6 +422,10 @@ fn show(kind: &ArgKind, v: u64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gadgets::Clock;
+
+    /// The common header's size (gadgets/decode.rs).
+    const HEADER: usize = 48;
 
     #[test]
     fn registers_show_as_their_types() {
@@ -465,5 +483,180 @@ mod tests {
         for bad in ["", "vfs read", "../x", "a:b", "x[1]"] {
             assert!(parse_target(bad).is_err(), "{bad}");
         }
+    }
+
+    fn openat2() -> Prototype {
+        let param = |name: &str, ty: &str, kind, slot| crate::ebpf::functions::Param {
+            name: name.into(),
+            ty: ty.into(),
+            kind,
+            slot,
+            size: 8,
+        };
+        Prototype {
+            ret_ty: "long int".into(),
+            ret: ArgKind::Signed(8),
+            params: vec![
+                param("dfd", "int", ArgKind::Signed(4), 0),
+                param("filename", "const char *", ArgKind::Str, 1),
+                param("how", "struct open_how *", ArgKind::Pointer, 2),
+            ],
+        }
+    }
+
+    fn params(v: Value) -> TraceParams {
+        serde_json::from_value(v).unwrap()
+    }
+
+    const ADDR: u64 = 0xffff_ffff_8120_0000;
+
+    /// A kfunc event as the kernel sends it: header, then struct kfunc_event's body.
+    fn event(
+        ip: u64,
+        args: [u64; 6],
+        ret: i64,
+        returned: bool,
+        stack_id: i32,
+        s0: &str,
+    ) -> Vec<u8> {
+        let mut b = vec![0u8; kfunc::EVENT_SIZE];
+        let h = HEADER;
+        b[h..h + 8].copy_from_slice(&ip.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            b[h + 8 + 8 * i..h + 16 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        b[h + 56..h + 64].copy_from_slice(&ret.to_le_bytes());
+        b[h + 64..h + 72].copy_from_slice(&1234u64.to_le_bytes());
+        b[h + 72..h + 76].copy_from_slice(&stack_id.to_le_bytes());
+        b[h + 76..h + 80].copy_from_slice(&u32::from(returned).to_le_bytes());
+        b[h + 80..h + 80 + s0.len()].copy_from_slice(s0.as_bytes());
+        b
+    }
+
+    #[test]
+    fn events_decode_arguments_through_the_prototype() {
+        let names = vec!["do_sys_openat2".to_owned(), "other".to_owned()];
+        let p = params(
+            json!({"gadget": "kfunc", "target": "do_sys_*", "mode": "events",
+                              "return": true, "fields": ["args", "stack"]}),
+        );
+        let plan = assemble(
+            &p,
+            &names,
+            vec![Some(openat2()), None],
+            vec![(ADDR, names[0].clone()), (ADDR + 0x100, names[1].clone())],
+            true,
+        );
+        let hooks = plan.hooks();
+        assert_eq!(
+            hooks,
+            [
+                "fentry:do_sys_openat2",
+                "fentry:other",
+                "fexit:do_sys_openat2",
+                "fexit:other"
+            ]
+        );
+        assert_eq!(plan.args.0, kfunc::AT_RETURN | kfunc::STACK);
+        assert_eq!(
+            plan.args.1, 2,
+            "filename (slot 1) is copied as the first string"
+        );
+        let clock = Clock::now();
+        let args = [
+            (-100i64) as u64,
+            0x7ffd_0000_1000,
+            0xffff_8880_0000_2000,
+            0,
+            0,
+            0,
+        ];
+        let e = (plan.decode)(&event(ADDR + 4, args, 3, true, 7, "/etc/hosts"), &clock).unwrap();
+        assert_eq!(e["function"], "do_sys_openat2");
+        assert_eq!(
+            e["args"],
+            json!({"dfd": -100, "filename": "/etc/hosts", "how": "0xffff888000002000"})
+        );
+        assert_eq!(e["ret"], 3);
+        assert_eq!(e["duration_ns"], 1234);
+        assert_eq!(e["stack_id"], 7);
+        // A function without BTF: raw registers; one the table cannot name: its address.
+        let raw = (plan.decode)(
+            &event(ADDR + 0x100, [1, 2, 3, 4, 5, 6], -2, true, -1, ""),
+            &clock,
+        )
+        .unwrap();
+        assert_eq!(raw["function"], "other");
+        assert_eq!(raw["args"]["arg5"], "0x6");
+        assert_eq!(raw["ret"], -2);
+        assert!(raw.get("stack_id").is_none());
+        let lost = (plan.decode)(&event(0x1234, [0; 6], 0, false, -1, ""), &clock).unwrap();
+        assert_eq!(lost["function"], "0x1234");
+        assert!(lost.get("ret").is_none(), "no return value at entry");
+        assert!(
+            (plan.decode)(&[0u8; 10], &clock).is_none(),
+            "short records are malformed"
+        );
+    }
+
+    #[test]
+    fn counts_name_each_function_and_kprobes_attach_one_program_to_each() {
+        let names = vec!["a".to_owned(), "b".to_owned()];
+        let p = params(json!({"gadget": "kfunc", "target": "*"}));
+        let plan = assemble(
+            &p,
+            &names,
+            vec![None, None],
+            vec![(ADDR, "a".into()), (ADDR + 64, "b".into())],
+            false,
+        );
+        assert_eq!(plan.hooks(), ["kprobe:a", "kprobe:b"]);
+        assert!(plan.programs.iter().all(|(n, _)| *n == kfunc::KPROBE));
+        let counting = plan.counting.as_ref().expect("counts in the kernel");
+        let mut out = Map::new();
+        (counting.values[0].decode)((ADDR + 64) as i64, &mut out);
+        assert_eq!(out["function"], "b");
+        assert_eq!(plan.default_group_by, ["function"]);
+    }
+
+    #[test]
+    fn histograms_are_keyed_by_function_and_by_process_when_asked() {
+        let names = vec!["a".to_owned(), "b".to_owned()];
+        let p = params(
+            json!({"gadget": "kfunc", "target": "*", "mode": "histogram",
+                              "group_by": ["function", "comm"]}),
+        );
+        let plan = assemble(
+            &p,
+            &names,
+            vec![None, None],
+            vec![(ADDR, "a".into()), (ADDR + 64, "b".into())],
+            true,
+        );
+        assert_eq!(plan.output, Output::KernelHistograms);
+        assert_eq!(plan.args, (kfunc::HIST, 0, 1));
+        assert_eq!(plan.hooks().len(), 4, "entry and exit of each");
+        let mut key = vec![0u8; gadgets::hist::KEY_SIZE];
+        key[0..4].copy_from_slice(&42u32.to_le_bytes());
+        key[4..8].copy_from_slice(&((ADDR + 64) as u32).to_le_bytes());
+        key[8..11].copy_from_slice(b"cat");
+        let out = (plan.decode)(&key, &Clock::now()).unwrap();
+        assert_eq!(out["function"], "b");
+        assert_eq!(out["pid"], 42);
+        assert_eq!(out["comm"], "cat");
+        key[4..8].copy_from_slice(&7u32.to_le_bytes());
+        assert_eq!(
+            (plan.decode)(&key, &Clock::now()).unwrap()["function"],
+            "0x7"
+        );
+    }
+
+    #[test]
+    fn string_slots_follow_the_most_common_string_arguments() {
+        let mut p = openat2();
+        assert_eq!(string_slots(&[Some(p.clone()), None]), vec![1]);
+        p.params[2].kind = ArgKind::Str;
+        let q = openat2();
+        assert_eq!(string_slots(&[Some(p), Some(q)]), vec![1, 2]);
     }
 }

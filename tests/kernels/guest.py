@@ -6,7 +6,10 @@ what the server reported. Most checks go through the binary (`ebpf-mcp call`); o
 session through the official Python SDK deploys an object and reads its map. Results go to
 RESULTS (JSON): the kernel, each check with ok/detail/seconds, and what `info` said.
 
-    guest.py BINARY RESULTS
+    guest.py BINARY RESULTS [COVERAGE_BINARY]
+
+With COVERAGE_BINARY (an instrumented build), the checks of what only these kernels can
+run (kfunc) are run again with it, its profiles written next to RESULTS under profiles/.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import traceback
 
 BIN = sys.argv[1]
 RESULTS = sys.argv[2]
+COVERAGE_BIN = sys.argv[3] if len(sys.argv) > 3 else None
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CHECKS: list[tuple[str, object]] = []
 INFO: dict = {}
@@ -56,10 +60,10 @@ class Worker:
     """A Python child that waits for `go`, runs CODE, and exits: its pid is known before the
     trace starts, and what it does happens only once the trace is attached."""
 
-    def __init__(self, code: str, name: str = "kmworker"):
+    def __init__(self, code: str, name: str = "kmworker", setup: str = ""):
         prog = (
             "import os, sys, time, socket\n"
-            f"open('/proc/self/comm', 'w').write({name!r})\n"
+            f"open('/proc/self/comm', 'w').write({name!r})\n" + setup + "\n"
             "print(os.getpid(), flush=True)\n"
             "sys.stdin.readline()\n" + code + "\nprint('done', flush=True)\n"
         )
@@ -326,14 +330,15 @@ def g_kfunc():
     return f"*_nanosleep by {hooks[0].split(':')[0]}, {len(hooks)} hooks: {counts}"
 
 
-# A regular file: lseek on /dev/null returns 0 whatever the offset.
-LSEEKS = ("import tempfile\nf = tempfile.TemporaryFile()\nfd = f.fileno()\n"
-          "for _ in range(40): assert os.lseek(fd, 5, 0) == 5")
+# A regular file, opened before the trace (imports seek too): lseek on /dev/null returns 0
+# whatever the offset.
+LSEEK_SETUP = "import tempfile\nf = tempfile.TemporaryFile()\nfd = f.fileno()"
+LSEEKS = "for _ in range(40): assert os.lseek(fd, 5, 0) == 5"
 
 
 @check("kfunc: a glob of more functions than trampolines attaches kprobes")
 def kfunc_kprobes():
-    w = Worker(LSEEKS)
+    w = Worker(LSEEKS, setup=LSEEK_SETUP)
     r = trace({"gadget": "kfunc", "target": "ksys_*", "duration_ms": 4000, "pid": w.pid}, w.go)
     counts = {c["key"]["function"]: c["count"] for c in r["counts"]}
     expect(all(h.startswith("kprobe:") for h in r["hooks"]), f"hooks {r['hooks'][:3]}")
@@ -343,12 +348,12 @@ def kfunc_kprobes():
 
 @check("kfunc over kprobes: latency histograms and returns paired by kretprobes")
 def kfunc_kretprobes():
-    w = Worker(LSEEKS)
+    w = Worker(LSEEKS, setup=LSEEK_SETUP)
     r = trace({"gadget": "kfunc", "target": "ksys_*", "mode": "histogram", "duration_ms": 4000,
                "pid": w.pid}, w.go)
     h = {x["key"]["function"]: x["count"] for x in r["histograms"]}
     expect(h.get("ksys_lseek") == 40, f"histograms {h}")
-    w = Worker(LSEEKS)
+    w = Worker(LSEEKS, setup=LSEEK_SETUP)
     r = trace({"gadget": "kfunc", "target": "ksys_*", "mode": "events", "return": True, "duration_ms": 4000,
                "pid": w.pid}, w.go)
     calls = [e for e in r["events"] if e["function"] == "ksys_lseek"]
@@ -459,6 +464,21 @@ def main() -> int:
             results["checks"].append({"name": f"gadget {g['name']}", "ok": False,
                                       "detail": f"info calls it unsupported: {g.get('reason')}"})
     todo += CHECKS[1:]
+    if COVERAGE_BIN:
+        def with_coverage(fn):
+            def run():
+                global BIN
+                BIN, saved = COVERAGE_BIN, BIN
+                os.environ["LLVM_PROFILE_FILE"] = os.path.join(os.path.dirname(RESULTS), "profiles",
+                                                               "guest-%p-%m.profraw")
+                try:
+                    return fn()
+                finally:
+                    BIN = saved
+                    os.environ.pop("LLVM_PROFILE_FILE", None)
+            return run
+        todo += [(f"instrumented: {name}", with_coverage(fn)) for name, fn in todo
+                 if fn is not None and "kfunc" in name]
     for name, fn in todo:
         t = time.time()
         try:

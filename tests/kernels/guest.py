@@ -58,14 +58,15 @@ def call(tool: str, args: dict | None = None, config: str | None = None) -> dict
 
 class Worker:
     """A Python child that waits for `go`, runs CODE, and exits: its pid is known before the
-    trace starts, and what it does happens only once the trace is attached."""
+    trace starts, and what it does happens only once the trace is attached. It leaves with
+    _exit, so the interpreter's teardown (which seeks stdin) adds no calls to count."""
 
     def __init__(self, code: str, name: str = "kmworker", setup: str = ""):
         prog = (
             "import os, sys, time, socket\n"
             f"open('/proc/self/comm', 'w').write({name!r})\n" + setup + "\n"
             "print(os.getpid(), flush=True)\n"
-            "sys.stdin.readline()\n" + code + "\nprint('done', flush=True)\n"
+            "sys.stdin.readline()\n" + code + "\nprint('done', flush=True)\nos._exit(0)\n"
         )
         self.proc = subprocess.Popen([sys.executable, "-c", prog], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)

@@ -32,7 +32,7 @@ def host_section() -> list[str]:
                          for k, v in info["features"]["attach"].items()) + ".", "",
              "| gadget | supported | why not |", "|---|---|---|"]
     for g in info["gadgets"]:
-        lines.append(f"| {g['name']} | {'yes' if g['supported'] else 'no'} | {cell(g.get('reason') or '')} |")
+        lines.append(f"| {g['name']} | {'yes' if g['supported'] else 'no'} | {cell(g.get('reason') or '', 420)} |")
     return lines + [""]
 
 

@@ -140,7 +140,15 @@ pub fn load_object_with(
     bytes: &[u8],
     configure: impl FnOnce(&mut EbpfLoader<'static>),
 ) -> Result<Ebpf, EbpfError> {
-    let mut loader = loader(&LOADER).lock().unwrap_or_else(|p| p.into_inner());
+    load_on(&LOADER, bytes, configure)
+}
+
+fn load_on(
+    slot: &'static OnceLock<Mutex<EbpfLoader<'static>>>,
+    bytes: &[u8],
+    configure: impl FnOnce(&mut EbpfLoader<'static>),
+) -> Result<Ebpf, EbpfError> {
+    let mut loader = loader(slot).lock().unwrap_or_else(|p| p.into_inner());
     configure(&mut loader);
     with_btf(&mut loader, |l| l.load(bytes))
 }
@@ -150,11 +158,7 @@ pub fn load_check_object(
     bytes: &[u8],
     configure: impl FnOnce(&mut EbpfLoader<'static>),
 ) -> Result<Ebpf, EbpfError> {
-    let mut loader = loader(&CHECK_LOADER)
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    configure(&mut loader);
-    with_btf(&mut loader, |l| l.load(bytes))
+    load_on(&CHECK_LOADER, bytes, configure)
 }
 
 /// Loads an agent's object with a loader of its own: the gadgets' loader carries their map

@@ -98,19 +98,28 @@ pub fn is_cached() -> bool {
     CACHE.lock().unwrap_or_else(|p| p.into_inner()).is_some()
 }
 
-/// Whether programs of attach kind `kind` (`fentry`, `kprobe`, ...) attach here: as probed
-/// already in this process, else by running that one probe.
-pub fn attach_support(kind: &str) -> Support {
-    if let Some(f) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-        && let Some(s) = f.attach.get(kind)
-    {
-        return s.clone();
+/// Whether a way of hooking works here: programs of attach kind `kind` (`fentry`,
+/// `kprobe`, ...) attach, and `check` (the gadget's programs for that way) loads. As probed
+/// already in this process, else probed now (the kernel's facts read once, for reasons).
+pub fn way_works(kind: &str, check: &GadgetCheck) -> Support {
+    let cached = CACHE.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let facts = std::cell::OnceCell::new();
+    let facts = || facts.get_or_init(host::kernel_facts);
+    let attach = cached
+        .as_ref()
+        .and_then(|f| f.attach.get(kind).cloned())
+        .unwrap_or_else(
+            || match ATTACH_PROBES.iter().find(|(name, _)| *name == kind) {
+                Some((_, probe)) => probe(facts()),
+                None => Support::unknown(format!("no probe for attach kind `{kind}`")),
+            },
+        );
+    if attach.status != Status::Available {
+        return attach;
     }
-    let facts = host::kernel_facts();
-    match ATTACH_PROBES.iter().find(|(name, _)| *name == kind) {
-        Some((_, probe)) => probe(&facts),
-        None => Support::unknown(format!("no probe for attach kind `{kind}`")),
-    }
+    cached
+        .and_then(|f| f.gadgets.get(check.name).cloned())
+        .unwrap_or_else(|| check_gadget(facts(), check))
 }
 
 /// A gadget whose programs `info` has the kernel verify: its object, the programs (None:
@@ -260,7 +269,7 @@ impl BootCache {
     /// Owned by this user and writable by no one else.
     fn ours(m: &std::fs::Metadata) -> bool {
         use std::os::unix::fs::MetadataExt;
-        m.uid() == euid() && m.mode() & 0o022 == 0
+        m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o022 == 0
     }
 
     /// The directory, if it is a real one of ours.
@@ -356,11 +365,6 @@ impl BootCache {
     }
 }
 
-fn euid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
 /// Has the kernel verify each gadget's programs, side by side.
 fn probe_gadgets(facts: &KernelFacts, checks: &[GadgetCheck]) -> BTreeMap<String, Support> {
     let results = in_parallel(checks, |c| check_gadget(facts, c));
@@ -376,23 +380,12 @@ fn check_gadget(facts: &KernelFacts, c: &GadgetCheck) -> Support {
         "verified a gadget's programs"
     );
     match loaded {
-        Ok(()) => match c.record.map_or(Ok(()), |r| r.fits()) {
-            Ok(()) => Support::available(),
+        Ok(()) => match c.record.map_or(Ok(None), |r| r.resolve()) {
+            Ok(_) => Support::available(),
             Err(why) => Support::unavailable(why),
         },
         Err(e) => gadget_refused(facts, &e),
     }
-}
-
-/// Whether a gadget's programs load here: as probed already in this process, else checked
-/// now.
-pub fn gadget_support(check: &GadgetCheck) -> Support {
-    if let Some(f) = CACHE.lock().unwrap_or_else(|p| p.into_inner()).as_ref()
-        && let Some(s) = f.gadgets.get(check.name)
-    {
-        return s.clone();
-    }
-    check_gadget(&host::kernel_facts(), check)
 }
 
 /// Why a gadget did not load: the verifier's last words when it refused, else the errno.

@@ -229,28 +229,22 @@ pub struct FixedRecord {
 }
 
 impl FixedRecord {
-    /// Whether a gadget can read this record here: through CO-RE where the kernel's BTF has
-    /// the record's type, else only when the tracefs format puts every field the gadget
-    /// reads at the offset of its fixed layout. Err: why not.
-    pub fn fits(&self) -> Result<(), String> {
+    /// How a gadget reads this record here: through CO-RE where the kernel's BTF has the
+    /// record's type (Ok(None)), else at its fixed layout, which the tracefs format must
+    /// agree with, and then Ok(Some(offset of the optional field)) when the record has it.
+    /// Err: why it cannot be read.
+    pub fn resolve(&self) -> Result<Option<usize>, String> {
         if super::btf::vmlinux_has_struct(self.btf_type) {
-            return Ok(());
+            return Ok(None);
         }
         let (category, name) = (self.category, self.name);
         let format = format(category, name)
             .map_err(|e| format!("reading the format of {category}:{name}: {e}"))?;
-        self.check(&format)
-    }
-
-    /// Where the optional field is, when the fixed layout is in use and the record has it.
-    pub fn optional_offset(&self) -> Option<usize> {
-        let field = self.optional?;
-        if super::btf::vmlinux_has_struct(self.btf_type) {
-            return None;
-        }
-        let format = format(self.category, self.name).ok()?;
-        let f = format.fields.iter().find(|f| f.name == field)?;
-        (f.size == 4 && f.offset < 0x1000).then_some(f.offset)
+        self.check(&format)?;
+        Ok(self.optional.and_then(|field| {
+            let f = format.fields.iter().find(|f| f.name == field)?;
+            (f.size == 4 && f.offset < 0x1000).then_some(f.offset)
+        }))
     }
 
     fn check(&self, format: &Format) -> Result<(), String> {

@@ -366,9 +366,6 @@ impl KernelNames {
 /// Symbolizes and ranks the samples: the `top` largest stacks and functions, and folded
 /// stacks (all of them, largest first).
 pub fn report(samples: &[Sample], top: usize) -> Report {
-    use blazesym::MaybeDefault;
-    use blazesym::symbolize::source::{Kernel, Source};
-
     let symbolizer = blazesym::symbolize::Symbolizer::new();
     let total: u64 = samples.iter().map(|s| s.count).sum();
 
@@ -376,15 +373,10 @@ pub fn report(samples: &[Sample], top: usize) -> Report {
     let mut kernel_addrs: Vec<u64> = samples.iter().flat_map(|s| s.kernel.clone()).collect();
     kernel_addrs.sort_unstable();
     kernel_addrs.dedup();
-    let kernel_src = Source::Kernel(Kernel {
-        vmlinux: MaybeDefault::None,
-        debug_syms: false,
-        ..Kernel::default()
-    });
     let kernel_names: HashMap<u64, String> = kernel_addrs
         .iter()
         .copied()
-        .zip(names(&symbolizer, &kernel_src, &kernel_addrs))
+        .zip(KernelNames::default().names(&kernel_addrs))
         .collect();
     // User stacks not named while their process ran: try now.
     let mut by_pid: HashMap<u32, Vec<u64>> = HashMap::new();

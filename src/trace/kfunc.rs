@@ -77,15 +77,8 @@ fn parse_target(target: &str) -> Result<Glob, EbpfError> {
 fn mechanism(catalog: &Catalog, names: &[String]) -> Result<bool, EbpfError> {
     // A way works where its attach kind does and the gadget's own programs for it load
     // (fentry's call helpers a bare probe does not: bpf_get_func_arg is 5.17's).
-    let works = |kind: &str, check: &str| {
-        let attach = probe::attach_support(kind);
-        if attach.status != Status::Available {
-            return attach;
-        }
-        let c = kfunc::checks().into_iter().find(|c| c.name == check);
-        c.map_or(attach, |c| probe::gadget_support(&c))
-    };
-    let fentry = works("fentry", kfunc::FENTRY_CHECK);
+    let [fentry_check, kprobe_check] = kfunc::checks();
+    let fentry = probe::way_works("fentry", &fentry_check);
     let all_btf = names.iter().all(|n| {
         catalog
             .prototype(n)
@@ -94,7 +87,7 @@ fn mechanism(catalog: &Catalog, names: &[String]) -> Result<bool, EbpfError> {
     if fentry.status == Status::Available && all_btf && names.len() <= kfunc::FENTRY.len() {
         return Ok(true);
     }
-    let kprobe = works("kprobe", kfunc::KPROBE_CHECK);
+    let kprobe = probe::way_works("kprobe", &kprobe_check);
     if kprobe.status == Status::Available {
         return Ok(false);
     }

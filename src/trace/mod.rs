@@ -18,7 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use plan::{Limits, Prepared, fixed_record_fits, gadget_modes, prepare};
+pub use plan::{Limits, Prepared, gadget_modes, prepare};
 pub use run::{RunEnd, execute};
 pub use tally::{
     Aggregates, Delivery, Group, MAX_GROUPS, Snapshot, Summary, Tally, note_losses, note_shed,

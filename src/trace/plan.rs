@@ -285,26 +285,23 @@ pub(crate) fn plan(p: &TraceParams, limits: &Limits) -> Result<Plan, EbpfError> 
                 ))
                 .with_context("gadget", name)
             })?;
-            fixed_record_fits(gadget).map_err(|why| {
-                EbpfError::new(
-                    Code::GadgetFailed,
-                    format!("the `{name}` gadget cannot run on this kernel: {why}"),
-                )
-                .with_context("gadget", name)
-            })?;
+            let optional = gadget
+                .fixed_record
+                .map_or(Ok(None), |r| r.resolve())
+                .map_err(|why| {
+                    EbpfError::new(
+                        Code::GadgetFailed,
+                        format!("the `{name}` gadget cannot run on this kernel: {why}"),
+                    )
+                    .with_context("gadget", name)
+                })?;
             let mut plan = Plan::of(gadget);
-            if let Some(offset) = gadget.fixed_record.and_then(|r| r.optional_offset()) {
+            if let Some(offset) = optional {
                 plan.args.0 = offset as u32;
             }
             Ok(plan)
         }
     }
-}
-
-/// Whether the gadget can read its tracepoint's record here (see
-/// [`crate::ebpf::tracefs::FixedRecord::fits`]). Err: why not.
-pub fn fixed_record_fits(gadget: &gadgets::Gadget) -> Result<(), String> {
-    gadget.fixed_record.map_or(Ok(()), |r| r.fits())
 }
 
 pub(crate) fn tracepoint_plan(p: &TraceParams) -> Result<Plan, EbpfError> {

@@ -119,10 +119,11 @@ impl KernelStacks {
     }
 
     fn annotate(&mut self, record: &mut serde_json::Map<String, serde_json::Value>) {
-        let Some(id) = record.remove("stack_id").and_then(|v| v.as_u64()) else {
+        // Only kfunc objects have the table: other gadgets' events are not looked at.
+        let Some(table) = &self.table else {
             return;
         };
-        let Some(table) = &self.table else {
+        let Some(id) = record.remove("stack_id").and_then(|v| v.as_u64()) else {
             return;
         };
         let addrs = table.get(id as u32);

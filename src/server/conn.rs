@@ -16,6 +16,9 @@
 //!   gives up on a 30-second trace would leave it attached for the rest of its time). The
 //!   watcher cancels the connection's token, which the HTTP layer hands to the calls it
 //!   carries. [`fd_budget`] fits the cap to the process's descriptor limit.
+//! - Both descriptors belong to the connection's task, and an evicted connection's task has
+//!   dropped them before the next connection is accepted: a flood of connections never
+//!   holds more than the cap's descriptors, however fast it arrives.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -36,6 +39,9 @@ use tower::ServiceExt as _;
 pub const RESERVED_FDS: u64 = 1024;
 /// Descriptors one connection costs (its socket and the watcher's duplicate).
 pub const FDS_PER_CONNECTION: u64 = 2;
+/// Longest the accept loop waits for an evicted connection's task to drop its descriptors
+/// (it does so as soon as it runs).
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 /// How long requests in progress may take to finish once the server is told to stop.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Longest a client may take to finish its TLS handshake.
@@ -58,6 +64,8 @@ pub struct ConnState {
     busy: AtomicUsize,
     /// Cancelled to close the connection (evicted, or the server stops).
     close: CancellationToken,
+    /// Cancelled once the connection's task has dropped its descriptors.
+    closed: CancellationToken,
     opened: Mutex<Option<Instant>>,
     /// When it last became idle.
     idle_since: Mutex<Option<Instant>>,
@@ -90,6 +98,8 @@ impl Drop for BusyGuard {
 pub struct Connections {
     max: usize,
     open: Mutex<BTreeMap<u64, Arc<ConnState>>>,
+    /// Evicted connections whose tasks may not have dropped their descriptors yet.
+    evicted: Mutex<Vec<Arc<ConnState>>>,
     next: std::sync::atomic::AtomicU64,
     /// `ebpf_mcp_http_connections_open`.
     gauge: prometheus_client::metrics::gauge::Gauge,
@@ -112,6 +122,7 @@ impl Connections {
         Arc::new(Self {
             max: max.max(1),
             open: Mutex::new(BTreeMap::new()),
+            evicted: Mutex::default(),
             next: Default::default(),
             gauge,
         })
@@ -149,6 +160,10 @@ impl Connections {
                 Some((id, unauthenticated)) => {
                     if let Some(s) = open.remove(&id) {
                         s.close.cancel();
+                        self.evicted
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(s);
                     }
                     admission = Admission::Evicted { unauthenticated };
                 }
@@ -161,6 +176,20 @@ impl Connections {
         open.insert(id, Arc::clone(&state));
         self.gauge.set(open.len() as i64);
         (admission, Some((id, state)))
+    }
+
+    /// Returns once every evicted connection's task has dropped its descriptors (or after
+    /// [`EVICTION_WAIT`], warning, should one not).
+    pub async fn evictions_closed(&self) {
+        let evicted = std::mem::take(&mut *self.evicted.lock().unwrap_or_else(|p| p.into_inner()));
+        for s in evicted {
+            if tokio::time::timeout(EVICTION_WAIT, s.closed.cancelled())
+                .await
+                .is_err()
+            {
+                tracing::warn!("an evicted connection was still open after {EVICTION_WAIT:?}");
+            }
+        }
     }
 
     /// Closes every connection not serving an authenticated request (shutdown).
@@ -231,9 +260,9 @@ impl SocketFd for tokio_rustls::server::TlsStream<TcpStream> {
 }
 
 /// Waits for the peer's end of stream on `fd` (a duplicate of the connection's socket) and
-/// cancels `gone`; stops when the server is done with the connection (`served`), so the
-/// duplicate never keeps a socket open that the server closed.
-async fn watch(fd: OwnedFd, gone: CancellationToken, served: CancellationToken) {
+/// cancels `gone`. It runs inside the connection's future, so the duplicate goes with the
+/// connection and never keeps a socket open that the server closed.
+async fn watch(fd: OwnedFd, gone: CancellationToken) {
     let std = std::net::TcpStream::from(fd);
     if std.set_nonblocking(true).is_err() {
         return;
@@ -243,17 +272,14 @@ async fn watch(fd: OwnedFd, gone: CancellationToken, served: CancellationToken) 
     };
     let mut byte = [0u8; 1];
     loop {
-        tokio::select! {
-            () = served.cancelled() => return,
-            peeked = socket.peek(&mut byte) => match peeked {
-                // The peer closed (or reset) the connection.
-                Ok(0) | Err(_) => {
-                    gone.cancel();
-                    return;
-                }
-                // A request the server has not read yet: look again once it has.
-                Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            },
+        match socket.peek(&mut byte).await {
+            // The peer closed (or reset) the connection.
+            Ok(0) | Err(_) => {
+                gone.cancel();
+                return;
+            }
+            // A request the server has not read yet: look again once it has.
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
 }
@@ -325,12 +351,17 @@ pub async fn serve(
             Admission::Evicted { unauthenticated } => events.evicted(unauthenticated),
             Admission::Admitted => {}
         }
+        // The connection just closed for this one goes before another is accepted.
+        connections.evictions_closed().await;
         let Some((id, state)) = slot else { continue };
         let router = router.clone();
         let tls = tls.clone();
         let connections = Arc::clone(&connections);
         let stop = stop.clone();
         tasks.spawn(async move {
+            // Dropped last: the connection's future (its socket, its watcher's duplicate)
+            // ends with the `select!`.
+            let _closed = state.closed.clone().drop_guard();
             let close = state.close.clone();
             tokio::select! {
                 () = close.cancelled() => {}
@@ -385,14 +416,20 @@ async fn serve_one<S>(
     S: SocketFd + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let gone = CancellationToken::new();
-    let served = CancellationToken::new();
-    let _served = served.clone().drop_guard();
-    match io.socket_fd().try_clone_to_owned() {
-        Ok(fd) => {
-            tokio::spawn(watch(fd, gone.clone(), served));
+    let watching = {
+        let duplicate = io
+            .socket_fd()
+            .try_clone_to_owned()
+            .map_err(|e| tracing::debug!(error = %e, "connection not watched: dup failed"))
+            .ok();
+        let gone = gone.clone();
+        async move {
+            if let Some(fd) = duplicate {
+                watch(fd, gone).await;
+            }
+            std::future::pending::<()>().await
         }
-        Err(e) => tracing::debug!(error = %e, "connection not watched: dup failed"),
-    }
+    };
     let conn = Conn { gone, state };
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         request.extensions_mut().insert(conn.clone());
@@ -405,19 +442,26 @@ async fn serve_one<S>(
             .keep_alive(true);
         b
     };
-    let served = builder.serve_connection(TokioIo::new(io), service);
-    let mut served = std::pin::pin!(served);
-    tokio::select! {
-        result = served.as_mut() => {
-            if let Err(e) = result {
-                tracing::trace!(error = %e, "connection ended");
+    let serving = async move {
+        let served = builder.serve_connection(TokioIo::new(io), service);
+        let mut served = std::pin::pin!(served);
+        tokio::select! {
+            result = served.as_mut() => {
+                if let Err(e) = result {
+                    tracing::trace!(error = %e, "connection ended");
+                }
+                return;
             }
-            return;
+            () = stop.cancelled() => {}
         }
-        () = stop.cancelled() => {}
+        served.as_mut().graceful_shutdown();
+        let _ = served.await;
+    };
+    // The watcher never ends the connection; it only cancels `gone`.
+    tokio::select! {
+        () = serving => {}
+        () = watching => {}
     }
-    served.as_mut().graceful_shutdown();
-    let _ = served.await;
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ pub(super) async fn serve_unix(
     let mut signal = std::pin::pin!(shutdown_signal());
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
-        let mut stream = tokio::select! {
+        let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
@@ -82,10 +82,10 @@ pub(super) async fn serve_unix(
                 "id": null,
                 "error": {"code": -32000, "message": format!("{max} connections are open (server.max_connections); retry later"), "data": {"code": crate::error::Code::TooManyConnections.as_str()}},
             });
-            tokio::spawn(async move {
-                let _ = stream.write_all(format!("{line}\n").as_bytes()).await;
-                let _ = stream.shutdown().await;
-            });
+            // Written into the new socket's empty buffer without waiting, and closed before
+            // the next accept: refusals hold no descriptors however fast they come.
+            let _ = stream.try_write(format!("{line}\n").as_bytes());
+            drop(stream);
             continue;
         }
         open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

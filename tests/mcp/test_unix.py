@@ -8,10 +8,12 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -26,13 +28,14 @@ NOBODY = 65534
 
 
 class UnixServer:
-    def __init__(self, binary, access: str = ""):
+    def __init__(self, binary, access: str = "", server: str = ""):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="ebpf-mcp-unix-"))
         os.chmod(self.dir, 0o755)  # the unprivileged client must reach the socket
         self.sock = self.dir / "mcp.sock"
         self.audit = self.dir / "audit.log"
         (self.dir / "config.yaml").write_text(
             f'security:\n  audit_log: "{self.audit}"\n  access_control:\n{access}\n'
+            + (f"server:\n{server}\n" if server else "")
         )
         self.log = self.dir / "stderr.log"
         with open(self.log, "wb") as err:
@@ -135,4 +138,72 @@ def test_a_live_socket_is_not_taken_over(binary, need_setpriv):
         )
         assert second.returncode == 2 and "another server is listening" in second.stderr
     finally:
+        s.stop()
+
+
+def test_connections_over_the_cap_are_answered_and_closed_at_once(binary):
+    """At server.max_connections the unix socket answers each newcomer with
+    TOO_MANY_CONNECTIONS and closes it before accepting the next: a flood that never reads
+    its answers holds no descriptors in the server, and once the held connections go a
+    client is served again."""
+    require_root()
+    cap = 4
+    s = UnixServer(binary, server=f"  max_connections: {cap}")
+    held, flood = [], []
+    try:
+        pid = s.process.pid
+
+        def fds() -> int:
+            return len(os.listdir(f"/proc/{pid}/fd"))
+
+        before = fds()
+        for _ in range(cap):
+            c = socket.socket(socket.AF_UNIX)
+            c.connect(str(s.sock))
+            held.append(c)
+        deadline = time.monotonic() + 10
+        while fds() < before + cap:  # the held connections are accepted
+            assert time.monotonic() < deadline, (fds(), before)
+            time.sleep(0.05)
+        baseline = fds()
+        seen: list[int] = []
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                seen.append(fds())
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            for _ in range(300):
+                c = socket.socket(socket.AF_UNIX)
+                c.connect(str(s.sock))
+                flood.append(c)
+            time.sleep(0.5)
+        finally:
+            done.set()
+            sampler.join()
+        assert max(seen) <= baseline + 2, (max(seen), baseline)
+        for c in flood[:: 50]:
+            c.settimeout(10)
+            answer = b""
+            while chunk := c.recv(4096):
+                answer += chunk
+            error = json.loads(answer)["error"]
+            assert error["data"]["code"] == "TOO_MANY_CONNECTIONS" and "server.max_connections" in error["message"], error
+        for c in held + flood:
+            c.close()
+        held, flood = [], []
+        deadline = time.monotonic() + 10
+        while True:
+            r = subprocess.run([sys.executable, str(BRIDGE), str(s.sock)], input=INIT, capture_output=True,
+                               text=True, timeout=30, env=server_env())
+            if '"result"' in r.stdout or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert json.loads(r.stdout.splitlines()[0])["result"]["serverInfo"], r
+    finally:
+        for c in held + flood:
+            c.close()
         s.stop()

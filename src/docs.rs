@@ -23,7 +23,11 @@ pub fn markdown(registry: &Registry) -> String {
          `max_events`, `groups`, `shed`, `page`). A disabled tier's tools are not listed. \
          `tools/list` carries each tool's description and input schema; the result fields \
          below (and `ebpf-mcp tools --output json`, with the full output schemas) are left \
-         out of it to keep an agent's context small.\n\n\
+         out of it to keep an agent's context small. A call that gives a progress token \
+         gets progress notifications: `trace` sends one at 0 when its gadget is attached \
+         (`attached: tracing with ...`, the moment to start a workload) and then one a \
+         second with what it has seen so far; `info` and `list_programs` with `sample_ms` \
+         report theirs too.\n\n\
          | tool | tier | title | read-only | destructive | idempotent |\n\
          |---|---|---|---|---|---|\n",
     );

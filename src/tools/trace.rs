@@ -174,15 +174,16 @@ fn run(core: &Core, p: TraceParams, ctx: &CallContext) -> Result<TraceOutput, Eb
             )
         },
         || {
-            ctx.log(
-                LogLevel::Info,
-                format!(
-                    "tracing with `{}` ({}) for {} ms",
-                    prepared.gadget(),
-                    prepared.hooks().join(", "),
-                    prepared.duration.as_millis()
-                ),
+            let attached = format!(
+                "tracing with `{}` ({}) for {} ms",
+                prepared.gadget(),
+                prepared.hooks().join(", "),
+                prepared.duration.as_millis()
             );
+            // Progress at 0: a client without logging also learns when the trace started
+            // (after the verifier), and can start its workload then.
+            ctx.progress(0.0, Some(duration_ms), format!("attached: {attached}"));
+            ctx.log(LogLevel::Info, attached);
         },
     )?;
     if end.malformed > 0 {

@@ -24,6 +24,8 @@ pub(crate) const SESSION_RING_BYTES: u32 = 1024 * 1024;
 /// it when 128 KiB are pending, and otherwise the reader looks every POLL. So an event
 /// reaches the server at most POLL after it happened, at ~100 idle wakeups a second.
 pub(crate) const POLL: Duration = Duration::from_millis(10);
+/// Longest the last read of the ring takes, once a trace's time is up or it is cancelled.
+const FINAL_READ: Duration = Duration::from_millis(200);
 /// How often a `pid`-scoped trace looks whether its process still runs.
 pub(crate) const PROCESS_LOOK: Duration = Duration::from_millis(250);
 
@@ -274,13 +276,17 @@ pub fn execute(
     let mut last_look = Instant::now();
     // Set once the followed process is gone: one more read takes what it left in the ring.
     let mut exited = false;
+    // Set at the deadline or a cancellation: one last read takes what is in the ring (for at
+    // most FINAL_READ), so the result holds every event up to the stop.
+    let mut ending: Option<(StoppedBy, Instant)> = None;
     let stopped_by = loop {
-        if cancel.is_cancelled() {
-            break StoppedBy::Cancelled;
-        }
         let now = Instant::now();
-        if now >= deadline {
-            break StoppedBy::Duration;
+        if ending.is_none() {
+            if cancel.is_cancelled() {
+                ending = Some((StoppedBy::Cancelled, now + FINAL_READ));
+            } else if now >= deadline {
+                ending = Some((StoppedBy::Duration, now + FINAL_READ));
+            }
         }
         if exited {
             running
@@ -359,21 +365,33 @@ pub fn execute(
             full = !on_event(Delivery::Event(record));
             !full
         };
+        let wait = match ending {
+            Some(_) => Duration::ZERO,
+            None => POLL.min(deadline - now),
+        };
         running
-            .poll(POLL.min(deadline - now), |bytes| {
+            .poll(wait, |bytes| {
                 let more = handle(bytes);
                 // Under a storm the ring never empties: stop reading at the deadline, a
-                // cancellation or the next progress tick, so the run ends on time however
-                // slow decoding is.
+                // cancellation or the next progress tick (the last read: at its time limit),
+                // so the run ends on time however slow decoding is.
                 drained = drained.wrapping_add(1);
                 more && !(drained.is_multiple_of(1024)
-                    && (cancel.is_cancelled()
-                        || Instant::now() >= deadline
-                        || last_tick.elapsed() >= Duration::from_secs(1)))
+                    && match ending {
+                        Some((_, until)) => Instant::now() >= until,
+                        None => {
+                            cancel.is_cancelled()
+                                || Instant::now() >= deadline
+                                || last_tick.elapsed() >= Duration::from_secs(1)
+                        }
+                    })
             })
             .map_err(|e| EbpfError::new(Code::GadgetFailed, format!("reading events: {e}")))?;
         if full {
             break StoppedBy::MaxEvents;
+        }
+        if let Some((stopped_by, _)) = ending {
+            break stopped_by;
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();

@@ -131,7 +131,7 @@ fn start_housekeeping(core: &Arc<Core>, stop: CancellationToken) {
                             Ok(()) => tracing::info!("SIGHUP: audit log reopened"),
                             Err(e) => tracing::error!(error = %e, "SIGHUP: reopening the audit log failed"),
                         }
-                        reload::reload(&core, "SIGHUP");
+                        reload::reload(&core, reload::SIGHUP);
                         seen = stamps(&core);
                     }
                     _ = poll.tick() => {

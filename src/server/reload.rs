@@ -43,6 +43,9 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
     kept
 }
 
+/// The trigger of a reload an operator asked for.
+pub const SIGHUP: &str = "SIGHUP";
+
 /// Re-reads the configuration file (if the server has one) and the tokens file.
 pub fn reload(core: &Core, why: &str) {
     if let ConfigSource::File(path) = &core.config_source {
@@ -59,6 +62,9 @@ pub fn reload(core: &Core, why: &str) {
                 core.metrics.reload(true);
                 if changed {
                     tracing::info!(file = %path.display(), trigger = why, "configuration reloaded");
+                } else if why == SIGHUP {
+                    // Whoever sent it gets an answer, even when the file watcher was first.
+                    tracing::info!(file = %path.display(), trigger = why, "configuration unchanged");
                 } else {
                     tracing::debug!(file = %path.display(), trigger = why, "configuration unchanged");
                 }

@@ -145,10 +145,16 @@ def engine() -> Iterator[Engine]:
         e.stop()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """`n` distinct loopback ports free now (all bound at once, then released)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 # Capabilities newer than some engines (Docker before 23.0 refuses them by name); the
@@ -192,7 +198,7 @@ def server_container(engine: Engine, binary: pathlib.Path) -> Iterator[tuple[str
     secret, line = new_token(binary, "agent-1", "read,trace")
     (d / "tokens" / "tokens.yaml").write_text(f"tokens:\n{line}\n")
     (d / "tokens" / "tokens.yaml").chmod(0o400)
-    port, metrics = free_port(), free_port()
+    port, metrics = free_ports(2)
     cm = yaml.safe_load((ROOT / "deploy" / "kubernetes" / "configmap.yaml").read_text())["data"]
     config = (cm["config.yaml"]
               .replace('"0.0.0.0:8080"', f'"127.0.0.1:{port}"')
@@ -237,6 +243,31 @@ async def call(c, tool: str, args: dict) -> dict:
     return r.structured_content
 
 
+async def trace_while(c, args: dict, action) -> dict:
+    """`trace` on client `c`; `action` (in a thread) once the gadget is attached (the
+    trace's first progress report)."""
+    attached = anyio.Event()
+    result = {}
+
+    async def on_progress(value, total, message) -> None:
+        if message and message.startswith("attached: "):
+            attached.set()
+
+    async def run() -> None:
+        r = await c.call_tool("trace", args, progress_callback=on_progress)
+        assert not r.is_error, r.structured_content
+        result["data"] = r.structured_content
+        attached.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        with anyio.fail_after(60):
+            await attached.wait()
+        assert "data" not in result, "the trace ended before it reported being attached"
+        await anyio.to_thread.run_sync(action)
+    return result["data"]
+
+
 async def test_the_image_runs_as_the_daemonset_and_names_containers(engine, binary):
     """Over HTTP with a token and the official SDK: `info` names the server's container;
     `trace exec` sees a process started on the host and one started in a second container,
@@ -264,17 +295,9 @@ async def test_the_image_runs_as_the_daemonset_and_names_containers(engine, bina
                 engine("wait", second["id"])
                 engine("rm", second["id"])
 
-            result = {}
-
-            async def run_trace():
-                result["data"] = await call(c, "trace", {"gadget": "exec", "duration_ms": 8000, "comm": "echo",
-                                                         "fields": ["argv", "container_id"]})
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run_trace)
-                await anyio.sleep(2)
-                await anyio.to_thread.run_sync(action)
-            events = result["data"]["events"]
+            data = await trace_while(c, {"gadget": "exec", "duration_ms": 10000, "comm": "echo",
+                                         "fields": ["argv", "container_id"]}, action)
+            events = data["events"]
             host = [e for e in events if e["argv"] == ["/bin/echo", f"host-{marker}"]]
             inside = [e for e in events if e["argv"] == ["/bin/echo", f"container-{marker}"]]
             assert len(host) == 1 and "container_id" not in host[0], events
@@ -288,18 +311,8 @@ async def test_the_image_runs_as_the_daemonset_and_names_containers(engine, bina
                     for _ in range(5):
                         subprocess.run(["/bin/true"], check=True)
 
-                async with anyio.create_task_group() as tg:
-                    result.clear()
-
-                    async def scoped():
-                        result["data"] = await call(c, "trace", {"gadget": "exec", "duration_ms": 2000,
-                                                                 "container": looping[:12],
-                                                                 "fields": ["comm", "container_id"]})
-
-                    tg.start_soon(scoped)
-                    await anyio.sleep(0.5)
-                    await anyio.to_thread.run_sync(host_execs)
-                seen = result["data"]["events"]
+                seen = (await trace_while(c, {"gadget": "exec", "duration_ms": 2000, "container": looping[:12],
+                                              "fields": ["comm", "container_id"]}, host_execs))["events"]
                 assert seen and {e["container_id"] for e in seen} == {looping}, seen
             finally:
                 engine("rm", "-f", looping)

@@ -298,10 +298,17 @@ async def test_raw_map_fds_cannot_reach_the_servers_own_maps(dep, client):
         r = await call(client, "deploy", {"object": b64("bad_raw_refs")})
         assert r.is_error and r.structured_content["code"] == "UNRESOLVED_REFERENCE"
         assert _bpf_ids()["prog"] <= before["prog"]
-        subprocess.run(["/bin/true"], check=True)
-        await anyio.sleep(1)
-        seen = await ok(client, "trace_read", {"session_id": session["session_id"]})
-        assert any(e.get("comm") == "true" for e in seen["events"]), "the session is still served"
+        child = subprocess.Popen(["/bin/true"])
+        child.wait()
+        events, cursor = [], None
+        deadline = time.monotonic() + 10
+        while not any(e.get("pid") == child.pid for e in events) and time.monotonic() < deadline:
+            await anyio.sleep(0.2)
+            seen = await ok(client, "trace_read", {"session_id": session["session_id"],
+                                                   **({"cursor": cursor} if cursor is not None else {})})
+            events += seen["events"]
+            cursor = seen.get("next_cursor", cursor)
+        assert any(e.get("pid") == child.pid and e.get("comm") == "true" for e in events), "the session is still served"
     finally:
         await ok(client, "trace_stop", {"session_id": session["session_id"]})
         await ok(client, "undeploy", {"deployment_id": victim["deployment_id"]})
@@ -616,8 +623,12 @@ async def test_the_audit_log_has_one_line_per_call_without_object_bytes(binary):
         assert obj64[:64] not in d.audit.read_text()
         # logrotate: move the file, SIGHUP, and the next line goes to a new file.
         d.audit.rename(d.audit.with_suffix(".1"))
+        reopened = d.server.stderr().count("SIGHUP: audit log reopened")
         d.server.process.send_signal(signal.SIGHUP)
-        await anyio.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while d.server.stderr().count("SIGHUP: audit log reopened") == reopened:
+            assert time.monotonic() < deadline, d.server.stderr()
+            await anyio.sleep(0.05)
         async with Client(d.url, mode="legacy") as client:
             await client.call_tool("list_deployments", {})
         assert [line["tool"] for line in d.audit_lines()] == ["list_deployments"]

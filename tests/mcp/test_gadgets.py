@@ -310,7 +310,9 @@ async def test_profile_finds_the_busy_function(url):
         children["pid"] = json.loads(p.stdout)["pid"]
 
     data = await trace_while(url, {"gadget": "profile", "duration_ms": 3000, "frequency_hz": 99}, action)
-    assert data["functions"][0]["function"] == "ebpf_mcp_spin", data["functions"][:5]
+    # System-wide: the spin is on top unless something else on the host was as busy.
+    spin = next(f for f in data["functions"] if f["function"] == "ebpf_mcp_spin")
+    assert spin["samples"] >= 100 and spin["samples"] >= data["functions"][0]["samples"] / 2, data["functions"][:5]
     workload = [c for c in data["counts"] if c["key"]["comm"] == "workload"]
     # ~2 s at 99 Hz on one CPU: about 200 samples.
     assert len(workload) == 1 and 100 <= workload[0]["count"] <= 260, data["counts"]
@@ -620,9 +622,16 @@ def test_concurrent_traces_are_limited(binary):
     try:
         async def go():
             async with Client(server.url, mode="legacy") as a, Client(server.url, mode="legacy") as b:
+                attached = anyio.Event()
+
+                async def on_progress(value, total, message) -> None:
+                    attached.set()
+
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(a.call_tool, "trace", {"gadget": "exec", "duration_ms": 2500})
-                    await anyio.sleep(1.0)
+                    tg.start_soon(lambda: a.call_tool("trace", {"gadget": "exec", "duration_ms": 2500},
+                                                      progress_callback=on_progress))
+                    with anyio.fail_after(30):
+                        await attached.wait()  # the first holds its slot
                     second = await b.call_tool("trace", {"gadget": "exec", "duration_ms": 500})
                     assert second.is_error and second.structured_content["code"] == "TOO_MANY_TRACES"
                     assert "max_concurrent" in second.structured_content["message"]
@@ -641,8 +650,13 @@ async def test_a_session_shows_a_histogram_so_far(url):
         sid = started.structured_content["session_id"]
         try:
             subprocess.run([str(WORKLOAD), "sleeps", "100", "1000"], check=True, capture_output=True)
-            time.sleep(1.5)  # the session refreshes its copy of the kernel's tables every second
-            read = (await client.call_tool("trace_read", {"session_id": sid})).structured_content
+            # The session refreshes its copy of the kernel's tables every second.
+            deadline = time.monotonic() + 15
+            while True:
+                read = (await client.call_tool("trace_read", {"session_id": sid})).structured_content
+                if (read["histograms"] and read["histograms"][0]["count"] >= 90) or time.monotonic() > deadline:
+                    break
+                await anyio.sleep(0.5)
         finally:
             stopped = (await client.call_tool("trace_stop", {"session_id": sid})).structured_content
         assert read["state"] == "running" and read["histograms"][0]["count"] >= 90

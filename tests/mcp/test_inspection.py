@@ -184,18 +184,28 @@ async def test_list_links_matches_bpftool(url, fixture):
 
 async def test_sample_ms_counts_runs_the_test_causes(url, fixture):
     runs = 3000
+    opened = threading.Event()
     done = threading.Event()
 
     def trigger():
-        time.sleep(0.3)  # let the sampling window open first
-        for _ in range(runs):
-            os.getppid()
-        done.set()
+        # The window opens when its first counters are read: its first progress report.
+        if opened.wait(timeout=30):
+            for _ in range(runs):
+                os.getppid()
+            done.set()
+
+    async def on_progress(value: float, total: float | None, message: str | None) -> None:
+        opened.set()
 
     thread = threading.Thread(target=trigger)
     thread.start()
-    data = await call(url, "list_programs", {"id": fixture.prog, "sample_ms": 2000})
+    async with Client(url, mode="legacy") as client:
+        result = await client.call_tool("list_programs", {"id": fixture.prog, "sample_ms": 2000},
+                                        progress_callback=on_progress)
+    opened.set()
     thread.join()
+    assert not result.is_error, result
+    data = result.structured_content
     assert done.is_set()
     assert data["stats_source"] == "sampled"
     stats = data["programs"][0]["stats"]

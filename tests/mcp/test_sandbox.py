@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 
 import pytest
 from mcp import Client
@@ -123,8 +124,12 @@ def test_forbidden_writes_exec_connect_and_mount_fail_in_the_sandbox():
     assert r["no_new_privs"] == "1" and r["seccomp"] == "2"
     assert int(r["cap_eff"], 16) == KEPT_MASK
     # The refused mount is in the kernel's log, with the process and the syscall number.
-    log = subprocess.run(["dmesg"], capture_output=True, text=True).stdout
-    assert re.search(r'type=1326 .*comm="sandbox_probe".* syscall=165 ', log), "mount refusal not logged"
+    # kauditd prints it asynchronously.
+    deadline = time.monotonic() + 5
+    while not re.search(r'type=1326 .*comm="sandbox_probe".* syscall=165 ',
+                        log := subprocess.run(["dmesg"], capture_output=True, text=True).stdout):
+        assert time.monotonic() < deadline, "mount refusal not logged"
+        time.sleep(0.1)
 
 
 async def test_a_non_root_user_with_ambient_capabilities_serves_every_tier(binary):

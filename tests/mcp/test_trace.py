@@ -232,7 +232,8 @@ async def test_syscall_latency_shows_where_dsync_writes_wait(url):
     rows = {(h["key"]["pid"], h["key"]["syscall"]): h for h in data["histograms"]}
     write, read = rows[(child["pid"], "write")], rows[(child["pid"], "read")]
     assert write["count"] == 200 and read["count"] >= 200, (write, read)
-    assert write["avg_us"] > read["avg_us"], (write, read)
+    # Medians: one preemption of a read must not decide it.
+    assert write["p50_us"] > read["p50_us"], (write, read)
     assert sum(b["count"] for b in write["buckets"]) == 200
 
 
@@ -243,7 +244,8 @@ async def test_count_mode_groups_events(url):
         for _ in range(3):
             subprocess.run(["/bin/ls", "/"], check=True, capture_output=True)
 
-    data = await trace_while(url, {"gadget": "exec", "duration_ms": 3000, "mode": "count", "group_by": ["comm", "ret"]}, action)
+    data = await trace_while(url, {"gadget": "exec", "duration_ms": 3000, "mode": "count", "group_by": ["comm", "ret"],
+                                   "filter": f"ppid == {os.getpid()}"}, action)
     rows = {(r["key"]["comm"], r["key"]["ret"]): r["count"] for r in data["counts"]}
     assert rows[("true", 0)] == 5 and rows[("ls", 0)] == 3
     assert data["counts"][0]["count"] >= data["counts"][-1]["count"]
@@ -274,8 +276,10 @@ async def test_progress_arrives_every_second(url):
     async with Client(url, mode="legacy") as client:
         r = await client.call_tool("trace", {"gadget": "exec", "duration_ms": 3500}, progress_callback=on_progress)
     assert not r.is_error
-    assert len(progress) >= 2 and all(t == 3500 for _, t, _ in progress)
-    assert all("events so far" in m for _, _, m in progress)
+    # First when the gadget is attached, then every second.
+    assert progress[0][0] == 0 and progress[0][2].startswith("attached: tracing with `exec`"), progress
+    assert len(progress) >= 3 and all(t == 3500 for _, t, _ in progress)
+    assert all("events so far" in m for _, _, m in progress[1:]), progress
 
 
 async def test_cancel_stops_at_once_and_detaches(url):
@@ -319,18 +323,26 @@ def test_kill_9_mid_trace_leaves_nothing_attached(binary):
 
 def test_ctrl_c_on_the_command_line_prints_the_result_so_far(binary):
     require_root()
-    proc = subprocess.Popen([str(binary), "call", "trace", json.dumps({"gadget": "exec", "duration_ms": 30000})],
+    proc = subprocess.Popen([str(binary), "call", "--log-level", "info", "trace",
+                             json.dumps({"gadget": "exec", "duration_ms": 30000})],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=server_env())
-    time.sleep(1.5)
-    subprocess.run(["/bin/true"], check=True)
-    time.sleep(0.3)
+    # Once the gadget is attached (its log line), an exec the test makes, then Ctrl-C at
+    # once: the result holds it, the last read of the ring included.
+    err = b""
+    deadline = time.monotonic() + 30
+    while b"tracing with" not in err:
+        line = proc.stderr.readline()
+        assert line and time.monotonic() < deadline, err
+        err += line
+    child = subprocess.Popen(["/bin/true"])
+    child.wait()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=15)
-    assert proc.returncode == 0, err
+    out, rest = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err + rest
     data = json.loads(out)
     assert data["stopped_by"] == "cancelled"
     assert data["duration_ms"] < 10000
-    assert any(e["comm"] == "true" for e in data["events"])
+    assert any(e["pid"] == child.pid and e["comm"] == "true" for e in data["events"]), data["events"]
 
 
 async def test_stdio_disconnect_mid_trace_detaches(binary):
@@ -531,7 +543,9 @@ async def test_counts_whose_keys_the_kernel_knows_are_kept_in_the_kernel(url):
     integer field), with a filter wholly in the kernel, counts in a kernel table: no event
     crosses, the open gadget attaches no exit programs, and the counts equal those the
     server makes from every event of the same workload, traced at the same time."""
-    opens = 20000
+    # 10000 open records (~3 MB) fit the 4 MiB ring: the server-counted trace sees every one
+    # however slowly this machine drains it.
+    opens = 10000
     server_counted = {}
 
     def workload():
@@ -548,6 +562,7 @@ async def test_counts_whose_keys_the_kernel_knows_are_kept_in_the_kernel(url):
     (row,) = kernel["counts"]
     pid = row["key"]["pid"]
     assert row["key"]["comm"] == "workload" and kernel["events_dropped"] == 0, kernel
+    assert server_counted["events_dropped"] == 0, server_counted
     by_server = [c for c in server_counted["counts"] if c["key"]["pid"] == pid]
     assert {"key": {"pid": pid, "path": "/dev/null"}, "count": opens} in by_server, by_server
     assert row["count"] == sum(c["count"] for c in by_server) == kernel["events_total"], (row, by_server)
@@ -623,7 +638,7 @@ async def test_results_say_what_cut_them(url):
             subprocess.run([name], check=True, capture_output=True)
 
     data = await trace_while(url, {"gadget": "exec", "duration_ms": 2500, "mode": "count", "group_by": ["comm"],
-                                   "top": 1, "comm": "true"}, action)
+                                   "top": 1, "comm": "true", "filter": f"ppid == {os.getpid()}"}, action)
     assert data["counts"] == [{"key": {"comm": "true"}, "count": 3}] and "cut" not in data, data
     data = await trace_while(url, {"gadget": "exec", "duration_ms": 2500, "mode": "count", "group_by": ["comm"],
                                    "top": 1, "uid": 0}, action)
@@ -654,9 +669,14 @@ async def test_background_session_reads_new_events_and_stops(url):
             await anyio.sleep(0.2)
         assert any(e["argv"] == ["/bin/echo", marker, "one"] for e in seen)
         subprocess.run(["/bin/echo", marker, "two"], check=True, capture_output=True)
-        await anyio.sleep(0.5)
-        newer = await call_ok(client, "trace_read", {"session_id": sid, "cursor": cursor})
-        assert [e["argv"] for e in newer["events"] if marker in e["argv"]] == [["/bin/echo", marker, "two"]], "only what is new"
+        newer = []
+        deadline = time.monotonic() + 10
+        while not any("two" in e["argv"] for e in newer) and time.monotonic() < deadline:
+            await anyio.sleep(0.2)
+            page = await call_ok(client, "trace_read", {"session_id": sid, "cursor": cursor})
+            newer += [e for e in page["events"] if marker in e["argv"]]
+            cursor = page.get("next_cursor", cursor)
+        assert [e["argv"] for e in newer] == [["/bin/echo", marker, "two"]], "only what is new"
         final = await call_ok(client, "trace_stop", {"session_id": sid})
         assert final["state"] == "finished" and final["stopped_by"] == "cancelled"
         assert final["events_total"] >= 2

@@ -17,8 +17,9 @@
 //!   watcher cancels the connection's token, which the HTTP layer hands to the calls it
 //!   carries. [`fd_budget`] fits the cap to the process's descriptor limit.
 //! - Both descriptors belong to the connection's task, and an evicted connection's task has
-//!   dropped them before the next connection is accepted: a flood of connections never
-//!   holds more than the cap's descriptors, however fast it arrives.
+//!   dropped them before the next connection is accepted: a flood of connections holds at
+//!   most the cap's descriptors and the one being accepted, however fast it arrives (the
+//!   accept loop waits up to [`EVICTION_WAIT`] for that, and warns should it not happen).
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -457,10 +458,12 @@ async fn serve_one<S>(
         served.as_mut().graceful_shutdown();
         let _ = served.await;
     };
-    // The watcher never ends the connection; it only cancels `gone`.
+    // The watcher never ends the connection; it only cancels `gone`. Polled first, so that a
+    // peer's close seen by both at once still cancels `gone`.
     tokio::select! {
-        () = serving => {}
+        biased;
         () = watching => {}
+        () = serving => {}
     }
 }
 

@@ -419,10 +419,23 @@ mod tests {
             );
             return;
         };
+        // A signed integer, `int` or `long` by kernel version, named as the compiler did.
+        assert!(
+            ["int", "long", "long int"].contains(&proto.ret_ty.as_str()),
+            "{}",
+            proto.ret_ty
+        );
+        assert!(
+            matches!(proto.ret, ArgKind::Signed(4 | 8)),
+            "{:?}",
+            proto.ret
+        );
         assert_eq!(
             proto.declaration("do_sys_openat2"),
-            "long int do_sys_openat2(int dfd, const char *filename, struct open_how *how)"
-                .replace("long int", &proto.ret_ty)
+            format!(
+                "{} do_sys_openat2(int dfd, const char *filename, struct open_how *how)",
+                proto.ret_ty
+            )
         );
         assert_eq!(proto.params[0].kind, ArgKind::Signed(4));
         assert_eq!(proto.params[1].kind, ArgKind::Str);

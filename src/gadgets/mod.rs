@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::ebpf::gadget::Hook;
-pub use decode::{At, Clock, Layout, header};
+pub use decode::{At, Clock, HEADER, Layout, header};
 
 /// A little-endian u64 (a count in a kernel table).
 pub fn decode_u64(b: &[u8]) -> u64 {

@@ -427,6 +427,7 @@ fn gadget_checks() -> Vec<probe::GadgetCheck> {
             if let Some(k) = &g.kernel_count {
                 programs.extend(k.programs.iter().map(|(n, _)| *n));
             }
+            programs.sort_unstable();
             programs.dedup();
             probe::GadgetCheck {
                 name: g.name,

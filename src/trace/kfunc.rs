@@ -415,10 +415,7 @@ fn show(kind: &ArgKind, v: u64) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gadgets::Clock;
-
-    /// The common header's size (gadgets/decode.rs).
-    const HEADER: usize = 48;
+    use crate::gadgets::{Clock, HEADER};
 
     #[test]
     fn registers_show_as_their_types() {
@@ -592,17 +589,16 @@ mod tests {
         );
     }
 
+    /// The plan for functions `a` and `b` (no BTF), 64 bytes apart, by fentry or kprobes.
+    fn two_functions(args: Value, fentry: bool) -> Plan {
+        let names = ["a".to_owned(), "b".to_owned()];
+        let addresses = vec![(ADDR, "a".into()), (ADDR + 64, "b".into())];
+        assemble(&params(args), &names, vec![None, None], addresses, fentry)
+    }
+
     #[test]
     fn counts_name_each_function_and_kprobes_attach_one_program_to_each() {
-        let names = vec!["a".to_owned(), "b".to_owned()];
-        let p = params(json!({"gadget": "kfunc", "target": "*"}));
-        let plan = assemble(
-            &p,
-            &names,
-            vec![None, None],
-            vec![(ADDR, "a".into()), (ADDR + 64, "b".into())],
-            false,
-        );
+        let plan = two_functions(json!({"gadget": "kfunc", "target": "*"}), false);
         assert_eq!(plan.hooks(), ["kprobe:a", "kprobe:b"]);
         assert!(plan.programs.iter().all(|(n, _)| *n == kfunc::KPROBE));
         let counting = plan.counting.as_ref().expect("counts in the kernel");
@@ -614,16 +610,9 @@ mod tests {
 
     #[test]
     fn histograms_are_keyed_by_function_and_by_process_when_asked() {
-        let names = vec!["a".to_owned(), "b".to_owned()];
-        let p = params(
+        let plan = two_functions(
             json!({"gadget": "kfunc", "target": "*", "mode": "histogram",
-                              "group_by": ["function", "comm"]}),
-        );
-        let plan = assemble(
-            &p,
-            &names,
-            vec![None, None],
-            vec![(ADDR, "a".into()), (ADDR + 64, "b".into())],
+                   "group_by": ["function", "comm"]}),
             true,
         );
         assert_eq!(plan.output, Output::KernelHistograms);
